@@ -1,0 +1,63 @@
+"""The ``conflux`` command line: a thin shell over the engine API.
+
+``get_parser()`` builds the whole argparse tree without side effects (the man page is built
+from it); ``main(argv)`` runs one command and returns its exit status: 0, 2 for bad input, 1
+for other failures, with one line on stderr naming what was wrong.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from conflux import __version__
+from conflux.errors import ConfluxError
+
+from conflux.cli import (blame, conflicts, delete, get, init, log, promote, resolve, set as
+                         set_cmd, status)
+
+__all__ = ["get_parser", "main", "run", "COMMANDS"]
+
+#: Every command, in the order ``--help`` lists them.
+COMMANDS = (init, set_cmd, delete, get, log, blame, status, promote, conflicts, resolve)
+
+
+def get_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="conflux",
+        description="Conflux: typed operations on infrastructure config, merged field by "
+                    "field with CRDT rules, every change logged with actor and intent.",
+        epilog="Run 'conflux COMMAND --help' for a command's options.")
+    parser.add_argument("--version", action="version", version=f"conflux {__version__}")
+    parser.add_argument("--dir", default=os.environ.get("CONFLUX_PROJECT", "."),
+                        metavar="PATH",
+                        help="the project directory holding .conflux/ (default: the current "
+                             "directory, or $CONFLUX_PROJECT)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for module in COMMANDS:
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = get_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args) or 0
+    except ConfluxError as exc:
+        print(f"conflux {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"conflux {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        # output piped into something that stopped reading (head, less): not an error
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 0
+
+
+def run() -> None:
+    """Console-script entry point."""
+    sys.exit(main())

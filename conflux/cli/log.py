@@ -1,0 +1,77 @@
+"""conflux log: the operation log, newest first."""
+
+import msgpack
+
+from conflux.cli._output import add_json, hlc_text, open_engine, print_json
+
+
+def add_parser(sub):
+    p = sub.add_parser("log", help="the operation log, newest first",
+                       description="Show logged operations, newest first, with actor, "
+                                   "intent and HLC.")
+    p.add_argument("--limit", type=int, default=20, metavar="N",
+                   help="at most N operations (default 20; 0 for all)")
+    p.add_argument("--entity", help="only operations on this entity")
+    p.add_argument("--actor", help="only operations by this actor (ID or CLASS:ID)")
+    p.add_argument("--since", metavar="SEQ|HLC|DATE",
+                   help="only from this sequence number, hlc:... or ISO date/time on")
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def describe(engine, op) -> str:
+    """One line for an operation: what it did, in words a reviewer reads."""
+    core = engine.core
+    kind = core.OP_NAMES[op.type]
+    spec = None
+    if op.field:
+        spec = engine.schema.field(op.entity.partition(".")[0], op.field)
+    target = f"{op.entity}.{op.field}" if op.field else op.entity
+    if kind in ("set_field", "resolve"):
+        text = f"{target} = {spec.format(op.value)}"
+        if op.prev is not None:
+            text = f"{target}: {spec.format(msgpack.unpackb(op.prev))} → {spec.format(op.value)}"
+        if kind == "resolve":
+            text += " (resolved)"
+    elif kind == "unset_field":
+        text = f"{target} unset"
+    elif kind in ("add_elements", "remove_elements"):
+        sign = "+" if kind == "add_elements" else "-"
+        text = f"{target}: " + " ".join(sign + spec.format_element(e) for e in op.elements)
+    elif kind == "delete_entity":
+        text = f"{op.entity} deleted"
+    else:  # promote
+        text = (f"promote {op.value['from']} → {op.env} ({len(op.children or [])} field "
+                "operations)")
+    if op.override and kind != "promote":
+        text += " [override]"
+    return text
+
+
+def run(args):
+    engine = open_engine(args)
+    ops = engine.log(limit=args.limit or None, entity=args.entity, actor=args.actor,
+                     since=args.since)
+    if args.json:
+        print_json([entry(engine, op) for op in ops])
+        return 0
+    for op in ops:
+        intent = f"  ({op.intent})" if op.intent else ""
+        print(f"{op.seq:>6}  {hlc_text(engine, op.hlc)}  [{op.actor_class}:{op.actor}]  "
+              f"{op.env}: {describe(engine, op)}{intent}")
+
+
+def entry(engine, op) -> dict:
+    out = {"seq": op.seq, "op_id": op.op_id, "type": engine.core.OP_NAMES[op.type],
+           "env": op.env, "entity_id": op.entity or None, "field": op.field or None,
+           "actor": op.actor, "actor_class": op.actor_class, "intent": op.intent,
+           "hlc": engine.core.hlc_format(op.hlc), "override": op.override}
+    if op.value is not None:
+        out["value"] = op.value
+    if op.elements is not None:
+        out["elements"] = op.elements
+    if op.prev is not None:
+        out["previous"] = msgpack.unpackb(op.prev)
+    if op.children:
+        out["operations"] = [entry(engine, c) | {"seq": op.seq} for c in op.children]
+    return out

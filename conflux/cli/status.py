@@ -1,0 +1,35 @@
+"""conflux status: the state of the project at a glance."""
+
+from conflux.cli._output import add_json, open_engine, print_json
+
+
+def add_parser(sub):
+    p = sub.add_parser("status", help="entities, operations, environments, conflicts, "
+                                      "violations, core in use",
+                       description="Summarise the project: entities per environment, "
+                                   "operations, conflicts, violations, the clock and which "
+                                   "merge core is running.")
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    engine = open_engine(args)
+    st = engine.status()
+    if args.json:
+        print_json(st | {"violation_list": engine.violations()})
+        return 0
+    core = {"c": "compiled (Cython)", "py": "pure Python (slower fallback)"}[st["core"]]
+    print(f"project      {st['project']} {st['schema_version']}  ({st['directory']})")
+    print(f"core         {core}")
+    print(f"operations   {st['operations']}  (clock {st['clock'] or '-'})")
+    print(f"records      {st['records']}")
+    for env, info in st["environments"].items():
+        parent = f" <- {info['inherits']}" if info["inherits"] else " (base)"
+        print(f"env          {env}{parent}: {info['entities']} entities")
+    print(f"conflicts    {st['conflicts']}" + ("  (see 'conflux conflicts')"
+                                                if st["conflicts"] else ""))
+    print(f"violations   {st['violations']}")
+    for v in engine.violations():
+        print(f"  {v['env']}: {v['entity_id']}.{v['field']}: {v['message']}")
+    print(f"milestone    {st['last_milestone'] or 'none yet'}")

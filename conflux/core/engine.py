@@ -1,0 +1,1065 @@
+"""The engine API: the one place Conflux's logic lives.
+
+The CLI and the REST API are thin over ``Engine``: they parse, call one method, and format.
+An ``Engine`` owns a project's ``.conflux/`` directory: the schema in force, the settings and
+the LMDB store. Writes go through ``apply`` (a batch of operations, atomic); reads resolve
+environments through their inheritance chain.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+import secrets
+import shutil
+import struct
+import time
+import tomllib
+from dataclasses import dataclass, field as _field
+
+import msgpack
+
+from conflux.actors import Actor
+from conflux.engine import core as default_core, TWINS
+from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
+from conflux.schema import Schema, load_schema
+from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
+
+__all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR"]
+
+CONFLUX_DIR = ".conflux"
+_HLC_AT = struct.Struct("<Q")
+_OP_KEYS = frozenset({"type", "entity_id", "field", "value", "elements", "env", "intent",
+                      "op_id", "hlc", "base", "observed", "override", "signature", "key_id"})
+_MAX_OP_ID = 128
+_MAX_INTENT = 4096
+
+_DEFAULT_CONFIG = """\
+# Conflux settings for this project.
+
+[clock]
+# An operation stamped further than this ahead of the store's wall clock is refused.
+max_clock_offset_ms = {max_clock_offset_ms}
+
+[compaction]
+# Tombstones older than this are causally stable and may be dropped by 'compaction'.
+stability_window_s = {stability_window_s}
+"""
+
+
+@dataclass(frozen=True)
+class Settings:
+    max_clock_offset_ms: int = 500
+    stability_window_s: int = 7 * 24 * 3600
+
+    @classmethod
+    def load(cls, path: str) -> "Settings":
+        try:
+            with open(path, "rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            return cls()
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: {exc}") from exc
+        clock = data.get("clock", {})
+        compaction = data.get("compaction", {})
+        try:
+            return cls(int(clock.get("max_clock_offset_ms", cls.max_clock_offset_ms)),
+                       int(compaction.get("stability_window_s", cls.stability_window_s)))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: {exc}") from exc
+
+
+@dataclass
+class Ack:
+    """What a writer is told about one accepted operation."""
+
+    op_id: str
+    hlc: int
+    seq: int
+    duplicate: bool = False
+    change: dict | None = _field(default=None)
+
+    def to_dict(self, core) -> dict:
+        out = {"op_id": self.op_id, "hlc": core.hlc_format(self.hlc), "seq": self.seq}
+        if self.duplicate:
+            out["duplicate"] = True
+        if self.change is not None:
+            out["change"] = self.change
+        return out
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _marker_hlc(rec) -> int:
+    """The hlc of an entity delete marker (register layout, FORMAT.md)."""
+    return 0 if rec is None else _HLC_AT.unpack_from(rec, 16)[0]
+
+
+class Engine:
+    """One Conflux project: schema, settings and store."""
+
+    def __init__(self, directory: str = ".", *, core=None, sync: bool = True):
+        self.root = os.path.join(directory, CONFLUX_DIR)
+        if not os.path.isdir(self.root):
+            raise StoreError(f"no Conflux project in {os.path.abspath(directory)} "
+                             f"(run 'conflux init --schema schema.toml' there, or pass --dir)")
+        self.core = _pick_core(core)
+        self.schema: Schema = load_schema(os.path.join(self.root, "schema.toml"))
+        self.settings = Settings.load(os.path.join(self.root, "config.toml"))
+        self.store = Store(os.path.join(self.root, "store"), sync=sync)
+        with self.store.read() as txn:
+            node = self.store.meta_get(txn, "node")
+        if node is None:
+            raise StoreError(f"the store in {self.root} was never initialised")
+        self.node = node.decode()
+        self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
+                       for t, et in self.schema.types.items() for f in et.fields.values()}
+
+    # -- creating and opening -----------------------------------------------------------------
+
+    @classmethod
+    def init(cls, directory: str, schema_path: str, *, core=None, sync: bool = True) -> "Engine":
+        """Create ``.conflux/`` in ``directory`` from a schema file (validated first)."""
+        schema = load_schema(schema_path)
+        root = os.path.join(directory, CONFLUX_DIR)
+        if os.path.exists(os.path.join(root, "store", "data.mdb")):
+            raise InputError(f"{root} already holds a Conflux project; nothing was changed")
+        os.makedirs(root, exist_ok=True)
+        shutil.copyfile(schema_path, os.path.join(root, "schema.toml"))
+        config = os.path.join(root, "config.toml")
+        if not os.path.exists(config):
+            defaults = Settings()
+            with open(config, "w") as fh:
+                fh.write(_DEFAULT_CONFIG.format(**defaults.__dict__))
+        store = Store(os.path.join(root, "store"), create=True, sync=sync)
+
+        def body(txn):
+            store.meta_put(txn, "node", secrets.token_hex(4).encode())
+            store.meta_put(txn, "schema_name", schema.name.encode())
+            for env in schema.environments:
+                store.name_id(txn, "e", env, create=True)
+        store.write(body)
+        store.close()
+        return cls(directory, core=core, sync=sync)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # -- validating operations ----------------------------------------------------------------
+
+    def prepare(self, raw: dict, actor: Actor, where: str = ""):
+        """Validate one operation as sent by a client and turn it into a core ``Op``.
+
+        Everything that can be checked without the store is checked here, before any write
+        transaction: shape, known environment, entity type and field, value types and ranges.
+        """
+        core = self.core
+        if not isinstance(raw, dict):
+            raise ValidationError(f"{where}an operation must be an object, got "
+                                  f"{type(raw).__name__}")
+        unknown = raw.keys() - _OP_KEYS
+        if unknown:
+            raise ValidationError(f"{where}unknown key(s) {', '.join(sorted(map(str, unknown)))}"
+                                  f" (allowed: {', '.join(sorted(_OP_KEYS))})",
+                                  field=sorted(map(str, unknown))[0])
+        type_name = raw.get("type")
+        op_type = core.OP_TYPES.get(type_name) if isinstance(type_name, str) else None
+        if op_type is None or op_type == core.PROMOTE:
+            allowed = ", ".join(n for n in core.OP_TYPES if n != "promote")
+            raise ValidationError(f"{where}type {type_name!r} is not an operation type "
+                                  f"({allowed}; promotions go through promote)", field="type")
+        env = raw.get("env") or self.schema.base_env
+        if not isinstance(env, str) or env not in self.schema.parents:
+            raise ValidationError(f"{where}unknown environment {env!r} (declared: "
+                                  f"{', '.join(self.schema.environments)})", field="env")
+        entity_id = raw.get("entity_id")
+        if not isinstance(entity_id, str):
+            raise ValidationError(f"{where}entity_id must be a string like 'service.checkout'",
+                                  field="entity_id")
+        self.schema.split_entity_id(entity_id)
+        op = self._field_op(op_type, env, entity_id, raw.get("field"), raw, where)
+        op.actor, op.actor_class = actor.id, actor.cls
+        intent = raw.get("intent", "")
+        if intent is None:
+            intent = ""
+        if not isinstance(intent, str) or len(intent) > _MAX_INTENT:
+            raise ValidationError(f"{where}intent must be text of at most {_MAX_INTENT} "
+                                  "characters", field="intent")
+        op.intent = intent
+        op_id = raw.get("op_id")
+        if op_id is not None:
+            if (not isinstance(op_id, str) or not op_id or len(op_id.encode()) > _MAX_OP_ID
+                    or not op_id.isprintable()):
+                raise ValidationError(f"{where}op_id must be a non-empty printable string of at "
+                                      f"most {_MAX_OP_ID} bytes", field="op_id")
+            op.op_id = op_id
+        if raw.get("hlc") is not None:
+            op.hlc = core.hlc_parse(raw["hlc"])
+            if op.hlc == 0:
+                raise ValidationError(f"{where}hlc must be positive", field="hlc")
+        override = raw.get("override", False)
+        if not isinstance(override, bool):
+            raise ValidationError(f"{where}override must be true or false", field="override")
+        op.override = override
+        base = raw.get("base")
+        if base is not None:
+            if not isinstance(base, list) or not all(isinstance(b, str) for b in base):
+                raise ValidationError(f"{where}base must be a list of op ids", field="base")
+            if op_type not in (core.SET_FIELD, core.UNSET_FIELD, core.RESOLVE):
+                raise ValidationError(f"{where}base applies to set_field, unset_field and "
+                                      "resolve", field="base")
+            op.base = sorted(set(base))
+        if raw.get("signature") is not None or raw.get("key_id") is not None:
+            sig, key_id = raw.get("signature"), raw.get("key_id")
+            if not isinstance(sig, str) or not isinstance(key_id, str):
+                raise ValidationError(f"{where}signature and key_id go together, as text",
+                                      field="signature")
+            op.signature, op.key_id = sig, key_id
+        return op
+
+    def _field_op(self, op_type, env, entity_id, field_name, raw, where=""):
+        """A core ``Op`` for one entity or field, with value, kind and key material set."""
+        core = self.core
+        op = core.Op()
+        op.type, op.env, op.entity = op_type, env, entity_id
+        type_name = entity_id.partition(".")[0]
+        if op_type == core.DELETE_ENTITY:
+            if field_name is not None:
+                raise ValidationError(f"{where}delete_entity takes no field", field="field")
+            for key in ("value", "elements"):
+                if raw.get(key) is not None:
+                    raise ValidationError(f"{where}delete_entity takes no {key}", field=key)
+            op.kind = core.ENTITY
+            return op
+        if not isinstance(field_name, str):
+            raise ValidationError(f"{where}{OP_NAME(core, op_type)} needs a field",
+                                  field="field")
+        spec = self.schema.field(type_name, field_name)
+        op.field = field_name
+        op.kind = self._kinds[(type_name, field_name)]
+        label = f"{where}{entity_id}.{field_name}"
+        if op_type in (core.SET_FIELD, core.RESOLVE):
+            if spec.is_set:
+                raise ValidationError(f"{label} is a {spec.merge} field: use add_elements or "
+                                      "remove_elements", field=field_name)
+            if op_type == core.RESOLVE and spec.merge != "review":
+                raise ValidationError(f"{label} is a {spec.merge} field: only review fields "
+                                      "have conflicts to resolve", field=field_name)
+            if raw.get("value") is None:
+                raise ValidationError(f"{label}: {OP_NAME(core, op_type)} needs a value (use "
+                                      "unset_field to remove one)", field=field_name)
+            if raw.get("elements") is not None:
+                raise ValidationError(f"{label}: elements go with add_elements and "
+                                      "remove_elements", field=field_name)
+            value = _located(spec.coerce, raw["value"], where)
+            op.value = value
+            op.vbytes = msgpack.packb(value, use_bin_type=True)
+            if op.kind in (core.MAX, core.MIN):
+                op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
+        elif op_type == core.UNSET_FIELD:
+            if spec.merge == "grow":
+                raise ValidationError(f"{label} is a grow-only field: it cannot be unset",
+                                      field=field_name)
+            for key in ("value", "elements"):
+                if raw.get(key) is not None:
+                    raise ValidationError(f"{label}: unset_field takes no {key}",
+                                          field=field_name)
+        else:  # add_elements / remove_elements
+            name = OP_NAME(core, op_type)
+            if not spec.is_set:
+                raise ValidationError(f"{label} is a {spec.merge} field: {name} needs a set or "
+                                      "grow field (use set_field)", field=field_name)
+            if op_type == core.REMOVE_ELEMENTS and spec.merge == "grow":
+                raise ValidationError(f"{label} is grow-only: elements cannot be removed",
+                                      field=field_name)
+            elements = raw.get("elements")
+            if raw.get("value") is not None:
+                raise ValidationError(f"{label}: {name} takes elements, not value",
+                                      field=field_name)
+            if not isinstance(elements, list) or not elements:
+                raise ValidationError(f"{label}: {name} needs a non-empty list of elements",
+                                      field=field_name)
+            by_bytes = {}
+            for item in elements:
+                item = _located(spec.coerce_element, item, where)
+                by_bytes[msgpack.packb(item, use_bin_type=True)] = item
+            op.ebytes = sorted(by_bytes)
+            op.elements = [by_bytes[b] for b in op.ebytes]
+            observed = raw.get("observed")
+            if observed is not None:
+                if op_type != core.REMOVE_ELEMENTS or not (
+                        isinstance(observed, list) and len(observed) == len(elements)
+                        and all(isinstance(o, list) and all(isinstance(t, str) for t in o)
+                                for o in observed)):
+                    raise ValidationError(f"{label}: observed must be a list of op-id lists, "
+                                          "one per element of a remove_elements",
+                                          field="observed")
+                paired = {}
+                for item, tags in zip(elements, observed):
+                    key = msgpack.packb(spec.coerce_element(item), use_bin_type=True)
+                    paired[key] = sorted(set(paired.get(key, [])) | set(tags))
+                op.observed = [paired[b] for b in op.ebytes]
+        return op
+
+    # -- writing ------------------------------------------------------------------------------
+
+    def apply(self, raw_ops: list[dict], actor: Actor, *, dry_run: bool = False) -> list[Ack]:
+        """Validate and apply a batch of operations atomically (one synced commit).
+
+        A bad operation refuses the whole batch, naming its index; nothing is written. An op
+        whose op id is already in the log is acknowledged again without being applied twice.
+        """
+        if not isinstance(raw_ops, list):
+            raise ValidationError("a batch must be a list of operations")
+        single = len(raw_ops) == 1
+        ops = [self.prepare(raw, actor, "" if single else f"op {i}: ")
+               for i, raw in enumerate(raw_ops)]
+        return self._write(ops, dry_run=dry_run)
+
+    def apply_entries(self, entries: list[bytes]) -> list[Ack]:
+        """Apply op-log entries exported by another store (their context already bound).
+
+        This is how replicas converge: the same entries in any order, with duplicates, give
+        the same state records.
+        """
+        ops = []
+        for data in entries:
+            op = self.core.decode_entry(data)
+            self._rekey(op)
+            ops.append(op)
+        return self._write(ops)
+
+    def _rekey(self, op) -> None:
+        """Fill the derived parts of an op read from a log (kind, packed values)."""
+        core = self.core
+        if op.type == core.PROMOTE:
+            for child in op.children:
+                self._rekey(child)
+            return
+        if op.type == core.DELETE_ENTITY:
+            op.kind = core.ENTITY
+            return
+        type_name = op.entity.partition(".")[0]
+        spec = self.schema.field(type_name, op.field)
+        op.kind = self._kinds[(type_name, op.field)]
+        if op.value is not None:
+            op.vbytes = msgpack.packb(op.value, use_bin_type=True)
+            if op.kind in (core.MAX, core.MIN):
+                op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
+        if op.elements is not None:
+            op.ebytes = [msgpack.packb(e, use_bin_type=True) for e in op.elements]
+
+    def _write(self, ops, *, dry_run=False, expand=None):
+        saved = [(op.op_id, op.hlc, op.base, op.observed, op.bound, op.epoch, op.elements,
+                  op.ebytes, op.children) for op in ops]
+
+        def body(txn):
+            # The body may run again after the map grew: start from the ops as submitted.
+            for op, s in zip(ops, saved):
+                (op.op_id, op.hlc, op.base, op.observed, op.bound, op.epoch, op.elements,
+                 op.ebytes, op.children) = s
+            if expand is not None:
+                expand(txn, ops)
+            return self._commit(txn, ops, dry_run)
+        return self.store.write(body, commit=not dry_run)
+
+    def _commit(self, txn, ops, dry_run):
+        core, store = self.core, self.store
+        dbs = store.dbs
+        wall = now_ms()
+        clock = store.meta_int(txn, "clock")
+        seq = store.meta_int(txn, "seq")
+        horizon = store.meta_int(txn, "horizon")
+        offset = self.settings.max_clock_offset_ms
+        own_prefix = self.node + "-"
+        acks: list[Ack | None] = [None] * len(ops)
+        fresh = []
+        in_batch: dict[str, int] = {}
+        for i, op in enumerate(ops):
+            if op.op_id:
+                first = in_batch.get(op.op_id)
+                if first is not None:
+                    acks[i] = first
+                    continue
+                found = txn.get(op.op_id.encode(), db=dbs["opids"])
+                if found is not None:
+                    acks[i] = self._ack_existing(txn, op.op_id, SEQ.unpack(found)[0])
+                    continue
+                if op.op_id.startswith(own_prefix) and not op.bound:
+                    raise ValidationError(f"op_id {op.op_id!r}: ids starting with "
+                                          f"{own_prefix!r} are reserved for this store",
+                                          field="op_id")
+            if op.hlc:
+                if op.hlc < horizon:
+                    raise ValidationError(
+                        f"hlc {core.hlc_format(op.hlc)} is older than this store's compaction "
+                        f"horizon {core.hlc_format(horizon)}", field="hlc")
+                clock = core.hlc_receive(clock, op.hlc, wall, offset)
+            else:
+                clock = core.hlc_tick(clock, wall)
+                op.hlc = clock
+            if not op.op_id:
+                op.op_id = f"{own_prefix}{clock:016x}"
+            in_batch[op.op_id] = i
+            fresh.append((i, op))
+            if op.type == core.PROMOTE:
+                for n, child in enumerate(op.children):
+                    child.op_id, child.hlc = f"{op.op_id}/{n}", op.hlc
+
+        leaves = []
+        for _, op in fresh:
+            leaves.extend(op.children if op.type == core.PROMOTE else (op,))
+        touched = self._merge(txn, leaves)
+
+        changes = self._post_merge(txn, leaves, touched)
+        entries = []
+        for n, (i, op) in enumerate(fresh):
+            op.seq = seq + 1 + n
+            entries.append(core.encode_entry(op))
+            acks[i] = Ack(op.op_id, op.hlc, op.seq,
+                          change=changes.get(id(op)) if dry_run else None)
+        for i, ack in enumerate(acks):
+            if isinstance(ack, int):  # a repeat of an op earlier in this batch
+                acks[i] = Ack(acks[ack].op_id, acks[ack].hlc, acks[ack].seq, duplicate=True)
+        if entries:
+            store.log_append(txn, seq + 1, entries)
+            with txn.cursor(db=dbs["opids"]) as cur:
+                cur.putmulti(sorted((op.op_id.encode(), SEQ.pack(op.seq)) for _, op in fresh))
+            store.meta_put_int(txn, "seq", seq + len(entries))
+            store.meta_put_int(txn, "clock", clock)
+        return acks
+
+    def _ack_existing(self, txn, op_id: str, seq: int) -> Ack:
+        entry = self.store.log_entry(txn, seq)
+        hlc = self.core.decode_entry(entry).hlc if entry else 0
+        return Ack(op_id, hlc, seq, duplicate=True)
+
+    def _ids(self, txn, env, entity_id, field_name, create):
+        type_name, _, name = entity_id.partition(".")
+        env_id = self.store.name_id(txn, "e", env, create=create)
+        type_id = self.store.name_id(txn, "t", type_name, create=create)
+        field_id = (0 if not field_name else
+                    self.store.name_id(txn, "f", f"{type_name}.{field_name}", create=create))
+        return env_id, type_id, name, field_id
+
+    def _merge(self, txn, leaves):
+        """Group the ops by state key and merge each key's ops in the core. Returns the
+        changed keys with their new records, and the entity markers in force."""
+        core = self.core
+        state = self.store.dbs["state"]
+        markers: dict[bytes, int] = {}
+        groups: dict[bytes, list] = {}
+        for op in leaves:
+            env_id, type_id, name, field_id = self._ids(txn, op.env, op.entity, op.field, True)
+            op.key = state_key(env_id, type_id, name, field_id)
+            ekey = state_key(env_id, type_id, name, 0)
+            d = markers.get(ekey)
+            if d is None:
+                d = markers[ekey] = _marker_hlc(txn.get(ekey, db=state))
+            op.entity_epoch = d
+            if op.type == core.DELETE_ENTITY and op.hlc > d:
+                markers[ekey] = op.hlc
+            groups.setdefault(op.key, []).append(op)
+        keys = sorted(groups)
+        with txn.cursor(db=state) as cur:
+            records = [cur.get(k) for k in keys]
+            new = core.merge_ops(records, [groups[k] for k in keys])
+            changed = {k: r for k, r in zip(keys, new) if r is not None}
+            if changed:
+                cur.putmulti(sorted(changed.items()))
+        return changed, markers
+
+    # -- after the merge: conflicts and violations --------------------------------------------
+
+    def _post_merge(self, txn, leaves, touched):
+        """Keep the conflict and violation indexes in step with the merged state; returns the
+        per-op change descriptions used by dry runs."""
+        core = self.core
+        changed, markers = touched
+        dbs = self.store.dbs
+        changes = {}
+        entities = {}
+        deleted = set()
+        for op in leaves:
+            entities[(op.env, op.entity)] = True
+            if op.type == core.DELETE_ENTITY:
+                deleted.add((op.env, op.entity))
+            changes[id(op)] = self._describe(op)
+        # conflicts: review fields whose visible candidates changed
+        for (env, entity_id) in entities:
+            type_name = entity_id.partition(".")[0]
+            env_id, type_id, name, _ = self._ids(txn, env, entity_id, None, False)
+            d = markers[state_key(env_id, type_id, name, 0)]
+            for spec in self.schema.types[type_name].fields.values():
+                if spec.merge != "review":
+                    continue
+                fid = self.store.name_id(txn, "f", f"{type_name}.{spec.name}", create=False)
+                if fid is None:
+                    continue
+                key = state_key(env_id, type_id, name, fid)
+                if key not in changed and (env, entity_id) not in deleted:
+                    continue
+                rec = changed.get(key) or txn.get(key, db=dbs["state"])
+                if rec is not None and len(core.review_candidates(rec, d)) > 1:
+                    txn.put(key, b"", db=dbs["conflicts"])
+                else:
+                    txn.delete(key, db=dbs["conflicts"])
+        self._revalidate(txn, entities, deleted)
+        return changes
+
+    def _describe(self, op) -> dict:
+        core = self.core
+        out = {"type": core.OP_NAMES[op.type], "env": op.env, "entity_id": op.entity}
+        if op.field:
+            out["field"] = op.field
+        if op.type in (core.SET_FIELD, core.RESOLVE):
+            out["before"] = None if op.prev is None else msgpack.unpackb(op.prev)
+            out["after"] = op.value
+        elif op.type == core.UNSET_FIELD:
+            out["before"] = None if op.prev is None else msgpack.unpackb(op.prev)
+            out["after"] = None
+        elif op.elements is not None:
+            out["elements"] = op.elements
+        return out
+
+    def _revalidate(self, txn, entities, deleted):
+        """Post-merge validation: re-check the constraints of every touched entity in its
+        environment and the environments inheriting from it, and the refs that point at a
+        deleted entity."""
+        schema = self.schema
+        recheck = {}
+        for env, entity_id in entities:
+            for e in [env, *schema.children(env)]:
+                recheck[(e, entity_id)] = True
+        for env, entity_id in list(recheck):
+            type_name = entity_id.partition(".")[0]
+            targets = [(t, f) for t, et in schema.types.items() for f in et.fields.values()
+                       if f.ref_type == type_name]
+            if not targets:
+                continue
+            # entities pointing at this one (found through violations or, after a delete,
+            # through their values) must be re-checked too
+            for other in self._referrers(txn, env, entity_id, targets):
+                recheck[(env, other)] = True
+        for env, entity_id in recheck:
+            self._check_entity(txn, env, entity_id)
+
+    def _referrers(self, txn, env, entity_id, targets):
+        """Entities in ``env`` whose ref fields name ``entity_id``."""
+        out = []
+        types = {t for t, _ in targets}
+        for other in self._entity_ids(txn, env, types):
+            view = self._view(txn, env, other)
+            for t, spec in targets:
+                if other.startswith(t + ".") and spec.name in view:
+                    value = view[spec.name]["value"]
+                    if value == entity_id or (isinstance(value, list) and entity_id in value):
+                        out.append(other)
+                        break
+        return out
+
+    def _check_entity(self, txn, env, entity_id):
+        schema = self.schema
+        type_name, _, name = entity_id.partition(".")
+        et = schema.types[type_name]
+        vdb = self.store.dbs["violations"]
+        env_id = self.store.name_id(txn, "e", env, create=True)
+        type_id = self.store.name_id(txn, "t", type_name, create=True)
+        prefix = entity_prefix(env_id, type_id, name)
+        with txn.cursor(db=vdb) as cur:
+            stale = []
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    stale.append(key)
+        for key in stale:
+            txn.delete(key, db=vdb)
+        view = self._view(txn, env, entity_id)
+        if not view:
+            return
+        for spec in et.fields.values():
+            messages = []
+            item = view.get(spec.name)
+            if item is None:
+                if spec.required and spec.default is None:
+                    messages.append(f"required field '{spec.name}' is not set")
+            else:
+                value = item["value"]
+                messages.extend(spec.violations(value))
+                if spec.ref_type is not None:
+                    for target in (value if isinstance(value, list) else [value]):
+                        if not self._view(txn, env, target):
+                            messages.append(f"{spec.name} refers to {target}, which does not "
+                                            f"exist in {env}")
+            if messages:
+                fid = self.store.name_id(txn, "f", f"{type_name}.{spec.name}", create=True)
+                txn.put(prefix + struct.pack(">H", fid), "; ".join(messages).encode(), db=vdb)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def _env_levels(self, txn, env):
+        """(env, env id) up the inheritance chain, skipping environments never written."""
+        out = []
+        for level in self.schema.env_chain(env):
+            env_id = self.store.name_id(txn, "e", level, create=False)
+            if env_id is not None:
+                out.append((level, env_id))
+        return out
+
+    def _view(self, txn, env, entity_id, *, with_records=False) -> dict:
+        """The resolved fields of one entity in ``env``: own value, else the parent's, up to
+        the base. A delete marker in a level hides what that level inherits. Fields never set
+        are absent (defaults are the caller's business)."""
+        core = self.core
+        type_name, _, name = entity_id.partition(".")
+        if type_name not in self.schema.types:
+            return {}
+        type_id = self.store.name_id(txn, "t", type_name, create=False)
+        if type_id is None:
+            return {}
+        fields = self._field_names(txn, type_name)
+        state = self.store.dbs["state"]
+        view = {}
+        with txn.cursor(db=state) as cur:
+            for level, env_id in self._env_levels(txn, env):
+                prefix = entity_prefix(env_id, type_id, name)
+                records = {}
+                if cur.set_range(prefix):
+                    for key, rec in cur:
+                        if not key.startswith(prefix):
+                            break
+                        records[struct.unpack(">H", key[-2:])[0]] = rec
+                d = _marker_hlc(records.pop(0, None))
+                for fid, rec in records.items():
+                    fname = fields.get(fid)
+                    if fname is None or fname in view:
+                        continue
+                    present, value, winner = core.resolve_record(rec, d)
+                    if not present:
+                        continue
+                    item = {"value": self._decode_value(type_name, fname, value), "env": level,
+                            "winner": winner}
+                    if with_records:
+                        item["record"], item["marker"] = rec, d
+                    view[fname] = item
+                if d:
+                    break
+        return view
+
+    def _field_names(self, txn, type_name) -> dict[int, str]:
+        out = {}
+        for fname in self.schema.types[type_name].fields:
+            fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=False)
+            if fid is not None:
+                out[fid] = fname
+        return out
+
+    def _decode_value(self, type_name, fname, value):
+        if isinstance(value, list):  # set elements
+            items = [msgpack.unpackb(e) for e in value]
+            return sorted(items, key=_natural)
+        return msgpack.unpackb(value)
+
+    def _entity_ids(self, txn, env, types=None) -> list[str]:
+        """Every entity id that has records somewhere up ``env``'s chain (visible or not)."""
+        type_names = self.store.names(txn, "t")
+        found = set()
+        state = self.store.dbs["state"]
+        with txn.cursor(db=state) as cur:
+            for _, env_id in self._env_levels(txn, env):
+                prefix = struct.pack(">H", env_id)
+                if not cur.set_range(prefix):
+                    continue
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    _, type_id, name, _ = split_state_key(key)
+                    type_name = type_names.get(type_id)
+                    if type_name in self.schema.types and (types is None or type_name in types):
+                        found.add(f"{type_name}.{name}")
+        return sorted(found)
+
+    def get(self, entity_id: str, env: str | None = None, field: str | None = None) -> dict:
+        """The resolved fields of an entity: ``{field: {value, env, actor, op_id, hlc}}``, with
+        defaults marked ``env: None, default: True``. Raises NotFound if it does not exist."""
+        env = self._env(env)
+        type_name, _ = self.schema.split_entity_id(entity_id)
+        if field is not None:
+            self.schema.field(type_name, field)
+        with self.store.read() as txn:
+            view = self._view(txn, env, entity_id)
+        if not view:
+            raise NotFound(f"entity {entity_id} does not exist in {env}", entity=entity_id)
+        out = {}
+        for spec in self.schema.types[type_name].fields.values():
+            item = view.get(spec.name)
+            if item is not None:
+                hlc, actor, op_id, override = item["winner"]
+                out[spec.name] = {"value": item["value"], "env": item["env"], "op_id": op_id,
+                                  "hlc": hlc, "override": override}
+            elif spec.default is not None:
+                out[spec.name] = {"value": spec.default, "env": None, "default": True}
+        if field is not None:
+            if field not in out:
+                raise NotFound(f"{entity_id}.{field} is not set in {env}", field=field)
+            return {field: out[field]}
+        return out
+
+    def state(self, env: str | None = None) -> dict[str, dict]:
+        """The resolved state of an environment: ``{entity id: {field: value}}``."""
+        env = self._env(env)
+        out = {}
+        with self.store.read() as txn:
+            for entity_id in self._entity_ids(txn, env):
+                view = self._view(txn, env, entity_id)
+                if not view:
+                    continue
+                type_name = entity_id.partition(".")[0]
+                fields = {}
+                for spec in self.schema.types[type_name].fields.values():
+                    if spec.name in view:
+                        fields[spec.name] = view[spec.name]["value"]
+                    elif spec.default is not None:
+                        fields[spec.name] = spec.default
+                out[entity_id] = fields
+        return out
+
+    def records(self) -> dict[tuple, bytes]:
+        """Every state record by ``(env, entity id, field)`` (field '' for the delete
+        marker): what replicas compare byte for byte."""
+        out = {}
+        with self.store.read() as txn:
+            envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
+            fields = {fid: name.partition(".")[2]
+                      for fid, name in self.store.names(txn, "f").items()}
+            with txn.cursor(db=self.store.dbs["state"]) as cur:
+                for key, rec in cur:
+                    env_id, type_id, name, fid = split_state_key(key)
+                    out[(envs[env_id], f"{types[type_id]}.{name}", fields.get(fid, ""))] = rec
+        return out
+
+    def _env(self, env):
+        env = env or self.schema.base_env
+        self.schema.env_chain(env)  # NotFound for an unknown environment
+        return env
+
+    def log(self, *, limit: int | None = None, entity: str | None = None,
+            actor: str | None = None, since=None, start: int | None = None,
+            reverse: bool = True):
+        """Log entries, newest first by default, as ``(seq, Op)`` pairs.
+
+        ``since`` is a sequence number, an HLC (``hlc:...``) or an ISO date/time; ``start``
+        begins at a sequence number (oldest first when ``reverse`` is false).
+        """
+        core = self.core
+        floor_seq, floor_hlc = _since(core, since)
+        out = []
+        with self.store.read() as txn:
+            last = self.store.meta_int(txn, "seq")
+            begin = (start if start is not None else last) if reverse else (start or 1)
+            for seq, data in self.store.log_entries(txn, begin, reverse=reverse):
+                if seq < floor_seq:
+                    if reverse:
+                        break
+                    continue
+                op = core.decode_entry(data)
+                if op.hlc < floor_hlc:
+                    if reverse:
+                        continue
+                    continue
+                if entity is not None and op.entity != entity and not (
+                        op.children and any(c.entity == entity for c in op.children)):
+                    continue
+                if actor is not None and op.actor != actor and f"{op.actor_class}:{op.actor}" \
+                        != actor:
+                    continue
+                op.seq = seq
+                out.append(op)
+                if limit is not None and len(out) >= limit:
+                    break
+        return out
+
+    def entries(self, start: int = 1):
+        """Raw log entries from ``start`` on, oldest first: ``(seq, bytes)`` (replication)."""
+        with self.store.read() as txn:
+            return list(self.store.log_entries(txn, start))
+
+    def op(self, op_id: str):
+        """The logged operation with this id (a promotion's part resolves to its child)."""
+        with self.store.read() as txn:
+            return self._find_op(txn, op_id)
+
+    def _find_op(self, txn, op_id):
+        parent, slash, part = op_id.rpartition("/")
+        for candidate in ([op_id, parent] if slash else [op_id]):
+            raw = txn.get(candidate.encode(), db=self.store.dbs["opids"])
+            if raw is None:
+                continue
+            seq = SEQ.unpack(raw)[0]
+            op = self.core.decode_entry(self.store.log_entry(txn, seq))
+            op.seq = seq
+            if candidate != op_id and op.children and part.isdigit() and \
+                    int(part) < len(op.children):
+                child = op.children[int(part)]
+                child.seq = seq
+                return child
+            return op
+        return None
+
+    def blame(self, entity_id: str, env: str | None = None) -> dict:
+        """Per field: value, the environment it comes from, and the op that set it (actor,
+        class, intent, hlc, op id, sequence)."""
+        env = self._env(env)
+        self.schema.split_entity_id(entity_id)
+        with self.store.read() as txn:
+            view = self._view(txn, env, entity_id)
+            if not view:
+                raise NotFound(f"entity {entity_id} does not exist in {env}", entity=entity_id)
+            out = {}
+            for fname, item in view.items():
+                _, _, op_id, _ = item["winner"]
+                op = self._find_op(txn, op_id)
+                out[fname] = {"value": item["value"], "env": item["env"], "op_id": op_id,
+                              "actor": op.actor if op else None,
+                              "actor_class": op.actor_class if op else None,
+                              "intent": op.intent if op else None,
+                              "hlc": op.hlc if op else item["winner"][0],
+                              "seq": op.seq if op else None}
+        order = list(self.schema.types[entity_id.partition(".")[0]].fields)
+        return {f: out[f] for f in order if f in out}
+
+    def conflicts(self, env: str | None = None) -> list[dict]:
+        """Review fields with concurrent candidates, each with its candidates."""
+        core = self.core
+        out = []
+        with self.store.read() as txn:
+            envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
+            fields = self.store.names(txn, "f")
+            with txn.cursor(db=self.store.dbs["conflicts"]) as cur:
+                keys = list(cur.iternext(values=False))
+            for key in keys:
+                env_id, type_id, name, fid = split_state_key(key)
+                if env is not None and envs[env_id] != env:
+                    continue
+                rec = txn.get(key, db=self.store.dbs["state"])
+                d = _marker_hlc(txn.get(key[:-2] + b"\x00\x00", db=self.store.dbs["state"]))
+                type_name, fname = types[type_id], fields[fid].partition(".")[2]
+                cands = []
+                for hlc, actor, op_id, present, value in core.review_candidates(rec, d):
+                    op = self._find_op(txn, op_id)
+                    cands.append({"op_id": op_id, "actor": actor,
+                                  "actor_class": op.actor_class if op else None,
+                                  "intent": op.intent if op else None, "hlc": hlc,
+                                  "value": msgpack.unpackb(value) if present else None})
+                out.append({"env": envs[env_id], "entity_id": f"{type_name}.{name}",
+                            "field": fname, "candidates": cands,
+                            "effective": cands[-1]["value"] if cands else None})
+        return out
+
+    def violations(self, env: str | None = None) -> list[dict]:
+        out = []
+        with self.store.read() as txn:
+            envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
+            fields = self.store.names(txn, "f")
+            with txn.cursor(db=self.store.dbs["violations"]) as cur:
+                for key, msg in cur:
+                    env_id, type_id, name, fid = split_state_key(key)
+                    if env is not None and envs[env_id] != env:
+                        continue
+                    out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
+                                "field": fields[fid].partition(".")[2],
+                                "message": msg.decode()})
+        return out
+
+    def status(self) -> dict:
+        core = self.core
+        with self.store.read() as txn:
+            seq = self.store.meta_int(txn, "seq")
+            clock = self.store.meta_int(txn, "clock")
+            horizon = self.store.meta_int(txn, "horizon")
+            envs = {}
+            for env in self.schema.environments:
+                ids = [e for e in self._entity_ids(txn, env)]
+                live = [e for e in ids if self._view(txn, env, e)]
+                envs[env] = {"entities": len(live),
+                             "inherits": self.schema.parents.get(env)}
+            n_conflicts = txn.stat(self.store.dbs["conflicts"])["entries"]
+            n_violations = txn.stat(self.store.dbs["violations"])["entries"]
+            n_records = txn.stat(self.store.dbs["state"])["entries"]
+        info = self.store.env.info()
+        return {
+            "project": self.schema.name, "schema_version": self.schema.version,
+            "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,
+            "operations": seq, "clock": core.hlc_format(clock) if clock else None,
+            "compaction_horizon": core.hlc_format(horizon) if horizon else None,
+            "environments": envs, "records": n_records, "conflicts": n_conflicts,
+            "violations": n_violations, "store_map_bytes": info["map_size"],
+            "last_milestone": None,
+        }
+
+    # -- promotion, resolution, compaction ----------------------------------------------------
+
+    def promote(self, source: str, target: str, entities: list[str] | None, actor: Actor, *,
+                intent: str = "", dry_run: bool = False) -> Ack:
+        """Copy the resolved values of ``source`` into ``target`` as one recorded operation
+        whose parts are field operations in ``target`` (override writes, so the target ends
+        with exactly the source's values whatever their strategies)."""
+        core = self.core
+        for env in (source, target):
+            self._env(env)
+        if source == target:
+            raise InputError("promote needs two different environments")
+        for entity_id in entities or ():
+            self.schema.split_entity_id(entity_id)
+        parent = core.Op()
+        parent.type, parent.env, parent.entity = core.PROMOTE, target, ""
+        parent.actor, parent.actor_class, parent.intent = actor.id, actor.cls, intent
+        parent.value = {"from": source, "entities": sorted(entities) if entities else None}
+        parent.bound = True
+
+        def expand(txn, ops):
+            children = []
+            chosen = entities or self._entity_ids(txn, source)
+            for entity_id in sorted(chosen):
+                src = self._view(txn, source, entity_id)
+                if not src and entities:
+                    raise NotFound(f"entity {entity_id} does not exist in {source}",
+                                   entity=entity_id)
+                dst = self._view(txn, target, entity_id)
+                for fname, item in src.items():
+                    spec = self.schema.field(entity_id.partition(".")[0], fname)
+                    have = dst.get(fname, {}).get("value")
+                    if spec.is_set:
+                        add = [v for v in item["value"] if v not in (have or [])]
+                        drop = [v for v in (have or []) if v not in item["value"]]
+                        if add:
+                            children.append(self._field_op(core.ADD_ELEMENTS, target, entity_id,
+                                                           fname, {"elements": add}))
+                        if drop and spec.merge == "set":
+                            children.append(self._field_op(core.REMOVE_ELEMENTS, target,
+                                                           entity_id, fname, {"elements": drop}))
+                    elif have != item["value"] or fname not in dst:
+                        op = self._field_op(core.SET_FIELD, target, entity_id, fname,
+                                            {"value": item["value"]})
+                        op.override = True
+                        children.append(op)
+            if not children:
+                raise InputError(f"nothing to promote: {target} already has {source}'s values")
+            for child in children:
+                child.actor, child.actor_class, child.intent = actor.id, actor.cls, intent
+            ops[0].children = children
+        return self._write([parent], dry_run=dry_run, expand=expand)[0]
+
+    def resolve(self, entity_id: str, field: str, value, actor: Actor, *,
+                env: str | None = None, intent: str = "") -> Ack:
+        """Settle a review conflict: one write that supersedes every current candidate."""
+        env = self._env(env)
+        op = self.prepare({"type": "resolve", "entity_id": entity_id, "field": field,
+                           "value": value, "env": env, "intent": intent}, actor)
+
+        def expand(txn, ops):
+            view = self._view(txn, env, entity_id, with_records=True)
+            item = view.get(field)
+            if item is None or item["env"] != env or len(
+                    self.core.review_candidates(item["record"], item["marker"])) < 2:
+                raise InputError(f"{entity_id}.{field} has no conflict to resolve in {env}",
+                                 field=field)
+        return self._write([op], expand=expand)[0]
+
+    def compact(self, horizon: int | None = None) -> dict:
+        """Drop causally stable tombstones and dead records (older than ``horizon``, by
+        default now minus the stability window). The resolved state does not change; ops
+        older than the horizon are refused from then on."""
+        core = self.core
+        if horizon is None:
+            horizon = core.hlc_pack(now_ms() - self.settings.stability_window_s * 1000, 0)
+        stats = {"records": 0, "rewritten": 0, "deleted": 0}
+
+        def body(txn):
+            state = self.store.dbs["state"]
+            old = self.store.meta_int(txn, "horizon")
+            h = max(horizon, old)
+            with txn.cursor(db=state) as cur:
+                items = list(cur)
+            markers = {k[:-2]: _marker_hlc(r) for k, r in items if k.endswith(b"\x00\x00")}
+            alive = {}
+            for key, rec in items:
+                stats["records"] += 1
+                if key.endswith(b"\x00\x00"):
+                    continue
+                new = core.compact_record(rec, h, markers.get(key[:-2], 0))
+                if new is None:
+                    txn.delete(key, db=state)
+                    stats["deleted"] += 1
+                else:
+                    alive[key[:-2]] = True
+                    if new != rec:
+                        txn.put(key, new, db=state)
+                        stats["rewritten"] += 1
+            for prefix, d in markers.items():
+                # a marker older than the horizon hides nothing any more once what it hid
+                # is gone: every later write is newer than it anyway.
+                if d < h and prefix not in alive:
+                    txn.delete(prefix + b"\x00\x00", db=state)
+                    stats["deleted"] += 1
+            self.store.meta_put_int(txn, "horizon", h)
+            return h
+        stats["horizon"] = core.hlc_format(self.store.write(body))
+        return stats
+
+
+def OP_NAME(core, op_type) -> str:
+    return core.OP_NAMES[op_type]
+
+
+def _located(fn, value, where):
+    try:
+        return fn(value)
+    except ValidationError as exc:
+        if where:
+            exc.message = where + exc.message
+            exc.args = (exc.message,)
+        raise
+
+
+def _natural(value):
+    return (type(value).__name__, value if not isinstance(value, (dict, list)) else repr(value))
+
+
+def _pick_core(core):
+    if core is None:
+        return default_core
+    if isinstance(core, str):
+        if core not in TWINS:
+            raise ConfluxError(f"core {core!r} is not available (have: {', '.join(TWINS)})")
+        return TWINS[core]
+    return core
+
+
+def _since(core, since) -> tuple[int, int]:
+    """(lowest sequence, lowest hlc) for a ``since`` given as seq, hlc or ISO date/time."""
+    if since is None or since == "":
+        return 0, 0
+    if isinstance(since, int) or (isinstance(since, str) and since.isdigit()):
+        return int(since), 0
+    if isinstance(since, str) and since.startswith("hlc:"):
+        return 0, core.hlc_parse(since)
+    try:
+        moment = _dt.datetime.fromisoformat(str(since))
+    except ValueError:
+        raise InputError(f"since {since!r} is not a sequence number, an hlc or an ISO date",
+                         field="since") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return 0, core.hlc_pack(int(moment.timestamp() * 1000), 0)

@@ -1,0 +1,274 @@
+"""The LMDB store under ``.conflux/``: the only module that talks to lmdb.
+
+Named databases:
+
+``state``       state key -> packed record (see ``engine/FORMAT.md``)
+``log``         first sequence number (u64 big-endian) -> a chunk of op-log entries
+``opids``       op id -> sequence number (u64 big-endian), for idempotent retries and blame
+``names``       interned names: ``e:<env>``, ``t:<type>``, ``f:<type>.<field>`` -> u16 id
+``meta``        clock, last sequence number, node id, compaction horizon, settings
+``conflicts``   state key of a review field with concurrent candidates -> b""
+``violations``  state key -> msgpack ``[message, ref target or None]``
+
+State keys are ``env id (u16 BE) · type id (u16 BE) · name · 0x00 · field id (u16 BE)``, so
+the fields of an entity are adjacent (one cursor range per ``get``) and one environment is one
+sequential scan. Field id 0 holds the entity's delete marker.
+
+Commits are synced (LMDB's default): an acknowledged batch survives ``kill -9`` and power
+loss. LMDB serialises writers across processes, so the CLI and every daemon worker may use one
+store at once. The map grows by itself: a write that fills it is retried on a larger map.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import struct
+
+import lmdb
+
+from conflux.errors import StoreError
+
+__all__ = ["Store", "LogChunk", "SEQ", "state_key", "entity_prefix"]
+
+SEQ = struct.Struct(">Q")
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct("<I")
+
+_DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations")
+_INITIAL_MAP = 64 << 20
+_MAX_ATTEMPTS = 40
+
+
+def entity_prefix(env_id: int, type_id: int, name: str) -> bytes:
+    return _U16.pack(env_id) + _U16.pack(type_id) + name.encode() + b"\x00"
+
+
+def state_key(env_id: int, type_id: int, name: str, field_id: int) -> bytes:
+    return entity_prefix(env_id, type_id, name) + _U16.pack(field_id)
+
+
+def split_state_key(key: bytes) -> tuple[int, int, str, int]:
+    """(env id, type id, name, field id)."""
+    return (_U16.unpack_from(key, 0)[0], _U16.unpack_from(key, 2)[0],
+            key[4:-3].decode(), _U16.unpack_from(key, len(key) - 2)[0])
+
+
+class LogChunk:
+    """The op-log entries of one commit: ``count (u32) · offsets (u32 each) · entries``.
+
+    PERF: one LMDB record per commit instead of one per operation. An append costs a
+    sequential put per commit rather than per op, which is what lets a skewed batch (the same
+    fields rewritten) cost little more than its distinct fields; sequence numbers stay dense.
+    """
+
+    @staticmethod
+    def pack(entries: list[bytes]) -> bytes:
+        offsets, pos = [], 0
+        for e in entries:
+            offsets.append(pos)
+            pos += len(e)
+        return struct.pack(f"<I{len(entries)}I", len(entries), *offsets) + b"".join(entries)
+
+    @staticmethod
+    def unpack(data: bytes) -> list[bytes]:
+        n = _U32.unpack_from(data)[0]
+        offsets = struct.unpack_from(f"<{n}I", data, 4)
+        base = 4 + 4 * n
+        ends = offsets[1:] + (len(data) - base,)
+        return [bytes(data[base + a:base + b]) for a, b in zip(offsets, ends)]
+
+
+class Store:
+    """One LMDB environment, opened after any fork, shared with other processes."""
+
+    def __init__(self, path: str, *, create: bool = False, map_size: int = _INITIAL_MAP,
+                 sync: bool = True):
+        self.path = path
+        if not create and not os.path.exists(os.path.join(path, "data.mdb")):
+            raise StoreError(f"no Conflux store at {path} (run 'conflux init' first)")
+        try:
+            os.makedirs(path, exist_ok=True)
+            self.env = lmdb.open(path, map_size=max(map_size, _current_size(path)),
+                                 max_dbs=len(_DATABASES), sync=sync, metasync=sync,
+                                 readahead=False, max_readers=512)
+            self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot open the store at {path}: {exc}") from exc
+        self._names: dict[bytes, int] = {}
+
+    def close(self) -> None:
+        self.env.close()
+
+    # -- transactions -------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def read(self):
+        """A read transaction (a consistent snapshot)."""
+        try:
+            txn = self.env.begin(buffers=False)
+        except lmdb.MapResizedError:
+            self.env.set_mapsize(0)  # another process grew the map: adopt its size
+            txn = self.env.begin(buffers=False)
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
+        try:
+            yield txn
+        finally:
+            txn.abort()
+
+    def write(self, body, *, commit: bool = True):
+        """Run ``body(txn)`` in one write transaction and commit it (synced).
+
+        ``body`` may be run more than once: when the map is full the transaction is thrown
+        away, the map doubled and ``body`` run again from the start, so it must derive
+        everything it writes from the transaction. With ``commit=False`` (dry runs) the
+        transaction is always aborted.
+        """
+        for _ in range(_MAX_ATTEMPTS):
+            pending: dict[bytes, int] = {}
+            try:
+                txn = self.env.begin(write=True)
+            except lmdb.MapResizedError:
+                self.env.set_mapsize(0)
+                continue
+            except lmdb.Error as exc:
+                raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
+            self._pending = pending
+            try:
+                result = body(txn)
+                if commit:
+                    txn.commit()
+                else:
+                    txn.abort()
+            except lmdb.MapFullError:
+                txn.abort()
+                self._grow()
+                continue
+            except lmdb.MapResizedError:
+                txn.abort()
+                self.env.set_mapsize(0)
+                continue
+            except lmdb.Error as exc:
+                txn.abort()
+                raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
+            except BaseException:
+                txn.abort()
+                raise
+            finally:
+                self._pending = None
+            if commit:
+                self._names.update(pending)  # only committed ids may be cached
+            return result
+        raise StoreError(f"the store at {self.path} could not grow enough to take this write")
+
+    def _grow(self) -> None:
+        size = self.env.info()["map_size"]
+        self.env.set_mapsize(size * 2)
+
+    # -- interned names -----------------------------------------------------------------------
+
+    def name_id(self, txn, kind: str, name: str, *, create: bool) -> int | None:
+        """The small integer id of an environment (``e``), type (``t``) or field (``f``).
+
+        Ids are assigned in write transactions and never change; ``create`` only inside
+        ``write``. Field ids start at 1 (0 is the entity marker).
+        """
+        key = f"{kind}:{name}".encode()
+        found = self._names.get(key)
+        if found is not None:
+            return found
+        if self._pending is not None and key in self._pending:
+            return self._pending[key]
+        raw = txn.get(key, db=self.dbs["names"])
+        if raw is not None:
+            found = _U16.unpack(raw)[0]
+            self._names[key] = found
+            return found
+        if not create:
+            return None
+        counter = f"#{kind}".encode()
+        last = txn.get(counter, db=self.dbs["names"])
+        new = (_U16.unpack(last)[0] if last else 0) + 1
+        if new > 0xFFFF:
+            raise StoreError(f"too many {kind} names in the store")
+        txn.put(counter, _U16.pack(new), db=self.dbs["names"])
+        txn.put(key, _U16.pack(new), db=self.dbs["names"])
+        self._pending[key] = new
+        return new
+
+    def names(self, txn, kind: str) -> dict[int, str]:
+        """id -> name for every interned name of a kind."""
+        out = {}
+        prefix = f"{kind}:".encode()
+        with txn.cursor(db=self.dbs["names"]) as cur:
+            if cur.set_range(prefix):
+                for key, value in cur:
+                    if not key.startswith(prefix):
+                        break
+                    out[_U16.unpack(value)[0]] = key[len(prefix):].decode()
+        return out
+
+    _pending: dict | None = None
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def meta_get(self, txn, key: str, default=None):
+        raw = txn.get(key.encode(), db=self.dbs["meta"])
+        return default if raw is None else raw
+
+    def meta_put(self, txn, key: str, value: bytes) -> None:
+        txn.put(key.encode(), value, db=self.dbs["meta"])
+
+    def meta_int(self, txn, key: str) -> int:
+        raw = txn.get(key.encode(), db=self.dbs["meta"])
+        return SEQ.unpack(raw)[0] if raw else 0
+
+    def meta_put_int(self, txn, key: str, value: int) -> None:
+        txn.put(key.encode(), SEQ.pack(value), db=self.dbs["meta"])
+
+    # -- op log -------------------------------------------------------------------------------
+
+    def log_append(self, txn, first_seq: int, entries: list[bytes]) -> None:
+        txn.put(SEQ.pack(first_seq), LogChunk.pack(entries), db=self.dbs["log"], append=True)
+
+    def log_entries(self, txn, start: int = 1, *, reverse: bool = False):
+        """Yield ``(seq, entry bytes)`` from sequence ``start`` on (or down, when reversed)."""
+        with txn.cursor(db=self.dbs["log"]) as cur:
+            if not cur.set_range(SEQ.pack(start)):
+                if not cur.last():
+                    return
+            first = SEQ.unpack(cur.key())[0]
+            if first > start and not cur.prev():
+                if reverse:
+                    return
+                cur.first()
+            while True:
+                first = SEQ.unpack(cur.key())[0]
+                entries = LogChunk.unpack(cur.value())
+                seqs = range(first, first + len(entries))
+                pairs = zip(seqs, entries)
+                if reverse:
+                    for seq, entry in reversed(list(pairs)):
+                        if seq <= start:
+                            yield seq, entry
+                    if not cur.prev():
+                        return
+                else:
+                    for seq, entry in pairs:
+                        if seq >= start:
+                            yield seq, entry
+                    if not cur.next():
+                        return
+
+    def log_entry(self, txn, seq: int) -> bytes | None:
+        for found, entry in self.log_entries(txn, seq):
+            return entry if found == seq else None
+        return None
+
+
+def _current_size(path: str) -> int:
+    try:
+        return os.path.getsize(os.path.join(path, "data.mdb"))
+    except OSError:
+        return 0

@@ -1,0 +1,691 @@
+"""Conflux's merge core in clear Python: the reference semantics and the fallback.
+
+This module is the executable specification of how Conflux merges operations. The compiled
+twin (``_core_c.pyx``) exports the same names and must produce the same bytes; the tests run
+every engine test on both and check that they agree on random operation streams.
+
+Every stored record is a *join-semilattice* element: applying an operation is ``join(record,
+candidate(op))``, and ``join`` is commutative, associative and idempotent, so the resolved state
+is a function of the *set* of operations applied, in any order, with any duplicates. The byte
+layouts are described in ``FORMAT.md``; records hold only what is the same on every replica
+(HLCs, actor ids, op ids, values), never a local sequence number or interned id.
+
+Context binding. Some operations depend on what their writer had seen: a ``remove_elements``
+removes exactly the add tags it observed, a ``review`` write supersedes exactly the candidates
+named in its ``base``, an ordinary write competes in the override epoch it was written in. That
+context is *bound* once, when the operation is accepted (``op.bound`` becomes true), and stored
+with it in the op log, so replaying the log anywhere reaches the same state.
+"""
+
+from __future__ import annotations
+
+import struct
+
+import msgpack
+
+from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
+
+__all__ = [
+    "IMPLEMENTATION", "FORMAT_VERSION",
+    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "STRATEGY_KINDS",
+    "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS", "REMOVE_ELEMENTS", "DELETE_ENTITY", "RESOLVE",
+    "PROMOTE", "OP_TYPES", "OP_NAMES",
+    "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
+    "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
+    "compact_record", "record_kind", "encode_entry", "decode_entry",
+]
+
+IMPLEMENTATION = "py"
+FORMAT_VERSION = 1
+
+# Record kinds (byte 1 of every record).
+LWW, MAX, MIN, REVIEW, ORSET, GROW, ENTITY = 1, 2, 3, 4, 5, 6, 7
+STRATEGY_KINDS = {"lww": LWW, "max": MAX, "min": MIN, "review": REVIEW, "set": ORSET,
+                  "grow": GROW}
+
+# Operation types.
+SET_FIELD, UNSET_FIELD, ADD_ELEMENTS, REMOVE_ELEMENTS, DELETE_ENTITY, RESOLVE, PROMOTE = range(1, 8)
+OP_TYPES = {"set_field": SET_FIELD, "unset_field": UNSET_FIELD, "add_elements": ADD_ELEMENTS,
+            "remove_elements": REMOVE_ELEMENTS, "delete_entity": DELETE_ENTITY,
+            "resolve": RESOLVE, "promote": PROMOTE}
+OP_NAMES = {v: k for k, v in OP_TYPES.items()}
+
+# Register flags.
+F_ABSENT = 1     # the winner is an unset (or the entity marker): no value
+F_OVERRIDE = 2   # the winner was written with override=true
+
+NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
+
+_REG = struct.Struct("<BBBBBBHQQ8s")    # 32-byte register header
+_REV_HEAD = struct.Struct("<BBHHH")     # review header, 8 bytes
+_REV_CAND = struct.Struct("<BBBBIQQ")   # review candidate header, 24 bytes
+_SET_HEAD = struct.Struct("<BBHI")      # or-set / grow-set header, 8 bytes
+_SET_ELEM = struct.Struct("<IHH")       # or-set element header, 8 bytes
+_TAG = struct.Struct("<QQB")            # or-set live tag: epoch, hlc, op id length
+_TOMB = struct.Struct("<QB")            # tombstone: remover's hlc, op id length
+_GROW_ELEM = struct.Struct("<IQQB")     # grow element: length, epoch, hlc, op id length
+_I64 = struct.Struct("<q")
+_F64 = struct.Struct("<d")
+
+# --------------------------------------------------------------------------------------------
+# Hybrid logical clock (Kulkarni et al. 2014): 48 bits of wall milliseconds, 16 bits counter.
+
+_COUNTER = 0xFFFF
+_HLC_MAX = (1 << 64) - 1
+
+
+def hlc_pack(ms: int, counter: int) -> int:
+    return (ms << 16) | counter
+
+
+def hlc_unpack(h: int) -> tuple[int, int]:
+    return h >> 16, h & _COUNTER
+
+
+def hlc_format(h: int) -> str:
+    """``hlc:<wall ms>.<counter, 4 digits>`` (the counter may exceed 4 digits when large)."""
+    return f"hlc:{h >> 16}.{h & _COUNTER:04d}"
+
+
+def hlc_parse(value) -> int:
+    """Read an HLC given as its text form or as the packed 64-bit integer."""
+    if isinstance(value, bool):
+        raise ValidationError(f"hlc: expected 'hlc:<ms>.<counter>' or an integer, got {value!r}",
+                              field="hlc")
+    if isinstance(value, int):
+        if 0 <= value <= _HLC_MAX:
+            return value
+        raise ValidationError(f"hlc: {value} is outside the 64-bit range", field="hlc")
+    if isinstance(value, str) and value.startswith("hlc:"):
+        ms, dot, counter = value[4:].partition(".")
+        if dot and ms.isdigit() and counter.isdigit():
+            ms_i, c_i = int(ms), int(counter)
+            if ms_i < (1 << 48) and c_i <= _COUNTER:
+                return (ms_i << 16) | c_i
+    raise ValidationError(f"hlc: expected 'hlc:<ms>.<counter>' or an integer, got {value!r}",
+                          field="hlc")
+
+
+def hlc_tick(last: int, wall_ms: int) -> int:
+    """The clock after a local event (stamping an operation)."""
+    ms = last >> 16
+    if wall_ms > ms:
+        return wall_ms << 16
+    if last & _COUNTER == _COUNTER:
+        # NOTE: counter overflow borrows the next millisecond rather than wrapping, so the
+        # clock stays strictly increasing; it runs at most a few ms ahead under huge bursts.
+        return (ms + 1) << 16
+    return last + 1
+
+
+def hlc_receive(last: int, remote: int, wall_ms: int, max_offset_ms: int) -> int:
+    """The clock after receiving an operation stamped ``remote`` elsewhere.
+
+    A timestamp more than ``max_offset_ms`` ahead of our wall clock is refused: it would win
+    every LWW merge until the real clock caught up.
+    """
+    rms = remote >> 16
+    if rms > wall_ms + max_offset_ms:
+        raise ClockSkewError(
+            f"hlc: {hlc_format(remote)} is {rms - wall_ms} ms ahead of this store's clock "
+            f"(max_clock_offset is {max_offset_ms} ms)", field="hlc")
+    lms = last >> 16
+    ms = max(lms, rms, wall_ms)
+    if ms == lms and ms == rms:
+        c = max(last & _COUNTER, remote & _COUNTER) + 1
+    elif ms == lms:
+        c = (last & _COUNTER) + 1
+    elif ms == rms:
+        c = (remote & _COUNTER) + 1
+    else:
+        c = 0
+    if c > _COUNTER:
+        ms, c = ms + 1, 0
+    return (ms << 16) | c
+
+
+# --------------------------------------------------------------------------------------------
+# Operations
+
+
+class Op:
+    """One operation as the core sees it: validated, normalised, keyed.
+
+    The engine fills the identity and content; ``merge_op`` fills the bound context
+    (``epoch``, ``base``, ``observed``) unless ``bound`` is already true, and ``prev``.
+    """
+
+    __slots__ = ("op_id", "type", "env", "entity", "field", "value", "vbytes", "elements",
+                 "ebytes", "actor", "actor_class", "intent", "hlc", "base", "observed",
+                 "override", "epoch", "bound", "prev", "signature", "key_id", "children",
+                 "kind", "num_tag", "key", "entity_epoch", "seq")
+
+    def __init__(self):
+        self.op_id = ""
+        self.type = SET_FIELD
+        self.env = ""
+        self.entity = ""
+        self.field = ""
+        self.value = None
+        self.vbytes = b""
+        self.elements = None
+        self.ebytes = None
+        self.actor = ""
+        self.actor_class = ""
+        self.intent = ""
+        self.hlc = 0
+        self.base = None
+        self.observed = None
+        self.override = False
+        self.epoch = 0
+        self.bound = False
+        self.prev = None
+        self.signature = None
+        self.key_id = None
+        self.children = None
+        self.kind = LWW
+        self.num_tag = NUM_NONE
+        self.key = b""
+        self.entity_epoch = 0
+        self.seq = 0
+
+    def __repr__(self) -> str:
+        return (f"Op({self.op_id!r}, {OP_NAMES.get(self.type)}, {self.env}:{self.entity}."
+                f"{self.field}, hlc={hlc_format(self.hlc)})")
+
+
+# --------------------------------------------------------------------------------------------
+# Registers: lww, max, min, and the entity delete marker.
+
+
+def _pack_register(kind, flags, epoch, hlc, actor, op_id, num_tag, num, value):
+    if num_tag == NUM_INT:
+        numb = _I64.pack(num)
+    elif num_tag == NUM_FLOAT:
+        numb = _F64.pack(num)
+    else:
+        numb = bytes(8)
+    return (_REG.pack(FORMAT_VERSION, kind, flags, num_tag, len(actor), len(op_id), 0, epoch,
+                      hlc, numb) + actor + op_id + value)
+
+
+def _unpack_register(rec):
+    """(kind, flags, epoch, hlc, actor, op_id, num, value bytes)."""
+    _, kind, flags, tag, alen, olen, _, epoch, hlc, numb = _REG.unpack_from(rec)
+    actor = rec[32:32 + alen]
+    op_id = rec[32 + alen:32 + alen + olen]
+    if tag == NUM_INT:
+        num = _I64.unpack(numb)[0]
+    elif tag == NUM_FLOAT:
+        num = _F64.unpack(numb)[0]
+    else:
+        num = 0
+    return kind, flags, epoch, hlc, actor, op_id, num, rec[32 + alen + olen:]
+
+
+def _register_order(rec):
+    """The total order registers merge by: override epoch first, then the strategy.
+
+    ``lww``: (epoch, hlc, actor, op id). ``max``: (epoch, has value, number, hlc, actor, op id);
+    ``min`` the same with the number negated. An unset loses to any value of its own epoch
+    and wins over every older epoch, because it opens an epoch of its own.
+    """
+    kind, flags, epoch, hlc, actor, op_id, num, _ = _unpack_register(rec)
+    if kind == MAX or kind == MIN:
+        present = 0 if flags & F_ABSENT else 1
+        if not present:
+            num = 0
+        return (epoch, present, num if kind == MAX else -num, hlc, actor, op_id)
+    return (epoch, hlc, actor, op_id)
+
+
+def _join_register(a, b):
+    return a if _register_order(a) >= _register_order(b) else b
+
+
+def _merge_register(rec, op):
+    d = op.entity_epoch
+    if rec is not None:
+        _, flags, cur_epoch, _, _, cur_id, _, cur_value = _unpack_register(rec)
+        visible = not (flags & F_ABSENT) and cur_epoch >= d
+    else:
+        cur_epoch, cur_id, visible, cur_value = 0, b"", False, b""
+    if not op.bound:
+        if op.base is not None:
+            expected = [cur_id.decode()] if visible else []
+            if sorted(op.base) != sorted(expected):
+                raise PreconditionFailed(
+                    f"{op.entity}.{op.field}: base {list(op.base)} does not match the current "
+                    f"value's op {expected}", field=op.field)
+        if op.type == UNSET_FIELD or op.override:
+            op.epoch = max(op.hlc, cur_epoch, d)
+        else:
+            op.epoch = max(cur_epoch, d)
+        op.bound = True
+    op.prev = cur_value if visible else None
+    if op.type == UNSET_FIELD:
+        cand = _pack_register(op.kind, F_ABSENT, op.epoch, op.hlc, op.actor.encode(),
+                              op.op_id.encode(), NUM_NONE, 0, b"")
+    else:
+        cand = _pack_register(op.kind, F_OVERRIDE if op.override else 0, op.epoch, op.hlc,
+                              op.actor.encode(), op.op_id.encode(), op.num_tag,
+                              op.value if op.num_tag else 0, op.vbytes)
+    return cand if rec is None else _join_register(rec, cand)
+
+
+def _merge_entity(rec, op):
+    op.bound = True
+    op.prev = None
+    cand = _pack_register(ENTITY, F_ABSENT, 0, op.hlc, op.actor.encode(), op.op_id.encode(),
+                          NUM_NONE, 0, b"")
+    return cand if rec is None else _join_register(rec, cand)
+
+
+# --------------------------------------------------------------------------------------------
+# Review: a multi-value register. Candidates live until a write names them in its base;
+# named ids are remembered as tombstones (with the latest remover's hlc) until compaction.
+#
+# NOTE: a tombstone cannot be dropped when the op it names arrives: a second, concurrent
+# writer may name the same op later, and the bytes would then depend on arrival order. So
+# tombstones stay until causally stable and ``compact_record`` drops them.
+
+
+def _decode_review(rec):
+    cands, tombs = {}, {}
+    if rec is None:
+        return cands, tombs
+    _, _, ncand, ntomb, _ = _REV_HEAD.unpack_from(rec)
+    pos = _REV_HEAD.size
+    for _ in range(ncand):
+        flags, alen, olen, _, vlen, epoch, hlc = _REV_CAND.unpack_from(rec, pos)
+        pos += _REV_CAND.size
+        actor = rec[pos:pos + alen]
+        pos += alen
+        op_id = rec[pos:pos + olen]
+        pos += olen
+        cands[op_id] = (epoch, hlc, actor, flags, rec[pos:pos + vlen])
+        pos += vlen
+    for _ in range(ntomb):
+        hlc, olen = _TOMB.unpack_from(rec, pos)
+        pos += _TOMB.size
+        tombs[rec[pos:pos + olen]] = hlc
+        pos += olen
+    return cands, tombs
+
+
+def _encode_review(cands, tombs):
+    parts = [_REV_HEAD.pack(FORMAT_VERSION, REVIEW, len(cands), len(tombs), 0)]
+    for op_id, (epoch, hlc, actor, flags, value) in sorted(
+            cands.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[1][2], kv[0])):
+        parts.append(_REV_CAND.pack(flags, len(actor), len(op_id), 0, len(value), epoch, hlc))
+        parts += (actor, op_id, value)
+    for op_id in sorted(tombs):
+        parts.append(_TOMB.pack(tombs[op_id], len(op_id)))
+        parts.append(op_id)
+    return b"".join(parts)
+
+
+def _join_review_parts(cands, tombs, cands2, tombs2):
+    for op_id, hlc in tombs2.items():
+        if tombs.get(op_id, -1) < hlc:
+            tombs[op_id] = hlc
+    for op_id, cand in cands2.items():
+        cands[op_id] = cand
+    for op_id in [i for i in cands if i in tombs]:
+        del cands[op_id]
+    return cands, tombs
+
+
+def _review_winner(cands, d):
+    """The effective candidate: the LWW winner among the visible ones."""
+    best = None
+    for op_id, (epoch, hlc, actor, flags, value) in cands.items():
+        if epoch < d:
+            continue
+        order = (epoch, hlc, actor, op_id)
+        if best is None or order > best[0]:
+            best = (order, flags, value)
+    return best
+
+
+def _merge_review(rec, op):
+    cands, tombs = _decode_review(rec)
+    d = op.entity_epoch
+    if not op.bound:
+        if op.base is None:
+            op.base = sorted(i.decode() for i in cands)
+        op.epoch = max(op.hlc, d) if op.override else d
+        op.bound = True
+    best = _review_winner(cands, d)
+    op.prev = best[2] if best is not None and not best[1] & F_ABSENT else None
+    flags = F_ABSENT if op.type == UNSET_FIELD else (F_OVERRIDE if op.override else 0)
+    value = b"" if op.type == UNSET_FIELD else op.vbytes
+    new_cand = {op.op_id.encode(): (op.epoch, op.hlc, op.actor.encode(), flags, value)}
+    new_tombs = {b.encode(): op.hlc for b in op.base}
+    return _encode_review(*_join_review_parts(cands, tombs, new_cand, new_tombs))
+
+
+# --------------------------------------------------------------------------------------------
+# Observed-remove set: per element, live add tags (the adding op's id, with its bound epoch
+# and hlc) and tombstones of removed tags. A remove names the tags its writer observed, so a
+# concurrent add (a tag it did not see) survives: add wins.
+
+
+def _decode_orset(rec):
+    elems = {}
+    if rec is None:
+        return elems
+    _, _, _, n = _SET_HEAD.unpack_from(rec)
+    pos = _SET_HEAD.size
+    for _ in range(n):
+        elen, nlive, ntomb = _SET_ELEM.unpack_from(rec, pos)
+        pos += _SET_ELEM.size
+        elem = rec[pos:pos + elen]
+        pos += elen
+        live, tombs = {}, {}
+        for _ in range(nlive):
+            epoch, hlc, olen = _TAG.unpack_from(rec, pos)
+            pos += _TAG.size
+            live[rec[pos:pos + olen]] = (epoch, hlc)
+            pos += olen
+        for _ in range(ntomb):
+            hlc, olen = _TOMB.unpack_from(rec, pos)
+            pos += _TOMB.size
+            tombs[rec[pos:pos + olen]] = hlc
+            pos += olen
+        elems[elem] = (live, tombs)
+    return elems
+
+
+def _encode_orset(elems):
+    body = []
+    n = 0
+    for elem in sorted(elems):
+        live, tombs = elems[elem]
+        if not live and not tombs:
+            continue
+        n += 1
+        body.append(_SET_ELEM.pack(len(elem), len(live), len(tombs)))
+        body.append(elem)
+        for op_id in sorted(live):
+            epoch, hlc = live[op_id]
+            body.append(_TAG.pack(epoch, hlc, len(op_id)))
+            body.append(op_id)
+        for op_id in sorted(tombs):
+            body.append(_TOMB.pack(tombs[op_id], len(op_id)))
+            body.append(op_id)
+    return _SET_HEAD.pack(FORMAT_VERSION, ORSET, 0, n) + b"".join(body)
+
+
+def _merge_orset(rec, op):
+    elems = _decode_orset(rec)
+    d = op.entity_epoch
+    op.prev = None
+    tag = op.op_id.encode()
+    if op.type == ADD_ELEMENTS:
+        if not op.bound:
+            op.epoch = d
+            op.bound = True
+        for elem in op.ebytes:
+            live, tombs = elems.setdefault(elem, ({}, {}))
+            if tag not in tombs:
+                live[tag] = (op.epoch, op.hlc)
+    else:  # remove_elements, or unset_field: remove everything observed
+        if not op.bound:
+            if op.type == UNSET_FIELD:
+                op.ebytes = [e for e in sorted(elems) if elems[e][0]]
+                op.elements = [msgpack.unpackb(e) for e in op.ebytes]
+            if op.observed is None:
+                op.observed = [sorted(i.decode() for i in elems[e][0]) if e in elems else []
+                               for e in op.ebytes]
+            op.bound = True
+        for elem, observed in zip(op.ebytes, op.observed):
+            live, tombs = elems.setdefault(elem, ({}, {}))
+            for t in observed:
+                t = t.encode()
+                live.pop(t, None)
+                if tombs.get(t, -1) < op.hlc:
+                    tombs[t] = op.hlc
+    return _encode_orset(elems)
+
+
+# --------------------------------------------------------------------------------------------
+# Grow-only set: per element, the greatest (epoch, hlc, op id) among its adds.
+
+
+def _decode_grow(rec):
+    elems = {}
+    if rec is None:
+        return elems
+    _, _, _, n = _SET_HEAD.unpack_from(rec)
+    pos = _SET_HEAD.size
+    for _ in range(n):
+        elen, epoch, hlc, olen = _GROW_ELEM.unpack_from(rec, pos)
+        pos += _GROW_ELEM.size
+        op_id = rec[pos:pos + olen]
+        pos += olen
+        elems[rec[pos:pos + elen]] = (epoch, hlc, op_id)
+        pos += elen
+    return elems
+
+
+def _encode_grow(elems):
+    parts = [_SET_HEAD.pack(FORMAT_VERSION, GROW, 0, len(elems))]
+    for elem in sorted(elems):
+        epoch, hlc, op_id = elems[elem]
+        parts.append(_GROW_ELEM.pack(len(elem), epoch, hlc, len(op_id)))
+        parts += (op_id, elem)
+    return b"".join(parts)
+
+
+def _merge_grow(rec, op):
+    elems = _decode_grow(rec)
+    if not op.bound:
+        op.epoch = op.entity_epoch
+        op.bound = True
+    op.prev = None
+    mark = (op.epoch, op.hlc, op.op_id.encode())
+    for elem in op.ebytes:
+        if elem not in elems or elems[elem] < mark:
+            elems[elem] = mark
+    return _encode_grow(elems)
+
+
+# --------------------------------------------------------------------------------------------
+# The kernel entry points.
+
+
+def record_kind(rec) -> int:
+    return rec[1]
+
+
+def merge_op(rec, op):
+    """Apply one operation to one record: bind its context, set ``op.prev``, return the new
+    record (the same object when nothing changed is not promised: compare bytes)."""
+    kind = op.kind
+    if kind == LWW or kind == MAX or kind == MIN:
+        return _merge_register(rec, op)
+    if kind == REVIEW:
+        return _merge_review(rec, op)
+    if kind == ORSET:
+        return _merge_orset(rec, op)
+    if kind == GROW:
+        return _merge_grow(rec, op)
+    if kind == ENTITY:
+        return _merge_entity(rec, op)
+    raise ValueError(f"unknown record kind {kind}")
+
+
+def merge_ops(records, groups):
+    """The batch loop: ``groups[i]`` is the list of ops (in batch order) for the key whose
+    current record is ``records[i]`` (or None). Returns the new records, None where the
+    record did not change."""
+    out = []
+    for rec, ops in zip(records, groups):
+        new = rec
+        for op in ops:
+            new = merge_op(new, op)
+        out.append(None if new == rec else new)
+    return out
+
+
+def join(a, b):
+    """The least upper bound of two records of the same kind (None is the bottom)."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    kind = a[1]
+    if kind != b[1]:
+        raise ValueError(f"cannot join records of kinds {kind} and {b[1]}")
+    if kind in (LWW, MAX, MIN, ENTITY):
+        return _join_register(a, b)
+    if kind == REVIEW:
+        ca, ta = _decode_review(a)
+        cb, tb = _decode_review(b)
+        return _encode_review(*_join_review_parts(ca, ta, cb, tb))
+    if kind == ORSET:
+        ea, eb = _decode_orset(a), _decode_orset(b)
+        for elem, (live_b, tombs_b) in eb.items():
+            live, tombs = ea.setdefault(elem, ({}, {}))
+            for t, hlc in tombs_b.items():
+                if tombs.get(t, -1) < hlc:
+                    tombs[t] = hlc
+            for t, mark in live_b.items():
+                if live.get(t, mark) <= mark:
+                    live[t] = mark
+            for t in [t for t in live if t in tombs]:
+                del live[t]
+        return _encode_orset(ea)
+    if kind == GROW:
+        ea, eb = _decode_grow(a), _decode_grow(b)
+        for elem, mark in eb.items():
+            if elem not in ea or ea[elem] < mark:
+                ea[elem] = mark
+        return _encode_grow(ea)
+    raise ValueError(f"unknown record kind {kind}")
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+
+
+def resolve_record(rec, d):
+    """The record's own value as seen through an entity delete marker at hlc ``d``.
+
+    Returns ``(present, value, winner)``: ``value`` is the msgpack bytes of the value (for
+    sets, a list of the visible elements' msgpack bytes), ``winner`` is ``(hlc, actor, op id,
+    override)`` of the operation that decided it (for sets the latest visible add), or None.
+    """
+    kind = rec[1]
+    if kind in (LWW, MAX, MIN, ENTITY):
+        _, flags, epoch, hlc, actor, op_id, _, value = _unpack_register(rec)
+        if flags & F_ABSENT or epoch < d:
+            return False, None, None
+        return True, value, (hlc, actor.decode(), op_id.decode(), bool(flags & F_OVERRIDE))
+    if kind == REVIEW:
+        best = _review_winner(_decode_review(rec)[0], d)
+        if best is None or best[1] & F_ABSENT:
+            return False, None, None
+        epoch, hlc, actor, op_id = best[0]
+        return True, best[2], (hlc, actor.decode(), op_id.decode(), bool(best[1] & F_OVERRIDE))
+    if kind == ORSET:
+        out, latest = [], None
+        for elem, (live, _) in sorted(_decode_orset(rec).items()):
+            marks = [(hlc, op_id) for op_id, (epoch, hlc) in live.items() if epoch >= d]
+            if marks:
+                out.append(elem)
+                top = max(marks)
+                if latest is None or top > latest:
+                    latest = top
+        if not out:
+            return False, None, None
+        return True, out, (latest[0], None, latest[1].decode(), False)
+    if kind == GROW:
+        out, latest = [], None
+        for elem, (epoch, hlc, op_id) in sorted(_decode_grow(rec).items()):
+            if epoch >= d:
+                out.append(elem)
+                if latest is None or (hlc, op_id) > latest:
+                    latest = (hlc, op_id)
+        if not out:
+            return False, None, None
+        return True, out, (latest[0], None, latest[1].decode(), False)
+    raise ValueError(f"unknown record kind {kind}")
+
+
+def review_candidates(rec, d):
+    """The visible candidates of a review record, effective one last:
+    a list of ``(hlc, actor, op id, present, value bytes)``."""
+    cands, _ = _decode_review(rec)
+    out = []
+    for op_id, (epoch, hlc, actor, flags, value) in sorted(
+            cands.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[1][2], kv[0])):
+        if epoch >= d:
+            out.append((hlc, actor.decode(), op_id.decode(), not flags & F_ABSENT, value))
+    return out
+
+
+def compact_record(rec, horizon, d):
+    """Drop what is causally stable (older than ``horizon``) and cannot change the resolved
+    state any more: tombstones, unset registers, and anything hidden behind an entity delete
+    marker ``d`` older than the horizon. Returns the new record, or None to delete it."""
+    kind = rec[1]
+    hidden_below = d if 0 < d < horizon else 0
+    if kind in (LWW, MAX, MIN):
+        _, flags, epoch, hlc, _, _, _, _ = _unpack_register(rec)
+        if (flags & F_ABSENT and hlc < horizon) or epoch < hidden_below:
+            return None
+        return rec
+    if kind == ENTITY:
+        return rec  # the engine drops markers once nothing behind them is left
+    if kind == REVIEW:
+        cands, tombs = _decode_review(rec)
+        cands = {i: c for i, c in cands.items() if c[0] >= hidden_below}
+        tombs = {i: h for i, h in tombs.items() if h >= horizon}
+        return _encode_review(cands, tombs) if cands or tombs else None
+    if kind == ORSET:
+        elems = {}
+        for elem, (live, tombs) in _decode_orset(rec).items():
+            live = {t: m for t, m in live.items() if m[0] >= hidden_below}
+            tombs = {t: h for t, h in tombs.items() if h >= horizon}
+            elems[elem] = (live, tombs)
+        out = _encode_orset(elems)
+        return out if _SET_HEAD.unpack_from(out)[3] else None
+    if kind == GROW:
+        elems = {e: m for e, m in _decode_grow(rec).items() if m[0] >= hidden_below}
+        return _encode_grow(elems) if elems else None
+    raise ValueError(f"unknown record kind {kind}")
+
+
+# --------------------------------------------------------------------------------------------
+# Op log entries: one msgpack array per operation, with its bound context.
+
+_ENTRY_VERSION = 1
+
+
+def _entry_fields(op):
+    return [_ENTRY_VERSION, op.op_id, op.type, op.env, op.entity, op.field, op.value,
+            op.elements, op.actor, op.actor_class, op.intent, op.hlc, op.base, op.observed,
+            op.epoch, op.override, op.prev, op.signature, op.key_id,
+            None if op.children is None else [_entry_fields(c) for c in op.children],
+            op.kind]
+
+
+def encode_entry(op) -> bytes:
+    return msgpack.packb(_entry_fields(op), use_bin_type=True)
+
+
+def _op_from_fields(f):
+    op = Op()
+    (_, op.op_id, op.type, op.env, op.entity, op.field, op.value, op.elements, op.actor,
+     op.actor_class, op.intent, op.hlc, op.base, op.observed, op.epoch, op.override, op.prev,
+     op.signature, op.key_id, children, op.kind) = f
+    if children is not None:
+        op.children = [_op_from_fields(c) for c in children]
+    op.bound = True
+    return op
+
+
+def decode_entry(data: bytes):
+    return _op_from_fields(msgpack.unpackb(data, raw=False, strict_map_key=False))
