@@ -8,7 +8,10 @@ Named databases:
 ``names``       interned names: ``e:<env>``, ``t:<type>``, ``f:<type>.<field>`` -> u16 id
 ``meta``        clock, last sequence number, node id, compaction horizon, settings
 ``conflicts``   state key of a review field with concurrent candidates -> b""
-``violations``  state key -> msgpack ``[message, ref target or None]``
+``violations``  state key of a field breaking a constraint -> msgpack ``[message, [dangling
+                ref targets]]``
+``dangling``    ``env id · target entity id · 0x00 · referrer state key`` -> b"": the
+                violations a new entity may clear
 
 State keys are ``env id (u16 BE) · type id (u16 BE) · name · 0x00 · field id (u16 BE)``, so
 the fields of an entity are adjacent (one cursor range per ``get``) and one environment is one
@@ -35,7 +38,8 @@ SEQ = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct("<I")
 
-_DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations")
+_DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations",
+              b"dangling")
 _INITIAL_MAP = 64 << 20
 _MAX_ATTEMPTS = 40
 

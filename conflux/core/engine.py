@@ -118,6 +118,7 @@ class Engine:
         self.node = node.decode()
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
+        self._rules = _rules(self.schema)
 
     # -- creating and opening -----------------------------------------------------------------
 
@@ -421,7 +422,7 @@ class Engine:
             leaves.extend(op.children if op.type == core.PROMOTE else (op,))
         touched = self._merge(txn, leaves)
 
-        changes = self._post_merge(txn, leaves, touched)
+        changes = self._post_merge(txn, leaves, touched, dry_run)
         entries = []
         for n, (i, op) in enumerate(fresh):
             op.seq = seq + 1 + n
@@ -481,41 +482,34 @@ class Engine:
 
     # -- after the merge: conflicts and violations --------------------------------------------
 
-    def _post_merge(self, txn, leaves, touched):
+    def _post_merge(self, txn, leaves, touched, dry_run):
         """Keep the conflict and violation indexes in step with the merged state; returns the
-        per-op change descriptions used by dry runs."""
+        per-op change descriptions of a dry run."""
         core = self.core
         changed, markers = touched
-        dbs = self.store.dbs
-        changes = {}
-        entities = {}
-        deleted = set()
+        state = self.store.dbs["state"]
+        touched_fields: dict[tuple[str, str], set] = {}
         for op in leaves:
-            entities[(op.env, op.entity)] = True
-            if op.type == core.DELETE_ENTITY:
-                deleted.add((op.env, op.entity))
-            changes[id(op)] = self._describe(op)
-        # conflicts: review fields whose visible candidates changed
-        for (env, entity_id) in entities:
+            names = touched_fields.setdefault((op.env, op.entity), set())
+            names.add(None if op.type == core.DELETE_ENTITY else op.field)
+        # conflicts: review fields whose visible candidates may have changed
+        for (env, entity_id), names in touched_fields.items():
             type_name = entity_id.partition(".")[0]
+            review = self._rules[type_name]["review"]
+            if not review:
+                continue
             env_id, type_id, name, _ = self._ids(txn, env, entity_id, None, False)
             d = markers[state_key(env_id, type_id, name, 0)]
-            for spec in self.schema.types[type_name].fields.values():
-                if spec.merge != "review":
-                    continue
-                fid = self.store.name_id(txn, "f", f"{type_name}.{spec.name}", create=False)
-                if fid is None:
-                    continue
+            for fname in (review if None in names else [f for f in review if f in names]):
+                fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=True)
                 key = state_key(env_id, type_id, name, fid)
-                if key not in changed and (env, entity_id) not in deleted:
-                    continue
-                rec = changed.get(key) or txn.get(key, db=dbs["state"])
+                rec = changed.get(key) or txn.get(key, db=state)
                 if rec is not None and len(core.review_candidates(rec, d)) > 1:
-                    txn.put(key, b"", db=dbs["conflicts"])
+                    txn.put(key, b"", db=self.store.dbs["conflicts"])
                 else:
-                    txn.delete(key, db=dbs["conflicts"])
-        self._revalidate(txn, entities, deleted)
-        return changes
+                    txn.delete(key, db=self.store.dbs["conflicts"])
+        _Validation(self, txn).run(touched_fields)
+        return {id(op): self._describe(op) for op in leaves} if dry_run else {}
 
     def _describe(self, op) -> dict:
         core = self.core
@@ -531,80 +525,6 @@ class Engine:
         elif op.elements is not None:
             out["elements"] = op.elements
         return out
-
-    def _revalidate(self, txn, entities, deleted):
-        """Post-merge validation: re-check the constraints of every touched entity in its
-        environment and the environments inheriting from it, and the refs that point at a
-        deleted entity."""
-        schema = self.schema
-        recheck = {}
-        for env, entity_id in entities:
-            for e in [env, *schema.children(env)]:
-                recheck[(e, entity_id)] = True
-        for env, entity_id in list(recheck):
-            type_name = entity_id.partition(".")[0]
-            targets = [(t, f) for t, et in schema.types.items() for f in et.fields.values()
-                       if f.ref_type == type_name]
-            if not targets:
-                continue
-            # entities pointing at this one (found through violations or, after a delete,
-            # through their values) must be re-checked too
-            for other in self._referrers(txn, env, entity_id, targets):
-                recheck[(env, other)] = True
-        for env, entity_id in recheck:
-            self._check_entity(txn, env, entity_id)
-
-    def _referrers(self, txn, env, entity_id, targets):
-        """Entities in ``env`` whose ref fields name ``entity_id``."""
-        out = []
-        types = {t for t, _ in targets}
-        for other in self._entity_ids(txn, env, types):
-            view = self._view(txn, env, other)
-            for t, spec in targets:
-                if other.startswith(t + ".") and spec.name in view:
-                    value = view[spec.name]["value"]
-                    if value == entity_id or (isinstance(value, list) and entity_id in value):
-                        out.append(other)
-                        break
-        return out
-
-    def _check_entity(self, txn, env, entity_id):
-        schema = self.schema
-        type_name, _, name = entity_id.partition(".")
-        et = schema.types[type_name]
-        vdb = self.store.dbs["violations"]
-        env_id = self.store.name_id(txn, "e", env, create=True)
-        type_id = self.store.name_id(txn, "t", type_name, create=True)
-        prefix = entity_prefix(env_id, type_id, name)
-        with txn.cursor(db=vdb) as cur:
-            stale = []
-            if cur.set_range(prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    stale.append(key)
-        for key in stale:
-            txn.delete(key, db=vdb)
-        view = self._view(txn, env, entity_id)
-        if not view:
-            return
-        for spec in et.fields.values():
-            messages = []
-            item = view.get(spec.name)
-            if item is None:
-                if spec.required and spec.default is None:
-                    messages.append(f"required field '{spec.name}' is not set")
-            else:
-                value = item["value"]
-                messages.extend(spec.violations(value))
-                if spec.ref_type is not None:
-                    for target in (value if isinstance(value, list) else [value]):
-                        if not self._view(txn, env, target):
-                            messages.append(f"{spec.name} refers to {target}, which does not "
-                                            f"exist in {env}")
-            if messages:
-                fid = self.store.name_id(txn, "f", f"{type_name}.{spec.name}", create=True)
-                txn.put(prefix + struct.pack(">H", fid), "; ".join(messages).encode(), db=vdb)
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -879,7 +799,7 @@ class Engine:
                         continue
                     out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
                                 "field": fields[fid].partition(".")[2],
-                                "message": msg.decode()})
+                                "message": msgpack.unpackb(msg)[0]})
         return out
 
     def status(self) -> dict:
@@ -1007,10 +927,13 @@ class Engine:
                     if new != rec:
                         txn.put(key, new, db=state)
                         stats["rewritten"] += 1
+            base = struct.pack(">H", self.store.name_id(txn, "e", self.schema.base_env,
+                                                        create=True))
             for prefix, d in markers.items():
-                # a marker older than the horizon hides nothing any more once what it hid
-                # is gone: every later write is newer than it anyway.
-                if d < h and prefix not in alive:
+                # In the base environment, a marker older than the horizon hides nothing any
+                # more once what it hid is gone: every later write is newer than it anyway.
+                # In an overlay it also stops inheritance from the parent, so it stays.
+                if d < h and prefix not in alive and prefix.startswith(base):
                     txn.delete(prefix + b"\x00\x00", db=state)
                     stats["deleted"] += 1
             self.store.meta_put_int(txn, "horizon", h)
@@ -1063,3 +986,190 @@ def _since(core, since) -> tuple[int, int]:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
     return 0, core.hlc_pack(int(moment.timestamp() * 1000), 0)
+
+
+def _rules(schema) -> dict:
+    """Per entity type, which fields post-merge validation and conflict tracking look at."""
+    out = {}
+    for type_name, et in schema.types.items():
+        fields = et.fields.values()
+        out[type_name] = {
+            "review": [f.name for f in fields if f.merge == "review"],
+            "checked": [f.name for f in fields
+                        if f.min is not None or f.max is not None or f.pattern is not None
+                        or f.one_of is not None or f.required or f.ref_type is not None],
+            "required": [f.name for f in fields if f.required and f.default is None],
+            "referrers": [(t, f.name) for t, other in schema.types.items()
+                          for f in other.fields.values() if f.ref_type == type_name],
+        }
+    return out
+
+
+class _Validation:
+    """Post-merge validation of one batch (SPEC §4): constraints a merge can break although
+    every op was valid, recorded as violations per environment.
+
+    PERF: only fields with constraints are looked at, only for the entities the batch touched,
+    in their environment and the ones inheriting from it; lookups are cached for the batch, and
+    an overlay with no records of an entity is known to inherit it with one cursor probe.
+    Dangling refs are indexed by target (the ``dangling`` table) so that creating the target
+    clears them without a scan.
+    """
+
+    def __init__(self, engine, txn):
+        self.engine, self.txn = engine, txn
+        self.store, self.schema, self.core = engine.store, engine.schema, engine.core
+        self.state = self.store.dbs["state"]
+        self.records: dict[tuple[str, str], dict | None] = {}
+        self.views: dict[tuple[str, str], dict] = {}
+
+    def run(self, touched_fields):
+        schema, rules = self.schema, self.engine._rules
+        checks: dict[tuple[str, str, str], None] = {}
+        for (env, entity_id), names in touched_fields.items():
+            type_name = entity_id.partition(".")[0]
+            r = rules[type_name]
+            if None in names:
+                fields = r["checked"]
+            else:
+                fields = [f for f in r["checked"] if f in names] + r["required"]
+            envs = [env, *schema.children(env)]
+            for e in envs:
+                for fname in fields:
+                    checks[(e, entity_id, fname)] = None
+            if r["referrers"]:
+                for e in envs:
+                    for other, fname in self._dangling_to(e, entity_id):
+                        checks[(e, other, fname)] = None
+                    if None in names:  # deleted: whoever points at it now dangles
+                        for other, fname in self._pointing_at(e, entity_id, r["referrers"]):
+                            checks[(e, other, fname)] = None
+        for env, entity_id, fname in checks:
+            self._check(env, entity_id, fname)
+
+    # -- reading through the batch cache ------------------------------------------------------
+
+    def _level(self, env, entity_id):
+        """``{field id: record}`` of one entity in one environment (None if it has none)."""
+        key = (env, entity_id)
+        if key not in self.records:
+            type_name, _, name = entity_id.partition(".")
+            env_id = self.store.name_id(self.txn, "e", env, create=False)
+            type_id = self.store.name_id(self.txn, "t", type_name, create=False)
+            found = None
+            if env_id is not None and type_id is not None:
+                prefix = entity_prefix(env_id, type_id, name)
+                with self.txn.cursor(db=self.state) as cur:
+                    if cur.set_range(prefix) and cur.key().startswith(prefix):
+                        found = {}
+                        for k, rec in cur:
+                            if not k.startswith(prefix):
+                                break
+                            found[struct.unpack(">H", k[-2:])[0]] = rec
+            self.records[key] = found
+        return self.records[key]
+
+    def _field(self, env, entity_id, fname):
+        """(present, value) of one field resolved through the chain."""
+        type_name = entity_id.partition(".")[0]
+        fid = self.store.name_id(self.txn, "f", f"{type_name}.{fname}", create=False)
+        for level in self.schema.env_chain(env):
+            records = self._level(level, entity_id)
+            if not records:
+                continue
+            d = _marker_hlc(records.get(0))
+            rec = records.get(fid) if fid is not None else None
+            if rec is not None:
+                present, value, _ = self.core.resolve_record(rec, d)
+                if present:
+                    return True, self.engine._decode_value(type_name, fname, value)
+            if d:
+                break
+        return False, None
+
+    def _exists(self, env, entity_id):
+        key = (env, entity_id)
+        if key not in self.views:
+            self.views[key] = self.engine._view(self.txn, env, entity_id)
+        return bool(self.views[key])
+
+    # -- checking -----------------------------------------------------------------------------
+
+    def _check(self, env, entity_id, fname):
+        type_name, _, name = entity_id.partition(".")
+        spec = self.schema.types[type_name].fields[fname]
+        present, value = self._field(env, entity_id, fname)
+        messages, targets = [], []
+        if not present:
+            if spec.required and spec.default is None and self._exists(env, entity_id):
+                messages.append(f"required field '{fname}' is not set")
+        else:
+            messages.extend(spec.violations(value))
+            if spec.ref_type is not None:
+                for target in (value if isinstance(value, list) else [value]):
+                    if not self._exists(env, target):
+                        messages.append(f"{fname} refers to {target}, which does not exist in "
+                                        f"{env}")
+                        targets.append(target)
+        self._record(env, entity_id, fname, messages, targets)
+
+    def _record(self, env, entity_id, fname, messages, targets):
+        txn, dbs = self.txn, self.store.dbs
+        type_name, _, name = entity_id.partition(".")
+        env_id = self.store.name_id(txn, "e", env, create=True)
+        type_id = self.store.name_id(txn, "t", type_name, create=True)
+        fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=True)
+        key = state_key(env_id, type_id, name, fid)
+        old = txn.get(key, db=dbs["violations"])
+        if old is not None:
+            for target in msgpack.unpackb(old)[1]:
+                txn.delete(_dangling_key(env_id, target, key), db=dbs["dangling"])
+        if not messages:
+            if old is not None:
+                txn.delete(key, db=dbs["violations"])
+            return
+        txn.put(key, msgpack.packb(["; ".join(messages), targets]), db=dbs["violations"])
+        for target in targets:
+            txn.put(_dangling_key(env_id, target, key), b"", db=dbs["dangling"])
+
+    def _dangling_to(self, env, entity_id):
+        """(referrer entity id, field) whose violation says they point at a missing
+        ``entity_id`` in ``env``."""
+        env_id = self.store.name_id(self.txn, "e", env, create=False)
+        if env_id is None:
+            return []
+        prefix = _dangling_key(env_id, entity_id, b"")
+        out = []
+        with self.txn.cursor(db=self.store.dbs["dangling"]) as cur:
+            if cur.set_range(prefix):
+                for k in cur.iternext(values=False):
+                    if not k.startswith(prefix):
+                        break
+                    out.append(self._names_of(k[len(prefix):]))
+        return out
+
+    def _pointing_at(self, env, entity_id, referrers):
+        """(entity id, field) in ``env`` whose ref fields name ``entity_id`` (a scan: only
+        after a delete)."""
+        out = []
+        types = {t for t, _ in referrers}
+        for other in self.engine._entity_ids(self.txn, env, types):
+            for t, fname in referrers:
+                if other.startswith(t + "."):
+                    present, value = self._field(env, other, fname)
+                    if present and (value == entity_id or
+                                    (isinstance(value, list) and entity_id in value)):
+                        out.append((other, fname))
+        return out
+
+    def _names_of(self, key):
+        _, type_id, name, fid = split_state_key(key)
+        if not hasattr(self, "_type_names"):
+            self._type_names = self.store.names(self.txn, "t")
+            self._field_names = self.store.names(self.txn, "f")
+        return (f"{self._type_names[type_id]}.{name}",
+                self._field_names[fid].partition(".")[2])
+
+
+def _dangling_key(env_id: int, target: str, referrer_key: bytes) -> bytes:
+    return struct.pack(">H", env_id) + target.encode() + b"\x00" + referrer_key

@@ -1,0 +1,125 @@
+"""A deliberately naive model of Conflux's merge semantics, independent of the core.
+
+It computes the resolved state straight from the *set* of (bound) operations, with no records,
+no tombstones and no incremental merging: for every field, look at every operation that ever
+touched it. The engine, which merges incrementally into packed records, must agree with it.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+import msgpack
+
+SET_FIELD, UNSET_FIELD, ADD, REMOVE, DELETE, RESOLVE, PROMOTE = range(1, 8)
+
+
+def leaves(ops):
+    """Promotions expand into their field operations."""
+    for op in ops:
+        if op.type == PROMOTE:
+            yield from op.children
+        else:
+            yield op
+
+
+def resolve_state(schema, ops, env):
+    """``{entity id: {field: value}}`` of ``env`` (defaults filled in), from a set of ops."""
+    ops = list({op.op_id: op for op in leaves(ops)}.values())
+    markers = defaultdict(int)
+    by_field = defaultdict(list)
+    for op in ops:
+        if op.type == DELETE:
+            markers[(op.env, op.entity)] = max(markers[(op.env, op.entity)], op.hlc)
+        else:
+            by_field[(op.env, op.entity, op.field)].append(op)
+    entities = {entity for (_, entity, _) in by_field} | {e for (_, e) in markers}
+    state = {}
+    for entity in sorted(entities):
+        type_name = entity.partition(".")[0]
+        view = {}
+        for level in schema.env_chain(env):
+            d = markers[(level, entity)]
+            for fname, spec in schema.types[type_name].fields.items():
+                if fname in view:
+                    continue
+                present, value = _field(spec.merge, by_field[(level, entity, fname)], d)
+                if present:
+                    view[fname] = value
+            if d:
+                break
+        if not view:
+            continue
+        out = {}
+        for fname, spec in schema.types[type_name].fields.items():
+            if fname in view:
+                out[fname] = view[fname]
+            elif spec.default is not None:
+                out[fname] = spec.default
+        state[entity] = out
+    return state
+
+
+def _order(op):
+    return (op.epoch, op.hlc, op.actor.encode(), op.op_id.encode())
+
+
+def _field(merge, ops, d):
+    if merge in ("lww", "max", "min"):
+        writes = [op for op in ops if op.type in (SET_FIELD, UNSET_FIELD, RESOLVE)]
+        if not writes:
+            return False, None
+
+        def key(op):
+            present = op.type != UNSET_FIELD
+            if merge == "lww":
+                return _order(op)
+            num = op.value if present else 0
+            return (op.epoch, int(present), num if merge == "max" else -num, op.hlc,
+                    op.actor.encode(), op.op_id.encode())
+        win = max(writes, key=key)
+        if win.type == UNSET_FIELD or win.epoch < d:
+            return False, None
+        return True, win.value
+    if merge == "review":
+        writes = [op for op in ops if op.type in (SET_FIELD, UNSET_FIELD, RESOLVE)]
+        superseded = {b for op in writes for b in op.base}
+        live = [op for op in writes if op.op_id not in superseded and op.epoch >= d]
+        if not live:
+            return False, None
+        win = max(live, key=_order)
+        return (False, None) if win.type == UNSET_FIELD else (True, win.value)
+    if merge == "set":
+        removed = set()
+        for op in ops:
+            if op.type in (REMOVE, UNSET_FIELD):
+                for elem, tags in zip(op.elements, op.observed):
+                    for t in tags:
+                        removed.add((_b(elem), t))
+        present = {}
+        for op in ops:
+            if op.type == ADD and op.epoch >= d:
+                for elem in op.elements:
+                    if (_b(elem), op.op_id) not in removed:
+                        present[_b(elem)] = elem
+        if not present:
+            return False, None
+        return True, _sorted(present.values())
+    if merge == "grow":
+        present = {}
+        for op in ops:
+            if op.type == ADD and op.epoch >= d:
+                for elem in op.elements:
+                    present[_b(elem)] = elem
+        if not present:
+            return False, None
+        return True, _sorted(present.values())
+    raise ValueError(merge)
+
+
+def _b(value):
+    return msgpack.packb(value, use_bin_type=True)
+
+
+def _sorted(values):
+    return sorted(values, key=lambda v: (type(v).__name__, v))

@@ -1,0 +1,339 @@
+"""The engine API on both core twins: writes, reads, environments, strategies, overrides,
+review conflicts, sets, deletes, promotion, the log, idempotence, clocks and validation."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+
+import pytest
+
+from conflux.actors import Actor
+from conflux.core import Engine
+from conflux.errors import (ClockSkewError, InputError, NotFound, PreconditionFailed,
+                            SchemaError, ValidationError)
+from conftest import AUTOSCALER, CI, EXAMPLE_SCHEMA, ZARA, add_op, remove_op, set_op
+
+
+def value(engine, entity, field, env=None):
+    return engine.get(entity, env, field)[field]["value"]
+
+
+def seed(engine):
+    engine.apply([set_op("service.checkout", "image", "shop:1"),
+                  set_op("route.api", "service", "checkout"),
+                  set_op("route.api", "weight", 50)], ZARA)
+
+
+def test_set_and_get_with_defaults(engine):
+    seed(engine)
+    fields = engine.get("service.checkout")
+    assert fields["image"]["value"] == "shop:1"
+    assert fields["image"]["env"] == "production"
+    assert fields["replicas"] == {"value": 1, "env": None, "default": True}
+    assert value(engine, "route.api", "service") == "service.checkout"
+
+
+def test_acks_carry_op_id_hlc_and_dense_sequence(engine):
+    acks = engine.apply([set_op("service.a", "image", "x"), set_op("service.b", "image", "y")],
+                        ZARA)
+    assert [a.seq for a in acks] == [1, 2]
+    assert acks[0].hlc < acks[1].hlc
+    assert acks[0].op_id != acks[1].op_id
+    more = engine.apply([set_op("service.a", "image", "z")], ZARA)
+    assert more[0].seq == 3
+
+
+def test_max_min_and_lww(engine):
+    engine.apply([set_op("route.api", "weight", 50)], AUTOSCALER)
+    engine.apply([set_op("route.api", "weight", 90)], AUTOSCALER)
+    engine.apply([set_op("route.api", "weight", 70)], AUTOSCALER)
+    assert value(engine, "route.api", "weight") == 90
+    engine.apply([set_op("route.api", "timeout", "30s")], ZARA)
+    engine.apply([set_op("route.api", "timeout", "1m")], ZARA)
+    assert value(engine, "route.api", "timeout") == 30_000
+    engine.apply([set_op("route.api", "path", "/a")], ZARA)
+    engine.apply([set_op("route.api", "path", "/b")], CI)
+    assert value(engine, "route.api", "path") == "/b"
+
+
+def test_override_brings_max_down_and_later_writes_compete_in_its_epoch(engine):
+    engine.apply([set_op("route.api", "weight", 90)], AUTOSCALER)
+    engine.apply([set_op("route.api", "weight", 80, override=True)], ZARA)
+    assert value(engine, "route.api", "weight") == 80
+    engine.apply([set_op("route.api", "weight", 60)], AUTOSCALER)
+    assert value(engine, "route.api", "weight") == 80
+    engine.apply([set_op("route.api", "weight", 85)], AUTOSCALER)
+    assert value(engine, "route.api", "weight") == 85
+
+
+def test_unset_reverts_overlay_to_inherited_value(engine):
+    engine.apply([set_op("service.s", "image", "base:1")], ZARA)
+    engine.apply([set_op("service.s", "image", "stage:1", env="staging")], ZARA)
+    assert engine.get("service.s", "development")["image"] == {
+        **engine.get("service.s", "development")["image"], "value": "stage:1", "env": "staging"}
+    engine.apply([{"type": "unset_field", "entity_id": "service.s", "field": "image",
+                   "env": "staging"}], ZARA)
+    assert engine.get("service.s", "staging")["image"]["env"] == "production"
+    assert value(engine, "service.s", "image", "development") == "base:1"
+
+
+def test_unset_on_max_field_then_revive(engine):
+    engine.apply([set_op("service.s", "replicas", 9), set_op("service.s", "image", "i")], ZARA)
+    engine.apply([{"type": "unset_field", "entity_id": "service.s", "field": "replicas"}], ZARA)
+    assert engine.get("service.s", field="replicas")["replicas"]["default"]
+    engine.apply([set_op("service.s", "replicas", 2)], ZARA)
+    assert value(engine, "service.s", "replicas") == 2
+
+
+def test_review_conflict_then_resolve(engine):
+    engine.apply([set_op("service.s", "tier", "web", base=[])], ZARA)
+    engine.apply([set_op("service.s", "tier", "batch", base=[])], CI)
+    [conflict] = engine.conflicts()
+    assert conflict["entity_id"] == "service.s" and conflict["field"] == "tier"
+    assert [c["value"] for c in conflict["candidates"]] == ["web", "batch"]
+    assert conflict["effective"] == "batch"
+    assert value(engine, "service.s", "tier") == "batch"
+    engine.resolve("service.s", "tier", "web", ZARA, intent="agreed")
+    assert engine.conflicts() == []
+    assert value(engine, "service.s", "tier") == "web"
+    with pytest.raises(InputError, match="no conflict"):
+        engine.resolve("service.s", "tier", "web", ZARA)
+
+
+def test_review_write_that_saw_the_value_supersedes_it(engine):
+    engine.apply([set_op("service.s", "tier", "web")], ZARA)
+    engine.apply([set_op("service.s", "tier", "batch")], CI)  # base bound: saw "web"
+    assert engine.conflicts() == []
+    assert value(engine, "service.s", "tier") == "batch"
+
+
+def test_precondition_base_on_register(engine):
+    [ack] = engine.apply([set_op("service.s", "image", "a")], ZARA)
+    engine.apply([set_op("service.s", "image", "b", base=[ack.op_id])], ZARA)
+    before = engine.records()
+    with pytest.raises(PreconditionFailed):
+        engine.apply([set_op("service.s", "image", "c", base=[ack.op_id])], CI)
+    assert engine.records() == before
+
+
+def test_or_set_add_wins_over_concurrent_remove(engine):
+    engine.apply([add_op("service.s", "ports", 80, 443)], ZARA)
+    assert value(engine, "service.s", "ports") == [80, 443]
+    engine.apply([remove_op("service.s", "ports", 80)], ZARA)
+    assert value(engine, "service.s", "ports") == [443]
+    [added] = engine.apply([add_op("service.s", "ports", 443)], CI)
+    # a remove that observed only the first add of 443 leaves the concurrent one alive
+    first_tag = [op for op in engine.log(entity="service.s")
+                 if op.elements == [80, 443]][0].op_id
+    engine.apply([remove_op("service.s", "ports", 443, observed=[[first_tag]])], ZARA)
+    assert value(engine, "service.s", "ports") == [443]
+    engine.apply([remove_op("service.s", "ports", 443)], ZARA)
+    with pytest.raises(NotFound):
+        engine.get("service.s", field="ports")
+    assert added.seq > 0
+
+
+def test_grow_set_refuses_removal(engine):
+    engine.apply([add_op("service.s", "labels", "a", "b")], ZARA)
+    with pytest.raises(ValidationError, match="grow"):
+        engine.apply([remove_op("service.s", "labels", "a")], ZARA)
+    assert value(engine, "service.s", "labels") == ["a", "b"]
+
+
+def test_delete_entity_hides_it_and_a_later_write_revives(engine):
+    seed(engine)
+    engine.apply([{"type": "delete_entity", "entity_id": "service.checkout"}], ZARA)
+    with pytest.raises(NotFound):
+        engine.get("service.checkout")
+    assert "service.checkout" not in engine.state()
+    # the route's ref now dangles: a violation, in every environment inheriting it
+    messages = {(v["env"], v["field"]) for v in engine.violations()}
+    assert ("production", "service") in messages and ("staging", "service") in messages
+    engine.apply([set_op("service.checkout", "replicas", 3)], ZARA)
+    assert engine.get("service.checkout")["replicas"]["value"] == 3
+    assert "image" not in engine.get("service.checkout")
+    assert engine.violations() == []
+
+
+def test_delete_in_overlay_stops_inheritance(engine):
+    seed(engine)
+    engine.apply([{"type": "delete_entity", "entity_id": "service.checkout",
+                   "env": "staging"}], ZARA)
+    assert engine.get("service.checkout")["image"]["value"] == "shop:1"
+    for env in ("staging", "development"):
+        with pytest.raises(NotFound):
+            engine.get("service.checkout", env)
+
+
+def test_violations_are_recorded_after_merge(engine):
+    engine.apply([set_op("route.r", "weight", 120), set_op("route.r", "path", "nope")], ZARA)
+    found = {(v["env"], v["field"]): v["message"] for v in engine.violations("production")}
+    assert "above max 100" in found[("production", "weight")]
+    assert "required field 'service'" in found[("production", "service")]
+    assert ("production", "path") in found
+    engine.apply([set_op("route.r", "weight", 10, override=True),
+                  set_op("route.r", "path", "/ok"), set_op("route.r", "service", "s")], ZARA)
+    assert [v["field"] for v in engine.violations("production")] == ["service"]  # dangling
+    engine.apply([set_op("service.s", "image", "x")], ZARA)
+    assert engine.violations() == []
+
+
+def test_promote_copies_resolved_values_as_one_operation(engine):
+    seed(engine)
+    engine.apply([set_op("service.checkout", "image", "shop:2", env="staging"),
+                  set_op("service.checkout", "replicas", 1, env="staging"),
+                  add_op("service.checkout", "ports", 8080, env="staging")], CI)
+    engine.apply([set_op("service.checkout", "replicas", 5)], ZARA)
+    ack = engine.promote("staging", "production", ["service.checkout"], ZARA,
+                         intent="canary ok")
+    fields = engine.get("service.checkout")
+    assert fields["image"]["value"] == "shop:2"
+    assert fields["replicas"]["value"] == 1  # a max field: promotion overrides
+    assert fields["ports"]["value"] == [8080]
+    [op] = engine.log(limit=1)
+    assert op.op_id == ack.op_id and op.value["from"] == "staging"
+    assert {c.field for c in op.children} == {"image", "replicas", "ports"}
+    assert engine.blame("service.checkout")["image"]["intent"] == "canary ok"
+    with pytest.raises(InputError, match="nothing to promote"):
+        engine.promote("staging", "production", ["service.checkout"], ZARA)
+
+
+def test_blame_and_log(engine):
+    engine.apply([set_op("route.api", "weight", 50, intent="initial")], ZARA)
+    engine.apply([set_op("route.api", "weight", 90, intent="load-response")], AUTOSCALER)
+    blame = engine.blame("route.api")["weight"]
+    assert (blame["actor"], blame["actor_class"], blame["intent"]) == (
+        "autoscaler-7", "autoscaler", "load-response")
+    assert blame["seq"] == 2
+    log = engine.log()
+    assert [op.seq for op in log] == [2, 1]
+    assert log[0].prev is not None
+    assert [op.seq for op in engine.log(actor="zara")] == [1]
+    assert [op.seq for op in engine.log(actor="autoscaler:autoscaler-7")] == [2]
+    assert [op.seq for op in engine.log(since=2)] == [2]
+    assert [op.seq for op in engine.log(limit=1)] == [2]
+    assert engine.log(entity="route.other") == []
+
+
+def test_retry_with_same_op_id_is_acknowledged_once(engine):
+    [first] = engine.apply([set_op("service.s", "image", "a", op_id="deploy-42")], CI)
+    [again] = engine.apply([set_op("service.s", "image", "a", op_id="deploy-42")], CI)
+    assert again.duplicate and again.seq == first.seq and again.hlc == first.hlc
+    acks = engine.apply([set_op("service.s", "image", "b", op_id="x1"),
+                         set_op("service.s", "image", "b", op_id="x1")], CI)
+    assert acks[1].duplicate and acks[1].seq == acks[0].seq
+    assert engine.status()["operations"] == 2
+
+
+def test_client_hlc_accepted_and_far_future_refused(engine):
+    now = engine.core.hlc_parse(engine.status()["clock"] or "hlc:1.0000")
+    past = engine.core.hlc_pack(1_700_000_000_000, 7)
+    [ack] = engine.apply([set_op("service.s", "image", "old", hlc="hlc:1700000000000.0007")],
+                         CI)
+    assert ack.hlc == past
+    import time
+    future = int(time.time() * 1000) + 60_000
+    with pytest.raises(ClockSkewError, match="ahead"):
+        engine.apply([set_op("service.s", "image", "f", hlc=f"hlc:{future}.0000")], CI)
+    assert engine.status()["operations"] == 1
+    assert now is not None
+
+
+def test_bad_batch_is_refused_whole_naming_the_op(engine):
+    seed(engine)
+    before = engine.records()
+    with pytest.raises(ValidationError, match="op 1: .*expected int"):
+        engine.apply([set_op("route.api", "weight", 10), set_op("route.api", "weight", "x")],
+                     ZARA)
+    for bad, pattern in [
+        (set_op("nothing.x", "a", 1), "unknown entity type"),
+        (set_op("route.api", "colour", 1), "colour"),
+        (set_op("route.api", "weight", 2 ** 70), "64-bit|range"),
+        (set_op("route.api", "weight", 1, env="qa"), "unknown environment"),
+        (add_op("route.api", "weight", 1), "set or grow"),
+        ({"type": "frobnicate", "entity_id": "route.api"}, "not an operation type"),
+        ({**set_op("route.api", "weight", 1), "surprise": 1}, "unknown key"),
+        (set_op("route.api", "weight", None), "needs a value"),
+        (set_op("service.s", "ports", [1]), "add_elements"),
+        ({"type": "resolve", "entity_id": "route.api", "field": "path", "value": "/x"},
+         "review"),
+    ]:
+        with pytest.raises(ValidationError, match=pattern):
+            engine.apply([bad], ZARA)
+    assert engine.records() == before
+    assert engine.status()["operations"] == 3
+
+
+def test_dry_run_writes_nothing_and_describes_the_change(engine):
+    seed(engine)
+    before = engine.records()
+    [ack] = engine.apply([set_op("route.api", "weight", 70)], ZARA, dry_run=True)
+    assert ack.change == {"type": "set_field", "env": "production", "entity_id": "route.api",
+                          "field": "weight", "before": 50, "after": 70}
+    assert engine.records() == before
+    assert engine.status()["operations"] == 3
+
+
+def test_compaction_refuses_ops_older_than_its_horizon(engine):
+    engine.apply([add_op("service.s", "ports", 1)], ZARA)
+    engine.apply([remove_op("service.s", "ports", 1)], ZARA)
+    clock = engine.core.hlc_parse(engine.status()["clock"])
+    stats = engine.compact(clock + 1)
+    assert stats["deleted"] >= 1
+    with pytest.raises(ValidationError, match="horizon"):
+        engine.apply([set_op("service.s", "image", "x", hlc=clock - 5)], ZARA)
+
+
+def test_map_grows_by_itself(tmp_path, core):
+    from conflux.store import Store
+    eng = Engine.init(str(tmp_path / "p"), str(EXAMPLE_SCHEMA), core=core, sync=False)
+    eng.store.env.set_mapsize(1 << 20)  # 1 MiB: full after a few thousand ops
+    before = eng.store.env.info()["map_size"]
+    for batch in range(6):
+        eng.apply([set_op(f"service.s{batch}-{i}", "image", "x" * 200) for i in range(1000)],
+                  ZARA)
+    assert eng.store.env.info()["map_size"] > before
+    assert eng.status()["operations"] == 6000
+    assert isinstance(eng.store, Store)
+    eng.close()
+
+
+def test_init_refuses_bad_schema_and_existing_project(tmp_path, schema_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[entity.route]\nfields = [{ name = "w", type = "string", merge = "max" }]\n')
+    with pytest.raises(SchemaError, match="route.*w|w.*route"):
+        Engine.init(str(tmp_path / "p1"), str(bad))
+    assert not (tmp_path / "p1" / ".conflux" / "store").exists()
+    Engine.init(str(tmp_path / "p2"), schema_path).close()
+    with pytest.raises(InputError, match="already"):
+        Engine.init(str(tmp_path / "p2"), schema_path)
+
+
+def _writer(path, who, n):
+    eng = Engine(path)
+    for i in range(n):
+        eng.apply([set_op("route.api", "weight", i % 100),
+                   set_op(f"service.{who}-{i}", "image", "x")], Actor(who, "pipeline"))
+    eng.close()
+
+
+def test_several_processes_share_one_store(tmp_path, schema_path):
+    path = str(tmp_path / "p")
+    Engine.init(path, schema_path).close()
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=_writer, args=(path, f"w{k}", 40)) for k in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+        assert p.exitcode == 0
+    eng = Engine(path)
+    assert eng.status()["operations"] == 240
+    seqs = sorted(op.seq for op in eng.log())
+    assert seqs == list(range(1, 241))
+    hlcs = [op.hlc for op in sorted(eng.log(), key=lambda o: o.seq)]
+    assert hlcs == sorted(hlcs) and len(set(hlcs)) == len(hlcs)  # one shared clock
+    assert value(eng, "route.api", "weight") == 39
+    eng.close()
+    assert os.path.exists(os.path.join(path, ".conflux", "store", "data.mdb"))
