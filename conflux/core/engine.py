@@ -119,6 +119,26 @@ class Engine:
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
         self._rules = _rules(self.schema)
+        self._intern_schema()
+
+    def _intern_schema(self) -> None:
+        """Give every environment, entity type and field of the schema its small id in the
+        store (once; ids never change), so keys can be built without the store."""
+        names = [("e", env) for env in self.schema.environments]
+        for type_name, et in self.schema.types.items():
+            names.append(("t", type_name))
+            names.extend(("f", f"{type_name}.{f}") for f in et.fields)
+        with self.store.read() as txn:
+            ids = {n: self.store.name_id(txn, *n, create=False) for n in names}
+        if None in ids.values():
+            ids = self.store.write(lambda txn: {n: self.store.name_id(txn, *n, create=True)
+                                                for n in names})
+        self._env_ids = {name: i for (kind, name), i in ids.items() if kind == "e"}
+        self._type_ids = {name: i for (kind, name), i in ids.items() if kind == "t"}
+        self._field_ids = {tuple(name.split(".", 1)): i for (kind, name), i in ids.items()
+                           if kind == "f"}
+        self._field_names = {t: {self._field_ids[(t, f)]: f for f in et.fields}
+                             for t, et in self.schema.types.items()}
 
     # -- creating and opening -----------------------------------------------------------------
 
@@ -141,8 +161,6 @@ class Engine:
         def body(txn):
             store.meta_put(txn, "node", secrets.token_hex(4).encode())
             store.meta_put(txn, "schema_name", schema.name.encode())
-            for env in schema.environments:
-                store.name_id(txn, "e", env, create=True)
         store.write(body)
         store.close()
         return cls(directory, core=core, sync=sync)
@@ -445,13 +463,11 @@ class Engine:
         hlc = self.core.decode_entry(entry).hlc if entry else 0
         return Ack(op_id, hlc, seq, duplicate=True)
 
-    def _ids(self, txn, env, entity_id, field_name, create):
+    def _key(self, env, entity_id, field_name) -> bytes:
+        """The state key of a field (or, with no field, of the entity's delete marker)."""
         type_name, _, name = entity_id.partition(".")
-        env_id = self.store.name_id(txn, "e", env, create=create)
-        type_id = self.store.name_id(txn, "t", type_name, create=create)
-        field_id = (0 if not field_name else
-                    self.store.name_id(txn, "f", f"{type_name}.{field_name}", create=create))
-        return env_id, type_id, name, field_id
+        return state_key(self._env_ids[env], self._type_ids[type_name], name,
+                         self._field_ids[(type_name, field_name)] if field_name else 0)
 
     def _merge(self, txn, leaves):
         """Group the ops by state key and merge each key's ops in the core. Returns the
@@ -461,9 +477,8 @@ class Engine:
         markers: dict[bytes, int] = {}
         groups: dict[bytes, list] = {}
         for op in leaves:
-            env_id, type_id, name, field_id = self._ids(txn, op.env, op.entity, op.field, True)
-            op.key = state_key(env_id, type_id, name, field_id)
-            ekey = state_key(env_id, type_id, name, 0)
+            op.key = self._key(op.env, op.entity, op.field)
+            ekey = op.key[:-2] + b"\x00\x00"
             d = markers.get(ekey)
             if d is None:
                 d = markers[ekey] = _marker_hlc(txn.get(ekey, db=state))
@@ -498,11 +513,9 @@ class Engine:
             review = self._rules[type_name]["review"]
             if not review:
                 continue
-            env_id, type_id, name, _ = self._ids(txn, env, entity_id, None, False)
-            d = markers[state_key(env_id, type_id, name, 0)]
+            d = markers[self._key(env, entity_id, None)]
             for fname in (review if None in names else [f for f in review if f in names]):
-                fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=True)
-                key = state_key(env_id, type_id, name, fid)
+                key = self._key(env, entity_id, fname)
                 rec = changed.get(key) or txn.get(key, db=state)
                 if rec is not None and len(core.review_candidates(rec, d)) > 1:
                     txn.put(key, b"", db=self.store.dbs["conflicts"])
@@ -531,11 +544,7 @@ class Engine:
     def _env_levels(self, txn, env):
         """(env, env id) up the inheritance chain, skipping environments never written."""
         out = []
-        for level in self.schema.env_chain(env):
-            env_id = self.store.name_id(txn, "e", level, create=False)
-            if env_id is not None:
-                out.append((level, env_id))
-        return out
+        return [(level, self._env_ids[level]) for level in self.schema.env_chain(env)]
 
     def _view(self, txn, env, entity_id, *, with_records=False) -> dict:
         """The resolved fields of one entity in ``env``: own value, else the parent's, up to
@@ -545,10 +554,8 @@ class Engine:
         type_name, _, name = entity_id.partition(".")
         if type_name not in self.schema.types:
             return {}
-        type_id = self.store.name_id(txn, "t", type_name, create=False)
-        if type_id is None:
-            return {}
-        fields = self._field_names(txn, type_name)
+        type_id = self._type_ids[type_name]
+        fields = self._field_names[type_name]
         state = self.store.dbs["state"]
         view = {}
         with txn.cursor(db=state) as cur:
@@ -576,14 +583,6 @@ class Engine:
                 if d:
                     break
         return view
-
-    def _field_names(self, txn, type_name) -> dict[int, str]:
-        out = {}
-        for fname in self.schema.types[type_name].fields:
-            fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=False)
-            if fid is not None:
-                out[fid] = fname
-        return out
 
     def _decode_value(self, type_name, fname, value):
         if isinstance(value, list):  # set elements
@@ -927,8 +926,7 @@ class Engine:
                     if new != rec:
                         txn.put(key, new, db=state)
                         stats["rewritten"] += 1
-            base = struct.pack(">H", self.store.name_id(txn, "e", self.schema.base_env,
-                                                        create=True))
+            base = struct.pack(">H", self._env_ids[self.schema.base_env])
             for prefix, d in markers.items():
                 # In the base environment, a marker older than the horizon hides nothing any
                 # more once what it hid is gone: every later write is newer than it anyway.
@@ -1053,32 +1051,28 @@ class _Validation:
         """``{field id: record}`` of one entity in one environment (None if it has none)."""
         key = (env, entity_id)
         if key not in self.records:
-            type_name, _, name = entity_id.partition(".")
-            env_id = self.store.name_id(self.txn, "e", env, create=False)
-            type_id = self.store.name_id(self.txn, "t", type_name, create=False)
+            prefix = self.engine._key(env, entity_id, None)[:-2]
             found = None
-            if env_id is not None and type_id is not None:
-                prefix = entity_prefix(env_id, type_id, name)
-                with self.txn.cursor(db=self.state) as cur:
-                    if cur.set_range(prefix) and cur.key().startswith(prefix):
-                        found = {}
-                        for k, rec in cur:
-                            if not k.startswith(prefix):
-                                break
-                            found[struct.unpack(">H", k[-2:])[0]] = rec
+            with self.txn.cursor(db=self.state) as cur:
+                if cur.set_range(prefix) and cur.key().startswith(prefix):
+                    found = {}
+                    for k, rec in cur:
+                        if not k.startswith(prefix):
+                            break
+                        found[struct.unpack(">H", k[-2:])[0]] = rec
             self.records[key] = found
         return self.records[key]
 
     def _field(self, env, entity_id, fname):
         """(present, value) of one field resolved through the chain."""
         type_name = entity_id.partition(".")[0]
-        fid = self.store.name_id(self.txn, "f", f"{type_name}.{fname}", create=False)
+        fid = self.engine._field_ids[(type_name, fname)]
         for level in self.schema.env_chain(env):
             records = self._level(level, entity_id)
             if not records:
                 continue
             d = _marker_hlc(records.get(0))
-            rec = records.get(fid) if fid is not None else None
+            rec = records.get(fid)
             if rec is not None:
                 present, value, _ = self.core.resolve_record(rec, d)
                 if present:
@@ -1115,11 +1109,8 @@ class _Validation:
 
     def _record(self, env, entity_id, fname, messages, targets):
         txn, dbs = self.txn, self.store.dbs
-        type_name, _, name = entity_id.partition(".")
-        env_id = self.store.name_id(txn, "e", env, create=True)
-        type_id = self.store.name_id(txn, "t", type_name, create=True)
-        fid = self.store.name_id(txn, "f", f"{type_name}.{fname}", create=True)
-        key = state_key(env_id, type_id, name, fid)
+        env_id = self.engine._env_ids[env]
+        key = self.engine._key(env, entity_id, fname)
         old = txn.get(key, db=dbs["violations"])
         if old is not None:
             for target in msgpack.unpackb(old)[1]:
@@ -1135,10 +1126,7 @@ class _Validation:
     def _dangling_to(self, env, entity_id):
         """(referrer entity id, field) whose violation says they point at a missing
         ``entity_id`` in ``env``."""
-        env_id = self.store.name_id(self.txn, "e", env, create=False)
-        if env_id is None:
-            return []
-        prefix = _dangling_key(env_id, entity_id, b"")
+        prefix = _dangling_key(self.engine._env_ids[env], entity_id, b"")
         out = []
         with self.txn.cursor(db=self.store.dbs["dangling"]) as cur:
             if cur.set_range(prefix):
