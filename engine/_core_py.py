@@ -33,6 +33,7 @@ __all__ = [
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
+    "prepare_ops", "stamp_ops", "encode_chunk",
 ]
 
 IMPLEMENTATION = "py"
@@ -689,3 +690,54 @@ def _op_from_fields(f):
 
 def decode_entry(data: bytes):
     return _op_from_fields(msgpack.unpackb(data, raw=False, strict_map_key=False))
+
+
+# --------------------------------------------------------------------------------------------
+# The batch path around the merge: building ops, stamping them, logging them.
+
+
+def prepare_ops(raws, table, slow):
+    """Client operation dicts -> ``Op`` objects, in order.
+
+    ``slow(raw, index)`` is the engine's full validator: the reference for every shape and
+    the source of every error message. This twin sends every op through it. The compiled twin
+    builds the common shape itself (a ``set_field`` of a scalar, described by ``table``) and
+    sends the rest to ``slow``; both give equal ops.
+    """
+    return [slow(raw, i) for i, raw in enumerate(raws)]
+
+
+def stamp_ops(ops, clock, wall_ms, max_offset_ms, prefix, horizon):
+    """Give each op its HLC and, if the client sent none, its op id; return the clock after.
+
+    An op without an HLC is stamped by the clock (a local event); one with an HLC advances the
+    clock by the receive rule, refused if it is too far ahead of ``wall_ms`` or older than the
+    compaction ``horizon``. Generated ids are ``prefix`` + the clock in 16 hex digits: unique
+    within the store because the clock strictly increases, and across stores by the prefix.
+    """
+    for op in ops:
+        if op.hlc:
+            if op.hlc < horizon:
+                raise ValidationError(
+                    f"hlc {hlc_format(op.hlc)} is older than this store's compaction horizon "
+                    f"{hlc_format(horizon)}", field="hlc")
+            clock = hlc_receive(clock, op.hlc, wall_ms, max_offset_ms)
+        else:
+            clock = hlc_tick(clock, wall_ms)
+            op.hlc = clock
+        if not op.op_id:
+            op.op_id = f"{prefix}{clock:016x}"
+    return clock
+
+
+_CHUNK_COUNT = struct.Struct("<I")
+
+
+def encode_chunk(ops) -> bytes:
+    """The op-log chunk of one commit: ``count (u32) · offsets (u32 each) · entries``."""
+    entries = [encode_entry(op) for op in ops]
+    offsets, pos = [], 0
+    for e in entries:
+        offsets.append(pos)
+        pos += len(e)
+    return struct.pack(f"<I{len(entries)}I", len(entries), *offsets) + b"".join(entries)

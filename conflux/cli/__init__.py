@@ -19,12 +19,37 @@ from conflux.cli import (blame, conflicts, delete, get, init, log, promote, reso
 
 __all__ = ["get_parser", "main", "run", "COMMANDS"]
 
+
+class UsageError(Exception):
+    """A command line argparse could not read (reported in one line, exit status 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors, and options and positionals in any order within a
+    command (``conflux get E --env staging FIELD``, ``conflux set E F --add 1 2``)."""
+
+    intermixed = False
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self.intermixed and not self._parsing:
+            self._parsing = True
+            try:
+                return self.parse_known_intermixed_args(args, namespace)
+            finally:
+                self._parsing = False
+        return super().parse_known_args(args, namespace)
+
+    def error(self, message):
+        raise UsageError(f"{self.prog}: error: {message}")
+
+
 #: Every command, in the order ``--help`` lists them.
 COMMANDS = (init, set_cmd, delete, get, log, blame, status, promote, conflicts, resolve)
 
 
 def get_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="conflux",
         description="Conflux: typed operations on infrastructure config, merged field by "
                     "field with CRDT rules, every change logged with actor and intent.",
@@ -34,15 +59,22 @@ def get_parser() -> argparse.ArgumentParser:
                         metavar="PATH",
                         help="the project directory holding .conflux/ (default: the current "
                              "directory, or $CONFLUX_PROJECT)")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
     for module in COMMANDS:
         module.add_parser(sub)
+    for command in sub.choices.values():
+        command.intermixed = True
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = get_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     try:
         return args.handler(args) or 0
     except ConfluxError as exc:
@@ -56,6 +88,10 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        engine = getattr(args, "engine", None)
+        if engine is not None:
+            engine.close()
 
 
 def run() -> None:

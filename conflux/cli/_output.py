@@ -11,7 +11,9 @@ from conflux.errors import InputError
 
 
 def open_engine(args) -> Engine:
-    return Engine(args.dir)
+    """The project's engine; ``main`` closes it when the command is done."""
+    args.engine = Engine(args.dir)
+    return args.engine
 
 
 def add_actor(parser) -> None:

@@ -418,43 +418,35 @@ class Engine:
                     raise ValidationError(f"op_id {op.op_id!r}: ids starting with "
                                           f"{own_prefix!r} are reserved for this store",
                                           field="op_id")
-            if op.hlc:
-                if op.hlc < horizon:
-                    raise ValidationError(
-                        f"hlc {core.hlc_format(op.hlc)} is older than this store's compaction "
-                        f"horizon {core.hlc_format(horizon)}", field="hlc")
-                clock = core.hlc_receive(clock, op.hlc, wall, offset)
-            else:
-                clock = core.hlc_tick(clock, wall)
-                op.hlc = clock
-            if not op.op_id:
-                op.op_id = f"{own_prefix}{clock:016x}"
-            in_batch[op.op_id] = i
-            fresh.append((i, op))
+                in_batch[op.op_id] = i
+            fresh.append(op)
+        clock = core.stamp_ops(fresh, clock, wall, offset, own_prefix, horizon)
+        leaves = []
+        for op in fresh:
             if op.type == core.PROMOTE:
                 for n, child in enumerate(op.children):
                     child.op_id, child.hlc = f"{op.op_id}/{n}", op.hlc
-
-        leaves = []
-        for _, op in fresh:
-            leaves.extend(op.children if op.type == core.PROMOTE else (op,))
+                leaves.extend(op.children)
+            else:
+                leaves.append(op)
         touched = self._merge(txn, leaves)
 
         changes = self._post_merge(txn, leaves, touched, dry_run)
-        entries = []
-        for n, (i, op) in enumerate(fresh):
-            op.seq = seq + 1 + n
-            entries.append(core.encode_entry(op))
-            acks[i] = Ack(op.op_id, op.hlc, op.seq,
-                          change=changes.get(id(op)) if dry_run else None)
+        n = 0
+        for i, op in enumerate(ops):
+            if acks[i] is None:
+                n += 1
+                op.seq = seq + n
+                acks[i] = Ack(op.op_id, op.hlc, op.seq,
+                              change=changes.get(id(op)) if dry_run else None)
         for i, ack in enumerate(acks):
             if isinstance(ack, int):  # a repeat of an op earlier in this batch
                 acks[i] = Ack(acks[ack].op_id, acks[ack].hlc, acks[ack].seq, duplicate=True)
-        if entries:
-            store.log_append(txn, seq + 1, entries)
+        if fresh:
+            txn.put(SEQ.pack(seq + 1), core.encode_chunk(fresh), db=dbs["log"], append=True)
             with txn.cursor(db=dbs["opids"]) as cur:
-                cur.putmulti(sorted((op.op_id.encode(), SEQ.pack(op.seq)) for _, op in fresh))
-            store.meta_put_int(txn, "seq", seq + len(entries))
+                cur.putmulti(sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh))
+            store.meta_put_int(txn, "seq", seq + len(fresh))
             store.meta_put_int(txn, "clock", clock)
         return acks
 
