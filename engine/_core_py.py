@@ -696,13 +696,13 @@ def decode_entry(data: bytes):
 # The batch path around the merge: building ops, stamping them, logging them.
 
 
-def prepare_ops(raws, table, slow):
-    """Client operation dicts -> ``Op`` objects, in order.
+def prepare_ops(raws, table, actor, actor_class, slow):
+    """Client operation dicts -> ``Op`` objects, in order, written by ``actor``.
 
     ``slow(raw, index)`` is the engine's full validator: the reference for every shape and
     the source of every error message. This twin sends every op through it. The compiled twin
-    builds the common shape itself (a ``set_field`` of a scalar, described by ``table``) and
-    sends the rest to ``slow``; both give equal ops.
+    builds the common shape itself (a ``set_field`` of a scalar, described by ``table``: see
+    ``Engine._fast_table``) and sends the rest to ``slow``; both give equal ops.
     """
     return [slow(raw, i) for i, raw in enumerate(raws)]
 
