@@ -90,6 +90,52 @@ class Ack:
         return out
 
 
+class Acks(list):
+    """The acknowledgements of one batch, one ``Ack`` per op in order.
+
+    PERF: built on first access; a large batch's caller that only needs the count (the
+    benchmark, a bulk import) does not pay for thousands of objects.
+    """
+
+    def __init__(self, ops, found, changes):
+        super().__init__()
+        self._pending = (ops, found, changes)
+
+    def _build(self):
+        if self._pending is None:
+            return
+        ops, found, changes = self._pending
+        self._pending = None
+        out = []
+        for op, ack in zip(ops, found):
+            if ack is None:
+                ack = Ack(op.op_id, op.hlc, op.seq, change=changes.get(id(op)))
+            elif isinstance(ack, int):  # a repeat of an op earlier in this batch
+                first = ops[ack]
+                ack = Ack(first.op_id, first.hlc, first.seq, duplicate=True)
+            out.append(ack)
+        list.extend(self, out)
+
+    def __len__(self):
+        return len(self._pending[0]) if self._pending is not None else list.__len__(self)
+
+    def __getitem__(self, index):
+        self._build()
+        return list.__getitem__(self, index)
+
+    def __iter__(self):
+        self._build()
+        return list.__iter__(self)
+
+    def __eq__(self, other):
+        self._build()
+        return list.__eq__(self, other)
+
+    def __repr__(self):
+        self._build()
+        return list.__repr__(self)
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -437,17 +483,17 @@ class Engine:
                 if first is not None:
                     acks[i] = first
                     continue
-                found = txn.get(op.op_id.encode(), db=dbs["opids"])
+                found = self._seq_of(txn, op.op_id)
                 if found is not None:
-                    acks[i] = self._ack_existing(txn, op.op_id, SEQ.unpack(found)[0])
+                    acks[i] = self._ack_existing(txn, op.op_id, found)
                     continue
-                if op.op_id.startswith(own_prefix) and not op.bound:
+                if op.op_id.startswith(own_prefix):
                     raise ValidationError(f"op_id {op.op_id!r}: ids starting with "
                                           f"{own_prefix!r} are reserved for this store",
                                           field="op_id")
                 in_batch[op.op_id] = i
             fresh.append(op)
-        clock = core.stamp_ops(fresh, clock, wall, offset, own_prefix, horizon)
+        clock = core.stamp_ops(fresh, clock, wall, offset, own_prefix, horizon, seq + 1)
         leaves = []
         for op in fresh:
             if op.type == core.PROMOTE:
@@ -456,26 +502,34 @@ class Engine:
                 leaves.extend(op.children)
             else:
                 leaves.append(op)
-        touched = self._merge(txn, leaves)
-
-        changes = self._post_merge(txn, leaves, touched, dry_run)
-        n = 0
-        for i, op in enumerate(ops):
-            if acks[i] is None:
-                n += 1
-                op.seq = seq + n
-                acks[i] = Ack(op.op_id, op.hlc, op.seq,
-                              change=changes.get(id(op)) if dry_run else None)
-        for i, ack in enumerate(acks):
-            if isinstance(ack, int):  # a repeat of an op earlier in this batch
-                acks[i] = Ack(acks[ack].op_id, acks[ack].hlc, acks[ack].seq, duplicate=True)
+        with txn.cursor(db=dbs["state"]) as cur:
+            merged = core.apply_batch(leaves, cur)
+        changes = self._post_merge(txn, merged, dry_run)
         if fresh:
             txn.put(SEQ.pack(seq + 1), core.encode_chunk(fresh), db=dbs["log"], append=True)
-            with txn.cursor(db=dbs["opids"]) as cur:
-                cur.putmulti(sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh))
+            indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
+                             if not op.op_id.startswith(own_prefix))
+            if indexed:
+                with txn.cursor(db=dbs["opids"]) as cur:
+                    cur.putmulti(indexed)
             store.meta_put_int(txn, "seq", seq + len(fresh))
             store.meta_put_int(txn, "clock", clock)
-        return acks
+        return Acks(ops, acks, changes)
+
+    def _seq_of(self, txn, op_id: str) -> int | None:
+        """The sequence number of a logged op id: this store's own ids carry it (see
+        ``stamp_ops``), others are in the op-id index."""
+        prefix = self.node + "-"
+        if op_id.startswith(prefix):
+            digits = op_id[len(prefix):]
+            if digits and all(c in "0123456789abcdef" for c in digits) and digits[0] != "0":
+                seq = int(digits, 16)
+                entry = self.store.log_entry(txn, seq)
+                if entry is not None and self.core.decode_entry(entry).op_id == op_id:
+                    return seq
+            return None
+        raw = txn.get(op_id.encode(), db=self.store.dbs["opids"])
+        return None if raw is None else SEQ.unpack(raw)[0]
 
     def _ack_existing(self, txn, op_id: str, seq: int) -> Ack:
         entry = self.store.log_entry(txn, seq)
@@ -488,42 +542,20 @@ class Engine:
         return state_key(self._env_ids[env], self._type_ids[type_name], name,
                          self._field_ids[(type_name, field_name)] if field_name else 0)
 
-    def _merge(self, txn, leaves):
-        """Group the ops by state key and merge each key's ops in the core. Returns the
-        changed keys with their new records, and the entity markers in force."""
-        core = self.core
-        state = self.store.dbs["state"]
-        markers: dict[bytes, int] = {}
-        groups: dict[bytes, list] = {}
-        for op in leaves:
-            ekey = op.key[:-2] + b"\x00\x00"
-            d = markers.get(ekey)
-            if d is None:
-                d = markers[ekey] = _marker_hlc(txn.get(ekey, db=state))
-            op.entity_epoch = d
-            if op.type == core.DELETE_ENTITY and op.hlc > d:
-                markers[ekey] = op.hlc
-            groups.setdefault(op.key, []).append(op)
-        keys = sorted(groups)
-        with txn.cursor(db=state) as cur:
-            records = [cur.get(k) for k in keys]
-            new = core.merge_ops(records, [groups[k] for k in keys])
-            changed = {k: r for k, r in zip(keys, new) if r is not None}
-            if changed:
-                cur.putmulti(sorted(changed.items()))
-        return changed, markers
-
     # -- after the merge: conflicts and violations --------------------------------------------
 
-    def _post_merge(self, txn, leaves, touched, dry_run):
+    def _post_merge(self, txn, merged, dry_run):
         """Keep the conflict and violation indexes in step with the merged state; returns the
         per-op change descriptions of a dry run."""
         core = self.core
-        changed, markers = touched
+        keys, groups, changed, markers = merged
         state = self.store.dbs["state"]
         touched_fields: dict[tuple[str, str], set] = {}
-        for op in leaves:
-            names = touched_fields.setdefault((op.env, op.entity), set())
+        for key in keys:  # PERF: per distinct key, not per op
+            op = groups[key][0]
+            names = touched_fields.get((op.env, op.entity))
+            if names is None:
+                names = touched_fields[(op.env, op.entity)] = set()
             names.add(None if op.type == core.DELETE_ENTITY else op.field)
         # conflicts: review fields whose visible candidates may have changed
         for (env, entity_id), names in touched_fields.items():
@@ -539,8 +571,10 @@ class Engine:
                     txn.put(key, b"", db=self.store.dbs["conflicts"])
                 else:
                     txn.delete(key, db=self.store.dbs["conflicts"])
-        _Validation(self, txn).run(touched_fields)
-        return {id(op): self._describe(op) for op in leaves} if dry_run else {}
+        _Validation(self, txn, changed, markers).run(touched_fields)
+        if not dry_run:
+            return {}
+        return {id(op): self._describe(op) for key in keys for op in groups[key]}
 
     def _describe(self, op) -> dict:
         core = self.core
@@ -740,10 +774,9 @@ class Engine:
     def _find_op(self, txn, op_id):
         parent, slash, part = op_id.rpartition("/")
         for candidate in ([op_id, parent] if slash else [op_id]):
-            raw = txn.get(candidate.encode(), db=self.store.dbs["opids"])
-            if raw is None:
+            seq = self._seq_of(txn, candidate)
+            if seq is None:
                 continue
-            seq = SEQ.unpack(raw)[0]
             op = self.core.decode_entry(self.store.log_entry(txn, seq))
             op.seq = seq
             if candidate != op_id and op.children and part.isdigit() and \
@@ -1047,12 +1080,15 @@ class _Validation:
     clears them without a scan.
     """
 
-    def __init__(self, engine, txn):
+    def __init__(self, engine, txn, changed, markers):
         self.engine, self.txn = engine, txn
         self.store, self.schema, self.core = engine.store, engine.schema, engine.core
         self.state = self.store.dbs["state"]
+        self.changed, self.markers = changed, markers
         self.records: dict[tuple[str, str], dict | None] = {}
         self.views: dict[tuple[str, str], dict] = {}
+        # PERF: with no violations on record there are none to look up and clear
+        self.any_recorded = txn.stat(self.store.dbs["violations"])["entries"] > 0
 
     def run(self, touched_fields):
         schema, rules = self.schema, self.engine._rules
@@ -1099,6 +1135,12 @@ class _Validation:
     def _field(self, env, entity_id, fname):
         """(present, value) of one field resolved through the chain."""
         type_name = entity_id.partition(".")[0]
+        key = self.engine._key(env, entity_id, fname)
+        rec = self.changed.get(key)
+        if rec is not None:  # just merged: its own value decides unless it has none
+            present, value, _ = self.core.resolve_record(rec, self.markers[key[:-2] + b"\0\0"])
+            if present:
+                return True, self.engine._decode_value(type_name, fname, value)
         fid = self.engine._field_ids[(type_name, fname)]
         for level in self.schema.env_chain(env):
             records = self._level(level, entity_id)
@@ -1144,7 +1186,7 @@ class _Validation:
         txn, dbs = self.txn, self.store.dbs
         env_id = self.engine._env_ids[env]
         key = self.engine._key(env, entity_id, fname)
-        old = txn.get(key, db=dbs["violations"])
+        old = txn.get(key, db=dbs["violations"]) if self.any_recorded else None
         if old is not None:
             for target in msgpack.unpackb(old)[1]:
                 txn.delete(_dangling_key(env_id, target, key), db=dbs["dangling"])
