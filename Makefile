@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CONFLUX_REQUIRE_EXTENSIONS ?= 1
 
-.PHONY: demo test install bench clean
+.PHONY: demo test install bench man clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,5 +25,13 @@ bench: install
 	$(BIN)/python bench/kernel.py
 	$(BIN)/python bench/ingest.py
 
+# The manual page, built from the same argparse tree as --help.
+man: install
+	mkdir -p man
+	$(BIN)/argparse-manpage --module conflux.cli --function get_parser --prog conflux \
+	  --project-name Conflux --manual-title "Conflux manual" --output man/conflux.1 \
+	  --description "the write path for infrastructure configuration"
+	@echo "man -l man/conflux.1"
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info engine/_core_c.c engine/*.so demo-project
+	rm -rf $(VENV) build dist *.egg-info engine/_core_c.c engine/*.so demo-project man

@@ -934,3 +934,16 @@ def test_subprocess_help():
     assert done.returncode == 0
     for name in command_names():
         assert name in done.stdout
+
+
+def test_man_page_documents_every_command(tmp_path):
+    """The man page is built with argparse-manpage from the same parser as --help."""
+    from build_manpages.manpage import Manpage
+
+    from conflux.cli import COMMANDS, get_parser
+
+    page = str(Manpage(get_parser()))
+    assert ".SH NAME" in page
+    for module in COMMANDS:
+        name = module.__name__.rsplit(".", 1)[1]
+        assert f"conflux\\fR \\fI\\,{name}\\/" in page, name
