@@ -99,7 +99,8 @@ def hlc_parse(value) -> int:
         raise ValidationError(f"hlc: {value} is outside the 64-bit range", field="hlc")
     if isinstance(value, str) and value.startswith("hlc:"):
         ms, dot, counter = value[4:].partition(".")
-        if dot and ms.isdigit() and counter.isdigit():
+        if (dot and ms.isascii() and ms.isdigit() and counter.isascii() and counter.isdigit()
+                and len(ms) <= 15 and len(counter) <= 5):
             ms_i, c_i = int(ms), int(counter)
             if ms_i < (1 << 48) and c_i <= _COUNTER:
                 return (ms_i << 16) | c_i
@@ -228,8 +229,9 @@ def _register_order(rec):
     """The total order registers merge by: override epoch first, then the strategy.
 
     ``lww``: (epoch, hlc, actor, op id). ``max``: (epoch, has value, number, hlc, actor, op id);
-    ``min`` the same with the number negated. An unset loses to any value of its own epoch
-    and wins over every older epoch, because it opens an epoch of its own.
+    ``min`` the same with the number negated. An unset opens an epoch of its own, so it wins
+    over every older epoch; within its epoch a max/min value beats it, and under lww the later
+    hlc wins.
     """
     kind, flags, epoch, hlc, actor, op_id, num, _ = _unpack_register(rec)
     if kind == MAX or kind == MIN:

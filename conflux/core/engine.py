@@ -445,10 +445,14 @@ class Engine:
         op.key = self._key(op.env, op.entity, op.field)
         op.kind = self._kinds[(type_name, op.field)]
         if op.value is not None:
+            # a peer's entry is validated like a client's op: a value this schema would refuse
+            # (a NaN in a max register, say) must not enter through replication
+            op.value = spec.coerce(op.value)
             op.vbytes = msgpack.packb(op.value, use_bin_type=True)
             if op.kind in (core.MAX, core.MIN):
                 op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
         if op.elements is not None:
+            op.elements = [spec.coerce_element(e) for e in op.elements]
             op.ebytes = [msgpack.packb(e, use_bin_type=True) for e in op.elements]
 
     def _write(self, ops, *, dry_run=False, expand=None):
