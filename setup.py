@@ -8,6 +8,7 @@ install; CI demands the compiled core with ``CONFLUX_REQUIRE_EXTENSIONS=1``.
 """
 
 import os
+import shutil
 import sys
 
 from setuptools import setup
@@ -61,11 +62,19 @@ def extensions():
               file=sys.stderr)
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
+    # NOTE: Cython looks for a module's own .pxd under its full name (conflux/engine/), but
+    # engine/ only becomes conflux.engine when installed; show it the .pxd where it looks.
+    shadow = os.path.join("build", "cython", "pxd", "conflux", "engine")
+    os.makedirs(shadow, exist_ok=True)
+    for package in (os.path.dirname(shadow), shadow):
+        open(os.path.join(package, "__init__.pxd"), "a").close()
+    shutil.copyfile(os.path.join("engine", "_core_c.pxd"), os.path.join(shadow, "_core_c.pxd"))
     flags = ["-O0", "-g"] if DEBUG else ["-O3"]
     ext = Extension("conflux.engine._core_c", ["engine/_core_c.pyx"],
                     define_macros=macros, extra_compile_args=flags)
     return cythonize([ext], compiler_directives=DIRECTIVES, quiet=True,
-                     build_dir="build/cython")
+                     build_dir=os.path.join("build", "cython"),
+                     include_path=[os.path.join("build", "cython", "pxd")])
 
 
 setup(
