@@ -337,6 +337,8 @@ class Field:
             items, label = [value], self.name
         found = []
         for item in items:
+            if not self._breaks(item):  # PERF: the common case formats nothing
+                continue
             shown = self._format_item(item, quote=True)
             if self.min is not None and item < self.min:
                 found.append(f"{label} {shown} is below min {self._format_item(self.min)}")
@@ -349,6 +351,12 @@ class Field:
                 allowed = ", ".join(self._format_item(v, quote=True) for v in self.one_of)
                 found.append(f"{label} {shown} is not one of {allowed}")
         return found
+
+    def _breaks(self, item: Any) -> bool:
+        return ((self.min is not None and item < self.min)
+                or (self.max is not None and item > self.max)
+                or (self.pattern is not None and not self.pattern.search(item))
+                or (self.one_of is not None and item not in self.one_of))
 
     # -- display ------------------------------------------------------------------------------
 

@@ -337,3 +337,42 @@ def test_several_processes_share_one_store(tmp_path, schema_path):
     assert value(eng, "route.api", "weight") == 39
     eng.close()
     assert os.path.exists(os.path.join(path, ".conflux", "store", "data.mdb"))
+
+
+SIMPLE_SCHEMA = """
+[environments]
+base = "prod"
+overlays = [{ name = "dev", inherits = "prod" }]
+
+[entity.svc]
+fields = [
+    { name = "replicas", type = "int",          merge = "max", min = 1, max = 10 },
+    { name = "tier",     type = "string",       merge = "lww", one_of = ["web", "batch"] },
+    { name = "ports",    type = "list<int>",    merge = "set", max = 1024 },
+    { name = "note",     type = "string",       merge = "lww" },
+]
+"""
+
+
+def test_violations_of_fields_checked_from_their_record(tmp_path, core):
+    """In an environment nothing inherits from, a constrained field of a type with no
+    cross-entity rules is checked straight from its new record."""
+    path = tmp_path / "schema.toml"
+    path.write_text(SIMPLE_SCHEMA)
+    eng = Engine.init(str(tmp_path / "p"), str(path), core=core, sync=False)
+    eng.apply([set_op("svc.a", "replicas", 20, env="dev"), set_op("svc.a", "tier", "x",
+                                                                    env="dev"),
+               add_op("svc.a", "ports", 80, 8080, env="dev"),
+               set_op("svc.a", "note", "anything", env="dev")], ZARA)
+    found = {v["field"]: v["message"] for v in eng.violations("dev")}
+    assert set(found) == {"replicas", "tier", "ports"}
+    assert "above max 10" in found["replicas"] and "8080" in found["ports"]
+    eng.apply([set_op("svc.a", "replicas", 5, env="dev", override=True),
+               set_op("svc.a", "tier", "web", env="dev"),
+               remove_op("svc.a", "ports", 8080, env="dev")], ZARA)
+    assert eng.violations() == []
+    # the base environment is inherited by dev: checked the full way, in both
+    eng.apply([set_op("svc.b", "replicas", 11)], ZARA)
+    assert {(v["env"], v["entity_id"]) for v in eng.violations()} == {
+        ("prod", "svc.b"), ("dev", "svc.b")}
+    eng.close()

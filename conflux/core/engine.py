@@ -165,6 +165,7 @@ class Engine:
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
         self._rules = _rules(self.schema)
+        self._plans = _plans(self.schema, self._rules)
         self._intern_schema()
 
     def _intern_schema(self) -> None:
@@ -190,10 +191,10 @@ class Engine:
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
         ``(env ids, base env, {type: (type id, {field: (field id, record kind, number tag,
-        value kind)})})``, value kind 1 int, 2 float, 3 string, 4 bool, 0 anything else (sent
-        to the full validator)."""
+        value kind)})})``, value kind 1 int, 2 float, 3 string, 4 bool, 5 duration, 0
+        anything else (sent to the full validator)."""
         core = self.core
-        vkinds = {"int": 1, "float": 2, "string": 3, "bool": 4}
+        vkinds = {"int": 1, "float": 2, "string": 3, "bool": 4, "duration": 5}
         types = {}
         for type_name, et in self.schema.types.items():
             fields = {}
@@ -550,35 +551,50 @@ class Engine:
 
     def _post_merge(self, txn, merged, dry_run):
         """Keep the conflict and violation indexes in step with the merged state; returns the
-        per-op change descriptions of a dry run."""
+        per-op change descriptions of a dry run.
+
+        PERF: only records that changed can change a conflict or a violation, so only they
+        are looked at; a constrained field of a type with no cross-entity rules, in an
+        environment nothing inherits from, is checked right from its new record.
+        """
         core = self.core
         keys, groups, changed, markers = merged
-        state = self.store.dbs["state"]
-        touched_fields: dict[tuple[str, str], set] = {}
-        for key in keys:  # PERF: per distinct key, not per op
+        conflicts = self.store.dbs["conflicts"]
+        plans = self._plans
+        touched: dict[tuple[str, str], set] = {}
+        simple = []
+        for key, rec in changed.items():
             op = groups[key][0]
-            names = touched_fields.get((op.env, op.entity))
-            if names is None:
-                names = touched_fields[(op.env, op.entity)] = set()
-            names.add(None if op.type == core.DELETE_ENTITY else op.field)
-        # conflicts: review fields whose visible candidates may have changed
-        for (env, entity_id), names in touched_fields.items():
-            type_name = entity_id.partition(".")[0]
-            review = self._rules[type_name]["review"]
-            if not review:
+            if op.type == core.DELETE_ENTITY:
+                touched.setdefault((op.env, op.entity), set()).add(None)
+                for fname in self._rules[op.entity.partition(".")[0]]["review"]:
+                    self._mark_conflict(txn, self._key(op.env, op.entity, fname),
+                                        markers[key])
                 continue
-            d = markers[self._key(env, entity_id, None)]
-            for fname in (review if None in names else [f for f in review if f in names]):
-                key = self._key(env, entity_id, fname)
-                rec = changed.get(key) or txn.get(key, db=state)
-                if rec is not None and len(core.review_candidates(rec, d)) > 1:
-                    txn.put(key, b"", db=self.store.dbs["conflicts"])
-                else:
-                    txn.delete(key, db=self.store.dbs["conflicts"])
-        _Validation(self, txn, changed, markers).run(touched_fields)
+            plan = plans[(op.env, op.entity.partition(".")[0], op.field)]
+            if plan is None:
+                continue
+            review, check, general = plan
+            if review:
+                self._mark_conflict(txn, key, markers[key[:-2] + b"\x00\x00"], rec)
+            if general:
+                touched.setdefault((op.env, op.entity), set()).add(op.field)
+            elif check is not None:
+                simple.append((key, rec, check))
+        validation = _Validation(self, txn, changed, markers)
+        validation.run_simple(simple)
+        if touched:
+            validation.run(touched)
         if not dry_run:
             return {}
         return {id(op): self._describe(op) for key in keys for op in groups[key]}
+
+    def _mark_conflict(self, txn, key, d, rec=None):
+        rec = rec if rec is not None else txn.get(key, db=self.store.dbs["state"])
+        if rec is not None and len(self.core.review_candidates(rec, d)) > 1:
+            txn.put(key, b"", db=self.store.dbs["conflicts"])
+        else:
+            txn.delete(key, db=self.store.dbs["conflicts"])
 
     def _describe(self, op) -> dict:
         core = self.core
@@ -1073,6 +1089,27 @@ def _rules(schema) -> dict:
     return out
 
 
+def _plans(schema, rules) -> dict:
+    """What a changed record of ``(env, type, field)`` needs after the merge: ``None`` for
+    nothing, else ``(review, check, general)``: a review field's conflict to update; the
+    field spec to check from the record alone; or the full, cross-entity check (overlays
+    inheriting the value, required fields, refs)."""
+    out = {}
+    for env in schema.environments:
+        inherited = bool(schema.children(env))
+        for type_name, et in schema.types.items():
+            r = rules[type_name]
+            cross = bool(r["required"] or r["referrers"])
+            for f in et.fields.values():
+                constrained = f.name in r["checked"]
+                review = f.merge == "review"
+                general = cross or (constrained and (inherited or f.ref_type is not None))
+                check = f if constrained and not general else None
+                out[(env, type_name, f.name)] = (
+                    (review, check, general) if (review or check or general) else None)
+    return out
+
+
 class _Validation:
     """Post-merge validation of one batch (SPEC §4): constraints a merge can break although
     every op was valid, recorded as violations per environment.
@@ -1093,6 +1130,21 @@ class _Validation:
         self.views: dict[tuple[str, str], dict] = {}
         # PERF: with no violations on record there are none to look up and clear
         self.any_recorded = txn.stat(self.store.dbs["violations"])["entries"] > 0
+
+    def run_simple(self, simple):
+        """Fields checked from their new record alone: ``(key, record, field spec)``."""
+        resolve, unpackb = self.core.resolve_record, msgpack.unpackb
+        markers = self.markers
+        for key, rec, spec in simple:
+            present, value, _ = resolve(rec, markers[key[:-2] + b"\x00\x00"])
+            if present:
+                value = ([unpackb(e) for e in value] if isinstance(value, list)
+                         else unpackb(value))
+                messages = spec.violations(value)
+            else:
+                messages = []
+            if messages or self.any_recorded:
+                self._record_key(key, messages, [])
 
     def run(self, touched_fields):
         schema, rules = self.schema, self.engine._rules
@@ -1187,9 +1239,12 @@ class _Validation:
         self._record(env, entity_id, fname, messages, targets)
 
     def _record(self, env, entity_id, fname, messages, targets):
+        if messages or self.any_recorded:
+            self._record_key(self.engine._key(env, entity_id, fname), messages, targets)
+
+    def _record_key(self, key, messages, targets):
         txn, dbs = self.txn, self.store.dbs
-        env_id = self.engine._env_ids[env]
-        key = self.engine._key(env, entity_id, fname)
+        env_id = struct.unpack_from(">H", key)[0]
         old = txn.get(key, db=dbs["violations"]) if self.any_recorded else None
         if old is not None:
             for target in msgpack.unpackb(old)[1]:

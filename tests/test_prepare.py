@@ -1,0 +1,107 @@
+"""The compiled core builds common operations itself (``prepare_ops``' fast path); the
+engine's full validator is the reference. Both must give equal ops, and anything the fast
+path is unsure of must reach the validator, so errors read the same on both twins."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from conflux.actors import Actor
+from conflux.core import Engine
+from conflux.errors import ValidationError
+from conftest import EXAMPLE_SCHEMA, load_twin
+
+ATTRS = ("op_id", "type", "env", "entity", "field", "value", "vbytes", "elements", "ebytes",
+         "actor", "actor_class", "intent", "hlc", "base", "observed", "override", "epoch",
+         "bound", "prev", "signature", "key_id", "children", "kind", "num_tag", "key",
+         "entity_epoch", "seq")
+ACTOR = Actor("as7", "autoscaler")
+
+values = st.one_of(st.integers(-2 ** 70, 2 ** 70), st.floats(allow_nan=True),
+                   st.text(max_size=8), st.booleans(), st.none(), st.lists(st.integers(),
+                                                                          max_size=2),
+                   st.sampled_from(["\ud800", "30s", "web", "/x", "1h30m", "250ms", "0",
+                                    "5m5m", "1s1m", "-5s", " 5s", "5", "ms", "1d2h3m4s5ms",
+                                    "٣s", "99999999999999999d", ""]),
+                   st.from_regex(r"\A[0-9]{1,4}(d|h|m|s|ms)([0-9]{1,3}(h|m|s|ms))?\Z"))
+raw_ops = st.fixed_dictionaries(
+    {"type": st.sampled_from(["set_field", "set_field", "unset_field", "bogus", 3]),
+     "entity_id": st.sampled_from(["service.a", "route.r-1", "route.", "route", ".x",
+                                   "service.a/b", "nothing.a", "service.ä", "service._x",
+                                   "service.a.b", 7]),
+     "field": st.sampled_from(["image", "replicas", "weight", "path", "tier", "timeout",
+                               "ports", "nope", 1]),
+     "value": values},
+    optional={"env": st.sampled_from(["production", "staging", "", None, "qa", 0]),
+              "intent": st.one_of(st.text(max_size=5), st.none(), st.just("x" * 5000),
+                                  st.just(3)),
+              "override": st.booleans(), "surprise": st.just(1)})
+
+
+def _attrs(op):
+    out = {}
+    for a in ATTRS:
+        v = getattr(op, a)
+        out[a] = "nan" if isinstance(v, float) and math.isnan(v) else v
+    return out
+
+
+@pytest.fixture(scope="module")
+def engines(tmp_path_factory):
+    made = {twin: Engine.init(str(tmp_path_factory.mktemp(twin)), str(EXAMPLE_SCHEMA),
+                              core=load_twin(twin), sync=False) for twin in ("c", "py")}
+    yield made
+    for eng in made.values():
+        eng.close()
+
+
+def _prepare(engine, raw):
+    core = engine.core
+    try:
+        [op] = core.prepare_ops([raw], engine._table, ACTOR.id, ACTOR.cls,
+                                lambda r, i: engine.prepare(r, ACTOR))
+    except ValidationError as exc:
+        return ("error", str(exc))
+    return _attrs(op)
+
+
+@settings(max_examples=600, deadline=None)
+@given(raw=raw_ops)
+def test_fast_path_builds_what_the_validator_builds(engines, raw):
+    compiled = _prepare(engines["c"], raw)
+    reference = _prepare(engines["py"], raw)
+    try:
+        direct = _attrs(engines["c"].prepare(raw, ACTOR))
+    except ValidationError as exc:
+        direct = ("error", str(exc))
+    assert compiled == reference == direct
+
+
+def test_fast_path_is_taken_for_common_ops(engines):
+    """The fast path must really run: an op it builds never reaches the validator."""
+    engine = engines["c"]
+    calls = []
+
+    def slow(raw, i):
+        calls.append(i)
+        return engine.prepare(raw, ACTOR)
+    raws = [{"type": "set_field", "entity_id": "route.r", "field": "weight", "value": 5},
+            {"type": "set_field", "entity_id": "service.s", "field": "image", "value": "i",
+             "env": "staging", "intent": "why"},
+            {"type": "set_field", "entity_id": "route.r", "field": "timeout", "value": "5s"}]
+    ops = engine.core.prepare_ops(raws, engine._table, ACTOR.id, ACTOR.cls, slow)
+    assert calls == []
+    assert [op.value for op in ops] == [5, "i", 5000]
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(
+    st.from_regex(r"\A[0-9]{1,17}(d|h|m|s|ms)([0-9]{1,3}(d|h|m|s|ms)){0,3}\Z"),
+    st.sampled_from(["0", "", "ms", "5", "-5s", " 5s", "5s ", "٣s", "5M", "1h30m"]),
+    st.integers(-5, 2 ** 64), st.floats()))
+def test_durations_parse_alike(engines, value):
+    raw = {"type": "set_field", "entity_id": "route.r", "field": "timeout", "value": value}
+    assert _prepare(engines["c"], raw) == _prepare(engines["py"], raw)
