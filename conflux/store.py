@@ -59,28 +59,30 @@ def split_state_key(key: bytes) -> tuple[int, int, str, int]:
 
 
 class LogChunk:
-    """The op-log entries of one commit: ``count (u32) · offsets (u32 each) · entries``.
+    """The op-log entries of one commit: ``count (u32) · clock (u64) · offsets (u32 each) ·
+    entries`` (written by the core's ``encode_chunk``).
 
     PERF: one LMDB record per commit instead of one per operation. An append costs a
     sequential put per commit rather than per op, which is what lets a skewed batch (the same
     fields rewritten) cost little more than its distinct fields; sequence numbers stay dense.
+    The clock after the commit rides in the chunk, so a commit writes no other table.
     """
 
-    @staticmethod
-    def pack(entries: list[bytes]) -> bytes:
-        offsets, pos = [], 0
-        for e in entries:
-            offsets.append(pos)
-            pos += len(e)
-        return struct.pack(f"<I{len(entries)}I", len(entries), *offsets) + b"".join(entries)
+    HEAD = struct.Struct("<IQ")
 
-    @staticmethod
-    def unpack(data: bytes) -> list[bytes]:
-        n = _U32.unpack_from(data)[0]
-        offsets = struct.unpack_from(f"<{n}I", data, 4)
-        base = 4 + 4 * n
+    @classmethod
+    def unpack(cls, data: bytes) -> list[bytes]:
+        n = cls.HEAD.unpack_from(data)[0]
+        offsets = struct.unpack_from(f"<{n}I", data, cls.HEAD.size)
+        base = cls.HEAD.size + 4 * n
         ends = offsets[1:] + (len(data) - base,)
         return [bytes(data[base + a:base + b]) for a, b in zip(offsets, ends)]
+
+    @classmethod
+    def tail(cls, first_seq: int, data: bytes) -> tuple[int, int]:
+        """(last sequence number, clock) after the commit that wrote this chunk."""
+        n, clock = cls.HEAD.unpack_from(data)
+        return first_seq + n - 1, clock
 
 
 class Store:
@@ -233,8 +235,15 @@ class Store:
 
     # -- op log -------------------------------------------------------------------------------
 
-    def log_append(self, txn, first_seq: int, entries: list[bytes]) -> None:
-        txn.put(SEQ.pack(first_seq), LogChunk.pack(entries), db=self.dbs["log"], append=True)
+    def log_tail(self, txn) -> tuple[int, int]:
+        """(last sequence number, clock) of the store: both live in the last log chunk."""
+        with txn.cursor(db=self.dbs["log"]) as cur:
+            if not cur.last():
+                return 0, 0
+            return LogChunk.tail(SEQ.unpack(cur.key())[0], cur.value())
+
+    def log_append(self, txn, first_seq: int, chunk: bytes) -> None:
+        txn.put(SEQ.pack(first_seq), chunk, db=self.dbs["log"], append=True)
 
     def log_entries(self, txn, start: int = 1, *, reverse: bool = False):
         """Yield ``(seq, entry bytes)`` from sequence ``start`` on (or down, when reversed)."""

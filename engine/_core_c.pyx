@@ -2637,26 +2637,28 @@ def apply_batch(leaves, cursor):
     return keys, groups, changed, markers
 
 
-def encode_chunk(ops):
-    """The op-log chunk of one commit: ``count (u32) · offsets (u32 each) · entries``
-    (``conflux.store.LogChunk``'s layout), the entries written in place."""
+def encode_chunk(ops, clock):
+    """The op-log chunk of one commit: ``count (u32) · clock (u64) · offsets (u32 each) ·
+    entries`` (``conflux.store.LogChunk``'s layout), the entries written in place."""
     cdef list todo = [_as_op(op) for op in ops]
     cdef Py_ssize_t n = len(todo), i, base, off
+    cdef uint64_t c = clock
     cdef Writer w
     if n > U32_MAX:
         _uint_error()
     w.buf = NULL
     try:
-        base = 4 + 4 * n
+        base = 12 + 4 * n
         w_init(&w, base + 128 * n)
         w.pos = base
         for i in range(n):
             off = w.pos - base
             if off > U32_MAX:
                 _uint_error()
-            st32(w.buf + 4 + 4 * i, <uint32_t>off)
+            st32(w.buf + 12 + 4 * i, <uint32_t>off)
             mp_entry(&w, <Op>todo[i])
         st32(w.buf, <uint32_t>n)
+        st64(w.buf + 4, c)
         return new_bytes(w.buf, w.pos)
     finally:
         PyMem_Free(w.buf)

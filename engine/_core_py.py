@@ -777,14 +777,20 @@ def apply_batch(leaves, cursor):
     return keys, groups, changed, markers
 
 
-_CHUNK_COUNT = struct.Struct("<I")
+_CHUNK_HEAD = struct.Struct("<IQ")
 
 
-def encode_chunk(ops) -> bytes:
-    """The op-log chunk of one commit: ``count (u32) · offsets (u32 each) · entries``."""
+def encode_chunk(ops, clock) -> bytes:
+    """The op-log chunk of one commit: ``count (u32) · clock (u64) · offsets (u32 each) ·
+    entries``. The store's clock after the commit travels in its last chunk.
+
+    PERF: keeping the clock (and, through the chunk's key and count, the last sequence number)
+    in the log spares every commit a write to another table: one page fewer to sync.
+    """
     entries = [encode_entry(op) for op in ops]
     offsets, pos = [], 0
     for e in entries:
         offsets.append(pos)
         pos += len(e)
-    return struct.pack(f"<I{len(entries)}I", len(entries), *offsets) + b"".join(entries)
+    return (_CHUNK_HEAD.pack(len(entries), clock) + struct.pack(f"<{len(entries)}I", *offsets)
+            + b"".join(entries))

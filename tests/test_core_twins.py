@@ -1033,11 +1033,12 @@ def test_encode_chunk_is_a_log_chunk(descs):
     from conflux.store import LogChunk
 
     chunks = {}
+    clock = (1 << 60) + len(descs)
     for name, t in TWINS.items():
         ops = [_build_entry(t, d) for d in descs]
-        chunks[name] = t.encode_chunk(ops)
+        chunks[name] = t.encode_chunk(ops, clock)
         assert LogChunk.unpack(chunks[name]) == [t.encode_entry(op) for op in ops]
-        assert chunks[name] == LogChunk.pack([t.encode_entry(op) for op in ops])
+        assert LogChunk.tail(7, chunks[name]) == (7 + len(ops) - 1, clock)
     assert chunks["c"] == chunks["py"]
 
 

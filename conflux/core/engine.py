@@ -414,8 +414,9 @@ class Engine:
 
         def slow(raw, i):
             return self.prepare(raw, actor, "" if single else f"op {i}: ")
-        ops = self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow)
-        return self._write(ops, dry_run=dry_run)
+        return self._write(
+            lambda: self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow),
+            dry_run=dry_run)
 
     def apply_entries(self, entries: list[bytes]) -> list[Ack]:
         """Apply op-log entries exported by another store (their context already bound).
@@ -423,12 +424,14 @@ class Engine:
         This is how replicas converge: the same entries in any order, with duplicates, give
         the same state records.
         """
-        ops = []
-        for data in entries:
-            op = self.core.decode_entry(data)
-            self._rekey(op)
-            ops.append(op)
-        return self._write(ops)
+        def make_ops():
+            ops = []
+            for data in entries:
+                op = self.core.decode_entry(data)
+                self._rekey(op)
+                ops.append(op)
+            return ops
+        return self._write(make_ops)
 
     def _rekey(self, op) -> None:
         """Fill the derived parts of an op read from a log (kind, packed values)."""
@@ -456,15 +459,16 @@ class Engine:
             op.elements = [spec.coerce_element(e) for e in op.elements]
             op.ebytes = [msgpack.packb(e, use_bin_type=True) for e in op.elements]
 
-    def _write(self, ops, *, dry_run=False, expand=None):
-        saved = [(op.op_id, op.hlc, op.base, op.observed, op.bound, op.epoch, op.elements,
-                  op.ebytes, op.children) for op in ops]
+    def _write(self, make_ops, *, dry_run=False, expand=None):
+        """Commit the ops ``make_ops()`` builds, in one synced write transaction.
+
+        They are built (and so validated) before the transaction opens. If the transaction
+        has to run again (the map grew), fresh ops are built: merging binds context into them.
+        """
+        pending = [make_ops()]
 
         def body(txn):
-            # The body may run again after the map grew: start from the ops as submitted.
-            for op, s in zip(ops, saved):
-                (op.op_id, op.hlc, op.base, op.observed, op.bound, op.epoch, op.elements,
-                 op.ebytes, op.children) = s
+            ops = pending.pop() if pending else make_ops()
             if expand is not None:
                 expand(txn, ops)
             return self._commit(txn, ops, dry_run)
@@ -474,8 +478,7 @@ class Engine:
         core, store = self.core, self.store
         dbs = store.dbs
         wall = now_ms()
-        clock = store.meta_int(txn, "clock")
-        seq = store.meta_int(txn, "seq")
+        seq, clock = store.log_tail(txn)
         horizon = store.meta_int(txn, "horizon")
         offset = self.settings.max_clock_offset_ms
         own_prefix = self.node + "-"
@@ -511,14 +514,12 @@ class Engine:
             merged = core.apply_batch(leaves, cur)
         changes = self._post_merge(txn, merged, dry_run)
         if fresh:
-            txn.put(SEQ.pack(seq + 1), core.encode_chunk(fresh), db=dbs["log"], append=True)
+            store.log_append(txn, seq + 1, core.encode_chunk(fresh, clock))
             indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
                              if not op.op_id.startswith(own_prefix))
             if indexed:
                 with txn.cursor(db=dbs["opids"]) as cur:
                     cur.putmulti(indexed)
-            store.meta_put_int(txn, "seq", seq + len(fresh))
-            store.meta_put_int(txn, "clock", clock)
         return Acks(ops, acks, changes)
 
     def _seq_of(self, txn, op_id: str) -> int | None:
@@ -757,7 +758,7 @@ class Engine:
         floor_seq, floor_hlc = _since(core, since)
         out = []
         with self.store.read() as txn:
-            last = self.store.meta_int(txn, "seq")
+            last = self.store.log_tail(txn)[0]
             begin = (start if start is not None else last) if reverse else (start or 1)
             for seq, data in self.store.log_entries(txn, begin, reverse=reverse):
                 if seq < floor_seq:
@@ -875,8 +876,7 @@ class Engine:
     def status(self) -> dict:
         core = self.core
         with self.store.read() as txn:
-            seq = self.store.meta_int(txn, "seq")
-            clock = self.store.meta_int(txn, "clock")
+            seq, clock = self.store.log_tail(txn)
             horizon = self.store.meta_int(txn, "horizon")
             envs = {}
             for env in self.schema.environments:
@@ -912,11 +912,14 @@ class Engine:
             raise InputError("promote needs two different environments")
         for entity_id in entities or ():
             self.schema.split_entity_id(entity_id)
-        parent = core.Op()
-        parent.type, parent.env, parent.entity = core.PROMOTE, target, ""
-        parent.actor, parent.actor_class, parent.intent = actor.id, actor.cls, intent
-        parent.value = {"from": source, "entities": sorted(entities) if entities else None}
-        parent.bound = True
+
+        def make_parent():
+            parent = core.Op()
+            parent.type, parent.env, parent.entity = core.PROMOTE, target, ""
+            parent.actor, parent.actor_class, parent.intent = actor.id, actor.cls, intent
+            parent.value = {"from": source, "entities": sorted(entities) if entities else None}
+            parent.bound = True
+            return [parent]
 
         def expand(txn, ops):
             children = []
@@ -949,14 +952,14 @@ class Engine:
             for child in children:
                 child.actor, child.actor_class, child.intent = actor.id, actor.cls, intent
             ops[0].children = children
-        return self._write([parent], dry_run=dry_run, expand=expand)[0]
+        return self._write(make_parent, dry_run=dry_run, expand=expand)[0]
 
     def resolve(self, entity_id: str, field: str, value, actor: Actor, *,
                 env: str | None = None, intent: str = "") -> Ack:
         """Settle a review conflict: one write that supersedes every current candidate."""
         env = self._env(env)
-        op = self.prepare({"type": "resolve", "entity_id": entity_id, "field": field,
-                           "value": value, "env": env, "intent": intent}, actor)
+        raw = {"type": "resolve", "entity_id": entity_id, "field": field, "value": value,
+               "env": env, "intent": intent}
 
         def expand(txn, ops):
             view = self._view(txn, env, entity_id, with_records=True)
@@ -965,7 +968,7 @@ class Engine:
                     self.core.review_candidates(item["record"], item["marker"])) < 2:
                 raise InputError(f"{entity_id}.{field} has no conflict to resolve in {env}",
                                  field=field)
-        return self._write([op], expand=expand)[0]
+        return self._write(lambda: [self.prepare(raw, actor)], expand=expand)[0]
 
     def compact(self, horizon: int | None = None) -> dict:
         """Drop causally stable tombstones and dead records (older than ``horizon``, by
