@@ -351,7 +351,7 @@ def record_sizes(engine) -> dict:
             for _, rec in cur:
                 n += 1
                 total += len(rec)
-        ops = store.meta_int(txn, "seq")
+        ops = store.log_tail(txn)[0]
         log_bytes = 0
         with txn.cursor(db=store.dbs["log"]) as cur:
             for _, chunk in cur:
