@@ -66,7 +66,7 @@ __all__ = [
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
-    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunk",
+    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks",
 ]
 
 IMPLEMENTATION = "c"
@@ -775,66 +775,39 @@ cdef int _cmp_gelem(const void* x, const void* y) noexcept nogil:
     return (a.seq > b.seq) - (a.seq < b.seq)
 
 
-cdef Py_ssize_t canon_tags(STag* t, Py_ssize_t n) noexcept nogil:
-    """Sort by op id, one entry per op id (the last read)."""
+ctypedef fused _Canon:
+    STag
+    RCand
+    SElem
+    GElem
+
+
+cdef inline int _canon_cmp(const _Canon* a, const _Canon* b) noexcept nogil:
+    if _Canon is STag or _Canon is RCand:
+        return bytes_cmp(a.oid, a.olen, b.oid, b.olen)
+    else:
+        return bytes_cmp(a.p, a.n, b.p, b.n)
+
+
+cdef Py_ssize_t _canon(_Canon* t, Py_ssize_t n) noexcept nogil:
+    """Sort by op id (tags, candidates) or element bytes (elements), keeping one entry per
+    id or element: the last read, as the reference's dicts do."""
     cdef Py_ssize_t i, w = 0
     for i in range(1, n):
-        if bytes_cmp(t[i - 1].oid, t[i - 1].olen, t[i].oid, t[i].olen) >= 0:
+        if _canon_cmp(&t[i - 1], &t[i]) >= 0:
             break
     else:
         return n
-    qsort(t, <size_t>n, sizeof(STag), _cmp_tag_oid)
-    for i in range(n):
-        if i + 1 < n and bytes_cmp(t[i].oid, t[i].olen, t[i + 1].oid, t[i + 1].olen) == 0:
-            continue
-        t[w] = t[i]
-        w += 1
-    return w
-
-
-cdef Py_ssize_t canon_cands(RCand* t, Py_ssize_t n) noexcept nogil:
-    """Sort by op id, one candidate per op id (the last read)."""
-    cdef Py_ssize_t i, w = 0
-    for i in range(1, n):
-        if bytes_cmp(t[i - 1].oid, t[i - 1].olen, t[i].oid, t[i].olen) >= 0:
-            break
+    if _Canon is STag:
+        qsort(t, <size_t>n, sizeof(STag), _cmp_tag_oid)
+    elif _Canon is RCand:
+        qsort(t, <size_t>n, sizeof(RCand), _cmp_cand_oid)
+    elif _Canon is SElem:
+        qsort(t, <size_t>n, sizeof(SElem), _cmp_elem)
     else:
-        return n
-    qsort(t, <size_t>n, sizeof(RCand), _cmp_cand_oid)
+        qsort(t, <size_t>n, sizeof(GElem), _cmp_gelem)
     for i in range(n):
-        if i + 1 < n and bytes_cmp(t[i].oid, t[i].olen, t[i + 1].oid, t[i + 1].olen) == 0:
-            continue
-        t[w] = t[i]
-        w += 1
-    return w
-
-
-cdef Py_ssize_t canon_elems(SElem* t, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, w = 0
-    for i in range(1, n):
-        if bytes_cmp(t[i - 1].p, t[i - 1].n, t[i].p, t[i].n) >= 0:
-            break
-    else:
-        return n
-    qsort(t, <size_t>n, sizeof(SElem), _cmp_elem)
-    for i in range(n):
-        if i + 1 < n and bytes_cmp(t[i].p, t[i].n, t[i + 1].p, t[i + 1].n) == 0:
-            continue
-        t[w] = t[i]
-        w += 1
-    return w
-
-
-cdef Py_ssize_t canon_gelems(GElem* t, Py_ssize_t n) noexcept nogil:
-    cdef Py_ssize_t i, w = 0
-    for i in range(1, n):
-        if bytes_cmp(t[i - 1].p, t[i - 1].n, t[i].p, t[i].n) >= 0:
-            break
-    else:
-        return n
-    qsort(t, <size_t>n, sizeof(GElem), _cmp_gelem)
-    for i in range(n):
-        if i + 1 < n and bytes_cmp(t[i].p, t[i].n, t[i + 1].p, t[i + 1].n) == 0:
+        if i + 1 < n and _canon_cmp(&t[i], &t[i + 1]) == 0:
             continue
         t[w] = t[i]
         w += 1
@@ -1012,8 +985,8 @@ cdef int review_load(Review* r, const uchar* p, Py_ssize_t n) except -1:
         take(p, n, pos, olen, &t.oid, &t.olen)
         pos += olen
         r.ntomb = i + 1
-    r.ncand = canon_cands(r.cands, r.ncand)
-    r.ntomb = canon_tags(r.tombs, r.ntomb)
+    r.ncand = _canon(r.cands, r.ncand)
+    r.ntomb = _canon(r.tombs, r.ntomb)
     return 0
 
 
@@ -1104,7 +1077,7 @@ cdef object review_join_encode(const RCand* ca, Py_ssize_t na, const RCand* cb, 
         for i in range(nb):
             cands[na + i] = cb[i]
             cands[na + i].seq = na + i
-        nc = canon_cands(cands, na + nb)
+        nc = _canon(cands, na + nb)
         nt = tags_union_max(ta, nta, tb, ntb, tombs)
         i = j = w = 0
         while i < nc:
@@ -1169,7 +1142,7 @@ cdef object merge_review(object rec, Op op):
             nt[i].epoch = 0
             nt[i].hlc = op.hlc
             nt[i].seq = i
-        nbase = canon_tags(nt, nbase)
+        nbase = _canon(nt, nbase)
         return review_join_encode(r.cands, r.ncand, &cand, 1, r.tombs, r.ntomb, nt, nbase)
     finally:
         PyMem_Free(nt)
@@ -1227,7 +1200,7 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
             take(p, n, pos, olen, &t.oid, &t.olen)
             pos += olen
             s.ntag += 1
-        e.nlive = canon_tags(&s.tags[e.live0], s.ntag - e.live0)
+        e.nlive = _canon(&s.tags[e.live0], s.ntag - e.live0)
         for k in range(ntomb):
             need(pos, TOMB_SIZE, n)
             t = &s.tombs[s.ntomb]
@@ -1239,8 +1212,8 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
             take(p, n, pos, olen, &t.oid, &t.olen)
             pos += olen
             s.ntomb += 1
-        e.ntomb = canon_tags(&s.tombs[e.tomb0], s.ntomb - e.tomb0)
-    s.nelem = canon_elems(s.elems, s.nelem)
+        e.ntomb = _canon(&s.tombs[e.tomb0], s.ntomb - e.tomb0)
+    s.nelem = _canon(s.elems, s.nelem)
     return 0
 
 
@@ -1328,7 +1301,7 @@ cdef Py_ssize_t _op_elems(object items, SElem* out) except -1:
         out[i].p = bptr(e)
         out[i].n = PyBytes_GET_SIZE(e)
         out[i].seq = i
-    return canon_elems(out, n)
+    return _canon(out, n)
 
 
 cdef object merge_orset(object rec, Op op):
@@ -1475,7 +1448,7 @@ cdef object merge_orset(object rec, Op op):
                 memcpy(&gtags[m], &otags[ops[j].live0], <size_t>ops[j].nlive * sizeof(STag))
                 m += ops[j].nlive
                 j += 1
-            ops[k].ntomb = canon_tags(&gtags[ops[k].tomb0], m - ops[k].tomb0)
+            ops[k].ntomb = _canon(&gtags[ops[k].tomb0], m - ops[k].tomb0)
             k += 1
             i = j
         nops = k
@@ -1603,7 +1576,7 @@ cdef int grow_load(Grow* g, const uchar* p, Py_ssize_t n) except -1:
         take(p, n, pos, elen, &e.p, &e.n)
         pos += elen
         g.nelem = i + 1
-    g.nelem = canon_gelems(g.elems, g.nelem)
+    g.nelem = _canon(g.elems, g.nelem)
     return 0
 
 
@@ -1712,7 +1685,7 @@ cdef object merge_grow(object rec, Op op):
             ops[i].epoch = op.epoch
             ops[i].hlc = op.hlc
             ops[i].seq = i
-        nops = canon_gelems(ops, nops)
+        nops = _canon(ops, nops)
         out = <GElem*>_alloc(g.nelem + nops, sizeof(GElem))
         n = grow_union(g.elems, g.nelem, ops, nops, out)
         return grow_encode(out, n)
@@ -2637,28 +2610,45 @@ def apply_batch(leaves, cursor):
     return keys, groups, changed, markers
 
 
-def encode_chunk(ops, clock):
-    """The op-log chunk of one commit: ``count (u32) · clock (u64) · offsets (u32 each) ·
-    entries`` (``conflux.store.LogChunk``'s layout), the entries written in place."""
+def encode_chunks(ops, clock, limit):
+    """The op-log chunks of one commit, ``[(first seq, chunk bytes)]``: each chunk is
+    ``count (u32) · clock (u64) · offsets (u32 each) · entries`` (``conflux.store.LogChunk``)
+    and, unless one entry alone is larger, at most ``limit`` bytes (see ``_core_py``)."""
     cdef list todo = [_as_op(op) for op in ops]
-    cdef Py_ssize_t n = len(todo), i, base, off
+    cdef Py_ssize_t n = len(todo), i, a, k, size, start
     cdef uint64_t c = clock
+    cdef Py_ssize_t lim = limit
+    cdef Py_ssize_t* ends = NULL
     cdef Writer w
-    if n > U32_MAX:
-        _uint_error()
+    cdef list out = []
+    cdef uchar* q
     w.buf = NULL
     try:
-        base = 12 + 4 * n
-        w_init(&w, base + 128 * n)
-        w.pos = base
-        for i in range(n):
-            off = w.pos - base
-            if off > U32_MAX:
-                _uint_error()
-            st32(w.buf + 12 + 4 * i, <uint32_t>off)
+        ends = <Py_ssize_t*>_alloc(n + 1, sizeof(Py_ssize_t))
+        w_init(&w, 128 * n)
+        ends[0] = 0
+        for i in range(n):  # every entry, back to back; ends[i + 1] is where entry i stops
             mp_entry(&w, <Op>todo[i])
-        st32(w.buf, <uint32_t>n)
-        st64(w.buf + 4, c)
-        return new_bytes(w.buf, w.pos)
+            ends[i + 1] = w.pos
+        a = 0
+        while a < n:
+            k = 1  # entries in this chunk: as many as fit, at least one
+            while a + k < n and 12 + 4 * (k + 1) + ends[a + k + 1] - ends[a] <= lim:
+                k += 1
+            size = ends[a + k] - ends[a]
+            if k > U32_MAX or size > U32_MAX:
+                _uint_error()
+            chunk = PyBytes_FromStringAndSize(NULL, 12 + 4 * k + size)
+            q = <uchar*>PyBytes_AS_STRING(chunk)
+            st32(q, <uint32_t>k)
+            st64(q + 4, c)
+            start = ends[a]
+            for i in range(k):
+                st32(q + 12 + 4 * i, <uint32_t>(ends[a + i] - start))
+            memcpy(q + 12 + 4 * k, w.buf + start, <size_t>size)
+            out.append(((<Op>todo[a]).seq, chunk))
+            a += k
+        return out
     finally:
         PyMem_Free(w.buf)
+        PyMem_Free(ends)

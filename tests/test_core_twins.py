@@ -909,7 +909,7 @@ def test_entries_round_trip_and_the_twins_agree(desc):
 
 
 # ============================================================================================
-# The batch path: prepare_ops, stamp_ops, apply_batch, encode_chunk
+# The batch path: prepare_ops, stamp_ops, apply_batch, encode_chunks
 
 
 def test_prepare_ops_sends_each_op_to_the_validator(core):
@@ -1028,17 +1028,26 @@ def test_apply_batch_reads_the_marker_and_writes_changes_once(core):
 
 
 @settings(max_examples=examples(100), deadline=None)
-@given(st.lists(entry_descs(), max_size=4))
-def test_encode_chunk_is_a_log_chunk(descs):
+@given(st.lists(entry_descs(), max_size=12), st.integers(1, 700))
+def test_encode_chunks_are_log_chunks(descs, limit):
     from conflux.store import LogChunk
 
     chunks = {}
     clock = (1 << 60) + len(descs)
     for name, t in TWINS.items():
         ops = [_build_entry(t, d) for d in descs]
-        chunks[name] = t.encode_chunk(ops, clock)
-        assert LogChunk.unpack(chunks[name]) == [t.encode_entry(op) for op in ops]
-        assert LogChunk.tail(7, chunks[name]) == (7 + len(ops) - 1, clock)
+        for n, op in enumerate(ops):
+            op.seq = 100 + n
+        chunks[name] = t.encode_chunks(ops, clock, limit)
+        entries, expect_seq = [], 100
+        for first, chunk in chunks[name]:
+            assert first == expect_seq
+            got = LogChunk.unpack(chunk)
+            assert len(got) == 1 or len(chunk) <= limit  # only a lone entry may overflow it
+            assert LogChunk.tail(first, chunk) == (first + len(got) - 1, clock)
+            entries += got
+            expect_seq += len(got)
+        assert entries == [t.encode_entry(op) for op in ops]
     assert chunks["c"] == chunks["py"]
 
 

@@ -514,7 +514,7 @@ class Engine:
             merged = core.apply_batch(leaves, cur)
         changes = self._post_merge(txn, merged, dry_run)
         if fresh:
-            store.log_append(txn, seq + 1, core.encode_chunk(fresh, clock))
+            store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
             indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
                              if not op.op_id.startswith(own_prefix))
             if indexed:
