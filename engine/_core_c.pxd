@@ -116,7 +116,14 @@ ctypedef struct STag:
     uint64_t hlc
     Py_ssize_t seq
 
-# An or-set element: its bytes and its ranges in the tag and tombstone arrays.
+# An or-set watermark: every sequenced tag ``<node>-<seq>`` with seq <= ``upto`` is dead.
+ctypedef struct SWm:
+    const uchar* node        # 8 bytes
+    uint64_t upto
+    uint64_t hlc
+    Py_ssize_t seq           # read order (the last one read wins, as in a dict)
+
+# An or-set element: its bytes and its ranges in the tag, tombstone and watermark arrays.
 ctypedef struct SElem:
     const uchar* p
     Py_ssize_t n
@@ -125,6 +132,10 @@ ctypedef struct SElem:
     Py_ssize_t nlive
     Py_ssize_t tomb0
     Py_ssize_t ntomb
+    Py_ssize_t wm0
+    Py_ssize_t nwm
+    Py_ssize_t raw0          # its bytes in the record, [raw0, raw1), when already canonical
+    Py_ssize_t raw1          # (else -1): written back by copying them
 
 # A grow-set element with its greatest mark (epoch, hlc, op id).
 ctypedef struct GElem:
@@ -143,14 +154,18 @@ ctypedef struct Review:
     STag* tombs
     Py_ssize_t ntomb
 
-# A decoded or-set record (elements sorted, one per element; tags sorted by op id).
+# A decoded or-set record (elements sorted, one per element; tags sorted by op id,
+# watermarks by node).
 ctypedef struct OrSet:
+    const uchar* base        # the record's bytes
     SElem* elems
     Py_ssize_t nelem
     STag* tags
     Py_ssize_t ntag
     STag* tombs
     Py_ssize_t ntomb
+    SWm* wms
+    Py_ssize_t nwm
 
 # A decoded grow-set record (elements sorted, one per element).
 ctypedef struct Grow:
@@ -179,6 +194,13 @@ cdef object review_encode(RCand* cands, Py_ssize_t ncand, STag* tombs, Py_ssize_
 
 cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1
 cdef void orset_free(OrSet* s) noexcept
+cdef bint tag_sequenced(const uchar* oid, Py_ssize_t olen, uint64_t* seq) noexcept nogil
+cdef bint tag_dead(const STag* t, const STag* tombs, Py_ssize_t nt, const SWm* wms,
+                   Py_ssize_t nw) noexcept nogil
+cdef Py_ssize_t tags_alive(const STag* a, Py_ssize_t na, const STag* tombs, Py_ssize_t nt,
+                           const SWm* wms, Py_ssize_t nw, STag* out) noexcept nogil
+cdef Py_ssize_t wms_union_max(const SWm* a, Py_ssize_t na, const SWm* b, Py_ssize_t nb,
+                              SWm* out) noexcept nogil
 
 cdef int grow_load(Grow* g, const uchar* p, Py_ssize_t n) except -1
 cdef object grow_encode(GElem* elems, Py_ssize_t n)

@@ -55,6 +55,7 @@ cdef extern from "Python.h":
     bint PyIndex_Check(object o)
     object PyNumber_Index(object o)
     bint PyList_CheckExact(object o)
+    bint PyTuple_CheckExact(object o)
     Py_ssize_t PyList_GET_SIZE(object o)
 
 
@@ -97,7 +98,8 @@ cdef enum:
     REV_HEAD = 8         # review header
     REV_CAND = 24        # review candidate header
     SET_HEAD = 8         # or-set / grow-set header
-    SET_ELEM = 8         # or-set element header
+    SET_ELEM = 10        # or-set element header
+    WM_SIZE = 24         # or-set watermark: node (8 bytes), seq, hlc
     TAG_SIZE = 17        # or-set live tag header
     TOMB_SIZE = 9        # tombstone header
     GROW_ELEM = 21       # grow element header
@@ -766,6 +768,15 @@ cdef int _cmp_elem(const void* x, const void* y) noexcept nogil:
     return (a.seq > b.seq) - (a.seq < b.seq)
 
 
+cdef int _cmp_wm(const void* x, const void* y) noexcept nogil:
+    cdef const SWm* a = <const SWm*>x
+    cdef const SWm* b = <const SWm*>y
+    cdef int c = memcmp(a.node, b.node, 8)
+    if c != 0:
+        return c
+    return (a.seq > b.seq) - (a.seq < b.seq)
+
+
 cdef int _cmp_gelem(const void* x, const void* y) noexcept nogil:
     cdef const GElem* a = <const GElem*>x
     cdef const GElem* b = <const GElem*>y
@@ -780,23 +791,32 @@ ctypedef fused _Canon:
     RCand
     SElem
     GElem
+    SWm
 
 
 cdef inline int _canon_cmp(const _Canon* a, const _Canon* b) noexcept nogil:
     if _Canon is STag or _Canon is RCand:
         return bytes_cmp(a.oid, a.olen, b.oid, b.olen)
+    elif _Canon is SWm:
+        return memcmp(a.node, b.node, 8)
     else:
         return bytes_cmp(a.p, a.n, b.p, b.n)
 
 
-cdef Py_ssize_t _canon(_Canon* t, Py_ssize_t n) noexcept nogil:
-    """Sort by op id (tags, candidates) or element bytes (elements), keeping one entry per
-    id or element: the last read, as the reference's dicts do."""
-    cdef Py_ssize_t i, w = 0
+cdef inline bint _in_order(const _Canon* t, Py_ssize_t n) noexcept nogil:
+    """Whether the keys of ``t`` strictly increase (already canonical)."""
+    cdef Py_ssize_t i
     for i in range(1, n):
         if _canon_cmp(&t[i - 1], &t[i]) >= 0:
-            break
-    else:
+            return False
+    return True
+
+
+cdef Py_ssize_t _canon(_Canon* t, Py_ssize_t n) noexcept nogil:
+    """Sort by op id (tags, candidates), node (watermarks) or element bytes (elements),
+    keeping one entry per key: the last read, as the reference's dicts do."""
+    cdef Py_ssize_t i, w = 0
+    if _in_order(t, n):
         return n
     if _Canon is STag:
         qsort(t, <size_t>n, sizeof(STag), _cmp_tag_oid)
@@ -804,6 +824,8 @@ cdef Py_ssize_t _canon(_Canon* t, Py_ssize_t n) noexcept nogil:
         qsort(t, <size_t>n, sizeof(RCand), _cmp_cand_oid)
     elif _Canon is SElem:
         qsort(t, <size_t>n, sizeof(SElem), _cmp_elem)
+    elif _Canon is SWm:
+        qsort(t, <size_t>n, sizeof(SWm), _cmp_wm)
     else:
         qsort(t, <size_t>n, sizeof(GElem), _cmp_gelem)
     for i in range(n):
@@ -844,25 +866,6 @@ cdef Py_ssize_t tags_union_max(const STag* a, Py_ssize_t na, const STag* b, Py_s
             i += 1
             j += 1
         w += 1
-    return w
-
-
-cdef Py_ssize_t tags_minus(const STag* a, Py_ssize_t na, const STag* b, Py_ssize_t nb,
-                           STag* out) noexcept nogil:
-    """The tags of ``a`` whose op id is not in ``b`` (both sorted by op id)."""
-    cdef Py_ssize_t i = 0, j = 0, w = 0
-    cdef int c
-    while i < na:
-        c = -1 if j >= nb else bytes_cmp(a[i].oid, a[i].olen, b[j].oid, b[j].olen)
-        if c < 0:
-            out[w] = a[i]
-            w += 1
-            i += 1
-        elif c > 0:
-            j += 1
-        else:
-            i += 1
-            j += 1
     return w
 
 
@@ -1150,35 +1153,50 @@ cdef object merge_review(object rec, Op op):
 
 
 # --------------------------------------------------------------------------------------------
-# Observed-remove set: per element, live add tags and tombstones of removed tags.
+# Observed-remove set: per element, live add tags, tombstones of killed plain tags and
+# watermarks of killed sequenced tags (``_core_py`` says why). Tags and tombstones are sorted by
+# op id, watermarks by node; an element's ranges in the record's arrays are in its ``SElem``.
 
 cdef void orset_free(OrSet* s) noexcept:
-    PyMem_Free(s.elems)
-    PyMem_Free(s.tags)
-    PyMem_Free(s.tombs)
+    PyMem_Free(s.elems)  # one block for all four arrays (``orset_load``)
     s.elems = NULL
     s.tags = NULL
     s.tombs = NULL
-    s.nelem = s.ntag = s.ntomb = 0
+    s.wms = NULL
+    s.nelem = s.ntag = s.ntomb = s.nwm = 0
 
 
 cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
     """Decode into ``s`` (zeroed by the caller, freed with ``orset_free`` even on error)."""
-    cdef Py_ssize_t count, cap, pos, i, k, elen, nlive, ntomb, olen
+    cdef Py_ssize_t count, cap, pos, i, k, elen, nlive, ntomb, nwm, olen, ntags, ntombs, start
+    cdef bint canonical
     cdef SElem* e
     cdef STag* t
+    cdef SWm* m
     need(0, SET_HEAD, n)
     count = ld32(p + 4)
     cap = (n - SET_HEAD) // SET_ELEM + 1
-    s.elems = <SElem*>_alloc(count if count < cap else cap, sizeof(SElem))
-    s.tags = <STag*>_alloc(n // TAG_SIZE + 1, sizeof(STag))
-    s.tombs = <STag*>_alloc(n // TOMB_SIZE + 1, sizeof(STag))
+    if count < cap:
+        cap = count
+    ntags = n // TAG_SIZE + 1
+    ntombs = n // TOMB_SIZE + 1
+    # PERF: one block (all sizes are multiples of 8), and one scratch block in merge_orset:
+    # together they took a merge of bench/kernel.py's or-set add case, op already bound, from
+    # 0.79 to 0.49 us.
+    s.elems = <SElem*>_alloc(1, cap * sizeof(SElem) + (ntags + ntombs) * sizeof(STag)
+                             + (n // WM_SIZE + 1) * sizeof(SWm))
+    s.tags = <STag*>(<char*>s.elems + cap * sizeof(SElem))
+    s.tombs = s.tags + ntags
+    s.wms = <SWm*>(s.tombs + ntombs)
+    s.base = p
     pos = SET_HEAD
     for i in range(count):
+        start = pos
         need(pos, SET_ELEM, n)
         elen = ld32(p + pos)
         nlive = ld16(p + pos + 4)
         ntomb = ld16(p + pos + 6)
+        nwm = ld16(p + pos + 8)
         pos += SET_ELEM
         e = &s.elems[i]
         take(p, n, pos, elen, &e.p, &e.n)
@@ -1188,6 +1206,8 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
         e.nlive = 0
         e.tomb0 = s.ntomb
         e.ntomb = 0
+        e.wm0 = s.nwm
+        e.nwm = 0
         s.nelem = i + 1
         for k in range(nlive):
             need(pos, TAG_SIZE, n)
@@ -1200,7 +1220,8 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
             take(p, n, pos, olen, &t.oid, &t.olen)
             pos += olen
             s.ntag += 1
-        e.nlive = _canon(&s.tags[e.live0], s.ntag - e.live0)
+        canonical = _in_order(&s.tags[e.live0], s.ntag - e.live0)
+        e.nlive = s.ntag - e.live0 if canonical else _canon(&s.tags[e.live0], s.ntag - e.live0)
         for k in range(ntomb):
             need(pos, TOMB_SIZE, n)
             t = &s.tombs[s.ntomb]
@@ -1212,27 +1233,174 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
             take(p, n, pos, olen, &t.oid, &t.olen)
             pos += olen
             s.ntomb += 1
-        e.ntomb = _canon(&s.tombs[e.tomb0], s.ntomb - e.tomb0)
+        if _in_order(&s.tombs[e.tomb0], s.ntomb - e.tomb0):
+            e.ntomb = s.ntomb - e.tomb0
+        else:
+            e.ntomb = _canon(&s.tombs[e.tomb0], s.ntomb - e.tomb0)
+            canonical = False
+        for k in range(nwm):
+            need(pos, WM_SIZE, n)
+            m = &s.wms[s.nwm]
+            m.node = p + pos
+            m.upto = ld64(p + pos + 8)
+            m.hlc = ld64(p + pos + 16)
+            m.seq = k
+            pos += WM_SIZE
+            s.nwm += 1
+        if _in_order(&s.wms[e.wm0], s.nwm - e.wm0):
+            e.nwm = s.nwm - e.wm0
+        else:
+            e.nwm = _canon(&s.wms[e.wm0], s.nwm - e.wm0)
+            canonical = False
+        # PERF: an element read whole (nothing ran short), in order and not empty is written
+        # back as the very bytes it was read from (bench/kernel.py, or-set add: 1.62M to 1.98M
+        # merges/s).
+        e.raw0 = start
+        e.raw1 = pos if (canonical and pos <= n and (nlive or ntomb or nwm)) else -1
     s.nelem = _canon(s.elems, s.nelem)
     return 0
 
 
+cdef inline int _hex(uchar c) noexcept nogil:
+    if 48 <= c <= 57:
+        return c - 48
+    if 97 <= c <= 102:
+        return c - 87
+    return -1
+
+
+cdef bint tag_sequenced(const uchar* oid, Py_ssize_t olen, uint64_t* seq) noexcept nogil:
+    """Whether ``oid`` is a store-generated op id ``<node>-<seq>`` (``_core_py._sequenced``:
+    8 lowercase hex digits, a dash, 1 to 16 lowercase hex digits without a leading zero); its
+    seq goes to ``seq``. The node is its first 8 bytes."""
+    cdef Py_ssize_t i
+    cdef int v
+    cdef uint64_t x = 0
+    if olen < 10 or olen > 25 or oid[8] != 45 or oid[9] == 48:
+        return False
+    for i in range(8):
+        if _hex(oid[i]) < 0:
+            return False
+    for i in range(9, olen):
+        v = _hex(oid[i])
+        if v < 0:
+            return False
+        x = (x << 4) | <uint64_t>v
+    seq[0] = x
+    return True
+
+
+cdef inline bint _under_wm(const STag* t, const SWm* wms, Py_ssize_t nw) noexcept nogil:
+    """Whether ``t`` is sequenced and under its node's watermark in ``wms`` (node-sorted)."""
+    cdef uint64_t seq
+    cdef Py_ssize_t lo = 0, hi = nw, mid
+    cdef int c
+    if nw == 0 or not tag_sequenced(t.oid, t.olen, &seq):
+        return False
+    while lo < hi:
+        mid = (lo + hi) >> 1
+        c = memcmp(wms[mid].node, t.oid, 8)
+        if c == 0:
+            return seq <= wms[mid].upto
+        if c < 0:
+            lo = mid + 1
+        else:
+            hi = mid
+    return False
+
+
+cdef bint tag_dead(const STag* t, const STag* tombs, Py_ssize_t nt, const SWm* wms,
+                   Py_ssize_t nw) noexcept nogil:
+    """Whether ``t`` is dead on an element: tombstoned, or under its node's watermark."""
+    cdef bint found
+    tag_find(tombs, nt, t.oid, t.olen, &found)
+    return found or _under_wm(t, wms, nw)
+
+
+cdef Py_ssize_t tags_alive(const STag* a, Py_ssize_t na, const STag* tombs, Py_ssize_t nt,
+                           const SWm* wms, Py_ssize_t nw, STag* out) noexcept nogil:
+    """The tags of ``a`` (sorted by op id) that are not dead under ``tombs`` (sorted by op
+    id) and ``wms`` (sorted by node). ``out`` may be ``a`` itself."""
+    cdef Py_ssize_t i = 0, j = 0, w = 0
+    cdef int c
+    while i < na:
+        c = -1 if j >= nt else bytes_cmp(a[i].oid, a[i].olen, tombs[j].oid, tombs[j].olen)
+        if c > 0:
+            j += 1
+            continue
+        if c < 0 and not _under_wm(&a[i], wms, nw):
+            out[w] = a[i]
+            w += 1
+        i += 1
+    return w
+
+
+cdef Py_ssize_t wms_union_max(const SWm* a, Py_ssize_t na, const SWm* b, Py_ssize_t nb,
+                              SWm* out) noexcept nogil:
+    """Union of two node-sorted runs of watermarks; a shared node keeps the greater seq and
+    the greater hlc (each on its own: a join)."""
+    cdef Py_ssize_t i = 0, j = 0, w = 0
+    cdef int c
+    while i < na or j < nb:
+        if j >= nb:
+            c = -1
+        elif i >= na:
+            c = 1
+        else:
+            c = memcmp(a[i].node, b[j].node, 8)
+        if c < 0:
+            out[w] = a[i]
+            i += 1
+        elif c > 0:
+            out[w] = b[j]
+            j += 1
+        else:
+            out[w] = a[i]
+            if b[j].upto > out[w].upto:
+                out[w].upto = b[j].upto
+            if b[j].hlc > out[w].hlc:
+                out[w].hlc = b[j].hlc
+            i += 1
+            j += 1
+        w += 1
+    return w
+
+
+cdef Py_ssize_t wms_fold(SWm* t, Py_ssize_t n) noexcept nogil:
+    """Sort by node and fold each node's entries into one with the greatest seq and hlc."""
+    cdef Py_ssize_t i, w = 0
+    if n > 1:
+        qsort(t, <size_t>n, sizeof(SWm), _cmp_wm)
+    for i in range(n):
+        if w > 0 and memcmp(t[w - 1].node, t[i].node, 8) == 0:
+            if t[i].upto > t[w - 1].upto:
+                t[w - 1].upto = t[i].upto
+            if t[i].hlc > t[w - 1].hlc:
+                t[w - 1].hlc = t[i].hlc
+        else:
+            t[w] = t[i]
+            w += 1
+    return w
+
+
 cdef int emit_elem(Writer* w, const uchar* e, Py_ssize_t en, const STag* live, Py_ssize_t nl,
-                   const STag* tombs, Py_ssize_t nt, Py_ssize_t* count) except -1:
-    """One or-set element; an element with neither live tags nor tombstones is dropped."""
+                   const STag* tombs, Py_ssize_t nt, const SWm* wms, Py_ssize_t nw,
+                   Py_ssize_t* count) except -1:
+    """One or-set element; an element with no live tag, tombstone or watermark is dropped."""
     cdef Py_ssize_t i
     cdef uchar* q
-    if nl == 0 and nt == 0:
+    if nl == 0 and nt == 0 and nw == 0:
         return 0
     if en > U32_MAX:
         _uint_error()
-    if nl > U16_MAX or nt > U16_MAX:
+    if nl > U16_MAX or nt > U16_MAX or nw > U16_MAX:
         _ushort_error()
     w_reserve(w, SET_ELEM + en)
     q = w.buf + w.pos
     st32(q, <uint32_t>en)
     st16(q + 4, <uint16_t>nl)
     st16(q + 6, <uint16_t>nt)
+    st16(q + 8, <uint16_t>nw)
     w.pos += SET_ELEM
     w_mem(w, e, en)
     for i in range(nl):
@@ -1254,12 +1422,27 @@ cdef int emit_elem(Writer* w, const uchar* e, Py_ssize_t en, const STag* live, P
         q[8] = <uchar>tombs[i].olen
         w.pos += TOMB_SIZE
         w_mem(w, tombs[i].oid, tombs[i].olen)
+    if nw:
+        w_reserve(w, nw * WM_SIZE)
+        for i in range(nw):
+            q = w.buf + w.pos
+            memcpy(q, wms[i].node, 8)
+            st64(q + 8, wms[i].upto)
+            st64(q + 16, wms[i].hlc)
+            w.pos += WM_SIZE
     count[0] += 1
     return 0
 
 
 cdef inline int emit_selem(Writer* w, const OrSet* s, const SElem* e, Py_ssize_t* count) except -1:
-    return emit_elem(w, e.p, e.n, &s.tags[e.live0], e.nlive, &s.tombs[e.tomb0], e.ntomb, count)
+    """An element of a decoded record, unchanged."""
+    if e.raw1 >= 0:
+        w_reserve(w, e.raw1 - e.raw0)
+        w_mem(w, s.base + e.raw0, e.raw1 - e.raw0)
+        count[0] += 1
+        return 0
+    return emit_elem(w, e.p, e.n, &s.tags[e.live0], e.nlive, &s.tombs[e.tomb0], e.ntomb,
+                     &s.wms[e.wm0], e.nwm, count)
 
 
 cdef object w_finish_set(Writer* w, int kind, Py_ssize_t count):
@@ -1290,36 +1473,117 @@ cdef Py_ssize_t elem_find(const SElem* t, Py_ssize_t n, const uchar* p, Py_ssize
     return lo
 
 
-cdef Py_ssize_t _op_elems(object items, SElem* out) except -1:
-    """Views of the op's element bytes, sorted, one per element (``items`` a tuple)."""
-    cdef Py_ssize_t i, n = len(items)
-    cdef object e
-    for i in range(n):
-        e = items[i]
-        if not PyBytes_Check(e):
-            raise TypeError(f"element bytes expected, got {type(e).__name__}")
-        out[i].p = bptr(e)
-        out[i].n = PyBytes_GET_SIZE(e)
-        out[i].seq = i
-    return _canon(out, n)
+cdef Py_ssize_t _find_op_elem(const OrSet* s, object x) except -2:
+    """The record's element ``x`` (bytes), or -1 (``x in elems`` of the reference: anything
+    else must at least be hashable)."""
+    cdef bint found
+    cdef Py_ssize_t k
+    if PyBytes_Check(x):
+        k = elem_find(s.elems, s.nelem, bptr(x), PyBytes_GET_SIZE(x), &found)
+        return k if found else -1
+    hash(x)
+    return -1
+
+
+cdef inline bint _same_oid(const STag* t, const uchar* oid, Py_ssize_t olen) noexcept nogil:
+    return oid != NULL and t.olen == olen and memcmp(t.oid, oid, <size_t>olen) == 0
+
+
+cdef object _bind_observed(const OrSet* s, object ebytes, object supplied, const uchar* own,
+                           Py_ssize_t ownlen):
+    """``_core_py._bind_observed``: per element of ``ebytes``, its live tags in this record
+    (sorted), never ``own`` (an add's own tag; NULL for other ops); a ``supplied`` list per
+    element is cut down to those tags."""
+    cdef list out = []
+    cdef list row, wanted
+    cdef Py_ssize_t i, k, m, nw
+    cdef const STag* t
+    cdef const uchar* wp_small[8]
+    cdef Py_ssize_t wn_small[8]
+    cdef const uchar** wp = wp_small
+    cdef Py_ssize_t* wn = wn_small
+    cdef const SElem* e
+    if supplied is None:
+        # PERF: the common case (every add, most removes) without the reference's zip
+        len(ebytes)
+        for x in ebytes:
+            k = _find_op_elem(s, x)
+            row = []
+            if k >= 0:
+                e = &s.elems[k]
+                for m in range(e.nlive):
+                    t = &s.tags[e.live0 + m]
+                    if not _same_oid(t, own, ownlen):
+                        row.append(utf8_str(t.oid, t.olen))
+            out.append(row)
+        return out
+    try:
+        for x, names in zip(ebytes, supplied):
+            k = _find_op_elem(s, x)
+            row = []
+            if names is None:
+                if k >= 0:
+                    e = &s.elems[k]
+                    for m in range(e.nlive):
+                        t = &s.tags[e.live0 + m]
+                        if not _same_oid(t, own, ownlen):
+                            row.append(utf8_str(t.oid, t.olen))
+            else:
+                wanted = list(names)
+                nw = len(wanted)
+                if wp != wp_small:
+                    PyMem_Free(wp)
+                    PyMem_Free(wn)
+                    wp = wp_small
+                    wn = wn_small
+                if nw > 8:
+                    wp = NULL
+                    wn = NULL
+                    wp = <const uchar**>_alloc(nw, sizeof(uchar*))
+                    wn = <Py_ssize_t*>_alloc(nw, sizeof(Py_ssize_t))
+                for i in range(nw):
+                    wanted[i] = utf8_of(wanted[i], &wp[i], &wn[i])
+                if k >= 0:
+                    e = &s.elems[k]
+                    for m in range(e.nlive):
+                        t = &s.tags[e.live0 + m]
+                        if _same_oid(t, own, ownlen):
+                            continue
+                        for i in range(nw):
+                            if t.olen == wn[i] and memcmp(t.oid, wp[i], <size_t>wn[i]) == 0:
+                                row.append(utf8_str(t.oid, t.olen))
+                                break
+            out.append(row)
+        return out
+    finally:
+        if wp != wp_small:
+            PyMem_Free(wp)
+            PyMem_Free(wn)
 
 
 cdef object merge_orset(object rec, Op op):
     cdef OrSet s
-    cdef SElem* ops = NULL
-    cdef STag* otags = NULL
-    cdef STag* live = NULL
-    cdef STag* tombs = NULL
-    cdef STag* gtags = NULL
+    cdef SElem* ops = NULL      # one entry per element the op touches; then one per element
+    cdef char* scratch = NULL   # one block for the arrays below
+    cdef STag* otags            # the tags each entry observed
+    cdef STag* gtags            # per element: the plain tags it kills (sorted, one per op id)
+    cdef SWm* gwms              # per element: the watermarks it raises (sorted, one per node)
+    cdef STag* live
+    cdef STag* tombs
+    cdef SWm* wms
     cdef Writer w
+    cdef STag own
     cdef const uchar* tag
-    cdef Py_ssize_t taglen, i, j, k, m, nops, ntot, nl, nt, count = 0
-    cdef bint found
+    cdef Py_ssize_t taglen, i, j, k, m, nitems, npairs, nops, ntot, ng, nm, nl, nt, nw
+    cdef Py_ssize_t count = 0
+    cdef bint found, adding, fresh = False
     cdef int c
     cdef uint64_t d = op.entity_epoch
+    cdef uint64_t sq
     cdef SElem* e
     cdef STag* t
-    cdef object buf, tag_keep, items, pairs, obs, keep
+    cdef object buf, tag_keep, items, obs
+    cdef list rows, keep
     memset(&s, 0, sizeof(OrSet))
     w.buf = NULL
     try:
@@ -1328,134 +1592,132 @@ cdef object merge_orset(object rec, Op op):
             orset_load(&s, bptr(buf), PyBytes_GET_SIZE(buf))
         op.prev = None
         tag_keep = utf8_of(op.op_id, &tag, &taglen)
-        if op.type == T_ADD_ELEMENTS:
-            if not op.bound:
-                op.epoch = d
-                op.bound = True
-            items = tuple(op.ebytes)
-            ops = <SElem*>_alloc(len(items), sizeof(SElem))
-            nops = _op_elems(items, ops)
-            live = <STag*>_alloc(s.ntag + 1, sizeof(STag))
-            w_init(&w, (PyBytes_GET_SIZE(buf) if rec is not None else SET_HEAD) +
-                   nops * (SET_ELEM + TAG_SIZE + taglen) + 64)
-            w.pos = SET_HEAD
-            i = j = 0
-            while i < s.nelem or j < nops:
-                if j >= nops:
-                    c = -1
-                elif i >= s.nelem:
-                    c = 1
-                else:
-                    c = bytes_cmp(s.elems[i].p, s.elems[i].n, ops[j].p, ops[j].n)
-                if c < 0:
-                    emit_selem(&w, &s, &s.elems[i], &count)
-                    i += 1
-                    continue
-                if c > 0:
-                    live[0].oid = tag
-                    live[0].olen = taglen
-                    live[0].epoch = op.epoch
-                    live[0].hlc = op.hlc
-                    emit_elem(&w, ops[j].p, ops[j].n, live, 1, NULL, 0, &count)
-                    j += 1
-                    continue
-                e = &s.elems[i]
-                tag_find(&s.tombs[e.tomb0], e.ntomb, tag, taglen, &found)
-                if found:
-                    emit_selem(&w, &s, e, &count)
-                else:
-                    k = tag_find(&s.tags[e.live0], e.nlive, tag, taglen, &found)
-                    nl = 0
-                    for m in range(k):
-                        live[nl] = s.tags[e.live0 + m]
-                        nl += 1
-                    live[nl].oid = tag
-                    live[nl].olen = taglen
-                    live[nl].epoch = op.epoch
-                    live[nl].hlc = op.hlc
-                    nl += 1
-                    for m in range(k + 1 if found else k, e.nlive):
-                        live[nl] = s.tags[e.live0 + m]
-                        nl += 1
-                    emit_elem(&w, e.p, e.n, live, nl, &s.tombs[e.tomb0], e.ntomb, &count)
-                i += 1
-                j += 1
-            return w_finish_set(&w, K_ORSET, count)
-
-        # remove_elements, or unset_field: remove everything observed
+        adding = op.type == T_ADD_ELEMENTS
         if not op.bound:
-            if op.type == T_UNSET_FIELD:
+            if adding:
+                op.epoch = d
+            elif op.type == T_UNSET_FIELD:
                 eb = [new_bytes(s.elems[i].p, s.elems[i].n) for i in range(s.nelem)
                       if s.elems[i].nlive]
                 op.ebytes = eb
                 op.elements = [_unpackb(x) for x in eb]
-            if op.observed is None:
-                observed = []
-                for x in op.ebytes:
-                    if PyBytes_Check(x):
-                        k = elem_find(s.elems, s.nelem, bptr(x), PyBytes_GET_SIZE(x), &found)
-                    else:
-                        hash(x)
-                        found = False
-                    if found:
-                        e = &s.elems[k]
-                        observed.append([utf8_str(s.tags[e.live0 + m].oid,
-                                                  s.tags[e.live0 + m].olen)
-                                         for m in range(e.nlive)])
-                    else:
-                        observed.append([])
-                op.observed = observed
+            fresh = adding or op.observed is None
+            if adding:  # an add's context is always this record's (see the reference)
+                op.observed = _bind_observed(&s, op.ebytes, None, tag, taglen)
+            else:
+                op.observed = _bind_observed(&s, op.ebytes, op.observed, NULL, 0)
             op.bound = True
-        pairs = list(zip(op.ebytes, op.observed))
-        nops = len(pairs)
+        # The entries: (element, observed) pairs, then (an add) its other elements, unobserved.
+        # PERF: just bound without a client's list, an element observed exactly its live tags
+        # here (but the add's own), so they are read from the record, not from op.observed.
+        items = tuple(op.ebytes)
+        nitems = len(items)
+        if fresh:
+            npairs = nitems
+        elif op.observed:
+            obs = op.observed
+            # PERF: a list (as logged and as the engine builds it) is read in place
+            rows = obs if PyList_CheckExact(obs) else [r for _, r in zip(items, obs)]
+            npairs = min(nitems, PyList_GET_SIZE(rows))
+        else:
+            npairs = 0
+        nops = nitems if adding else npairs
         ops = <SElem*>_alloc(nops, sizeof(SElem))
         keep = []
         ntot = 0
         for i in range(nops):
-            x, obs = pairs[i]
+            x = items[i]
             if not PyBytes_Check(x):
                 raise TypeError(f"element bytes expected, got {type(x).__name__}")
-            obs = tuple(obs)
-            pairs[i] = (x, obs)
             ops[i].p = bptr(x)
             ops[i].n = PyBytes_GET_SIZE(x)
             ops[i].seq = i
             ops[i].live0 = ntot
-            ops[i].nlive = len(obs)
-            ntot += len(obs)
-        otags = <STag*>_alloc(ntot, sizeof(STag))
-        gtags = <STag*>_alloc(ntot, sizeof(STag))
-        for i in range(nops):
-            obs = pairs[i][1]
-            for m in range(ops[i].nlive):
-                t = &otags[ops[i].live0 + m]
-                keep.append(utf8_of(obs[m], &t.oid, &t.olen))
+            ops[i].nlive = 0
+            if i >= npairs:
+                continue
+            if fresh:
+                k = elem_find(s.elems, s.nelem, ops[i].p, ops[i].n, &found)
+                ops[i].tomb0 = k if found else -1   # the record's element, for now
+                if found:
+                    ops[i].nlive = s.elems[k].nlive
+            else:
+                obs = rows[i]
+                if not PyList_CheckExact(obs) and not PyTuple_CheckExact(obs):
+                    obs = tuple(obs)
+                keep.append(obs)
+                ops[i].nlive = len(obs)
+            ntot += ops[i].nlive
+        # PERF: one allocation for all the scratch arrays (see orset_load)
+        scratch = <char*>_alloc(1, 3 * ntot * sizeof(STag) + 2 * ntot * sizeof(SWm)
+                                + (s.ntag + 1 + s.ntomb) * sizeof(STag) + s.nwm * sizeof(SWm))
+        otags = <STag*>scratch
+        gtags = otags + ntot
+        tombs = gtags + ntot
+        live = tombs + s.ntomb + ntot
+        gwms = <SWm*>(live + s.ntag + 1)
+        wms = gwms + ntot
+        for i in range(min(nops, npairs)):
+            m = 0
+            if fresh:
+                if ops[i].tomb0 >= 0:
+                    e = &s.elems[ops[i].tomb0]
+                    for j in range(e.nlive):
+                        t = &s.tags[e.live0 + j]
+                        if adding and _same_oid(t, tag, taglen):
+                            continue
+                        otags[ops[i].live0 + m] = t[0]
+                        m += 1
+            else:
+                obs = keep[i]
+                for j in range(ops[i].nlive):
+                    t = &otags[ops[i].live0 + j]
+                    keep.append(utf8_of(obs[j], &t.oid, &t.olen))
+                m = ops[i].nlive
+            for j in range(m):
+                t = &otags[ops[i].live0 + j]
                 t.epoch = 0
                 t.hlc = op.hlc
-                t.seq = m
-        # Group the op's (element, observed) pairs by element: the union of their tags.
+                t.seq = j
+            ops[i].nlive = m
+        # Group the entries by element: the plain tags they kill and the watermarks they raise.
         if nops > 1:
             qsort(ops, <size_t>nops, sizeof(SElem), _cmp_elem)
         k = 0   # groups written
-        m = 0   # gtags used
+        ng = 0  # gtags used
+        nm = 0  # gwms used
         i = 0
         while i < nops:
             j = i
             ops[k].p = ops[i].p
             ops[k].n = ops[i].n
-            ops[k].tomb0 = m
+            ops[k].tomb0 = ng
+            ops[k].wm0 = nm
             while j < nops and bytes_cmp(ops[j].p, ops[j].n, ops[i].p, ops[i].n) == 0:
-                memcpy(&gtags[m], &otags[ops[j].live0], <size_t>ops[j].nlive * sizeof(STag))
-                m += ops[j].nlive
+                for m in range(ops[j].live0, ops[j].live0 + ops[j].nlive):
+                    t = &otags[m]
+                    if tag_sequenced(t.oid, t.olen, &sq):
+                        gwms[nm].node = t.oid
+                        gwms[nm].upto = sq
+                        gwms[nm].hlc = t.hlc
+                        gwms[nm].seq = m
+                        nm += 1
+                    else:
+                        gtags[ng] = t[0]
+                        ng += 1
                 j += 1
-            ops[k].ntomb = _canon(&gtags[ops[k].tomb0], m - ops[k].tomb0)
+            ops[k].ntomb = _canon(&gtags[ops[k].tomb0], ng - ops[k].tomb0)
+            ops[k].nwm = wms_fold(&gwms[ops[k].wm0], nm - ops[k].wm0)
             k += 1
             i = j
         nops = k
-        live = <STag*>_alloc(s.ntag, sizeof(STag))
-        tombs = <STag*>_alloc(s.ntomb + ntot, sizeof(STag))
+        own.oid = tag
+        own.olen = taglen
+        own.epoch = op.epoch
+        own.hlc = op.hlc
+        own.seq = 0
         w_init(&w, (PyBytes_GET_SIZE(buf) if rec is not None else SET_HEAD) +
-               nops * SET_ELEM + ntot * (TOMB_SIZE + 16) + 64)
+               nops * (SET_ELEM + TAG_SIZE + taglen) + ntot * (TOMB_SIZE + 16) + 64)
         w.pos = SET_HEAD
         i = j = 0
         while i < s.nelem or j < nops:
@@ -1468,27 +1730,38 @@ cdef object merge_orset(object rec, Op op):
             if c < 0:
                 emit_selem(&w, &s, &s.elems[i], &count)
                 i += 1
-            elif c > 0:
-                emit_elem(&w, ops[j].p, ops[j].n, NULL, 0, &gtags[ops[j].tomb0],
-                          ops[j].ntomb, &count)
+                continue
+            if c > 0:  # an element the record does not have
+                nl = 0
+                if adding and not tag_dead(&own, &gtags[ops[j].tomb0], ops[j].ntomb,
+                                           &gwms[ops[j].wm0], ops[j].nwm):
+                    live[0] = own
+                    nl = 1
+                emit_elem(&w, ops[j].p, ops[j].n, live, nl, &gtags[ops[j].tomb0],
+                          ops[j].ntomb, &gwms[ops[j].wm0], ops[j].nwm, &count)
                 j += 1
+                continue
+            e = &s.elems[i]
+            nt = tags_union_max(&s.tombs[e.tomb0], e.ntomb, &gtags[ops[j].tomb0], ops[j].ntomb,
+                                tombs)
+            nw = wms_union_max(&s.wms[e.wm0], e.nwm, &gwms[ops[j].wm0], ops[j].nwm, wms)
+            if adding:
+                k = tag_find(&s.tags[e.live0], e.nlive, tag, taglen, &found)
+                memcpy(live, &s.tags[e.live0], <size_t>k * sizeof(STag))
+                live[k] = own
+                m = k + 1 if found else k
+                memcpy(&live[k + 1], &s.tags[e.live0 + m], <size_t>(e.nlive - m) * sizeof(STag))
+                nl = tags_alive(live, k + 1 + e.nlive - m, tombs, nt, wms, nw, live)
             else:
-                e = &s.elems[i]
-                nl = tags_minus(&s.tags[e.live0], e.nlive, &gtags[ops[j].tomb0], ops[j].ntomb,
-                                live)
-                nt = tags_union_max(&s.tombs[e.tomb0], e.ntomb, &gtags[ops[j].tomb0],
-                                    ops[j].ntomb, tombs)
-                emit_elem(&w, e.p, e.n, live, nl, tombs, nt, &count)
-                i += 1
-                j += 1
+                nl = tags_alive(&s.tags[e.live0], e.nlive, tombs, nt, wms, nw, live)
+            emit_elem(&w, e.p, e.n, live, nl, tombs, nt, wms, nw, &count)
+            i += 1
+            j += 1
         return w_finish_set(&w, K_ORSET, count)
     finally:
         PyMem_Free(w.buf)
         PyMem_Free(ops)
-        PyMem_Free(otags)
-        PyMem_Free(gtags)
-        PyMem_Free(live)
-        PyMem_Free(tombs)
+        PyMem_Free(scratch)
         orset_free(&s)
 
 
@@ -1498,7 +1771,8 @@ cdef object orset_join(object a, object b):
     cdef STag* live = NULL
     cdef STag* live2 = NULL
     cdef STag* tombs = NULL
-    cdef Py_ssize_t i = 0, j = 0, nl, nt, count = 0
+    cdef SWm* wms = NULL
+    cdef Py_ssize_t i = 0, j = 0, nl, nt, nw, count = 0
     cdef SElem* ea
     cdef SElem* eb
     cdef int c
@@ -1511,6 +1785,7 @@ cdef object orset_join(object a, object b):
         live = <STag*>_alloc(sa.ntag + sb.ntag, sizeof(STag))
         live2 = <STag*>_alloc(sa.ntag + sb.ntag, sizeof(STag))
         tombs = <STag*>_alloc(sa.ntomb + sb.ntomb, sizeof(STag))
+        wms = <SWm*>_alloc(sa.nwm + sb.nwm, sizeof(SWm))
         w_init(&w, PyBytes_GET_SIZE(a) + PyBytes_GET_SIZE(b))
         w.pos = SET_HEAD
         while i < sa.nelem or j < sb.nelem:
@@ -1526,18 +1801,20 @@ cdef object orset_join(object a, object b):
                 continue
             eb = &sb.elems[j]
             if c > 0:
-                nl = tags_minus(&sb.tags[eb.live0], eb.nlive, &sb.tombs[eb.tomb0], eb.ntomb,
-                                live)
-                emit_elem(&w, eb.p, eb.n, live, nl, &sb.tombs[eb.tomb0], eb.ntomb, &count)
+                nl = tags_alive(&sb.tags[eb.live0], eb.nlive, &sb.tombs[eb.tomb0], eb.ntomb,
+                                &sb.wms[eb.wm0], eb.nwm, live)
+                emit_elem(&w, eb.p, eb.n, live, nl, &sb.tombs[eb.tomb0], eb.ntomb,
+                          &sb.wms[eb.wm0], eb.nwm, &count)
                 j += 1
                 continue
             ea = &sa.elems[i]
             nt = tags_union_max(&sa.tombs[ea.tomb0], ea.ntomb, &sb.tombs[eb.tomb0], eb.ntomb,
                                 tombs)
+            nw = wms_union_max(&sa.wms[ea.wm0], ea.nwm, &sb.wms[eb.wm0], eb.nwm, wms)
             nl = tags_union_max(&sa.tags[ea.live0], ea.nlive, &sb.tags[eb.live0], eb.nlive,
                                 live2)
-            nl = tags_minus(live2, nl, tombs, nt, live)
-            emit_elem(&w, ea.p, ea.n, live, nl, tombs, nt, &count)
+            nl = tags_alive(live2, nl, tombs, nt, wms, nw, live)
+            emit_elem(&w, ea.p, ea.n, live, nl, tombs, nt, wms, nw, &count)
             i += 1
             j += 1
         return w_finish_set(&w, K_ORSET, count)
@@ -1546,6 +1823,7 @@ cdef object orset_join(object a, object b):
         PyMem_Free(live)
         PyMem_Free(live2)
         PyMem_Free(tombs)
+        PyMem_Free(wms)
         orset_free(&sa)
         orset_free(&sb)
 
@@ -1939,7 +2217,8 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
     cdef Writer w
     cdef STag* live = NULL
     cdef STag* tombs = NULL
-    cdef Py_ssize_t i, k, nc, nt, nl, count = 0
+    cdef SWm* wms = NULL
+    cdef Py_ssize_t i, k, nc, nt, nl, nw, count = 0
     cdef SElem* e
     cdef int kind = _kind_of(rec)
     cdef uint64_t hidden_below = d if 0 < d < horizon else 0
@@ -1975,6 +2254,7 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
             orset_load(&s, bptr(buf), PyBytes_GET_SIZE(buf))
             live = <STag*>_alloc(s.ntag, sizeof(STag))
             tombs = <STag*>_alloc(s.ntomb, sizeof(STag))
+            wms = <SWm*>_alloc(s.nwm, sizeof(SWm))
             w_init(&w, PyBytes_GET_SIZE(buf))
             w.pos = SET_HEAD
             for i in range(s.nelem):
@@ -1989,13 +2269,19 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
                     if s.tombs[e.tomb0 + k].hlc >= horizon:
                         tombs[nt] = s.tombs[e.tomb0 + k]
                         nt += 1
-                emit_elem(&w, e.p, e.n, live, nl, tombs, nt, &count)
+                nw = 0
+                for k in range(e.nwm):
+                    if s.wms[e.wm0 + k].hlc >= horizon:
+                        wms[nw] = s.wms[e.wm0 + k]
+                        nw += 1
+                emit_elem(&w, e.p, e.n, live, nl, tombs, nt, wms, nw, &count)
             out = w_finish_set(&w, K_ORSET, count)
             return out if count else None
         finally:
             PyMem_Free(w.buf)
             PyMem_Free(live)
             PyMem_Free(tombs)
+            PyMem_Free(wms)
             orset_free(&s)
     if kind == K_GROW:
         g.elems = NULL

@@ -11,14 +11,17 @@ layouts are described in ``FORMAT.md``; records hold only what is the same on ev
 (HLCs, actor ids, op ids, values), never a local sequence number or interned id.
 
 Context binding. Some operations depend on what their writer had seen: a ``remove_elements``
-removes exactly the add tags it observed, a ``review`` write supersedes exactly the candidates
-named in its ``base``, an ordinary write competes in the override epoch it was written in. That
-context is *bound* once, when the operation is accepted (``op.bound`` becomes true), and stored
-with it in the op log, so replaying the log anywhere reaches the same state.
+removes exactly the add tags it observed, an ``add_elements`` supersedes the tags of its
+elements it observed, a ``review`` write supersedes exactly the candidates named in its
+``base``, an ordinary write competes in the override epoch it was written in. That context is
+*bound* once, when the operation is accepted (``op.bound`` becomes true), and stored with it in
+the op log, so replaying the log anywhere reaches the same state. A client may name what a
+remove observed; binding keeps only the tags live at the accepting store (``_bind_observed``).
 """
 
 from __future__ import annotations
 
+import re
 import struct
 
 import msgpack
@@ -61,7 +64,8 @@ _REG = struct.Struct("<BBBBBBHQQ8s")    # 32-byte register header
 _REV_HEAD = struct.Struct("<BBHHH")     # review header, 8 bytes
 _REV_CAND = struct.Struct("<BBBBIQQ")   # review candidate header, 24 bytes
 _SET_HEAD = struct.Struct("<BBHI")      # or-set / grow-set header, 8 bytes
-_SET_ELEM = struct.Struct("<IHH")       # or-set element header, 8 bytes
+_SET_ELEM = struct.Struct("<IHHH")      # or-set element header, 10 bytes
+_WATERMARK = struct.Struct("<8sQQ")     # or-set watermark: node, seq, hlc
 _TAG = struct.Struct("<QQB")            # or-set live tag: epoch, hlc, op id length
 _TOMB = struct.Struct("<QB")            # tombstone: remover's hlc, op id length
 _GROW_ELEM = struct.Struct("<IQQB")     # grow element: length, epoch, hlc, op id length
@@ -369,23 +373,84 @@ def _merge_review(rec, op):
 
 
 # --------------------------------------------------------------------------------------------
-# Observed-remove set: per element, live add tags (the adding op's id, with its bound epoch
-# and hlc) and tombstones of removed tags. A remove names the tags its writer observed, so a
-# concurrent add (a tag it did not see) survives: add wins.
+# Observed-remove set. Per element: live add tags (the adding op's id, with its bound epoch and
+# hlc), tombstones of killed *plain* tags and watermarks of killed *sequenced* tags. An op kills
+# exactly the tags its writer observed, so a concurrent add (a tag it did not see) survives:
+# add wins.
+#
+# Sequenced tags. A store generates op ids ``<node>-<seq>`` (``stamp_ops``): the node, 8
+# lowercase hex digits, and the store's dense log sequence number in lowercase hex without
+# leading zeros. Within one node, seq order is that node's own causal order: when a store
+# accepts its op (node, s) it has applied every op of its own with a smaller seq, and an add
+# binds every live tag of its elements (below). So an op that observed (node, s) on an element
+# may kill every (node, s') with s' <= s there too: each of those is dead already, or killed
+# by (node, s) itself, or by an op the node applied before (node, s). Those kills fold into one
+# *watermark* per node and element, the greatest seq killed and the greatest killer's hlc:
+# bounded by the number of stores however often an element is re-added and removed. Any other
+# tag (a client-supplied op id, a promotion's part ``parent/3``) is plain: it is killed by a
+# tombstone of its own. Compaction drops both kinds once causally stable (``compact_record``).
+#
+# An add supersedes the tags of its elements that it observed: re-adding a present element
+# replaces its tag instead of piling up one more, and a concurrent remove, which cannot have
+# observed the new tag, still loses to it (add wins).
+#
+# Observing is a join: per element, tombstones keep their greatest hlc, watermarks their
+# greatest seq and hlc, and the live tags are the union of the adds minus every dead tag (a
+# tag is dead when tombstoned or under its node's watermark; an add whose tag is dead arrives
+# dead). So the merge stays commutative, associative and idempotent.
+
+_SEQUENCED = re.compile(rb"([0-9a-f]{8})-([1-9a-f][0-9a-f]{0,15})")
+
+
+def _sequenced(tag):
+    """``(node, seq)`` of a store-generated op id (as bytes), or None for a plain one."""
+    m = _SEQUENCED.fullmatch(tag)
+    return None if m is None else (m.group(1), int(m.group(2), 16))
+
+
+def _dead(tag, tombs, wms):
+    """Whether ``tag`` is dead on an element: tombstoned, or under its node's watermark."""
+    if tag in tombs:
+        return True
+    s = _sequenced(tag)
+    return s is not None and s[0] in wms and s[1] <= wms[s[0]][0]
+
+
+def _raise_watermark(wms, node, seq, hlc):
+    old = wms.get(node)
+    wms[node] = (seq, hlc) if old is None else (max(old[0], seq), max(old[1], hlc))
+
+
+def _kill(tombs, wms, tag, hlc):
+    """An op stamped ``hlc`` observed ``tag``: raise its node's watermark, or tombstone it."""
+    s = _sequenced(tag)
+    if s is None:
+        if tombs.get(tag, -1) < hlc:
+            tombs[tag] = hlc
+    else:
+        _raise_watermark(wms, s[0], s[1], hlc)
+
+
+def _drop_dead(entry):
+    live, tombs, wms = entry
+    for t in [t for t in live if _dead(t, tombs, wms)]:
+        del live[t]
 
 
 def _decode_orset(rec):
+    """``{element: (live {tag: (epoch, hlc)}, tombstones {tag: hlc}, watermarks {node: (seq,
+    hlc)})}``."""
     elems = {}
     if rec is None:
         return elems
     _, _, _, n = _SET_HEAD.unpack_from(rec)
     pos = _SET_HEAD.size
     for _ in range(n):
-        elen, nlive, ntomb = _SET_ELEM.unpack_from(rec, pos)
+        elen, nlive, ntomb, nwm = _SET_ELEM.unpack_from(rec, pos)
         pos += _SET_ELEM.size
         elem = rec[pos:pos + elen]
         pos += elen
-        live, tombs = {}, {}
+        live, tombs, wms = {}, {}, {}
         for _ in range(nlive):
             epoch, hlc, olen = _TAG.unpack_from(rec, pos)
             pos += _TAG.size
@@ -396,7 +461,11 @@ def _decode_orset(rec):
             pos += _TOMB.size
             tombs[rec[pos:pos + olen]] = hlc
             pos += olen
-        elems[elem] = (live, tombs)
+        for _ in range(nwm):
+            node, seq, hlc = _WATERMARK.unpack_from(rec, pos)
+            pos += _WATERMARK.size
+            wms[node] = (seq, hlc)
+        elems[elem] = (live, tombs, wms)
     return elems
 
 
@@ -404,11 +473,11 @@ def _encode_orset(elems):
     body = []
     n = 0
     for elem in sorted(elems):
-        live, tombs = elems[elem]
-        if not live and not tombs:
+        live, tombs, wms = elems[elem]
+        if not live and not tombs and not wms:
             continue
         n += 1
-        body.append(_SET_ELEM.pack(len(elem), len(live), len(tombs)))
+        body.append(_SET_ELEM.pack(len(elem), len(live), len(tombs), len(wms)))
         body.append(elem)
         for op_id in sorted(live):
             epoch, hlc = live[op_id]
@@ -417,38 +486,67 @@ def _encode_orset(elems):
         for op_id in sorted(tombs):
             body.append(_TOMB.pack(tombs[op_id], len(op_id)))
             body.append(op_id)
+        for node in sorted(wms):
+            body.append(_WATERMARK.pack(node, *wms[node]))
     return _SET_HEAD.pack(FORMAT_VERSION, ORSET, 0, n) + b"".join(body)
 
 
+def _bind_observed(elems, ebytes, supplied, own):
+    """What an op observed, per element of ``ebytes``: the element's live tags in this
+    record (the origin's), sorted; none of an element the record does not have.
+
+    A client-supplied list (``supplied``, one list per element) is cut down to the tags live
+    here: a client cannot kill what the accepting store does not hold (a crafted id such as
+    ``deadbeef-ffffffffffff`` would otherwise raise that node's watermark and kill its future
+    adds for good). ``own``, an add's own tag, is never observed: an op cannot see itself.
+    """
+    out = []
+    for elem, names in zip(ebytes, [None] * len(ebytes) if supplied is None else supplied):
+        live = elems[elem][0] if elem in elems else {}
+        if names is None:
+            seen = [t for t in live if t != own]
+        else:
+            wanted = {t.encode() for t in names}
+            seen = [t for t in live if t != own and t in wanted]
+        out.append([t.decode() for t in sorted(seen)])
+    return out
+
+
 def _merge_orset(rec, op):
+    """Bind (at the origin: the add's epoch; an unset's elements, every element with a live
+    tag; every op's ``observed``, see ``_bind_observed``), then kill what the op observed and,
+    for an add, add its tag to each of its elements unless that tag is dead there.
+
+    Only a remove's ``observed`` may come from the client (cut down to what is live here);
+    an add always observes every live tag of its elements, whatever it carried unbound."""
     elems = _decode_orset(rec)
-    d = op.entity_epoch
     op.prev = None
     tag = op.op_id.encode()
-    if op.type == ADD_ELEMENTS:
-        if not op.bound:
-            op.epoch = d
-            op.bound = True
+    adding = op.type == ADD_ELEMENTS
+    if not op.bound:
+        if adding:
+            op.epoch = op.entity_epoch
+        elif op.type == UNSET_FIELD:
+            op.ebytes = [e for e in sorted(elems) if elems[e][0]]
+            op.elements = [msgpack.unpackb(e) for e in op.ebytes]
+        # an add's context is always this record's: only a remove takes a client's list
+        op.observed = (_bind_observed(elems, op.ebytes, None, tag) if adding else
+                       _bind_observed(elems, op.ebytes, op.observed, None))
+        op.bound = True
+    touched = []
+    for elem, observed in zip(op.ebytes, op.observed or ()):
+        entry = elems.setdefault(elem, ({}, {}, {}))
+        for t in observed:
+            _kill(entry[1], entry[2], t.encode(), op.hlc)
+        touched.append(entry)
+    if adding:
         for elem in op.ebytes:
-            live, tombs = elems.setdefault(elem, ({}, {}))
-            if tag not in tombs:
-                live[tag] = (op.epoch, op.hlc)
-    else:  # remove_elements, or unset_field: remove everything observed
-        if not op.bound:
-            if op.type == UNSET_FIELD:
-                op.ebytes = [e for e in sorted(elems) if elems[e][0]]
-                op.elements = [msgpack.unpackb(e) for e in op.ebytes]
-            if op.observed is None:
-                op.observed = [sorted(i.decode() for i in elems[e][0]) if e in elems else []
-                               for e in op.ebytes]
-            op.bound = True
-        for elem, observed in zip(op.ebytes, op.observed):
-            live, tombs = elems.setdefault(elem, ({}, {}))
-            for t in observed:
-                t = t.encode()
-                live.pop(t, None)
-                if tombs.get(t, -1) < op.hlc:
-                    tombs[t] = op.hlc
+            entry = elems.setdefault(elem, ({}, {}, {}))
+            if not _dead(tag, entry[1], entry[2]):
+                entry[0][tag] = (op.epoch, op.hlc)
+            touched.append(entry)
+    for entry in touched:
+        _drop_dead(entry)
     return _encode_orset(elems)
 
 
@@ -549,16 +647,17 @@ def join(a, b):
         return _encode_review(*_join_review_parts(ca, ta, cb, tb))
     if kind == ORSET:
         ea, eb = _decode_orset(a), _decode_orset(b)
-        for elem, (live_b, tombs_b) in eb.items():
-            live, tombs = ea.setdefault(elem, ({}, {}))
+        for elem, (live_b, tombs_b, wms_b) in eb.items():
+            entry = live, tombs, wms = ea.setdefault(elem, ({}, {}, {}))
             for t, hlc in tombs_b.items():
                 if tombs.get(t, -1) < hlc:
                     tombs[t] = hlc
+            for node, (seq, hlc) in wms_b.items():
+                _raise_watermark(wms, node, seq, hlc)
             for t, mark in live_b.items():
                 if live.get(t, mark) <= mark:
                     live[t] = mark
-            for t in [t for t in live if t in tombs]:
-                del live[t]
+            _drop_dead(entry)
         return _encode_orset(ea)
     if kind == GROW:
         ea, eb = _decode_grow(a), _decode_grow(b)
@@ -594,7 +693,7 @@ def resolve_record(rec, d):
         return True, best[2], (hlc, actor.decode(), op_id.decode(), bool(best[1] & F_OVERRIDE))
     if kind == ORSET:
         out, latest = [], None
-        for elem, (live, _) in sorted(_decode_orset(rec).items()):
+        for elem, (live, _, _) in sorted(_decode_orset(rec).items()):
             marks = [(hlc, op_id) for op_id, (epoch, hlc) in live.items() if epoch >= d]
             if marks:
                 out.append(elem)
@@ -631,8 +730,14 @@ def review_candidates(rec, d):
 
 def compact_record(rec, horizon, d):
     """Drop what is causally stable (older than ``horizon``) and cannot change the resolved
-    state any more: tombstones, unset registers, and anything hidden behind an entity delete
-    marker ``d`` older than the horizon. Returns the new record, or None to delete it."""
+    state any more: tombstones and or-set watermarks, unset registers, and anything hidden
+    behind an entity delete marker ``d`` older than the horizon. Returns the new record, or
+    None to delete it.
+
+    NOTE: a watermark goes as a tombstone does. Every tag it kills belongs to an op its node
+    stamped before the tag some op with the watermark's hlc observed, so that op is older than
+    the horizon too: it has arrived here, and elsewhere it is refused from now on.
+    """
     kind = rec[1]
     hidden_below = d if 0 < d < horizon else 0
     if kind in (LWW, MAX, MIN):
@@ -649,10 +754,11 @@ def compact_record(rec, horizon, d):
         return _encode_review(cands, tombs) if cands or tombs else None
     if kind == ORSET:
         elems = {}
-        for elem, (live, tombs) in _decode_orset(rec).items():
+        for elem, (live, tombs, wms) in _decode_orset(rec).items():
             live = {t: m for t, m in live.items() if m[0] >= hidden_below}
             tombs = {t: h for t, h in tombs.items() if h >= horizon}
-            elems[elem] = (live, tombs)
+            wms = {n: m for n, m in wms.items() if m[1] >= horizon}
+            elems[elem] = (live, tombs, wms)
         out = _encode_orset(elems)
         return out if _SET_HEAD.unpack_from(out)[3] else None
     if kind == GROW:

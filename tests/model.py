@@ -90,18 +90,28 @@ def _field(merge, ops, d):
         win = max(live, key=_order)
         return (False, None) if win.type == UNSET_FIELD else (True, win.value)
     if merge == "set":
-        removed = set()
+        # An add's tag is removed when some op observed it on that element (adds observe too:
+        # they supersede what they saw), or observed a later tag of the same store there.
+        named, latest = set(), {}
         for op in ops:
-            if op.type in (REMOVE, UNSET_FIELD):
+            if op.type in (ADD, REMOVE, UNSET_FIELD) and op.observed:
                 for elem, tags in zip(op.elements, op.observed):
                     for t in tags:
-                        removed.add((_b(elem), t))
+                        named.add((_b(elem), t))
+                        node, seq = _store_seq(t)
+                        if node is not None:
+                            key = (_b(elem), node)
+                            latest[key] = max(latest.get(key, 0), seq)
         present = {}
         for op in ops:
             if op.type == ADD and op.epoch >= d:
+                node, seq = _store_seq(op.op_id)
                 for elem in op.elements:
-                    if (_b(elem), op.op_id) not in removed:
-                        present[_b(elem)] = elem
+                    if (_b(elem), op.op_id) in named:
+                        continue
+                    if node is not None and seq <= latest.get((_b(elem), node), 0):
+                        continue
+                    present[_b(elem)] = elem
         if not present:
             return False, None
         return True, _sorted(present.values())
@@ -115,6 +125,16 @@ def _field(merge, ops, d):
             return False, None
         return True, _sorted(present.values())
     raise ValueError(merge)
+
+
+def _store_seq(op_id):
+    """(node, seq) of an op id a store generated (``<8 hex>-<hex seq>``), else (None, None)."""
+    node, dash, seq = op_id.partition("-")
+    hexdigits = set("0123456789abcdef")
+    if (dash and len(node) == 8 and set(node) <= hexdigits and 1 <= len(seq) <= 16
+            and set(seq) <= hexdigits and seq[0] != "0"):
+        return node, int(seq, 16)
+    return None, None
 
 
 def _b(value):

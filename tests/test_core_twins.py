@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import itertools
 import math
 import os
 import struct
@@ -487,16 +488,20 @@ def test_orset_concurrent_add_wins(core):
     assert elements_of(core, one) == ["x"]
 
 
-def test_orset_remove_before_add(core):
-    r = remove(core, "r1", 30, "x", observed=[["a1"]])
+def test_orset_remove_before_add_of_a_plain_tag(core):
+    # a remove replayed from another store's log, before the add it observed
+    r = remove(core, "r1", 30, "x", observed=[["a1"]], bound=True)
     rec = core.merge_op(None, r)
     rec = core.merge_op(rec, add(core, "a1", 10, "x"))
     assert elements_of(core, rec) == []
     assert core.resolve_record(rec, 0) == (False, None, None)
+    assert orset_layout(rec) == {"x": ({}, {"a1": 30}, {})}  # the tombstone stays
 
 
 def test_orset_unset_removes_everything_observed(core):
-    rec = apply(core, None, add(core, "a1", 10, "x", "y"), add(core, "a2", 11, "y", 3))
+    # a2 did not see a1 (concurrent, replayed): "y" has both tags
+    rec = apply(core, None, add(core, "a1", 10, "x", "y"),
+                add(core, "a2", 11, "y", 3, bound=True, epoch=0, observed=[[], []]))
     u = make_op(core, op_id="u", hlc=20, kind=P.ORSET, type=P.UNSET_FIELD)
     rec = core.merge_op(rec, u)
     assert u.ebytes == sorted(packed(e) for e in ("x", "y", 3))
@@ -504,6 +509,211 @@ def test_orset_unset_removes_everything_observed(core):
     assert u.observed == [["a1"] if e != packed(3) and e != packed("y") else
                           (["a2"] if e == packed(3) else ["a1", "a2"]) for e in u.ebytes]
     assert elements_of(core, rec) == []
+
+
+# Or-set tags of the ids stores generate (``<node>-<seq in hex>``): watermarks.
+
+S, T = "0badf00d", "5ca1ab1e"  # two stores' node ids
+
+
+def sid(node, seq):
+    """The op id store ``node`` gives its op of sequence number ``seq``."""
+    return f"{node}-{seq:x}"
+
+
+def orset_layout(rec):
+    """An or-set record read by FORMAT.md alone (not by either twin): ``{element: (live
+    {tag: (epoch, hlc)}, tombstones {tag: hlc}, watermarks {node: (seq, hlc)})}``, checking
+    the canonical order and that nothing is left over."""
+    version, kind, reserved, n = struct.unpack_from("<BBHI", rec)
+    assert (version, kind, reserved) == (1, P.ORSET, 0)
+    pos, out, last = 8, {}, None
+    for _ in range(n):
+        elen, nlive, ntomb, nwm = struct.unpack_from("<IHHH", rec, pos)
+        pos += 10
+        elem = rec[pos:pos + elen]
+        pos += elen
+        assert last is None or elem > last
+        last = elem
+        live, tombs, wms = {}, {}, {}
+        for _ in range(nlive):
+            epoch, hlc, olen = struct.unpack_from("<QQB", rec, pos)
+            live[rec[pos + 17:pos + 17 + olen].decode()] = (epoch, hlc)
+            pos += 17 + olen
+        for _ in range(ntomb):
+            hlc, olen = struct.unpack_from("<QB", rec, pos)
+            tombs[rec[pos + 9:pos + 9 + olen].decode()] = hlc
+            pos += 9 + olen
+        for _ in range(nwm):
+            node, seq, hlc = struct.unpack_from("<8sQQ", rec, pos)
+            wms[node.decode()] = (seq, hlc)
+            pos += 24
+        assert list(live) == sorted(live, key=str.encode)
+        assert list(tombs) == sorted(tombs, key=str.encode)
+        assert list(wms) == sorted(wms)
+        assert live or tombs or wms
+        out[msgpack.unpackb(elem)] = (live, tombs, wms)
+    assert pos == len(rec)
+    return out
+
+
+def test_orset_re_adding_an_element_keeps_one_live_tag(core):
+    """A reconcile loop: the same element asserted over and over by one store."""
+    rec, sizes = None, []
+    for seq in range(1, 201):
+        op = add(core, sid(S, seq), 100 + seq, "10.0.1.5")
+        rec = core.merge_op(rec, op)
+        assert op.observed == ([[sid(S, seq - 1)]] if seq > 1 else [[]])
+        sizes.append(len(rec))
+    assert orset_layout(rec) == {"10.0.1.5": ({sid(S, 200): (0, 300)}, {}, {S: (199, 300)})}
+    assert len(set(sizes[1:])) <= 2  # one tag and one watermark (seq 1..f, then 10..c8)
+    assert sizes[-1] < 80
+    # plain tags (client ids) are superseded too, each leaving a tombstone until compaction
+    for i, op_id in enumerate(["deploy-1", "deploy-2"]):
+        rec = core.merge_op(rec, add(core, op_id, 400 + i, "10.0.1.5"))
+    assert orset_layout(rec) == {"10.0.1.5": ({"deploy-2": (0, 401)}, {"deploy-1": 401},
+                                              {S: (200, 400)})}
+    assert core.compact_record(rec, 402, 0) == core.merge_op(
+        None, add(core, "deploy-2", 401, "10.0.1.5"))
+    assert elements_of(core, rec) == ["10.0.1.5"]
+
+
+def test_orset_an_unbound_add_applied_twice_changes_nothing(core):
+    rec = apply(core, None, add(core, sid(S, 1), 10, "x"), add(core, sid(T, 4), 11, "y"))
+    op = add(core, sid(T, 4), 11, "y")
+    assert core.merge_op(rec, op) == rec  # an add never observes its own tag
+    assert op.observed == [[]]
+
+
+def test_orset_remove_before_add_of_a_sequenced_tag(core):
+    # replayed: a remove that observed S's op 5 on "x" arrives first
+    rec = core.merge_op(None, remove(core, "r1", 50, "x", observed=[[sid(S, 5)]], bound=True))
+    assert orset_layout(rec) == {"x": ({}, {}, {S: (5, 50)})}
+    for seq in (5, 3):  # the add it observed, and an earlier one of the same store: dead
+        rec = core.merge_op(rec, add(core, sid(S, seq), 10 + seq, "x"))
+        assert elements_of(core, rec) == []
+    rec = core.merge_op(rec, add(core, sid(S, 6), 60, "x"))  # a later one: alive
+    # another store's, replayed (it saw nothing): alive
+    rec = core.merge_op(rec, add(core, sid(T, 2), 20, "x", bound=True, epoch=0,
+                                 observed=[[]]))
+    assert orset_layout(rec) == {"x": ({sid(S, 6): (0, 60), sid(T, 2): (0, 20)}, {},
+                                       {S: (5, 50)})}
+
+
+def test_orset_watermark_kills_older_tags_of_the_same_node(core):
+    # three adds of "x" no one op observed together (replayed: each saw nothing)
+    seen_nothing = {"bound": True, "epoch": 0, "observed": [[]]}
+    rec = apply(core, None, add(core, sid(S, 1), 10, "x", **seen_nothing),
+                add(core, sid(S, 3), 12, "x", **seen_nothing),
+                add(core, sid(T, 2), 11, "x", **seen_nothing),
+                add(core, sid(S, 0x10), 13, "y", **seen_nothing))
+    # a remove that names S's op 3 on "x" also kills S's op 1 there, not T's, not on "y"
+    r = remove(core, "r", 30, "x", observed=[[sid(S, 3)]], bound=True)
+    rec = core.merge_op(rec, r)
+    assert orset_layout(rec) == {"x": ({sid(T, 2): (0, 11)}, {}, {S: (3, 30)}),
+                                 "y": ({sid(S, 0x10): (0, 13)}, {}, {})}
+    # a later watermark of the same node raises it: the greatest seq, the greatest hlc
+    rec = core.merge_op(rec, remove(core, "r2", 25, "x", observed=[[sid(S, 9)]], bound=True))
+    rec = core.merge_op(rec, remove(core, "r3", 40, "x", observed=[[sid(S, 2)]], bound=True))
+    assert orset_layout(rec)["x"][2] == {S: (9, 40)}
+    # seq order is numeric, not textual: 0x10 > 9
+    rec = core.merge_op(rec, add(core, sid(S, 0x10), 41, "x"))
+    assert sid(S, 0x10) in orset_layout(rec)["x"][0]
+
+
+def test_orset_ids_that_only_look_sequenced_are_plain(core):
+    plain = [f"{S}-0", f"{S}-01", S.upper() + "-1", f"{S}-1{'f' * 16}", f"{S}-1-2",
+             f"{S}x-1", f"{S}-g", f"{S}-"]
+    for op_id in plain:
+        rec = core.merge_op(None, remove(core, "r", 30, "x", observed=[[op_id]], bound=True))
+        assert orset_layout(rec) == {"x": ({}, {op_id: 30}, {})}, op_id
+    top = f"{S}-{'f' * 16}"  # the greatest sequence number there is
+    rec = core.merge_op(None, remove(core, "r", 30, "x", observed=[[top]], bound=True))
+    assert orset_layout(rec) == {"x": ({}, {}, {S: ((1 << 64) - 1, 30)})}
+
+
+def test_orset_concurrent_add_survives_a_remove(core):
+    base = core.merge_op(None, add(core, sid(S, 1), 10, "x"))
+    r = remove(core, sid(T, 7), 30, "x")
+    core.merge_op(base, r)
+    assert r.observed == [[sid(S, 1)]]
+    # concurrent with the remove: a re-add at S (superseding S-1) and an add at T
+    readd = add(core, sid(S, 2), 20, "x")
+    core.merge_op(base, readd)
+    assert readd.observed == [[sid(S, 1)]]
+    other = add(core, sid(T, 3), 25, "x", bound=True, epoch=0, observed=[[]])
+    ops = [r, readd, other]
+    results = set()
+    for order in itertools.permutations(ops):
+        results.add(apply(core, base, *[make_op(core, **_desc(op)) for op in order]))
+    [rec] = results
+    assert elements_of(core, rec) == ["x"]
+    assert orset_layout(rec) == {"x": ({sid(S, 2): (0, 20), sid(T, 3): (0, 25)}, {},
+                                       {S: (1, 30)})}
+
+
+def test_orset_client_observed_is_filtered_to_live_tags(core):
+    rec = apply(core, None, add(core, sid(S, 1), 10, "x"), add(core, "mine", 11, "y"))
+    crafted = f"deadbeef-{'f' * 12}"
+    r = remove(core, "r", 30, "x", "y", "z",
+               observed=[[crafted, sid(S, 1), sid(S, 9)], ["gone", "mine", "mine"], ["a"]])
+    rec = core.merge_op(rec, r)
+    assert r.observed == [[sid(S, 1)], ["mine"], []]
+    assert orset_layout(rec) == {"x": ({}, {}, {S: (1, 30)}), "y": ({}, {"mine": 30}, {})}
+    # the store whose id was forged still adds "x" and "z"
+    rec = core.merge_op(rec, add(core, "deadbeef-5", 40, "x", "z"))
+    assert elements_of(core, rec) == ["x", "z"]
+
+
+def test_orset_join_merges_watermarks(core):
+    seen_nothing = {"bound": True, "epoch": 0, "observed": [[]]}
+    adds = [add(core, sid(S, i), 10 + i, "x", **seen_nothing) for i in (1, 4, 6)]
+    a = apply(core, None, *adds, remove(core, "r1", 50, "x", observed=[[sid(S, 4)]],
+                                        bound=True))
+    b = apply(core, None, remove(core, "r2", 40, "x", observed=[[sid(S, 6)]], bound=True),
+              add(core, sid(T, 1), 30, "x"))
+    j = core.join(a, b)
+    assert j == core.join(b, a)
+    assert orset_layout(j) == {"x": ({sid(T, 1): (0, 30)}, {}, {S: (6, 50)})}
+    everything = apply(core, None, *[make_op(core, **_desc(op)) for op in adds],
+                       remove(core, "r1", 50, "x", observed=[[sid(S, 4)]], bound=True),
+                       remove(core, "r2", 40, "x", observed=[[sid(S, 6)]], bound=True),
+                       add(core, sid(T, 1), 30, "x", **seen_nothing))
+    assert j == everything
+
+
+def test_orset_compaction_drops_stable_watermarks(core):
+    rec = apply(core, None, add(core, sid(S, 1), 10, "x"), add(core, sid(S, 2), 20, "x", "y"))
+    rec = core.merge_op(rec, remove(core, sid(S, 3), 30, "y"))
+    assert orset_layout(rec) == {"x": ({sid(S, 2): (0, 20)}, {}, {S: (1, 20)}),
+                                 "y": ({}, {}, {S: (2, 30)})}
+    assert core.compact_record(rec, 20, 0) == rec
+    assert orset_layout(core.compact_record(rec, 21, 0)) == {
+        "x": ({sid(S, 2): (0, 20)}, {}, {}), "y": ({}, {}, {S: (2, 30)})}
+    assert orset_layout(core.compact_record(rec, 31, 0)) == {"x": ({sid(S, 2): (0, 20)}, {},
+                                                                   {})}
+    gone = core.merge_op(rec, remove(core, sid(S, 4), 40, "x"))
+    assert orset_layout(core.compact_record(gone, 31, 0)) == {"x": ({}, {}, {S: (2, 40)})}
+    assert core.compact_record(gone, 41, 0) is None
+
+
+def test_orset_watermark_records_are_the_same_bytes_on_both_twins():
+    """The same ops give FORMAT.md's bytes, written out by hand here, on both twins."""
+    out = {}
+    for name, t in TWINS.items():
+        rec = apply(t, None, add(t, sid(S, 1), 10, "x"), add(t, "p", 11, "x"),
+                    add(t, sid(T, 2), 12, "x", bound=True, epoch=0, observed=[[]]))
+        rec = t.merge_op(rec, remove(t, "r", 20, "x", observed=[[sid(S, 1), "p"]],
+                                     bound=True))
+        out[name] = rec
+    elem = packed("x")
+    tag = sid(T, 2).encode()
+    expected = (struct.pack("<BBHI", 1, P.ORSET, 0, 1)
+                + struct.pack("<IHHH", len(elem), 1, 1, 1) + elem
+                + struct.pack("<QQB", 0, 12, len(tag)) + tag
+                + struct.pack("<QB", 20, 1) + b"p"
+                + struct.pack("<8sQQ", S.encode(), 1, 20))
+    assert out["c"] == out["py"] == expected
 
 
 def test_orset_entity_marker_hides_older_adds(core):
@@ -638,7 +848,10 @@ def test_decode_entry_errors_match(data):
 # Hypothesis: random op streams give the same bytes and the same bound context on both twins
 
 ACTORS = ["alice", "bob", "", "zoë"]
-OP_IDS = [f"op{i}" for i in range(10)] + ["op1x", "é"]
+OP_IDS = ([f"op{i}" for i in range(10)] + ["op1x", "é"]
+          # ids as stores generate them (or-set watermarks), and look-alikes that are plain
+          + ["0badf00d-1", "0badf00d-2", "0badf00d-a", "0badf00d-10", "0badf00d-" + "f" * 16,
+             "5ca1ab1e-1", "5ca1ab1e-3", "0badf00d-01", "0BADF00D-2", "0badf00d-1" + "0" * 16])
 ELEMENTS = [packed(e) for e in (1, 2, 300, -1, "x", "y", "long-element-name", b"z", None,
                                 [1, 2])]
 HLCS = st.one_of(st.integers(1, 40), st.integers(1, HLC_MAX))
@@ -696,6 +909,9 @@ def op_descs(draw, kind, *, laws=False):
         if d["type"] == P.REMOVE_ELEMENTS and draw(st.booleans()):
             n = len(d["ebytes"]) if laws else draw(st.integers(0, 5))
             d["observed"] = draw(st.lists(ID_LISTS, min_size=n, max_size=n))
+        elif not laws and d["type"] != P.REMOVE_ELEMENTS and draw(st.integers(0, 4)) == 0:
+            # (the engine never sends these; the core must still agree on them)
+            d["observed"] = draw(st.lists(ID_LISTS, max_size=4))
     elif kind == P.GROW:
         d["type"] = P.ADD_ELEMENTS
         d["ebytes"] = draw(element_lists())
@@ -709,6 +925,8 @@ def op_descs(draw, kind, *, laws=False):
             if kind == P.ORSET:
                 d.setdefault("ebytes", draw(element_lists()))
                 d.setdefault("observed", [draw(ID_LISTS) for _ in d["ebytes"]])
+        elif kind == P.ORSET and draw(st.booleans()):  # an add that observed (or, None, not)
+            d["observed"] = [draw(ID_LISTS) for _ in d["ebytes"]]
     return d
 
 

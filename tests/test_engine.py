@@ -123,7 +123,8 @@ def test_or_set_add_wins_over_concurrent_remove(engine):
     engine.apply([remove_op("service.s", "ports", 80)], ZARA)
     assert value(engine, "service.s", "ports") == [443]
     [added] = engine.apply([add_op("service.s", "ports", 443)], CI)
-    # a remove that observed only the first add of 443 leaves the concurrent one alive
+    # CI's re-add superseded the first add of 443: a remove naming only that one (no longer
+    # live here, so dropped from its observed) leaves 443 in
     first_tag = [op for op in engine.log(entity="service.s")
                  if op.elements == [80, 443]][0].op_id
     engine.apply([remove_op("service.s", "ports", 443, observed=[[first_tag]])], ZARA)
@@ -132,6 +133,77 @@ def test_or_set_add_wins_over_concurrent_remove(engine):
     with pytest.raises(NotFound):
         engine.get("service.s", field="ports")
     assert added.seq > 0
+
+
+def _second_store(engine, tmp_path):
+    return Engine.init(str(tmp_path / "second"), str(EXAMPLE_SCHEMA), core=engine.core,
+                       sync=False)
+
+
+def _exchange(src, dst):
+    dst.apply_entries([entry for _, entry in src.entries()])
+
+
+def test_or_set_add_wins_across_stores(engine, tmp_path):
+    other = _second_store(engine, tmp_path)
+    try:
+        engine.apply([add_op("service.s", "ports", 443)], ZARA)
+        _exchange(engine, other)
+        # concurrently: a remove here, a re-add there (which supersedes the first add)
+        engine.apply([remove_op("service.s", "ports", 443)], ZARA)
+        other.apply([add_op("service.s", "ports", 443)], CI)
+        _exchange(engine, other)
+        _exchange(other, engine)
+        assert value(engine, "service.s", "ports") == value(other, "service.s", "ports") == [443]
+        assert engine.records() == other.records()
+        # a remove that saw the re-add removes it everywhere
+        engine.apply([remove_op("service.s", "ports", 443)], ZARA)
+        _exchange(engine, other)
+        for store in (engine, other):
+            with pytest.raises(NotFound):
+                store.get("service.s", field="ports")
+    finally:
+        other.close()
+
+
+def test_or_set_record_stays_small_under_a_reconcile_loop(engine):
+    """An operator re-asserting the same targets every minute: one tag per element."""
+    key = engine._key("production", "upstream.u", "targets")
+    sizes = []
+    for _ in range(50):
+        engine.apply([add_op("upstream.u", "targets", "10.0.1.5", "10.0.1.6")], CI)
+        with engine.store.read() as txn:
+            sizes.append(len(txn.get(key, db=engine.store.dbs["state"])))
+    assert max(sizes[1:]) - min(sizes[1:]) <= 2  # hex sequence numbers may grow by a digit
+    assert sizes[-1] < 160
+    assert value(engine, "upstream.u", "targets") == ["10.0.1.5", "10.0.1.6"]
+
+
+def test_client_observed_names_only_what_this_store_holds(engine, tmp_path):
+    other = _second_store(engine, tmp_path)
+    try:
+        engine.apply([add_op("service.s", "ports", 80)], ZARA)
+        # a remove naming a made-up future op of the other store: that part is dropped
+        forged = f"{other.node}-ffffffff"
+        engine.apply([remove_op("service.s", "ports", 80, observed=[[forged]])], ZARA)
+        assert value(engine, "service.s", "ports") == [80]
+        [entry] = [op for op in engine.log(entity="service.s") if op.type == 4]
+        assert entry.observed == [[]]
+        other.apply([add_op("service.s", "ports", 8080)], CI)
+        _exchange(other, engine)
+        assert value(engine, "service.s", "ports") == [80, 8080]
+    finally:
+        other.close()
+
+
+@pytest.mark.parametrize("op_id", ["0badf00d-1", "0badf00d-ffffffffffff"])
+def test_client_op_ids_in_the_stores_own_form_are_refused(engine, op_id):
+    with pytest.raises(ValidationError, match="reserved for the ids stores generate") as err:
+        engine.apply([add_op("service.s", "ports", 80, op_id=op_id)], ZARA)
+    assert err.value.field == "op_id"
+    # look-alikes are plain ids, and fine
+    for ok in ["0badf00d-01", "0BADF00D-1", "0badf00d-1x", "deploy-42"]:
+        engine.apply([add_op("service.s", "ports", 80, op_id=ok)], ZARA)
 
 
 def test_grow_set_refuses_removal(engine):

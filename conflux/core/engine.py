@@ -33,6 +33,10 @@ _HLC_AT = struct.Struct("<Q")
 _OP_KEYS = frozenset({"type", "entity_id", "field", "value", "elements", "env", "intent",
                       "op_id", "hlc", "base", "observed", "override", "signature", "key_id"})
 _MAX_OP_ID = 128
+# The op ids stores generate (``core.stamp_ops``): node id, dash, sequence number in hex. The
+# merge core reads an or-set tag of this form as the node's causal position (a remove that saw
+# it kills that node's earlier adds of the element too), so clients may not send one.
+_STORE_OP_ID = re.compile(r"[0-9a-f]{8}-[1-9a-f][0-9a-f]{0,15}")
 _MAX_INTENT = 4096
 
 _DEFAULT_CONFIG = """\
@@ -289,6 +293,10 @@ class Engine:
                     or not op_id.isprintable()):
                 raise ValidationError(f"{where}op_id must be a non-empty printable string of at "
                                       f"most {_MAX_OP_ID} bytes", field="op_id")
+            if _STORE_OP_ID.fullmatch(op_id):
+                raise ValidationError(f"{where}op_id {op_id!r}: ids of the form <node>-<seq> (8 "
+                                      "hex digits, a dash, hex digits) are reserved for the ids "
+                                      "stores generate; pick another form", field="op_id")
             op.op_id = op_id
         if raw.get("hlc") is not None:
             op.hlc = core.hlc_parse(raw["hlc"])
@@ -315,7 +323,14 @@ class Engine:
         return op
 
     def _field_op(self, op_type, env, entity_id, field_name, raw, where=""):
-        """A core ``Op`` for one entity or field, with value, kind and key material set."""
+        """A core ``Op`` for one entity or field, with value, kind and key material set.
+
+        A ``remove_elements`` may name the add tags it observed (``observed``, one list per
+        element); otherwise it observes every live tag, as an ``add_elements`` always does.
+        A client's list is only checked for shape here: when the op is accepted, the core
+        keeps just the tags live in this store's record of the element, so a client cannot
+        kill a tag this store does not hold (see ``_bind_observed`` in the core).
+        """
         core = self.core
         op = core.Op()
         op.type, op.env, op.entity = op_type, env, entity_id
@@ -408,15 +423,37 @@ class Engine:
         A bad operation refuses the whole batch, naming its index; nothing is written. An op
         whose op id is already in the log is acknowledged again without being applied twice.
         """
+        return self._write(self._maker(raw_ops, actor), dry_run=dry_run)
+
+    def _maker(self, raw_ops, actor):
+        """A function building the batch's ops afresh (validating them) on each call."""
         if not isinstance(raw_ops, list):
             raise ValidationError("a batch must be a list of operations")
         single = len(raw_ops) == 1
 
         def slow(raw, i):
             return self.prepare(raw, actor, "" if single else f"op {i}: ")
-        return self._write(
-            lambda: self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow),
-            dry_run=dry_run)
+        return lambda: self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow)
+
+    def validated(self, raw_ops: list[dict], actor: Actor):
+        """Validate a batch now, for a commit later (``commit_validated``): returns the maker
+        of its ops. Group commit validates each request's batch before queueing it, so a bad
+        batch fails alone."""
+        make = self._maker(raw_ops, actor)
+        first = [make()]
+        return lambda: first.pop() if first else make()
+
+    def commit_validated(self, makers) -> list:
+        """Commit several validated batches in one synced transaction, all or nothing;
+        returns each batch's acknowledgements."""
+        pending = [make() for make in makers]
+
+        def body(txn):
+            # run again after the map grew: build fresh ops (merging bound the first ones)
+            batches = pending[:] if pending else [make() for make in makers]
+            pending.clear()
+            return [self._commit(txn, ops, False) for ops in batches]
+        return self.store.write(body)
 
     def apply_entries(self, entries: list[bytes]) -> list[Ack]:
         """Apply op-log entries exported by another store (their context already bound).
