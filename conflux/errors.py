@@ -17,6 +17,8 @@ __all__ = [
     "ClockSkewError",
     "NotFound",
     "PreconditionFailed",
+    "AuthError",
+    "PermissionDenied",
     "StoreError",
     "CoreMissing",
 ]
@@ -89,6 +91,20 @@ class PreconditionFailed(InputError):
 
     http_status = 409
     code = "precondition_failed"
+
+
+class AuthError(InputError, PermissionError):
+    """No credentials, or credentials that match no configured API key or certificate."""
+
+    http_status = 401
+    code = "unauthorized"
+
+
+class PermissionDenied(InputError, PermissionError):
+    """The authenticated actor may not do this (RBAC); nothing was written."""
+
+    http_status = 403
+    code = "forbidden"
 
 
 class StoreError(ConfluxError, OSError):

@@ -165,7 +165,7 @@ def test_every_command_is_registered():
     names = command_names()
     assert len(names) == len(COMMANDS)
     assert set(names) == {"init", "set", "delete", "get", "log", "blame", "status", "promote",
-                          "conflicts", "resolve"}
+                          "conflicts", "resolve", "watch", "daemon", "auth", "rbac"}
 
 
 @pytest.mark.parametrize("name", command_names())

@@ -14,8 +14,8 @@ import sys
 from conflux import __version__
 from conflux.errors import ConfluxError
 
-from conflux.cli import (blame, conflicts, delete, get, init, log, promote, resolve, set as
-                         set_cmd, status)
+from conflux.cli import (auth, blame, conflicts, daemon, delete, get, init, log, promote,
+                         rbac, resolve, set as set_cmd, status, watch)
 
 __all__ = ["get_parser", "main", "run", "COMMANDS"]
 
@@ -45,7 +45,8 @@ class _Parser(argparse.ArgumentParser):
 
 
 #: Every command, in the order ``--help`` lists them.
-COMMANDS = (init, set_cmd, delete, get, log, blame, status, promote, conflicts, resolve)
+COMMANDS = (init, set_cmd, delete, get, log, blame, status, promote, conflicts, resolve, watch,
+            daemon, auth, rbac)
 
 
 def get_parser() -> argparse.ArgumentParser:
@@ -64,8 +65,19 @@ def get_parser() -> argparse.ArgumentParser:
     for module in COMMANDS:
         module.add_parser(sub)
     for command in sub.choices.values():
-        command.intermixed = True
+        _intermix(command)
     return parser
+
+
+def _intermix(parser: argparse.ArgumentParser) -> None:
+    """Intermixed parsing for every leaf command (``conflux rbac check``'s too): argparse
+    cannot intermix a parser that has subcommands of its own."""
+    nested = [action for action in parser._actions
+              if isinstance(action, argparse._SubParsersAction)]
+    parser.intermixed = not nested
+    for action in nested:
+        for command in action.choices.values():
+            _intermix(command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,6 +1,7 @@
 """conflux status: the state of the project at a glance."""
 
 from conflux.cli._output import add_json, open_engine, print_json
+from conflux.webhooks import describe_status
 
 
 def add_parser(sub):
@@ -33,3 +34,5 @@ def run(args):
     for v in engine.violations():
         print(f"  {v['env']}: {v['entity_id']}.{v['field']}: {v['message']}")
     print(f"milestone    {st['last_milestone'] or 'none yet'}")
+    if st.get("webhooks"):
+        print(f"webhooks     {describe_status(st['webhooks'])}")

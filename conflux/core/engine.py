@@ -25,10 +25,14 @@ from conflux.engine import core as default_core, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
 from conflux.schema import Schema, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
+from conflux.webhooks import webhook_status
 
 __all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR"]
 
 CONFLUX_DIR = ".conflux"
+#: The store's layout (tables, keys, log chunks, record format; engine/FORMAT.md). A store of
+#: another layout is refused at open rather than misread.
+STORE_LAYOUT = b"conflux-store-1"
 _HLC_AT = struct.Struct("<Q")
 _OP_KEYS = frozenset({"type", "entity_id", "field", "value", "elements", "env", "intent",
                       "op_id", "hlc", "base", "observed", "override", "signature", "key_id"})
@@ -163,8 +167,14 @@ class Engine:
         self.store = Store(os.path.join(self.root, "store"), sync=sync)
         with self.store.read() as txn:
             node = self.store.meta_get(txn, "node")
+            layout = self.store.meta_get(txn, "layout")
         if node is None:
             raise StoreError(f"the store in {self.root} was never initialised")
+        if layout != STORE_LAYOUT:
+            written = layout.decode() if layout else "none (a development build)"
+            raise StoreError(f"the store in {self.root} has layout {written}; this Conflux "
+                             f"reads {STORE_LAYOUT.decode()}: open it with the Conflux that "
+                             "wrote it, or start a new project with 'conflux init'")
         self.node = node.decode()
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
@@ -232,6 +242,7 @@ class Engine:
 
         def body(txn):
             store.meta_put(txn, "node", secrets.token_hex(4).encode())
+            store.meta_put(txn, "layout", STORE_LAYOUT)
             store.meta_put(txn, "schema_name", schema.name.encode())
         store.write(body)
         store.close()
@@ -597,7 +608,6 @@ class Engine:
         """
         core = self.core
         keys, groups, changed, markers = merged
-        conflicts = self.store.dbs["conflicts"]
         plans = self._plans
         touched: dict[tuple[str, str], set] = {}
         simple = []
@@ -652,8 +662,7 @@ class Engine:
     # -- reading ------------------------------------------------------------------------------
 
     def _env_levels(self, txn, env):
-        """(env, env id) up the inheritance chain, skipping environments never written."""
-        out = []
+        """(env, env id) up the inheritance chain."""
         return [(level, self._env_ids[level]) for level in self.schema.env_chain(env)]
 
     def _view(self, txn, env, entity_id, *, with_records=False) -> dict:
@@ -924,6 +933,7 @@ class Engine:
             n_conflicts = txn.stat(self.store.dbs["conflicts"])["entries"]
             n_violations = txn.stat(self.store.dbs["violations"])["entries"]
             n_records = txn.stat(self.store.dbs["state"])["entries"]
+            webhooks = webhook_status(self.store, txn)  # cursors and failures (webhooks.py)
         info = self.store.env.info()
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
@@ -932,7 +942,7 @@ class Engine:
             "compaction_horizon": core.hlc_format(horizon) if horizon else None,
             "environments": envs, "records": n_records, "conflicts": n_conflicts,
             "violations": n_violations, "store_map_bytes": info["map_size"],
-            "last_milestone": None,
+            "last_milestone": None, "webhooks": webhooks,
         }
 
     # -- promotion, resolution, compaction ----------------------------------------------------

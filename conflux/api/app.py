@@ -1,0 +1,74 @@
+"""``create_app``: the Falcon application of the daemon, wired once per worker process."""
+
+from __future__ import annotations
+
+import logging
+
+import falcon
+
+from conflux.api import resources, watch
+from conflux.api.media import write_body
+from conflux.api.openapi import openapi_document
+from conflux.errors import ConfluxError
+
+log = logging.getLogger("conflux.api")
+
+#: Bodies larger than this are refused with 413 (a 10,000-op JSON batch is about 1.5 MB).
+DEFAULT_BODY_LIMIT = 16 << 20
+
+
+def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY_LIMIT,
+               watch_poll_s: float = 0.05) -> falcon.App:
+    """The REST API over one opened ``Engine``.
+
+    ``access`` authenticates requests and authorises actions (``conflux.api.access``);
+    ``committer`` shares synced commits among concurrent requests (``GroupCommitter``); with
+    none, each request commits on its own.
+    """
+    app = falcon.App(middleware=[access.middleware()], cors_enable=False)
+    app.req_options.strip_url_path_trailing_slash = True
+    ctx = resources.Context(engine=engine, access=access, committer=committer,
+                            body_limit=body_limit)
+    routes = {
+        "/v1/health": resources.Health(ctx),
+        "/v1/openapi.json": resources.OpenApi(openapi_document()),
+        "/v1/ops": resources.Ops(ctx),
+        "/v1/state": resources.State(ctx),
+        "/v1/entities/{entity_id}": resources.Entity(ctx),
+        "/v1/blame/{entity_id}": resources.Blame(ctx),
+        "/v1/status": resources.Status(ctx),
+        "/v1/promote": resources.Promote(ctx),
+        "/v1/conflicts": resources.Conflicts(ctx),
+        "/v1/conflicts/resolve": resources.Resolve(ctx),
+        "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),
+    }
+    for path, resource in routes.items():
+        app.add_route(path, resource)
+    app.add_error_handler(Exception, _unexpected)
+    app.add_error_handler(falcon.HTTPError, _http_error)
+    app.add_error_handler(ConfluxError, _conflux_error)
+    app.set_error_serializer(_serialize_http_error)
+    return app
+
+
+def _conflux_error(req, resp, exc, params):
+    write_body(req, resp, exc.to_dict(), exc.http_status)
+
+
+def _http_error(req, resp, exc, params):
+    code = (exc.title or "error").lower().replace(" ", "_")
+    body = {"error": {"code": code, "message": exc.description or exc.title}}
+    write_body(req, resp, body, exc.status_code)
+    for name, value in (exc.headers or {}).items():
+        resp.set_header(name, value)
+
+
+def _serialize_http_error(req, resp, exc):
+    _http_error(req, resp, exc, None)
+
+
+def _unexpected(req, resp, exc, params):
+    # Nothing a client sends should land here; if it does, say so without leaking internals.
+    log.exception("unexpected error on %s %s", req.method, req.path)
+    write_body(req, resp, {"error": {"code": "internal",
+                                     "message": "internal error (logged by the daemon)"}}, 500)

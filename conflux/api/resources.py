@@ -1,0 +1,249 @@
+"""The REST resources: each parses, checks access, calls the engine once, and formats."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgpack
+
+from conflux.api.media import read_body, write_body
+from conflux.errors import InputError, ValidationError
+
+
+@dataclass
+class Context:
+    engine: object
+    access: object
+    committer: object
+    body_limit: int
+
+
+def _env(req, engine) -> str:
+    env = req.get_param("env") or engine.schema.base_env
+    engine.schema.env_chain(env)  # 404 for an unknown environment
+    return env
+
+
+def _flag(req, name: str) -> bool:
+    value = req.get_param(name)
+    if value is None:
+        return False
+    if value.lower() in ("1", "true", "yes"):
+        return True
+    if value.lower() in ("0", "false", "no"):
+        return False
+    raise InputError(f"{name} must be true or false, got {value!r}", field=name)
+
+
+def _int_param(req, name: str, default: int, low: int, high: int) -> int:
+    value = req.get_param(name)
+    if value is None:
+        return default
+    if not value.isdigit() or not low <= int(value) <= high:
+        raise InputError(f"{name} must be a whole number from {low} to {high}", field=name)
+    return int(value)
+
+
+class Health:
+    auth = False
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        engine = self.ctx.engine
+        write_body(req, resp, {"status": "ok", "core": engine.core.IMPLEMENTATION})
+
+
+class OpenApi:
+    auth = False
+
+    def __init__(self, document):
+        self.document = document
+
+    def on_get(self, req, resp):
+        write_body(req, resp, self.document)
+
+
+class Ops:
+    """``POST /v1/ops``: one op or ``{"ops": [...]}``, atomic; ``GET``: the log by sequence."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
+        if single:
+            raw_ops = [body]
+        else:
+            if set(body) != {"ops"} or not isinstance(body["ops"], list) or not body["ops"]:
+                raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',
+                                      field="ops")
+            raw_ops = body["ops"]
+        actor = req.context.actor
+        ctx.access.authorize_ops(actor, raw_ops, ctx.engine)
+        dry_run = _flag(req, "dry_run")
+        if ctx.committer is not None and not dry_run:
+            acks = ctx.committer.apply(raw_ops, actor)
+        else:
+            acks = ctx.engine.apply(raw_ops, actor, dry_run=dry_run)
+        core = ctx.engine.core
+        answers = [ack.to_dict(core) for ack in acks]
+        if dry_run:
+            for answer in answers:
+                answer["dry_run"] = True
+        write_body(req, resp, answers[0] if single else {"ops": answers})
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        ctx.access.authorize(req.context.actor, "read", "*", None, "*")
+        after = _int_param(req, "after", 0, 0, 2 ** 63)
+        limit = _int_param(req, "limit", 100, 1, 10_000)
+        ops = ctx.engine.log(start=after + 1, reverse=False, limit=limit)
+        entries = [log_entry(ctx.engine, op) for op in ops]
+        write_body(req, resp, {"ops": entries,
+                               "next": entries[-1]["seq"] if entries else after})
+
+
+def log_entry(engine, op) -> dict:
+    """One logged operation as the API shows it."""
+    core = engine.core
+    out = {"seq": op.seq, "op_id": op.op_id, "type": core.OP_NAMES[op.type], "env": op.env,
+           "entity_id": op.entity or None, "field": op.field or None, "actor": op.actor,
+           "actor_class": op.actor_class, "intent": op.intent,
+           "hlc": core.hlc_format(op.hlc), "override": op.override}
+    if op.value is not None:
+        out["value"] = op.value
+    if op.elements is not None:
+        out["elements"] = op.elements
+    if op.prev is not None:
+        out["previous"] = msgpack.unpackb(op.prev)
+    if op.children:
+        out["operations"] = [log_entry(engine, c) for c in op.children]
+    return out
+
+
+class State:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = _env(req, ctx.engine)
+        actor = req.context.actor
+        state = ctx.engine.state(env)
+        visible = {e: f for e, f in state.items()
+                   if ctx.access.allowed(actor, "read", e, None, env)}
+        write_body(req, resp, {"env": env, "entities": visible})
+
+
+def _fields(engine, fields) -> dict:
+    core = engine.core
+    return {name: {**item, "hlc": core.hlc_format(item["hlc"]) if item.get("hlc") else None}
+            for name, item in fields.items()}
+
+
+class Entity:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, entity_id):
+        ctx = self.ctx
+        env = _env(req, ctx.engine)
+        ctx.access.authorize(req.context.actor, "read", entity_id, None, env)
+        fields = ctx.engine.get(entity_id, env)
+        write_body(req, resp, {"entity_id": entity_id, "env": env,
+                               "fields": _fields(ctx.engine, fields)})
+
+
+class Blame:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, entity_id):
+        ctx = self.ctx
+        env = _env(req, ctx.engine)
+        ctx.access.authorize(req.context.actor, "read", entity_id, None, env)
+        fields = ctx.engine.blame(entity_id, env)
+        write_body(req, resp, {"entity_id": entity_id, "env": env,
+                               "fields": _fields(ctx.engine, fields)})
+
+
+class Status:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        status = self.ctx.engine.status()
+        status["violation_list"] = self.ctx.engine.violations()
+        status.pop("directory", None)  # a server path is not the client's business
+        write_body(req, resp, status)
+
+
+class Promote:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        if not isinstance(body, dict) or not {"from", "to"} <= set(body) or \
+                set(body) - {"from", "to", "entities", "intent", "dry_run"}:
+            raise ValidationError('promote takes {"from": ENV, "to": ENV, "entities": [...], '
+                                  '"intent": "..."}')
+        entities = body.get("entities")
+        if entities is not None and not (isinstance(entities, list) and
+                                         all(isinstance(e, str) for e in entities)):
+            raise ValidationError("entities must be a list of entity ids", field="entities")
+        for key in ("from", "to", "intent"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise ValidationError(f"{key} must be text", field=key)
+        actor = req.context.actor
+        ctx.access.rbac.require_promote(actor, body["to"], entities)
+        ack = ctx.engine.promote(body["from"], body["to"], entities or None, actor,
+                                 intent=body.get("intent") or "",
+                                 dry_run=bool(body.get("dry_run")))
+        write_body(req, resp, ack.to_dict(ctx.engine.core))
+
+
+class Conflicts:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = req.get_param("env")
+        if env is not None:
+            ctx.engine.schema.env_chain(env)
+        actor = req.context.actor
+        core = ctx.engine.core
+        found = [c | {"candidates": [x | {"hlc": core.hlc_format(x["hlc"])}
+                                     for x in c["candidates"]]}
+                 for c in ctx.engine.conflicts(env)
+                 if ctx.access.allowed(actor, "read", c["entity_id"], c["field"], c["env"])]
+        write_body(req, resp, {"conflicts": found})
+
+
+class Resolve:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        allowed = {"entity_id", "field", "value", "env", "intent"}
+        if not isinstance(body, dict) or not {"entity_id", "field", "value"} <= set(body) or \
+                set(body) - allowed:
+            raise ValidationError('resolve takes {"entity_id", "field", "value", "env", '
+                                  '"intent"}')
+        for key in ("entity_id", "field", "env", "intent"):
+            if body.get(key) is not None and not isinstance(body[key], str):
+                raise ValidationError(f"{key} must be text", field=key)
+        env = body.get("env") or ctx.engine.schema.base_env
+        ctx.access.authorize_ops(req.context.actor, [{**body, "type": "resolve", "env": env}],
+                                 ctx.engine)
+        ack = ctx.engine.resolve(body["entity_id"], body["field"], body["value"],
+                                 req.context.actor, env=env, intent=body.get("intent") or "")
+        write_body(req, resp, ack.to_dict(ctx.engine.core))

@@ -1,0 +1,42 @@
+"""conflux daemon: serve the REST API (gunicorn + Falcon)."""
+
+import os
+
+from conflux.cli._output import open_engine
+
+
+def add_parser(sub):
+    p = sub.add_parser("daemon", help="serve the REST API (gunicorn + Falcon)",
+                       description="Serve the project's REST API (SPEC §7) with gunicorn's "
+                                   "threaded workers. Clients authenticate with X-API-Key "
+                                   "(hashes in .conflux/api-keys.toml) or, with --client-ca, "
+                                   "a TLS client certificate; .conflux/rbac.toml, when present, "
+                                   "decides what each actor may do. SIGTERM finishes the "
+                                   "requests in flight, then stops.")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default "
+                                                          "127.0.0.1)")
+    p.add_argument("--port", type=int, default=9400, help="TCP port (default 9400)")
+    p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+    p.add_argument("--threads", type=int, default=8,
+                   help="request threads per worker (default 8)")
+    p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
+    p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
+    p.add_argument("--client-ca", metavar="PEM",
+                   help="require client certificates signed by this CA (mutual TLS)")
+    p.add_argument("--timeout", type=int, default=30,
+                   help="seconds a request may take, and SIGTERM's grace (default 30)")
+    p.add_argument("--access-log", metavar="FILE", help="write an access log ('-': stdout)")
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    from conflux.daemon import Daemon, daemon_options
+
+    options = daemon_options(host=args.host, port=args.port, workers=args.workers,
+                             threads=args.threads, tls_cert=args.tls_cert,
+                             tls_key=args.tls_key, client_ca=args.client_ca,
+                             timeout=args.timeout, access_log=args.access_log)
+    open_engine(args)  # fail here, with one clear line, if there is no project
+    args.engine.close()
+    args.engine = None
+    Daemon(os.path.abspath(args.dir), options).run()

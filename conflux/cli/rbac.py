@@ -1,0 +1,155 @@
+"""conflux rbac: inspect and check the access rules of .conflux/rbac.toml."""
+
+import os
+import re
+
+from conflux.actors import Actor
+from conflux.cli._output import add_json, print_json, table
+from conflux.core.engine import CONFLUX_DIR
+from conflux.errors import InputError
+from conflux.rbac import ACTIONS, RBAC_FILE, Rbac
+from conflux.schema import load_schema
+
+_ENTITY_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_.-]*")
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
+def add_parser(sub):
+    p = sub.add_parser("rbac", help="access control: list-roles, check, validate",
+                       description="Role-based access control from .conflux/rbac.toml: roles "
+                                   "with permissions on <entity>[/<field>][@<env>] patterns, "
+                                   "inheritance, and roles assigned by actor pattern. Once "
+                                   "the file exists whatever it does not grant is denied; "
+                                   "without it every authenticated actor may do everything.")
+    commands = p.add_subparsers(dest="rbac_command", metavar="SUBCOMMAND", required=True)
+
+    ls = commands.add_parser("list-roles", help="roles, what they inherit and may do",
+                             description="List every role: the roles it inherits, its "
+                                         "permissions (inherited ones marked with their "
+                                         "role) and the actor patterns it is assigned to.")
+    _add_file(ls)
+    add_json(ls)
+    ls.set_defaults(handler=run_list_roles)
+
+    ck = commands.add_parser("check", help="may ACTOR do ACTION on RESOURCE? (exit 0 allow, "
+                                           "1 deny)",
+                             description="Say whether ACTOR may do ACTION on RESOURCE and which "
+                                         "role grants it. Exit status 0 when allowed, 1 when "
+                                         "denied. RESOURCE is ENTITY[/FIELD][@ENV], e.g. "
+                                         "route.api/weight@production: without /FIELD it asks "
+                                         "about the entity as a whole, without @ENV about the "
+                                         "base environment; '*' as ENTITY or ENV asks about "
+                                         "every entity or environment.")
+    ck.add_argument("actor", metavar="ACTOR", help="[CLASS:]ID, e.g. autoscaler:autoscaler-7")
+    ck.add_argument("action", metavar="ACTION", help=", ".join(ACTIONS))
+    ck.add_argument("resource", metavar="RESOURCE", help="ENTITY[/FIELD][@ENV]")
+    _add_file(ck)
+    add_json(ck)
+    ck.set_defaults(handler=run_check)
+
+    va = commands.add_parser("validate", help="check an rbac.toml (exit 2 if it is wrong)",
+                             description="Check FILE (default: .conflux/rbac.toml): unknown "
+                                         "keys, actions and roles, inheritance cycles and bad "
+                                         "patterns are reported with file and line, exit status "
+                                         "2. Inside a project, patterns must also name entity "
+                                         "types, fields and environments its schema declares.")
+    va.add_argument("file", metavar="FILE", nargs="?", help="the rules to check (default: "
+                                                            ".conflux/rbac.toml)")
+    va.set_defaults(handler=run_validate)
+
+
+def _add_file(parser):
+    parser.add_argument("--file", metavar="FILE",
+                        help="the rules (default: .conflux/rbac.toml in the project)")
+
+
+def _project_schema(args):
+    path = os.path.join(args.dir, CONFLUX_DIR, "schema.toml")
+    return load_schema(path) if os.path.exists(path) else None
+
+
+def _load(args, path=None, *, missing_ok=True):
+    """The rules and the project's schema (if any). Only the project's own rbac.toml may be
+    missing (everything allowed); a FILE named on the command line must exist."""
+    schema = _project_schema(args)
+    if path:
+        missing_ok = False
+    else:
+        path = os.path.join(args.dir, CONFLUX_DIR, RBAC_FILE)
+    return Rbac.load(path, missing_ok=missing_ok, schema=schema), schema, path
+
+
+def run_list_roles(args):
+    rules, _, path = _load(args, args.file)
+    roles = []
+    for role in rules.roles.values():
+        roles.append({
+            "name": role.name, "description": role.description,
+            "inherits": list(role.inherits), "inherited": list(rules.inherited(role.name)[1:]),
+            "permissions": [p.to_dict() for p in rules.permissions(role.name)],
+            "assigned_to": [a.actor for a in rules.assignments if role.name in a.roles]})
+    if args.json:
+        print_json({"path": path, "enforced": rules.enforced, "roles": roles,
+                    "assignments": [{"actor": a.actor, "roles": list(a.roles)}
+                                    for a in rules.assignments]})
+        return 0
+    if not rules.enforced:
+        print(f"no {path}: every authenticated actor may do everything")
+        return 0
+    print(f"{path}: {len(roles)} roles, {len(rules.assignments)} assignments")
+    for role in roles:
+        inherits = f"  (inherits {', '.join(role['inherits'])})" if role["inherits"] else ""
+        print(f"role {role['name']}{inherits}" +
+              (f"  # {role['description']}" if role["description"] else ""))
+        rows = [[", ".join(p["actions"]), p["resource"],
+                 "" if p["role"] == role["name"] else f"(from {p['role']})"]
+                for p in role["permissions"]]
+        rows.append(["assigned to", ", ".join(role["assigned_to"]) or "nobody", ""])
+        print(table(rows))
+    return 0
+
+
+def run_check(args):
+    rules, schema, _ = _load(args, args.file)
+    actor = Actor.parse(args.actor)
+    entity, field, env = _resource(args.resource, schema)
+    decision = rules.decide(actor, args.action, entity, field, env)
+    if args.json:
+        print_json(decision.to_dict())
+    else:
+        verdict = "allow" if decision.allowed else "deny"
+        print(f"{verdict}: {actor} {args.action} {decision.resource}: {decision.reason()}")
+    return 0 if decision.allowed else 1
+
+
+def _resource(text, schema):
+    """ENTITY[/FIELD][@ENV] as (entity or None, field or None, env or None)."""
+    target, at, env = text.partition("@")
+    entity, slash, field = target.partition("/")
+    if "@" in env or "/" in field:
+        raise InputError(f"resource {text!r} is not ENTITY[/FIELD][@ENV]")
+    if entity in ("", "*"):
+        entity = None
+    elif not _ENTITY_ID.fullmatch(entity):
+        raise InputError(f"resource {text!r}: {entity!r} is not an entity id like route.api "
+                         "(or * for every entity)")
+    if slash and not _NAME.fullmatch(field):
+        raise InputError(f"resource {text!r}: {field!r} is not a field name")
+    if not at:
+        if schema is None:
+            raise InputError(f"resource {text!r} names no environment: add @ENV (outside a "
+                             "project there is no base environment to assume)")
+        env = schema.base_env
+    elif env == "*":
+        env = None
+    elif not _NAME.fullmatch(env):
+        raise InputError(f"resource {text!r}: {env!r} is not an environment name (or *)")
+    return entity, field or None, env
+
+
+def run_validate(args):
+    rules, schema, path = _load(args, args.file, missing_ok=False)
+    against = f"; names checked against schema '{schema.name}'" if schema else ""
+    print(f"ok: {path}: {len(rules.roles)} roles, {len(rules.assignments)} assignments"
+          f"{against}")
+    return 0

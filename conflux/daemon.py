@@ -1,0 +1,105 @@
+"""``conflux daemon``: the REST API under gunicorn, started from Python.
+
+Gunicorn's own application class runs threaded workers (``gthread``); each worker opens the
+LMDB store after the fork and runs one group committer, so concurrent requests in a worker
+share a synced commit, and several workers share the store (LMDB serialises their writers).
+Slow clients cannot starve the workers: requests have line, header and time limits, and
+keep-alive connections are closed when idle. SIGTERM stops accepting connections and lets the
+requests in flight finish (their commits included) before the workers exit.
+"""
+
+from __future__ import annotations
+
+import os
+import ssl
+
+from gunicorn.app.base import BaseApplication
+
+from conflux.errors import InputError
+
+__all__ = ["Daemon", "daemon_options"]
+
+
+def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
+                   threads: int = 8, tls_cert: str | None = None, tls_key: str | None = None,
+                   client_ca: str | None = None, timeout: int = 30,
+                   access_log: str | None = None) -> dict:
+    """Gunicorn settings for the daemon; bad combinations are refused up front."""
+    if (tls_cert is None) != (tls_key is None):
+        raise InputError("--tls-cert and --tls-key go together")
+    if client_ca is not None and tls_cert is None:
+        raise InputError("--client-ca (mutual TLS) needs --tls-cert and --tls-key")
+    for path in (tls_cert, tls_key, client_ca):
+        if path is not None and not os.path.isfile(path):
+            raise InputError(f"{path}: no such file")
+    if not 1 <= workers <= 64 or not 1 <= threads <= 256:
+        raise InputError("--workers must be 1 to 64 and --threads 1 to 256")
+    if not 0 <= port <= 65535:
+        raise InputError(f"--port {port} is not a TCP port")
+    options = {
+        "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
+        "workers": workers,
+        "threads": threads,
+        "worker_class": "gthread",
+        "timeout": timeout,            # a worker silent this long is restarted
+        "graceful_timeout": timeout,   # SIGTERM: requests in flight get this long to finish
+        "keepalive": 5,
+        "limit_request_line": 8190,
+        "limit_request_fields": 100,
+        "limit_request_field_size": 8190,
+        "accesslog": access_log,
+        "proc_name": "conflux-daemon",
+    }
+    if tls_cert is not None:
+        options.update(certfile=tls_cert, keyfile=tls_key)
+        if client_ca is not None:
+            options.update(ca_certs=client_ca, cert_reqs=ssl.CERT_REQUIRED)
+    return options
+
+
+class Daemon(BaseApplication):
+    """Gunicorn application serving one Conflux project."""
+
+    def __init__(self, directory: str, options: dict, *, on_ready=None):
+        self.directory = directory
+        self.options = options
+        self.on_ready = on_ready
+        super().__init__()
+
+    def load_config(self) -> None:
+        for key, value in self.options.items():
+            if value is not None:
+                self.cfg.set(key, value)
+        if self.on_ready is not None:
+            self.cfg.set("when_ready", lambda server: self.on_ready(server))
+        self.cfg.set("post_fork", _forget_delivery_process)
+
+    def run(self):
+        # Webhooks: one delivery process beside the workers (conflux/webhooks.py), started
+        # before gunicorn binds and stopped when it exits. The workers' SystemExit unwinds
+        # through here too, hence the pid check.
+        from conflux.webhooks import DeliveryProcess
+
+        delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
+        master = os.getpid()
+        try:
+            super().run()
+        finally:
+            if delivery is not None and os.getpid() == master:
+                delivery.stop()
+
+    def load(self):
+        # Runs in each worker after the fork: LMDB environments must not cross a fork.
+        from conflux.api import create_app
+        from conflux.api.access import Access
+        from conflux.core import Engine
+        from conflux.core.commits import GroupCommitter
+
+        engine = Engine(self.directory)
+        return create_app(engine, Access.load(engine.root), committer=GroupCommitter(engine))
+
+
+def _forget_delivery_process(server, worker) -> None:
+    from conflux.webhooks import DeliveryProcess
+
+    DeliveryProcess.forget_in_worker()

@@ -1,0 +1,806 @@
+"""Webhooks: committed operations POSTed to HTTP endpoints, signed, after the commit.
+
+``.conflux/webhooks.toml`` declares the endpoints, one ``[[webhook]]`` table each::
+
+    [[webhook]]
+    name = "audit-sink"                     # letters, digits, '_', '.', '-'; unique
+    url = "https://audit.example/hook"      # http:// or https:// only
+    secret = "env:CONFLUX_HOOK_SECRET"      # the HMAC key: "env:VAR" reads $VAR, else literal
+    events = ["op"]                         # optional, default ["op"]
+    entities = ["route.*"]                  # optional fnmatch globs over entity ids
+    envs = ["production"]                   # optional globs over environments
+    actors = ["autoscaler:*"]               # optional globs: CLASS:ID, or ID (any class)
+    from_start = false                      # optional: deliver the whole history first
+    max_attempts = 8                        # optional: tries per batch before giving up
+    backoff_s = 0.5                         # optional: first retry delay, doubling...
+    max_backoff_s = 60                      # ...up to this
+    timeout_s = 10                          # optional: per HTTP call (connect, each read)
+    batch_size = 100                        # optional: at most this many ops per POST
+
+**Events.** ``"op"``: every committed operation that passes the filters. ``"milestone"`` is
+accepted for milestones, but nothing emits it yet (milestones do not exist in this version):
+a hook listening only for milestones receives nothing for now.
+
+**Filters.** Globs are case-sensitive ``fnmatch`` patterns (``*`` also crosses dots). An
+operation passes when its actor matches one of ``actors`` and the operation (or, for a
+promotion, one of its parts) matches one of ``entities`` and one of ``envs``; a missing
+filter passes everything. A promotion that passes is sent whole.
+
+**Delivery.** ``POST url`` with the JSON body ``{"event": "op", "webhook": NAME, "ops":
+[...]}``, the operations as ``GET /v1/ops`` shows them (each with its ``seq`` and
+``op_id``), oldest first, at most ``batch_size`` of them, and the headers:
+
+- ``X-Conflux-Signature: sha256=<hex>``: HMAC-SHA256 of the exact body bytes keyed with the
+  secret (UTF-8). Receivers recompute it and compare in constant time.
+- ``X-Conflux-Delivery: <name>-<first seq>-<last seq>``: the seqs of the first and last
+  operation in the body; a retry of a batch sends the same bytes and the same id.
+- ``X-Conflux-Event: op`` and ``Content-Type: application/json``.
+
+Only a 2xx answer counts; redirects are not followed (a 3xx is a failure like a 5xx). Delivery
+is **at least once**: each webhook has a cursor, the last sequence number it is done with,
+kept in the store's ``meta`` table (``webhook:<name>``) and advanced only after a 2xx, so a
+restart resumes where delivery stopped and may resend the last batch. Receivers deduplicate by
+``op_id`` (or ``seq``). A failed POST is retried after ``backoff_s``, doubling up to
+``max_backoff_s``, with jitter (each wait is between half and all of the nominal one); after
+``max_attempts`` tries the batch is recorded as failed (count, last error, seq range and time
+in ``webhook:<name>:stats``) and the cursor moves past it, so one dead endpoint never holds
+back its own later operations, let alone other webhooks. ``conflux status`` and ``GET
+/v1/status`` (``"webhooks"``) show the failures.
+
+A webhook first seen starts at the end of the log as it is then (the history is not
+replayed) unless ``from_start = true``. The cursor belongs to the name: change a hook's URL or
+filters and it carries on from where it was; rename it and it starts afresh.
+
+**Where it runs.** Never in the request path: ``conflux daemon`` starts one delivery process
+(multiprocessing's ``spawn`` context, a fresh interpreter with its own LMDB environment) when
+``webhooks.toml`` exists, starts it again if it dies, and stops it when the daemon exits. It
+tails the op log by sequence number, so it sees what every worker and the CLI commit, and
+each webhook is served by its own thread, so a slow endpoint delays no other. A lock file
+keeps a second daemon on the same project from delivering the same events. The file is read
+when the daemon starts; restart the daemon after editing it. :class:`Deliverer` is the loop
+itself; ``run_once`` delivers what is pending synchronously (tests and scripts).
+
+Unknown keys, URLs that are not http(s), a missing secret or an unset ``env:`` variable, bad
+globs, and (given the schema) environments or entity types the schema does not declare are
+refused with the file and line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import functools
+import hashlib
+import hmac
+import json
+import logging
+import os
+import random
+import re
+import signal
+import threading
+import time
+import urllib.parse
+from dataclasses import dataclass, field as dataclass_field
+from fnmatch import fnmatchcase
+from typing import Any
+
+from conflux._tomlfile import TomlFile
+from conflux.actors import ACTOR_CLASSES
+from conflux.errors import InputError
+
+__all__ = ["Webhook", "Deliverer", "DeliveryProcess", "load_webhooks", "start_cursors",
+           "webhook_status", "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
+
+#: The file's name inside ``.conflux/``.
+WEBHOOKS_FILE = "webhooks.toml"
+#: Event kinds a webhook may ask for.
+EVENTS = ("op", "milestone")
+
+_LOCK_FILE = "webhooks.lock"
+_META_PREFIX = "webhook:"
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
+_KEYS = ("name", "url", "secret", "events", "entities", "envs", "actors", "from_start",
+         "max_attempts", "backoff_s", "max_backoff_s", "timeout_s", "batch_size")
+# How many log entries one read looks at (a batch is cut from them).
+_SCAN = 1000
+# How often a cursor moved only past unwanted operations is written (see _save_skipped).
+_SKIP_SAVE_S = 5.0
+# Response bodies are read (so keep-alive peers see a clean close) but not kept.
+_MAX_RESPONSE = 64 << 10
+_USER_AGENT = "conflux-webhooks/1"
+
+log = logging.getLogger("conflux.webhooks")
+
+
+# --------------------------------------------------------------------------------------------
+# Configuration
+
+@dataclass(frozen=True)
+class Webhook:
+    """One ``[[webhook]]`` entry."""
+
+    name: str
+    url: str
+    secret: bytes = dataclass_field(repr=False)
+    events: tuple[str, ...] = ("op",)
+    entities: tuple[str, ...] = ()
+    envs: tuple[str, ...] = ()
+    actors: tuple[str, ...] = ()
+    from_start: bool = False
+    max_attempts: int = 8
+    backoff_s: float = 0.5
+    max_backoff_s: float = 60.0
+    timeout_s: float = 10.0
+    batch_size: int = 100
+    line: int | None = None
+
+    def wants(self, op) -> bool:
+        """Whether a logged operation passes this webhook's event kind and filters."""
+        if "op" not in self.events:
+            return False
+        if self.actors and not any(_actor_matches(p, op.actor_class, op.actor)
+                                   for p in self.actors):
+            return False
+        if not self.entities and not self.envs:
+            return True
+        return any(self._part_matches(part) for part in (op.children or [op]))
+
+    def _part_matches(self, part) -> bool:
+        if self.entities and not any(fnmatchcase(part.entity or "", p) for p in self.entities):
+            return False
+        return not self.envs or any(fnmatchcase(part.env or "", p) for p in self.envs)
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait before try ``attempt + 1``: exponential, capped, jittered."""
+        nominal = min(self.max_backoff_s, self.backoff_s * 2 ** (attempt - 1))
+        return nominal / 2 + random.uniform(0, nominal / 2)
+
+
+def _actor_matches(pattern: str, cls: str, ident: str) -> bool:
+    if ":" in pattern:
+        return fnmatchcase(f"{cls}:{ident}", pattern)
+    return fnmatchcase(ident, pattern)
+
+
+def load_webhooks(path: str, *, schema=None) -> list[Webhook]:
+    """The webhooks declared in ``path`` (a ``webhooks.toml``), checked; none when the file
+    does not exist. Given the project's ``schema``, environments and entity types the filters
+    name must exist in it."""
+    try:
+        doc = TomlFile(str(path))
+    except FileNotFoundError:
+        return []
+    return _Loader(doc, schema).load()
+
+
+class _Loader:
+    def __init__(self, doc: TomlFile, schema):
+        self.doc = doc
+        self.schema = schema
+
+    def load(self) -> list[Webhook]:
+        doc = self.doc
+        for key in doc.data:
+            if key != "webhook":
+                doc.fail(f"unknown top-level key {key!r} (webhooks are [[webhook]] tables)",
+                         line=doc.top_key(key))
+        entries = doc.data.get("webhook", [])
+        if not isinstance(entries, list):
+            doc.fail("'webhook' must be a list of tables, written [[webhook]]",
+                     line=doc.top_key("webhook"))
+        hooks: list[Webhook] = []
+        seen: dict[str, int | None] = {}
+        for index, raw in enumerate(entries):
+            hook = self._entry(index, raw)
+            if hook.name in seen:
+                doc.fail(f"webhook {hook.name!r} is already declared on line {seen[hook.name]}"
+                         " (names must be unique: each has its own delivery cursor)",
+                         line=self._at("name", index, hook.line), field="name")
+            seen[hook.name] = hook.line
+            hooks.append(hook)
+        return hooks
+
+    def _span(self, index: int):
+        return self.doc.table("webhook", occurrence=index + 1, array=True)
+
+    def _at(self, key: str, index: int, line: int | None) -> int | None:
+        span = self._span(index)
+        return self.doc.first_line(self.doc.key(key, span) if span else None, line)
+
+    def _entry(self, index: int, raw: Any) -> Webhook:
+        doc = self.doc
+        span = self._span(index)
+        line = doc.line_at(span[0]) if span else doc.top_key("webhook")
+        prefix = f"webhook {index + 1}: "
+        if not isinstance(raw, dict):
+            doc.fail(prefix + "must be a table, written [[webhook]]", line=line)
+
+        def at(key: str) -> int | None:
+            return doc.first_line(doc.key(key, span) if span else None, line)
+
+        def fail(message: str, key: str) -> None:
+            doc.fail(prefix + message, line=at(key), field=key)
+
+        for key in raw:
+            if key not in _KEYS:
+                fail(f"unknown key {key!r} (allowed: {', '.join(_KEYS)})", key)
+        name = raw.get("name")
+        if name is None:
+            doc.fail(prefix + "has no 'name' (e.g. name = \"audit-sink\")", line=line,
+                     field="name")
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            fail(f"name {name!r} is not valid (letters, digits, '_', '.', '-', starting with a "
+                 "letter or digit, at most 64)", "name")
+        prefix = f"webhook {name!r}: "
+
+        url = raw.get("url")
+        if url is None:
+            doc.fail(prefix + "has no 'url'", line=line, field="url")
+        if not isinstance(url, str):
+            fail("'url' must be text", "url")
+        try:
+            _check_url(url)
+        except ValueError as exc:
+            fail(f"url {url!r}: {exc}", "url")
+
+        secret = raw.get("secret")
+        if secret is None:
+            doc.fail(prefix + "has no 'secret' (the HMAC key; write secret = \"env:VAR\" to "
+                     "read it from the environment)", line=line, field="secret")
+        if not isinstance(secret, str) or not secret:
+            fail("'secret' must be non-empty text", "secret")
+        if secret.startswith("env:"):
+            var = secret[4:]
+            if not var:
+                fail("'secret' = \"env:\" names no environment variable", "secret")
+            value = os.environ.get(var)
+            if not value:
+                fail(f"the secret's environment variable ${var} is not set or is empty",
+                     "secret")
+            secret = value
+
+        events = self._globs(raw, "events", fail, default=("op",))
+        for event in events:
+            if event not in EVENTS:
+                fail(f"unknown event {event!r} (events: {', '.join(EVENTS)}; 'milestone' is "
+                     "accepted but nothing emits it yet)", "events")
+        entities = self._globs(raw, "entities", fail)
+        for pattern in entities:
+            self._check_entity(pattern, lambda m: fail(m, "entities"))
+        envs = self._globs(raw, "envs", fail)
+        for pattern in envs:
+            self._check_env(pattern, lambda m: fail(m, "envs"))
+        actors = self._globs(raw, "actors", fail)
+        for pattern in actors:
+            try:
+                _check_actor_pattern(pattern)
+            except ValueError as exc:
+                fail(f"actor pattern {pattern!r}: {exc}", "actors")
+
+        from_start = raw.get("from_start", False)
+        if not isinstance(from_start, bool):
+            fail("'from_start' must be true or false", "from_start")
+        number = self._number
+        max_attempts = number(raw, "max_attempts", 8, 1, 100, fail, integer=True)
+        backoff_s = number(raw, "backoff_s", 0.5, 0.001, 3600, fail)
+        max_backoff_s = number(raw, "max_backoff_s", max(60.0, backoff_s), backoff_s, 86_400,
+                               fail)
+        timeout_s = number(raw, "timeout_s", 10.0, 0.01, 600, fail)
+        batch_size = number(raw, "batch_size", 100, 1, _SCAN, fail, integer=True)
+        return Webhook(name=name, url=url, secret=secret.encode("utf-8"),
+                       events=tuple(dict.fromkeys(events)), entities=entities, envs=envs,
+                       actors=actors, from_start=from_start, max_attempts=max_attempts,
+                       backoff_s=backoff_s, max_backoff_s=max_backoff_s, timeout_s=timeout_s,
+                       batch_size=batch_size, line=line)
+
+    @staticmethod
+    def _globs(raw, key, fail, default=()) -> tuple[str, ...]:
+        value = raw.get(key)
+        if value is None:
+            return tuple(default)
+        if not isinstance(value, list) or not value or not all(
+                isinstance(v, str) and v for v in value):
+            fail(f"'{key}' must be a non-empty list of non-empty strings (leave it out to "
+                 "match everything)", key)
+        return tuple(value)
+
+    @staticmethod
+    def _number(raw, key, default, low, high, fail, *, integer=False):
+        value = raw.get(key, default)
+        kinds = (int,) if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kinds) or not low <= value <= high:
+            kind = "a whole number" if integer else "a number"
+            fail(f"'{key}' must be {kind} from {low} to {high}", key)
+        return value if integer else float(value)
+
+    def _check_entity(self, pattern: str, fail) -> None:
+        type_glob, dot, _ = pattern.partition(".")
+        if not dot and "*" not in pattern:
+            fail(f"entity pattern {pattern!r} can match no entity id (ids are TYPE.NAME, e.g. "
+                 "\"route.*\")")
+        if self.schema is not None and dot and not any(
+                fnmatchcase(t, type_glob) for t in self.schema.types):
+            fail(f"entity pattern {pattern!r}: no declared entity type matches {type_glob!r} "
+                 f"(declared: {', '.join(self.schema.types)})")
+
+    def _check_env(self, pattern: str, fail) -> None:
+        if self.schema is not None and not any(
+                fnmatchcase(e, pattern) for e in self.schema.environments):
+            fail(f"environment pattern {pattern!r} matches no declared environment "
+                 f"({', '.join(self.schema.environments)})")
+
+
+def _check_url(url: str) -> None:
+    if any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
+        raise ValueError("contains spaces or control characters")
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError("only http:// and https:// URLs are supported")
+    if not parts.hostname:
+        raise ValueError("has no host")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("credentials in the URL are not supported (receivers authenticate "
+                         "deliveries by their signature)")
+    try:
+        parts.port
+    except ValueError:
+        raise ValueError("has an invalid port") from None
+
+
+def _check_actor_pattern(pattern: str) -> None:
+    if pattern.count(":") > 1:
+        raise ValueError("more than one ':' (write ID or CLASS:ID, globs allowed)")
+    cls, colon, ident = pattern.rpartition(":")
+    if colon and not any(fnmatchcase(c, cls) for c in ACTOR_CLASSES):
+        raise ValueError(f"class {cls!r} matches no actor class ({', '.join(ACTOR_CLASSES)})")
+    if not ident:
+        raise ValueError("the actor id part is empty (use '*' for any)")
+
+
+# --------------------------------------------------------------------------------------------
+# What is kept in the store: cursor and statistics per webhook
+
+def _cursor_key(name: str) -> str:
+    return f"{_META_PREFIX}{name}"
+
+
+def _stats_key(name: str) -> str:
+    return f"{_META_PREFIX}{name}:stats"
+
+
+def _read_stats(store, txn, name: str) -> dict:
+    raw = store.meta_get(txn, _stats_key(name))
+    return json.loads(raw) if raw else {}
+
+
+def webhook_status(store, txn) -> dict[str, dict]:
+    """Per webhook the store has seen: its cursor, how far behind the log it is, what was
+    delivered and what failed. Read inside ``txn`` (``Engine.status`` calls this)."""
+    last = store.log_tail(txn)[0]
+    prefix = _META_PREFIX.encode()
+    found: dict[str, dict] = {}
+    with txn.cursor(db=store.dbs["meta"]) as cur:
+        if cur.set_range(prefix):
+            for key, value in cur:
+                if not key.startswith(prefix):
+                    break
+                name, _, kind = key[len(prefix):].decode().partition(":")
+                item = found.setdefault(name, {})
+                if kind == "stats":
+                    item["stats"] = json.loads(value)
+                elif not kind:
+                    item["cursor"] = store.meta_int(txn, _cursor_key(name))
+    out = {}
+    for name, item in sorted(found.items()):
+        cursor, stats = item.get("cursor", 0), item.get("stats", {})
+        out[name] = {"cursor": cursor, "pending": max(0, last - cursor),
+                     "delivered": stats.get("delivered", 0),
+                     "failed": stats.get("failed", 0),
+                     "failed_ops": stats.get("failed_ops", 0),
+                     "last_error": stats.get("last_error"),
+                     "last_failed_seqs": stats.get("last_failed_seqs"),
+                     "last_failed_at": stats.get("last_failed_at"),
+                     "last_delivered_at": stats.get("last_delivered_at")}
+    return out
+
+
+def describe_status(hooks: dict[str, dict]) -> str:
+    """One line for ``conflux status``: how many webhooks, and their failed deliveries."""
+    failed = {name: h for name, h in hooks.items() if h["failed"]}
+    text = f"{len(hooks)} webhook{'s' * (len(hooks) != 1)}, "
+    total = sum(h["failed"] for h in failed.values())
+    if not total:
+        pending = sum(h["pending"] for h in hooks.values())
+        return text + "no failed deliveries" + (f" ({pending} ops pending)" if pending else "")
+    worst = max(failed.items(), key=lambda item: item[1]["last_failed_at"] or "")
+    name, h = worst
+    first, last = h["last_failed_seqs"] or (None, None)
+    per_hook = ", ".join(f"{n}: {x['failed']}" for n, x in failed.items())
+    return (text + f"{total} failed deliver{'ies' if total != 1 else 'y'} ({per_hook}); "
+            f"last: {name} seqs {first}-{last} at {h['last_failed_at']}: {h['last_error']}")
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------------------------
+# Delivery
+
+def sign(secret: bytes, body: bytes) -> str:
+    """The ``X-Conflux-Signature`` value of a body."""
+    return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+@functools.cache
+def _opener():
+    # Imported here: urllib.request brings ssl and email along, and Engine.status imports
+    # this module on every CLI command.
+    import urllib.request
+
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        # urllib would turn a redirected POST into a GET without the body and report its
+        # 200 as success: a redirect is a failed delivery instead.
+        def redirect_request(self, req, fp, code, msg, headers, newurl):
+            return None
+
+    return urllib.request.build_opener(NoRedirect)
+
+
+@dataclass
+class _Batch:
+    ops: list            # logged operations, oldest first
+    scanned_to: int      # the cursor once this batch is done (covers skipped ops too)
+    body: bytes = b""
+
+    @property
+    def first(self) -> int:
+        return self.ops[0].seq
+
+    @property
+    def last(self) -> int:
+        return self.ops[-1].seq
+
+
+class Deliverer:
+    """Delivers committed operations to webhooks, each from its own cursor.
+
+    ``run_once()`` delivers everything pending, retries included, and returns what happened;
+    ``run(stop)`` serves every webhook from its own thread until ``stop`` is set. Creating a
+    ``Deliverer`` records the starting cursor of any webhook the store has not seen.
+    """
+
+    def __init__(self, engine, hooks: list[Webhook], *, poll_s: float = 0.25):
+        self.engine = engine
+        self.hooks = list(hooks)
+        self.poll_s = poll_s
+        self._cursors = start_cursors(engine, self.hooks)
+        self._saved = dict(self._cursors)                 # the cursors as the store has them
+        self._saved_at = {h.name: float("-inf") for h in self.hooks}
+
+    # -- driving -------------------------------------------------------------------------------
+
+    def run_once(self) -> dict[str, dict]:
+        """Deliver what is pending to every webhook, in turn; per webhook ``{"deliveries",
+        "ops", "attempts", "failed", "failed_ops"}``."""
+        never = threading.Event()
+        return {hook.name: self.drain(hook, never) for hook in self.hooks}
+
+    def run(self, stop: threading.Event) -> None:
+        """Serve every webhook, each from a thread of its own, until ``stop`` is set."""
+        threads = [threading.Thread(target=self._serve_hook, args=(hook, stop), daemon=True,
+                                    name=f"webhook-{hook.name}") for hook in self.hooks]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # joined in steps: the main thread must see SIGTERM
+                thread.join(1.0)
+
+    def _serve_hook(self, hook: Webhook, stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                counts = self.drain(hook, stop)
+            except Exception:  # the loop outlives a bad moment (a store error, a bug)
+                log.exception("webhook %s: delivery failed; retrying in %.0f s", hook.name,
+                              max(self.poll_s, 5.0))
+                stop.wait(max(self.poll_s, 5.0))
+                continue
+            if not counts["ops"] and not counts["failed"]:
+                stop.wait(self.poll_s)
+
+    def drain(self, hook: Webhook, stop: threading.Event) -> dict:
+        """Deliver to one webhook until its cursor reaches the end of the log (or ``stop``)."""
+        counts = {"deliveries": 0, "ops": 0, "attempts": 0, "failed": 0, "failed_ops": 0}
+        while not stop.is_set():
+            batch = self._next_batch(hook)
+            if batch is None:
+                self._save_skipped(hook)
+                break
+            if not batch.ops:  # nothing for this hook in what was read: just move on
+                self._cursors[hook.name] = batch.scanned_to
+                continue
+            error = None
+            for attempt in range(1, hook.max_attempts + 1):
+                counts["attempts"] += 1
+                error = self._post(hook, batch)
+                if error is None:
+                    break
+                log.warning("webhook %s: delivery %s-%d-%d, try %d of %d: %s", hook.name,
+                            hook.name, batch.first, batch.last, attempt, hook.max_attempts,
+                            error)
+                if attempt < hook.max_attempts and stop.wait(hook.delay(attempt)):
+                    return counts  # stopping: the batch is sent again after a restart
+            if error is None:
+                counts["deliveries"] += 1
+                counts["ops"] += len(batch.ops)
+            else:
+                counts["failed"] += 1
+                counts["failed_ops"] += len(batch.ops)
+                log.error("webhook %s: gave up on seqs %d-%d after %d tries: %s", hook.name,
+                          batch.first, batch.last, hook.max_attempts, error)
+            self._advance(hook, batch.scanned_to, batch, error)
+        return counts
+
+    # -- one batch -----------------------------------------------------------------------------
+
+    def _next_batch(self, hook: Webhook) -> _Batch | None:
+        cursor = self._cursors[hook.name]
+        ops = self.engine.log(start=cursor + 1, reverse=False, limit=_SCAN)
+        if not ops:
+            return None
+        picked = []
+        scanned_to = ops[-1].seq
+        for op in ops:
+            if hook.wants(op):
+                picked.append(op)
+                if len(picked) == hook.batch_size:
+                    scanned_to = op.seq
+                    break
+        batch = _Batch(picked, scanned_to)
+        if picked:
+            from conflux.api.resources import log_entry
+
+            payload = {"event": "op", "webhook": hook.name,
+                       "ops": [log_entry(self.engine, op) for op in picked]}
+            batch.body = json.dumps(payload, default=str, ensure_ascii=False,
+                                    separators=(",", ":")).encode("utf-8")
+        return batch
+
+    def _post(self, hook: Webhook, batch: _Batch) -> str | None:
+        """POST a batch once: None on a 2xx answer, else what went wrong."""
+        import http.client
+        import urllib.error
+        import urllib.request
+
+        request = urllib.request.Request(hook.url, data=batch.body, method="POST", headers={
+            "Content-Type": "application/json",
+            "User-Agent": _USER_AGENT,
+            "X-Conflux-Event": "op",
+            "X-Conflux-Delivery": f"{hook.name}-{batch.first}-{batch.last}",
+            "X-Conflux-Signature": sign(hook.secret, batch.body),
+        })
+        try:
+            with _opener().open(request, timeout=hook.timeout_s) as response:
+                response.read(_MAX_RESPONSE)
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            exc.close()
+            return f"HTTP {exc.code} {exc.reason}".rstrip()
+        except urllib.error.URLError as exc:
+            reason = exc.reason
+            if isinstance(reason, TimeoutError):
+                return f"no answer within {hook.timeout_s:g} s"
+            return f"cannot connect: {getattr(reason, 'strerror', None) or reason}"
+        except TimeoutError:
+            return f"no answer within {hook.timeout_s:g} s"
+        except (OSError, http.client.HTTPException) as exc:
+            return f"{type(exc).__name__}: {exc}"
+        if not 200 <= status < 300:
+            return f"HTTP {status}"
+        return None
+
+    def _save_skipped(self, hook: Webhook) -> None:
+        """Persist a cursor moved only past operations this hook does not want.
+
+        PERF: at most every ``_SKIP_SAVE_S``: a hook whose filters match little would
+        otherwise make a synced commit per poll while operations trickle in, taking LMDB's
+        writer lock from ingestion. Losing such a move costs a re-scan, never a resend.
+        """
+        name = hook.name
+        if self._cursors[name] > self._saved[name] and \
+                time.monotonic() - self._saved_at[name] >= _SKIP_SAVE_S:
+            self._advance(hook, self._cursors[name], None)
+
+    def _advance(self, hook: Webhook, cursor: int, batch: _Batch | None,
+                 error: str | None = None) -> None:
+        """Persist the cursor (and, after a POST, the statistics) in one commit."""
+        store = self.engine.store
+        name = hook.name
+
+        def body(txn):
+            store.meta_put_int(txn, _cursor_key(name), cursor)
+            if batch is None:
+                return
+            stats = _read_stats(store, txn, name)
+            if error is None:
+                stats["delivered"] = stats.get("delivered", 0) + len(batch.ops)
+                stats["last_delivered_at"] = _now()
+            else:
+                stats["failed"] = stats.get("failed", 0) + 1
+                stats["failed_ops"] = stats.get("failed_ops", 0) + len(batch.ops)
+                stats["last_error"] = error
+                stats["last_failed_seqs"] = [batch.first, batch.last]
+                stats["last_failed_at"] = _now()
+            store.meta_put(txn, _stats_key(name), json.dumps(stats).encode())
+        store.write(body)
+        self._cursors[name] = self._saved[name] = cursor
+        self._saved_at[name] = time.monotonic()
+
+
+def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
+    """Every webhook's cursor, recording where a new one starts: the end of the log as it is
+    now, or 0 (the whole history) with ``from_start``."""
+    store = engine.store
+
+    def body(txn):
+        last = store.log_tail(txn)[0]
+        cursors = {}
+        for hook in hooks:
+            key = _cursor_key(hook.name)
+            if store.meta_get(txn, key) is None:
+                store.meta_put_int(txn, key, 0 if hook.from_start else last)
+            cursors[hook.name] = store.meta_int(txn, key)
+        return cursors
+    return store.write(body) if hooks else {}
+
+
+# --------------------------------------------------------------------------------------------
+# The delivery process beside the daemon
+
+class DeliveryProcess:
+    """The daemon's one delivery process: a fresh interpreter (``spawn``), so no LMDB
+    environment crosses a fork and gunicorn's workers deliver nothing themselves. A thread
+    of the daemon's master starts it again, after a pause, if it ever dies."""
+
+    _RESTART_S = (1.0, 60.0)  # first pause before a restart, doubling up to the second
+
+    def __init__(self, directory: str):
+        self.directory = os.path.abspath(directory)
+        self.process = None
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
+                                            name="conflux-webhooks-supervisor")
+
+    @classmethod
+    def start(cls, directory: str) -> "DeliveryProcess | None":
+        """Check ``webhooks.toml`` and start delivering; None when there is no such file.
+
+        Bad configuration is refused here, before the daemon serves anything. The cursors of
+        new webhooks are recorded before this returns, so every operation the daemon accepts
+        afterwards is delivered, however long the new interpreter takes to start.
+        """
+        from conflux.core import Engine
+
+        with Engine(directory) as engine:
+            hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
+                                  schema=engine.schema)
+            if not hooks:
+                return None
+            start_cursors(engine, hooks)
+        self = cls(directory)
+        self._spawn()
+        self._supervisor.start()
+        log.info("webhooks: delivering to %s (pid %d)", ", ".join(h.name for h in hooks),
+                 self.process.pid)
+        return self
+
+    def _spawn(self) -> None:
+        import multiprocessing
+
+        context = multiprocessing.get_context("spawn")
+        process = context.Process(target=_serve, args=(self.directory, os.getpid()),
+                                  name="conflux-webhooks", daemon=True)
+        process.start()
+        self.process = process
+
+    def _supervise(self) -> None:
+        pause = self._RESTART_S[0]
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            while not _exited(self.process, 1.0):
+                if self._stopping.is_set():
+                    return
+            if self._stopping.is_set():
+                return
+            if time.monotonic() - started > 10 * self._RESTART_S[1]:
+                pause = self._RESTART_S[0]  # it had been running well: no long pause
+            log.error("the webhook delivery process (pid %d) exited; starting another in "
+                      "%.0f s", self.process.pid, pause)
+            if self._stopping.wait(pause):
+                return
+            pause = min(pause * 2, self._RESTART_S[1])
+            with self._lock:
+                if self._stopping.is_set():
+                    return
+                self._spawn()
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        """SIGTERM, wait up to ``grace_s`` for the batch in flight, then SIGKILL."""
+        with self._lock:
+            self._stopping.set()
+            process = self.process
+        # NOTE: gunicorn's master reaps every child (waitpid(-1)), so the exit status may be
+        # gone: wait on the process's sentinel, which closes when it exits, not on its pid.
+        process.terminate()
+        process.join(grace_s)
+        if not _exited(process):
+            process.kill()
+            process.join(5.0)
+        self._supervisor.join(5.0)
+
+    @staticmethod
+    def forget_in_worker() -> None:
+        """Run in each forked gunicorn worker: the worker inherited the master's record of
+        its children, and multiprocessing's exit handler would otherwise SIGTERM the delivery
+        process (not the worker's child) whenever a worker exits or is restarted."""
+        import multiprocessing.process as mp_process
+
+        mp_process._children.clear()  # NOTE: no public API forgets an inherited child
+
+
+def _exited(process, timeout: float = 0.0) -> bool:
+    from multiprocessing.connection import wait
+
+    return bool(wait([process.sentinel], timeout))
+
+
+def _serve(directory: str, parent: int) -> None:
+    """The delivery process: hold the project's delivery lock, then deliver until SIGTERM or
+    until the daemon that started it is gone."""
+    import fcntl
+
+    from conflux.core import Engine
+
+    logging.basicConfig(level=logging.INFO, format="[conflux-webhooks %(process)d] "
+                                                   "%(levelname)s %(message)s")
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which stops us
+
+    def watch_parent():
+        while not stop.wait(1.0):
+            if os.getppid() != parent:
+                log.warning("the daemon is gone; stopping")
+                stop.set()
+
+    threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
+    engine = Engine(directory)
+    try:
+        lock = open(os.path.join(engine.root, _LOCK_FILE), "a+")
+        waiting = False
+        while not stop.is_set():
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if not waiting:
+                    log.warning("another process delivers this project's webhooks; waiting")
+                    waiting = True
+                stop.wait(1.0)
+        if stop.is_set():
+            return
+        try:
+            hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
+                                  schema=engine.schema)
+        except InputError as exc:
+            hooks = []
+            log.error("%s; delivering nothing until the daemon is restarted", exc)
+        if not hooks:  # edited since the daemon started: idle rather than exit and be restarted
+            while not stop.wait(1.0):
+                pass
+            return
+        Deliverer(engine, hooks).run(stop)
+    finally:
+        engine.close()
+

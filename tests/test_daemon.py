@@ -1,0 +1,364 @@
+"""The daemon, for real: gunicorn on a free loopback port, with API keys, RBAC, TLS and
+mutual TLS, watch streams, size limits and a SIGTERM during a burst of writes."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import msgpack
+import pytest
+import requests
+
+from conflux.api import create_app
+from conflux.api.openapi import openapi_document
+from conflux.auth import hash_key
+from conflux.core import Engine
+from conftest import EXAMPLE_SCHEMA
+
+KEYS = {"zara": ("human", "zara-key-0123456789abcdef"),
+        "autoscaler-7": ("autoscaler", "autoscaler-key-0123456789"),
+        "reader-1": ("service", "reader-key-0123456789abcdef")}
+RBAC = """
+[role.reader]
+permissions = [{ actions = ["read"], resource = "*" }]
+
+[role.autoscaler]
+inherits = ["reader"]
+permissions = [{ actions = ["write"], resource = "route.*/weight" }]
+
+[role.admin]
+permissions = [{ actions = ["admin"], resource = "*" }]
+
+[[assign]]
+actor = "human:*"
+roles = ["admin"]
+
+[[assign]]
+actor = "autoscaler:*"
+roles = ["autoscaler"]
+
+[[assign]]
+actor = "service:*"
+roles = ["reader"]
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def make_project(path, *, rbac=True, certs=()):
+    Engine.init(str(path), str(EXAMPLE_SCHEMA)).close()
+    root = path / ".conflux"
+    lines = []
+    for actor, (cls, key) in KEYS.items():
+        lines += ["[[key]]", f'hash = "{hash_key(key)}"', f'actor = "{actor}"',
+                  f'class = "{cls}"', ""]
+    for subject, actor, cls in certs:
+        lines += ["[[certificate]]", f'subject = "{subject}"', f'actor = "{actor}"',
+                  f'class = "{cls}"', ""]
+    (root / "api-keys.toml").write_text("\n".join(lines))
+    if rbac:
+        (root / "rbac.toml").write_text(RBAC)
+    return str(path)
+
+
+@contextlib.contextmanager
+def daemon(project, *extra, scheme="http", verify=None, cert=None):
+    port = free_port()
+    cmd = [sys.executable, "-c", "import sys; from conflux.cli import main; "
+           "sys.exit(main(sys.argv[1:]))", "--dir", project, "daemon", "--port", str(port),
+           "--workers", "2", "--threads", "8", *extra]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    url = f"{scheme}://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                requests.get(f"{url}/v1/health", timeout=1, verify=verify, cert=cert)
+                break
+            except requests.exceptions.SSLError:
+                break  # listening; the handshake's outcome is the test's business
+            except requests.ConnectionError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    out = proc.stdout.read().decode(errors="replace")
+                    raise AssertionError(f"the daemon did not start:\n{out}") from None
+                time.sleep(0.1)
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        proc.stdout.close()
+
+
+def key(actor):
+    return {"X-API-Key": KEYS[actor][1]}
+
+
+def op(entity, field, value, **extra):
+    return {"type": "set_field", "entity_id": entity, "field": field, "value": value, **extra}
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory):
+    project = make_project(tmp_path_factory.mktemp("daemon"))
+    with daemon(project) as (url, _):
+        yield url, project
+
+
+def status(url):
+    return requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10).json()
+
+
+def test_single_op_and_read_back(live):
+    url, _ = live
+    r = requests.post(f"{url}/v1/ops", json=op("service.s1", "image", "shop:1", intent="why"),
+                      headers=key("zara"), timeout=10)
+    assert r.status_code == 200, r.text
+    ack = r.json()
+    assert set(ack) >= {"op_id", "hlc", "seq"} and ack["hlc"].startswith("hlc:")
+    got = requests.get(f"{url}/v1/entities/service.s1", headers=key("reader-1"), timeout=10)
+    assert got.json()["fields"]["image"]["value"] == "shop:1"
+    blame = requests.get(f"{url}/v1/blame/service.s1", headers=key("zara"), timeout=10).json()
+    assert blame["fields"]["image"]["actor"] == "zara"
+    assert blame["fields"]["image"]["intent"] == "why"
+
+
+def test_batch_json_and_msgpack_is_atomic(live):
+    url, _ = live
+    batch = {"ops": [op("route.b1", "weight", 10), op("route.b2", "weight", 20)]}
+    r = requests.post(f"{url}/v1/ops", json=batch, headers=key("autoscaler-7"), timeout=10)
+    assert r.status_code == 200, r.text
+    seqs = [a["seq"] for a in r.json()["ops"]]
+    assert seqs[1] == seqs[0] + 1
+    packed = msgpack.packb({"ops": [op("route.b3", "weight", 30)]})
+    r = requests.post(f"{url}/v1/ops", data=packed, timeout=10,
+                      headers={**key("autoscaler-7"), "Content-Type": "application/msgpack",
+                               "Accept": "application/msgpack"})
+    assert r.status_code == 200 and r.headers["Content-Type"] == "application/msgpack"
+    assert msgpack.unpackb(r.content)["ops"][0]["seq"] == seqs[1] + 1
+    before = status(url)["operations"]
+    bad = {"ops": [op("route.b4", "weight", 40), op("route.b4", "weight", "x")]}
+    r = requests.post(f"{url}/v1/ops", json=bad, headers=key("zara"), timeout=10)
+    assert r.status_code == 422 and "op 1" in r.json()["error"]["message"]
+    assert status(url)["operations"] == before
+
+
+@pytest.mark.parametrize("headers", [{}, {"X-API-Key": "not-a-key-0123456789"}])
+def test_no_or_bad_credentials_is_401(live, headers):
+    url, _ = live
+    r = requests.post(f"{url}/v1/ops", json=op("route.x", "weight", 1), headers=headers,
+                      timeout=10)
+    assert r.status_code == 401
+    assert r.json()["error"]["code"] == "unauthorized"
+    assert requests.get(f"{url}/v1/health", timeout=10).status_code == 200
+
+
+def test_rbac_denial_writes_nothing(live):
+    url, _ = live
+    before = status(url)["operations"]
+    denied = [{"ops": [op("route.r", "weight", 5), op("route.r", "path", "/x")]},
+              op("route.r", "weight", 5, override=True),
+              op("service.s", "image", "x")]
+    for body in denied:
+        r = requests.post(f"{url}/v1/ops", json=body, headers=key("autoscaler-7"), timeout=10)
+        assert r.status_code == 403, r.text
+        assert r.json()["error"]["code"] == "forbidden"
+    r = requests.post(f"{url}/v1/ops", json=op("service.s", "image", "x"),
+                      headers=key("reader-1"), timeout=10)
+    assert r.status_code == 403
+    assert status(url)["operations"] == before
+    allowed = requests.post(f"{url}/v1/ops", json=op("route.r", "weight", 5),
+                            headers=key("autoscaler-7"), timeout=10)
+    assert allowed.status_code == 200
+
+
+def test_errors_are_json_with_the_right_status(live):
+    url, _ = live
+    h = key("zara")
+    cases = [
+        (requests.post, "/v1/ops", {"data": b"{not json", "headers": {
+            **h, "Content-Type": "application/json"}}, 400),
+        (requests.post, "/v1/ops", {"json": op("nothing.x", "a", 1), "headers": h}, 422),
+        (requests.get, "/v1/entities/service.ghost", {"headers": h}, 404),
+        (requests.get, "/v1/state?env=qa", {"headers": h}, 404),
+        (requests.post, "/v1/ops", {"data": b"x" * (17 << 20), "headers": {
+            **h, "Content-Type": "application/json"}}, 413),
+        (requests.post, "/v1/ops", {"data": b"a=b", "headers": {
+            **h, "Content-Type": "text/plain"}}, 415),
+        (requests.get, "/v1/nowhere", {"headers": h}, 404),
+    ]
+    for method, path, kwargs, code in cases:
+        r = method(f"{url}{path}", timeout=30, **kwargs)
+        assert r.status_code == code, (path, r.status_code, r.text[:200])
+        assert set(r.json()["error"]) >= {"code", "message"}
+
+
+def test_precondition_failure_is_409(live):
+    url, _ = live
+    h = key("zara")
+    first = requests.post(f"{url}/v1/ops", json=op("service.p", "image", "a"), headers=h,
+                          timeout=10).json()
+    requests.post(f"{url}/v1/ops", json=op("service.p", "image", "b", base=[first["op_id"]]),
+                  headers=h, timeout=10)
+    r = requests.post(f"{url}/v1/ops", json=op("service.p", "image", "c",
+                                               base=[first["op_id"]]), headers=h, timeout=10)
+    assert r.status_code == 409
+
+
+def _events(url, headers, params, collect, stop_after):
+    with requests.get(f"{url}/v1/watch", headers=headers, params=params, stream=True,
+                      timeout=30) as r:
+        assert r.status_code == 200
+        event = {}
+        for line in r.iter_lines(decode_unicode=True):
+            if line == "":
+                if "id" in event:
+                    collect.append((int(event["id"]), json.loads(event["data"])))
+                    if len(collect) >= stop_after:
+                        return
+                event = {}
+            elif not line.startswith(":"):
+                name, _, value = line.partition(": ")
+                event[name] = value
+
+
+def test_watch_resumes_after_a_reconnect(live):
+    url, project = live
+    h = key("zara")
+    start = status(url)["operations"]
+    first = []
+    reader = threading.Thread(target=_events, args=(url, h, {"after": start, "timeout": 20,
+                                                             "entity": "route.w"}, first, 3))
+    reader.start()
+    time.sleep(0.3)
+    for w in (10, 20, 30):
+        requests.post(f"{url}/v1/ops", json=op("route.w", "weight", w), headers=h, timeout=10)
+    requests.post(f"{url}/v1/ops", json=op("route.other", "weight", 1), headers=h, timeout=10)
+    reader.join(30)
+    assert [e["value"] for _, e in first] == [10, 20, 30]
+    # more writes while disconnected, one straight into the store (another process)
+    for w in (40, 50):
+        requests.post(f"{url}/v1/ops", json=op("route.w", "weight", w), headers=h, timeout=10)
+    subprocess.run([sys.executable, "-c", "import sys; from conflux.cli import main; "
+                    "sys.exit(main(sys.argv[1:]))", "--dir", project, "set", "route.w",
+                    "weight", "60"], check=True, capture_output=True)
+    second = []
+    _events(url, {**h, "Last-Event-ID": str(first[-1][0])}, {"timeout": 20,
+                                                             "entity": "route.w"}, second, 3)
+    assert [e["value"] for _, e in second] == [40, 50, 60]
+    assert second[0][0] > first[-1][0]
+
+
+def test_openapi_describes_exactly_the_routes(tmp_path):
+    project = make_project(tmp_path / "p", rbac=False)
+    from conflux.api.access import Access
+    engine = Engine(project)
+    app = create_app(engine, Access.load(engine.root))
+    served = {node.uri_template: {m for m in ("get", "post", "put", "patch", "delete")
+                                  if hasattr(node.resource, f"on_{m}")}
+              for node in _routes(app._router._roots)}
+    documented = {path: set(item) for path, item in openapi_document()["paths"].items()}
+    assert served == documented
+    engine.close()
+
+
+def _routes(nodes):
+    for node in nodes:
+        if node.resource is not None:
+            yield node
+        yield from _routes(node.children)
+
+
+def test_tls_and_mutual_tls(tmp_path):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    client = ca.issue_cert("ci-pipeline@example.com", common_name="ci-pipeline")
+    files = {}
+    for name, blob in {"ca.pem": ca.cert_pem, "server.pem": server.cert_chain_pems[0],
+                       "server.key": server.private_key_pem,
+                       "client.pem": client.cert_chain_pems[0],
+                       "client.key": client.private_key_pem}.items():
+        path = tmp_path / name
+        blob.write_to_path(str(path))
+        files[name] = str(path)
+    subject = client.cert_chain_pems[0]
+    from cryptography import x509
+    cert = x509.load_pem_x509_certificate(subject.bytes())
+    rfc = cert.subject.rfc4514_string()
+    project = make_project(tmp_path / "p", rbac=False,
+                           certs=[(rfc, "ci-pipeline", "pipeline")])
+    # TLS with an API key
+    with daemon(project, "--tls-cert", files["server.pem"], "--tls-key", files["server.key"],
+                scheme="https", verify=files["ca.pem"]) as (url, _):
+        r = requests.post(f"{url}/v1/ops", json=op("service.t", "image", "x"),
+                          headers=key("zara"), verify=files["ca.pem"], timeout=10)
+        assert r.status_code == 200
+    # mutual TLS: the certificate is the credential
+    with daemon(project, "--tls-cert", files["server.pem"], "--tls-key", files["server.key"],
+                "--client-ca", files["ca.pem"], scheme="https", verify=files["ca.pem"],
+                cert=(files["client.pem"], files["client.key"])) as (url, _):
+        r = requests.post(f"{url}/v1/ops", json=op("service.t", "image", "y"),
+                          verify=files["ca.pem"], cert=(files["client.pem"],
+                                                        files["client.key"]), timeout=10)
+        assert r.status_code == 200, r.text
+        blame = requests.get(f"{url}/v1/blame/service.t", verify=files["ca.pem"],
+                             cert=(files["client.pem"], files["client.key"]), timeout=10)
+        assert blame.json()["fields"]["image"]["actor"] == "ci-pipeline"
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"{url}/v1/health", verify=files["ca.pem"], timeout=10)
+
+
+def test_sigterm_during_a_burst_loses_nothing_answered(tmp_path):
+    project = make_project(tmp_path / "p", rbac=False)
+    answered = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def writer(n, url):
+        session = requests.Session()
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                r = session.post(f"{url}/v1/ops", json=op(f"route.w{n}-{i}", "weight", i),
+                                 headers=key("zara"), timeout=10)
+            except requests.RequestException:
+                return
+            if r.status_code == 200:
+                with lock:
+                    answered.append(r.json()["op_id"])
+            elif r.status_code >= 500:
+                return
+    with daemon(project) as (url, proc):
+        threads = [threading.Thread(target=writer, args=(n, url)) for n in range(6)]
+        for t in threads:
+            t.start()
+        time.sleep(1.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        stop.set()
+        for t in threads:
+            t.join(15)
+    assert len(answered) > 20
+    engine = Engine(project)
+    logged = {o.op_id for o in engine.log()}
+    assert set(answered) <= logged
+    engine.close()
