@@ -586,3 +586,33 @@ def test_cli_rbac_subcommand_help(cli):
     for sub in ("list-roles", "check", "validate"):
         code, out, _ = cli("rbac", sub, "--help")
         assert code == 0 and out.startswith(f"usage: conflux rbac {sub}")
+
+
+def test_the_cli_obeys_rbac_toml_for_its_writes(tmp_path, capsys):
+    """With an rbac.toml, local writes are checked like the daemon's: a denied one writes
+    nothing and exits 2 naming the actor and the resource."""
+    from conflux.cli import main
+    from conflux.core import Engine
+    from conftest import EXAMPLE_SCHEMA
+
+    project = tmp_path / "p"
+    Engine.init(str(project), str(EXAMPLE_SCHEMA)).close()
+    (project / ".conflux" / "rbac.toml").write_text(
+        '[role.scaler]\npermissions = [{ actions = ["write"], resource = "route.*/weight" }]\n'
+        '[[assign]]\nactor = "autoscaler:*"\nroles = ["scaler"]\n')
+    base = ["--dir", str(project)]
+    assert main(base + ["set", "route.a", "weight", "5", "--actor", "autoscaler:as7"]) == 0
+    capsys.readouterr()
+    denied = [["set", "route.a", "path", "/x", "--actor", "autoscaler:as7"],
+              ["set", "route.a", "weight", "1", "--override", "--actor", "autoscaler:as7"],
+              ["delete", "route.a", "--actor", "autoscaler:as7"],
+              ["promote", "--from", "staging", "--to", "production", "--actor",
+               "autoscaler:as7"],
+              ["set", "route.a", "weight", "7", "--actor", "human:zara"]]
+    for argv in denied:
+        assert main(base + argv) == 2, argv
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "may not" in err[0], (argv, err)
+    engine = Engine(str(project))
+    assert engine.status()["operations"] == 1
+    engine.close()

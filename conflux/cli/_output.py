@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 
 from conflux.actors import Actor, default_actor
@@ -23,6 +24,14 @@ def add_actor(parser) -> None:
 
 def actor_of(args) -> Actor:
     return Actor.parse(args.actor) if args.actor else default_actor()
+
+
+def rules(engine):
+    """The project's access rules (``rbac.toml``): the CLI's writes obey them as the daemon's
+    do; with no file, everything is allowed."""
+    from conflux.rbac import Rbac
+
+    return Rbac.load(os.path.join(engine.root, "rbac.toml"), schema=engine.schema)
 
 
 def add_json(parser) -> None:

@@ -1,7 +1,7 @@
 """conflux set: one operation on one field."""
 
 from conflux.cli._output import (actor_of, add_actor, add_json, open_engine, parse_value,
-                                 print_json, require, show_value)
+                                 print_json, require, rules, show_value)
 
 
 def add_parser(sub):
@@ -56,7 +56,9 @@ def run(args):
         op["op_id"] = args.op_id
     if args.base is not None:
         op["base"] = [b for b in args.base.split(",") if b]
-    ack = engine.apply([op], actor_of(args), dry_run=args.dry_run)[0]
+    actor = actor_of(args)
+    rules(engine).require_ops(actor, [op], base_env=engine.schema.base_env)
+    ack = engine.apply([op], actor, dry_run=args.dry_run)[0]
     if args.json:
         print_json(ack.to_dict(engine.core))
         return 0
