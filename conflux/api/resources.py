@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import msgpack
-
 from conflux.api.media import read_body, write_body
 from conflux.errors import InputError, ValidationError
 
@@ -108,21 +106,8 @@ class Ops:
 
 
 def log_entry(engine, op) -> dict:
-    """One logged operation as the API shows it."""
-    core = engine.core
-    out = {"seq": op.seq, "op_id": op.op_id, "type": core.OP_NAMES[op.type], "env": op.env,
-           "entity_id": op.entity or None, "field": op.field or None, "actor": op.actor,
-           "actor_class": op.actor_class, "intent": op.intent,
-           "hlc": core.hlc_format(op.hlc), "override": op.override}
-    if op.value is not None:
-        out["value"] = op.value
-    if op.elements is not None:
-        out["elements"] = op.elements
-    if op.prev is not None:
-        out["previous"] = msgpack.unpackb(op.prev)
-    if op.children:
-        out["operations"] = [log_entry(engine, c) for c in op.children]
-    return out
+    """One logged operation as the API shows it (the engine's public form of an op)."""
+    return engine.op_dict(op)
 
 
 class State:
@@ -145,7 +130,9 @@ def _fields(engine, fields) -> dict:
             for name, item in fields.items()}
 
 
-class Entity:
+class _EntityView:
+    """``GET /v1/<noun>/{id}``: one entity's fields as ``engine.<noun>`` reads them."""
+
     def __init__(self, ctx):
         self.ctx = ctx
 
@@ -153,22 +140,21 @@ class Entity:
         ctx = self.ctx
         env = _env(req, ctx.engine)
         ctx.access.authorize(req.context.actor, "read", entity_id, None, env)
-        fields = ctx.engine.get(entity_id, env)
+        fields = self.read(ctx.engine, entity_id, env)
         write_body(req, resp, {"entity_id": entity_id, "env": env,
                                "fields": _fields(ctx.engine, fields)})
 
 
-class Blame:
-    def __init__(self, ctx):
-        self.ctx = ctx
+class Entity(_EntityView):
+    @staticmethod
+    def read(engine, entity_id, env):
+        return engine.get(entity_id, env)
 
-    def on_get(self, req, resp, entity_id):
-        ctx = self.ctx
-        env = _env(req, ctx.engine)
-        ctx.access.authorize(req.context.actor, "read", entity_id, None, env)
-        fields = ctx.engine.blame(entity_id, env)
-        write_body(req, resp, {"entity_id": entity_id, "env": env,
-                               "fields": _fields(ctx.engine, fields)})
+
+class Blame(_EntityView):
+    @staticmethod
+    def read(engine, entity_id, env):
+        return engine.blame(entity_id, env)
 
 
 class Status:

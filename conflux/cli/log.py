@@ -53,7 +53,7 @@ def run(args):
     ops = engine.log(limit=args.limit or None, entity=args.entity, actor=args.actor,
                      since=args.since)
     if args.json:
-        print_json([entry(engine, op) for op in ops])
+        print_json([engine.op_dict(op) for op in ops])
         return 0
     for op in ops:
         intent = f"  ({op.intent})" if op.intent else ""
@@ -61,17 +61,3 @@ def run(args):
               f"{op.env}: {describe(engine, op)}{intent}")
 
 
-def entry(engine, op) -> dict:
-    out = {"seq": op.seq, "op_id": op.op_id, "type": engine.core.OP_NAMES[op.type],
-           "env": op.env, "entity_id": op.entity or None, "field": op.field or None,
-           "actor": op.actor, "actor_class": op.actor_class, "intent": op.intent,
-           "hlc": engine.core.hlc_format(op.hlc), "override": op.override}
-    if op.value is not None:
-        out["value"] = op.value
-    if op.elements is not None:
-        out["elements"] = op.elements
-    if op.prev is not None:
-        out["previous"] = msgpack.unpackb(op.prev)
-    if op.children:
-        out["operations"] = [entry(engine, c) | {"seq": op.seq} for c in op.children]
-    return out

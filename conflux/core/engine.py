@@ -828,6 +828,25 @@ class Engine:
                     break
         return out
 
+    def op_dict(self, op) -> dict:
+        """A logged operation as the CLI, the API, watch streams and webhooks show it."""
+        core = self.core
+        out = {"seq": op.seq, "op_id": op.op_id, "type": core.OP_NAMES[op.type],
+               "env": op.env, "entity_id": op.entity or None, "field": op.field or None,
+               "actor": op.actor, "actor_class": op.actor_class, "intent": op.intent,
+               "hlc": core.hlc_format(op.hlc), "override": op.override}
+        if op.value is not None:
+            out["value"] = op.value
+        if op.elements is not None:
+            out["elements"] = op.elements
+        if op.prev is not None:
+            out["previous"] = msgpack.unpackb(op.prev)
+        if op.children:
+            for child in op.children:
+                child.seq = op.seq
+            out["operations"] = [self.op_dict(c) for c in op.children]
+        return out
+
     def entries(self, start: int = 1):
         """Raw log entries from ``start`` on, oldest first: ``(seq, bytes)`` (replication)."""
         with self.store.read() as txn:
