@@ -685,14 +685,6 @@ def _conns(text: str) -> list[int]:
     return conns
 
 
-def _git_commit():
-    try:
-        return subprocess.run(["git", "-C", ROOT, "rev-parse", "HEAD"], capture_output=True,
-                              text=True, timeout=5).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 def _sigterm(signum, frame):
     print("terminated: stopping the servers", file=sys.stderr, flush=True)
     raise SystemExit(128 + signum)  # unwind: the servers are stopped on the way out
@@ -1005,7 +997,7 @@ def main(argv=None) -> int:
     out = {
         "benchmark": "http_ingest",
         "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "commit": _git_commit(),
+        "commit": ingest._git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),

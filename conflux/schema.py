@@ -18,6 +18,7 @@ import re
 import tomllib
 from typing import Any, Callable, NoReturn
 
+from conflux._tomlfile import TomlFile
 from conflux.errors import NotFound, SchemaError, ValidationError
 
 __all__ = [
@@ -626,10 +627,7 @@ class _SchemaParser:
     def _line_at(self, offset: int) -> int:
         return self.text.count("\n", 0, offset) + 1
 
-    @staticmethod
-    def _key_re(key: str) -> str:
-        escaped = re.escape(key)
-        return rf"(?:{escaped}|\"{escaped}\"|'{escaped}')"
+    _key_re = staticmethod(TomlFile._key_re)
 
     def _header_re(self, *keys: str) -> str:
         dotted = r"[ \t]*\.[ \t]*".join(self._key_re(key) for key in keys)

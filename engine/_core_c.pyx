@@ -869,14 +869,24 @@ cdef Py_ssize_t tags_union_max(const STag* a, Py_ssize_t na, const STag* b, Py_s
     return w
 
 
-cdef Py_ssize_t tag_find(const STag* t, Py_ssize_t n, const uchar* oid, Py_ssize_t olen,
-                         bint* found) noexcept nogil:
-    """Binary search in an op-id-sorted run: the index of ``oid`` or where it would go."""
+cdef inline int _key_cmp(const _Canon* a, const uchar* p, Py_ssize_t n) noexcept nogil:
+    if _Canon is STag or _Canon is RCand:
+        return bytes_cmp(a.oid, a.olen, p, n)
+    elif _Canon is SWm:
+        return bytes_cmp(a.node, 8, p, n)
+    else:
+        return bytes_cmp(a.p, a.n, p, n)
+
+
+cdef Py_ssize_t _bfind(const _Canon* t, Py_ssize_t n, const uchar* p, Py_ssize_t pn,
+                       bint* found) noexcept nogil:
+    """Binary search in a run sorted by ``_canon``: the index of the op id (tags) or element
+    bytes (elements) ``p``, or where it would go."""
     cdef Py_ssize_t lo = 0, hi = n, mid
     cdef int c
     while lo < hi:
         mid = (lo + hi) >> 1
-        c = bytes_cmp(t[mid].oid, t[mid].olen, oid, olen)
+        c = _key_cmp(&t[mid], p, pn)
         if c == 0:
             found[0] = True
             return mid
@@ -1313,7 +1323,7 @@ cdef bint tag_dead(const STag* t, const STag* tombs, Py_ssize_t nt, const SWm* w
                    Py_ssize_t nw) noexcept nogil:
     """Whether ``t`` is dead on an element: tombstoned, or under its node's watermark."""
     cdef bint found
-    tag_find(tombs, nt, t.oid, t.olen, &found)
+    _bfind(tombs, nt, t.oid, t.olen, &found)
     return found or _under_wm(t, wms, nw)
 
 
@@ -1455,31 +1465,13 @@ cdef object w_finish_set(Writer* w, int kind, Py_ssize_t count):
     return new_bytes(w.buf, w.pos)
 
 
-cdef Py_ssize_t elem_find(const SElem* t, Py_ssize_t n, const uchar* p, Py_ssize_t pn,
-                          bint* found) noexcept nogil:
-    cdef Py_ssize_t lo = 0, hi = n, mid
-    cdef int c
-    while lo < hi:
-        mid = (lo + hi) >> 1
-        c = bytes_cmp(t[mid].p, t[mid].n, p, pn)
-        if c == 0:
-            found[0] = True
-            return mid
-        if c < 0:
-            lo = mid + 1
-        else:
-            hi = mid
-    found[0] = False
-    return lo
-
-
 cdef Py_ssize_t _find_op_elem(const OrSet* s, object x) except -2:
     """The record's element ``x`` (bytes), or -1 (``x in elems`` of the reference: anything
     else must at least be hashable)."""
     cdef bint found
     cdef Py_ssize_t k
     if PyBytes_Check(x):
-        k = elem_find(s.elems, s.nelem, bptr(x), PyBytes_GET_SIZE(x), &found)
+        k = _bfind(s.elems, s.nelem, bptr(x), PyBytes_GET_SIZE(x), &found)
         return k if found else -1
     hash(x)
     return -1
@@ -1637,7 +1629,7 @@ cdef object merge_orset(object rec, Op op):
             if i >= npairs:
                 continue
             if fresh:
-                k = elem_find(s.elems, s.nelem, ops[i].p, ops[i].n, &found)
+                k = _bfind(s.elems, s.nelem, ops[i].p, ops[i].n, &found)
                 ops[i].tomb0 = k if found else -1   # the record's element, for now
                 if found:
                     ops[i].nlive = s.elems[k].nlive
@@ -1746,7 +1738,7 @@ cdef object merge_orset(object rec, Op op):
                                 tombs)
             nw = wms_union_max(&s.wms[e.wm0], e.nwm, &gwms[ops[j].wm0], ops[j].nwm, wms)
             if adding:
-                k = tag_find(&s.tags[e.live0], e.nlive, tag, taglen, &found)
+                k = _bfind(&s.tags[e.live0], e.nlive, tag, taglen, &found)
                 memcpy(live, &s.tags[e.live0], <size_t>k * sizeof(STag))
                 live[k] = own
                 m = k + 1 if found else k

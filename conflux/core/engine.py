@@ -356,7 +356,7 @@ class Engine:
             op.key = self._key(env, entity_id, None)
             return op
         if not isinstance(field_name, str):
-            raise ValidationError(f"{where}{OP_NAME(core, op_type)} needs a field",
+            raise ValidationError(f"{where}{core.OP_NAMES[op_type]} needs a field",
                                   field="field")
         spec = self.schema.field(type_name, field_name)
         op.field = field_name
@@ -371,7 +371,7 @@ class Engine:
                 raise ValidationError(f"{label} is a {spec.merge} field: only review fields "
                                       "have conflicts to resolve", field=field_name)
             if raw.get("value") is None:
-                raise ValidationError(f"{label}: {OP_NAME(core, op_type)} needs a value (use "
+                raise ValidationError(f"{label}: {core.OP_NAMES[op_type]} needs a value (use "
                                       "unset_field to remove one)", field=field_name)
             if raw.get("elements") is not None:
                 raise ValidationError(f"{label}: elements go with add_elements and "
@@ -390,7 +390,7 @@ class Engine:
                     raise ValidationError(f"{label}: unset_field takes no {key}",
                                           field=field_name)
         else:  # add_elements / remove_elements
-            name = OP_NAME(core, op_type)
+            name = core.OP_NAMES[op_type]
             if not spec.is_set:
                 raise ValidationError(f"{label} is a {spec.merge} field: {name} needs a set or "
                                       "grow field (use set_field)", field=field_name)
@@ -1093,10 +1093,6 @@ def _packed(value, label) -> bytes:
         return msgpack.packb(value, use_bin_type=True)
     except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
         raise ValidationError(f"{label}: the value cannot be stored ({exc})") from None
-
-
-def OP_NAME(core, op_type) -> str:
-    return core.OP_NAMES[op_type]
 
 
 def _located(fn, value, where):
