@@ -41,7 +41,7 @@ class Watch:
         else:
             start = _int_param(req, "after", -1, 0, 2 ** 63)
             if start < 0:  # from now on
-                start = engine.status()["operations"]
+                start = engine.last_seq()
         timeout = _int_param(req, "timeout", 0, 0, 86_400)
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")

@@ -57,7 +57,7 @@ def _local(args, deadline):
         engine.schema.env_chain(args.env)
     if args.entity:
         engine.schema.split_entity_id(args.entity)
-    seq = args.after if args.after is not None else engine.status()["operations"]
+    seq = args.after if args.after is not None else engine.last_seq()
     while deadline is None or time.monotonic() < deadline:
         ops = engine.log(start=seq + 1, reverse=False, limit=500)
         for op in ops:

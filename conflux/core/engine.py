@@ -812,9 +812,7 @@ class Engine:
                         break
                     continue
                 op = core.decode_entry(data)
-                if op.hlc < floor_hlc:
-                    if reverse:
-                        continue
+                if op.hlc < floor_hlc:  # HLCs are not in log order: no early stop
                     continue
                 if entity is not None and op.entity != entity and not (
                         op.children and any(c.entity == entity for c in op.children)):
@@ -827,6 +825,11 @@ class Engine:
                 if limit is not None and len(out) >= limit:
                     break
         return out
+
+    def last_seq(self) -> int:
+        """The sequence number of the newest logged operation (0 for an empty log)."""
+        with self.store.read() as txn:
+            return self.store.log_tail(txn)[0]
 
     def op_dict(self, op) -> dict:
         """A logged operation as the CLI, the API, watch streams and webhooks show it."""
