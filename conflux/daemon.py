@@ -1,8 +1,9 @@
 """``conflux daemon``: the REST API under gunicorn, started from Python.
 
 Gunicorn's own application class runs threaded workers (``gthread``); each worker opens the
-LMDB store after the fork and runs one group committer, so concurrent requests in a worker
-share a synced commit, and several workers share the store (LMDB serialises their writers).
+LMDB store after the fork. Writes go to the daemon's one commit service, a process beside the
+workers (``conflux.core.commits``), so concurrent requests in every worker share synced
+commits; reads are served by the workers themselves.
 Slow clients cannot starve the workers: requests have line, header and time limits, and
 keep-alive connections are closed when idle. SIGTERM stops accepting connections and lets the
 requests in flight finish (their commits included) before the workers exit.
@@ -72,34 +73,40 @@ class Daemon(BaseApplication):
                 self.cfg.set(key, value)
         if self.on_ready is not None:
             self.cfg.set("when_ready", lambda server: self.on_ready(server))
-        self.cfg.set("post_fork", _forget_delivery_process)
+        self.cfg.set("post_fork", _forget_helpers)
 
     def run(self):
-        # Webhooks: one delivery process beside the workers (conflux/webhooks.py), started
-        # before gunicorn binds and stopped when it exits. The workers' SystemExit unwinds
-        # through here too, hence the pid check.
+        # The helper processes beside the workers (conflux/helpers.py): the commit service,
+        # and webhook delivery when webhooks.toml exists. Started before gunicorn binds,
+        # stopped when it exits, after the workers have answered their last requests. The
+        # workers' SystemExit unwinds through here too, hence the pid check.
+        from conflux.core.commits import CommitProcess
         from conflux.webhooks import DeliveryProcess
 
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
+        self.commits = CommitProcess.start(self.directory)
         master = os.getpid()
         try:
             super().run()
         finally:
-            if delivery is not None and os.getpid() == master:
-                delivery.stop()
+            if os.getpid() == master:
+                self.commits.stop()
+                if delivery is not None:
+                    delivery.stop()
 
     def load(self):
         # Runs in each worker after the fork: LMDB environments must not cross a fork.
         from conflux.api import create_app
         from conflux.api.access import Access
         from conflux.core import Engine
-        from conflux.core.commits import GroupCommitter
+        from conflux.core.commits import CommitClient, GroupCommitter
 
         engine = Engine(self.directory)
-        return create_app(engine, Access.load(engine.root), committer=GroupCommitter(engine))
+        committer = CommitClient(self.commits.path, GroupCommitter(engine))
+        return create_app(engine, Access.load(engine.root), committer=committer)
 
 
-def _forget_delivery_process(server, worker) -> None:
-    from conflux.webhooks import DeliveryProcess
+def _forget_helpers(server, worker) -> None:
+    from conflux.helpers import HelperProcess
 
-    DeliveryProcess.forget_in_worker()
+    HelperProcess.forget_in_worker()

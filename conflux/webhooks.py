@@ -76,17 +76,18 @@ import logging
 import os
 import random
 import re
-import signal
 import threading
 import time
 import urllib.parse
-from dataclasses import dataclass, field as dataclass_field
+from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from fnmatch import fnmatchcase
 from typing import Any
 
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
 from conflux.errors import InputError
+from conflux.helpers import HelperProcess, helper_stop_event
 
 __all__ = ["Webhook", "Deliverer", "DeliveryProcess", "load_webhooks", "start_cursors",
            "webhook_status", "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
@@ -657,20 +658,11 @@ def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------
 # The delivery process beside the daemon
 
-class DeliveryProcess:
-    """The daemon's one delivery process: a fresh interpreter (``spawn``), so no LMDB
-    environment crosses a fork and gunicorn's workers deliver nothing themselves. A thread
-    of the daemon's master starts it again, after a pause, if it ever dies."""
+class DeliveryProcess(HelperProcess):
+    """The daemon's one delivery process (``conflux.helpers``): gunicorn's workers deliver
+    nothing themselves."""
 
-    _RESTART_S = (1.0, 60.0)  # first pause before a restart, doubling up to the second
-
-    def __init__(self, directory: str):
-        self.directory = os.path.abspath(directory)
-        self.process = None
-        self._stopping = threading.Event()
-        self._lock = threading.Lock()
-        self._supervisor = threading.Thread(target=self._supervise, daemon=True,
-                                            name="conflux-webhooks-supervisor")
+    name = "conflux-webhooks"
 
     @classmethod
     def start(cls, directory: str) -> "DeliveryProcess | None":
@@ -688,71 +680,11 @@ class DeliveryProcess:
             if not hooks:
                 return None
             start_cursors(engine, hooks)
-        self = cls(directory)
-        self._spawn()
-        self._supervisor.start()
+        self = cls(_serve, (os.path.abspath(directory), os.getpid()))
+        self.launch()
         log.info("webhooks: delivering to %s (pid %d)", ", ".join(h.name for h in hooks),
                  self.process.pid)
         return self
-
-    def _spawn(self) -> None:
-        import multiprocessing
-
-        context = multiprocessing.get_context("spawn")
-        process = context.Process(target=_serve, args=(self.directory, os.getpid()),
-                                  name="conflux-webhooks", daemon=True)
-        process.start()
-        self.process = process
-
-    def _supervise(self) -> None:
-        pause = self._RESTART_S[0]
-        while not self._stopping.is_set():
-            started = time.monotonic()
-            while not _exited(self.process, 1.0):
-                if self._stopping.is_set():
-                    return
-            if self._stopping.is_set():
-                return
-            if time.monotonic() - started > 10 * self._RESTART_S[1]:
-                pause = self._RESTART_S[0]  # it had been running well: no long pause
-            log.error("the webhook delivery process (pid %d) exited; starting another in "
-                      "%.0f s", self.process.pid, pause)
-            if self._stopping.wait(pause):
-                return
-            pause = min(pause * 2, self._RESTART_S[1])
-            with self._lock:
-                if self._stopping.is_set():
-                    return
-                self._spawn()
-
-    def stop(self, grace_s: float = 15.0) -> None:
-        """SIGTERM, wait up to ``grace_s`` for the batch in flight, then SIGKILL."""
-        with self._lock:
-            self._stopping.set()
-            process = self.process
-        # NOTE: gunicorn's master reaps every child (waitpid(-1)), so the exit status may be
-        # gone: wait on the process's sentinel, which closes when it exits, not on its pid.
-        process.terminate()
-        process.join(grace_s)
-        if not _exited(process):
-            process.kill()
-            process.join(5.0)
-        self._supervisor.join(5.0)
-
-    @staticmethod
-    def forget_in_worker() -> None:
-        """Run in each forked gunicorn worker: the worker inherited the master's record of
-        its children, and multiprocessing's exit handler would otherwise SIGTERM the delivery
-        process (not the worker's child) whenever a worker exits or is restarted."""
-        import multiprocessing.process as mp_process
-
-        mp_process._children.clear()  # NOTE: no public API forgets an inherited child
-
-
-def _exited(process, timeout: float = 0.0) -> bool:
-    from multiprocessing.connection import wait
-
-    return bool(wait([process.sentinel], timeout))
 
 
 def _serve(directory: str, parent: int) -> None:
@@ -764,17 +696,7 @@ def _serve(directory: str, parent: int) -> None:
 
     logging.basicConfig(level=logging.INFO, format="[conflux-webhooks %(process)d] "
                                                    "%(levelname)s %(message)s")
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the daemon, which stops us
-
-    def watch_parent():
-        while not stop.wait(1.0):
-            if os.getppid() != parent:
-                log.warning("the daemon is gone; stopping")
-                stop.set()
-
-    threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
+    stop = helper_stop_event(parent, log.name)
     engine = Engine(directory)
     try:
         lock = open(os.path.join(engine.root, _LOCK_FILE), "a+")

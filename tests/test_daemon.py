@@ -107,6 +107,64 @@ def daemon(project, *extra, scheme="http", verify=None, cert=None):
         proc.stdout.close()
 
 
+# The daemon's processes, from /proc
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            out.append(int(entry))
+    return out
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            return fh.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _comm(pid: int) -> str:
+    """The process name a daemon helper gives itself (conflux.helpers)."""
+    try:
+        with open(f"/proc/{pid}/comm") as fh:
+            return fh.read().strip()
+    except OSError:
+        return ""
+
+
+def _delivery(pid: int) -> list[int]:
+    return [p for p in _children(pid) if _comm(p) == "conflux-webhook"]
+
+
+def _workers(pid: int) -> list[int]:
+    return [p for p in _children(pid) if "multiprocessing" not in _cmdline(p)]
+
+
+def wait_until(predicate, timeout=20.0):
+    deadline = time.monotonic() + timeout
+    while not (result := predicate()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return result
+
+
+def _running(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            return fh.read().rpartition(")")[2].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def key(actor):
     return {"X-API-Key": KEYS[actor][1]}
 
@@ -361,4 +419,35 @@ def test_sigterm_during_a_burst_loses_nothing_answered(tmp_path):
     engine = Engine(project)
     logged = {o.op_id for o in engine.log()}
     assert set(answered) <= logged
+    engine.close()
+
+
+def test_writes_go_through_one_commit_service_that_is_restarted(tmp_path):
+    project = make_project(tmp_path / "p", rbac=False)
+    with daemon(project) as (url, proc):
+        helpers = [p for p in _children(proc.pid) if _comm(p) == "conflux-commits"]
+        assert len(helpers) == 1
+        session = requests.Session()
+        for i in range(20):  # both workers' writes are answered by the one service
+            r = session.post(f"{url}/v1/ops", json=op(f"route.r{i}", "weight", i),
+                             headers=key("zara"), timeout=10)
+            assert r.status_code == 200, r.text
+        os.kill(helpers[0], signal.SIGKILL)
+        # the workers commit by themselves meanwhile: nothing is refused...
+        r = session.post(f"{url}/v1/ops", json=op("route.during", "weight", 1),
+                         headers=key("zara"), timeout=10)
+        assert r.status_code in (200, 503), r.text
+        for i in range(5):
+            r = session.post(f"{url}/v1/ops", json=op(f"route.after{i}", "weight", i),
+                             headers=key("zara"), timeout=10)
+            assert r.status_code == 200, r.text
+        # ...and the service is started again
+        assert wait_until(lambda: [p for p in _children(proc.pid) if p != helpers[0]
+                                   and _comm(p) == "conflux-commits" and _running(p)])
+        r = session.post(f"{url}/v1/ops", json=op("route.restarted", "weight", 9),
+                         headers=key("zara"), timeout=10)
+        assert r.status_code == 200, r.text
+    engine = Engine(project)
+    assert engine.get("route.restarted")["weight"]["value"] == 9
+    assert engine.get("route.after4")["weight"]["value"] == 4
     engine.close()

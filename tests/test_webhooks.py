@@ -22,7 +22,8 @@ from conflux.errors import InputError
 from conflux.schema import load_schema
 from conflux.webhooks import Deliverer, load_webhooks
 from conftest import AUTOSCALER, CI, EXAMPLE_SCHEMA, ZARA, set_op
-from test_daemon import daemon, free_port, key, make_project, op
+from test_daemon import (_children, _comm, _delivery, _running, _workers, daemon,
+                         free_port, key, make_project, op, wait_until)
 
 SECRET = "s3cret-for-tests"
 
@@ -420,44 +421,6 @@ def test_stopping_mid_retry_keeps_the_batch_for_the_next_run(project, receivers)
 # The daemon's delivery process
 
 
-def _children(pid: int) -> list[int]:
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        if int(fields[1]) == pid:
-            out.append(int(entry))
-    return out
-
-
-def _cmdline(pid: int) -> str:
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            return fh.read().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def wait_until(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while not (result := predicate()) and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return result
-
-
-def _running(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as fh:
-            return fh.read().rpartition(")")[2].split()[0] != "Z"
-    except OSError:
-        return False
-
-
 def test_the_daemon_delivers_webhooks_after_the_commit(tmp_path, receivers, monkeypatch):
     monkeypatch.setenv("CONFLUX_TEST_HOOK_SECRET", "daemon-secret")
     project = make_project(tmp_path / "p")
@@ -468,8 +431,8 @@ def test_the_daemon_delivers_webhooks_after_the_commit(tmp_path, receivers, monk
                 'actors = ["autoscaler:*"]\nentities = ["route.*"]\n\n'
                 f'[[webhook]]\nname = "everything"\nurl = "{every.url}"\nsecret = "x"\n')
     with daemon(project) as (url, proc):
-        delivery = [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
-        assert len(delivery) == 1, [_cmdline(p) for p in _children(proc.pid)]
+        delivery = _delivery(proc.pid)
+        assert len(delivery) == 1, [_comm(p) for p in _children(proc.pid)]
         r = requests.post(f"{url}/v1/ops", json=op("service.s", "image", "x:1"),
                           headers=key("zara"), timeout=10)
         assert r.status_code == 200, r.text
@@ -497,16 +460,15 @@ def test_the_daemon_delivers_webhooks_after_the_commit(tmp_path, receivers, monk
         assert status["webhooks"]["everything"]["delivered"] == 3
 
         # a worker restarting leaves the delivery process alone...
-        workers = [p for p in _children(proc.pid) if "multiprocessing" not in _cmdline(p)]
+        workers = _workers(proc.pid)
         os.kill(workers[0], signal.SIGTERM)
-        assert wait_until(lambda: len([p for p in _children(proc.pid) if p not in workers
-                                       and "multiprocessing" not in _cmdline(p)]) == 1)
+        assert wait_until(lambda: len([p for p in _workers(proc.pid) if p not in workers]) == 1)
         assert _running(delivery[0])
         # ...and a delivery process that dies is started again, carrying on from its cursor
         os.kill(delivery[0], signal.SIGKILL)
-        assert wait_until(lambda: [p for p in _children(proc.pid) if p != delivery[0]
-                                   and "spawn_main" in _cmdline(p) and _running(p)])
-        delivery += [p for p in _children(proc.pid) if "spawn_main" in _cmdline(p)]
+        assert wait_until(lambda: [p for p in _delivery(proc.pid) if p != delivery[0]
+                                   and _running(p)])
+        delivery += _delivery(proc.pid)
         r = requests.post(f"{url}/v1/ops", json=op("route.w3", "weight", 30),
                           headers=key("autoscaler-7"), timeout=10)
         assert r.status_code == 200, r.text
@@ -530,6 +492,8 @@ def test_the_daemon_refuses_a_bad_webhooks_file(tmp_path, capsys):
 def test_without_webhooks_there_is_no_delivery_process(tmp_path):
     project = make_project(tmp_path / "p")
     with daemon(project) as (url, proc):
-        assert not [p for p in _children(proc.pid) if "multiprocessing" in _cmdline(p)]
+        assert not _delivery(proc.pid)
+        assert [_comm(p) for p in _children(proc.pid) if _comm(p).startswith("conflux-")] \
+            == ["conflux-commits"]
         status = requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10).json()
         assert status["webhooks"] == {}

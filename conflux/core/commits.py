@@ -1,21 +1,73 @@
-"""Group commit: concurrent writers in one process share one synced LMDB commit.
+"""Group commit: concurrent writers share one synced LMDB commit.
 
-A synced commit costs about as much as thousands of merges (an fsync), so a daemon worker
-serving many small requests at once puts them through one committer thread: each request
-validates its own batch first (a bad batch fails alone, never its neighbours), queues it,
-and waits; the committer takes everything queued, applies it in one write transaction,
-commits once, and wakes each request with its own acknowledgements. A request is answered
-only after the commit that holds its operations.
+A synced commit costs about as much as thousands of merges (an fsync), so concurrent requests
+put their batches through one committer: each batch is validated on its own (a bad batch
+fails alone, never its neighbours), the committer applies everything waiting in one write
+transaction, commits once, and hands each request its own acknowledgements. A request is
+answered only after the commit that holds its operations.
+
+Two committers share that logic (``commit_group``):
+
+* ``GroupCommitter``, a thread of one process, for an engine used by several threads.
+* ``CommitService``, the daemon's one writer: a process of its own that every gunicorn
+  worker's threads reach through a Unix socket (``CommitClient``). One queue for the whole
+  daemon makes the groups as large as the load allows, and the process does nothing else.
+  PERF: that matters because py-lmdb releases the GIL around every get and put; a writer
+  thread sharing an interpreter with busy request threads waits for the GIL again after each
+  of them, which made a commit of a few ops take milliseconds (see bench/http_ingest.py).
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
+import os
 import queue
+import selectors
+import shutil
+import socket
+import struct
+import tempfile
 import threading
+import time
 
-from conflux.errors import ConfluxError
+import msgpack
 
-__all__ = ["GroupCommitter"]
+from conflux import errors
+from conflux.actors import Actor
+from conflux.errors import ConfluxError, StoreError
+from conflux.helpers import HelperProcess, exited, helper_stop_event
+
+__all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group"]
+
+log = logging.getLogger("conflux.commits")
+
+
+def commit_group(engine, makers) -> list[tuple[object, BaseException | None]]:
+    """Commit validated batches (``Engine.validated`` makers) in one synced transaction;
+    ``(acks, None)`` or ``(None, error)`` for each. When one batch fails inside the
+    transaction (a precondition, a clock bound) the group was rolled back: each batch is
+    then committed alone, so only that one fails."""
+    try:
+        return [(acks, None) for acks in engine.commit_validated(makers)]
+    except ConfluxError:
+        if len(makers) == 1:
+            raise
+    out = []
+    for make in makers:
+        try:
+            out.append((engine.commit_validated([make])[0], None))
+        except ConfluxError as exc:
+            out.append((None, exc))
+    return out
+
+
+def _settle(engine, makers) -> list[tuple[object, BaseException | None]]:
+    """``commit_group`` that never raises: every batch gets its own outcome."""
+    try:
+        return commit_group(engine, makers)
+    except BaseException as exc:  # noqa: BLE001 - each waiting writer is told
+        return [(None, exc)] * len(makers)
 
 
 class _Ticket:
@@ -71,29 +123,277 @@ class GroupCommitter:
                     stop = True
                     break
                 group.append(more)
-            self._commit(group)
+            outcomes = _settle(self.engine, [t.maker for t in group])
+            self.commits += 1
+            self.batches += len(group)
+            for ticket, (result, error) in zip(group, outcomes):
+                ticket.result, ticket.error = result, error
+                ticket.done.set()
             if stop:
                 return
 
-    def _commit(self, group) -> None:
+
+# ---------------------------------------------------------------------------------------------
+# The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
+#   request: [actor id, actor class, [op, ...]]
+#   answer:  [0, [[op id, hlc, seq, duplicate], ...]]
+#            [1, error class name, message, field, entity]
+
+_LEN = struct.Struct("<I")
+_MAX_FRAME = 1 << 30
+
+
+def _frame(payload) -> bytes:
+    data = msgpack.packb(payload, use_bin_type=True)
+    return _LEN.pack(len(data)) + data
+
+
+def _read_exactly(sock, n: int) -> bytes:
+    buf = bytearray(n)
+    view, got = memoryview(buf), 0
+    while got < n:
+        k = sock.recv_into(view[got:])
+        if not k:
+            raise ConnectionError("the commit service closed the connection")
+        got += k
+    return bytes(buf)
+
+
+def _error_answer(exc: BaseException) -> list:
+    if isinstance(exc, ConfluxError):
+        return [1, type(exc).__name__, exc.message, exc.field, exc.entity]
+    log.error("commit failed: %r", exc)
+    return [1, "StoreError", f"the commit failed: {exc}", None, None]
+
+
+def _raise_answer(answer) -> None:
+    _, name, message, field, entity = answer
+    cls = getattr(errors, name, None)
+    if not (isinstance(cls, type) and issubclass(cls, ConfluxError)):
+        cls = StoreError
+    raise cls(message, field=field, entity=entity)
+
+
+class CommitService:
+    """The one writer of a daemon: accepts batches from ``CommitClient`` connections on a Unix
+    socket and commits whatever is waiting as one group. Single-threaded: while it commits,
+    new requests wait in their sockets, and the next group takes them all."""
+
+    def __init__(self, engine, path: str):
+        self.engine = engine
+        self.path = path
+        self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.listener.bind(path)
+        self.listener.listen(512)
+        self.listener.setblocking(False)
+        self.commits = 0
+
+    #: After ``stop``, how long the workers still connected may go on committing.
+    DRAIN_S = 30.0
+
+    def serve(self, stop: threading.Event) -> None:
+        """Until ``stop`` is set and no worker is connected any more (gunicorn's workers
+        finish their requests in flight when the daemon stops, and a service manager may
+        signal every process at once), or ``DRAIN_S`` after ``stop``."""
+        sel = selectors.DefaultSelector()
+        sel.register(self.listener, selectors.EVENT_READ)
+        buffers: dict[socket.socket, bytearray] = {}
+        deadline = None
         try:
-            results = self.engine.commit_validated([t.maker for t in group])
-            for ticket, result in zip(group, results):
-                ticket.result = result
-            self.commits += 1
-        except ConfluxError:
-            # One batch failed inside the transaction (a precondition, a clock bound): the
-            # whole group was rolled back, so commit each alone and let only it fail.
-            for ticket in group:
-                try:
-                    ticket.result = self.engine.commit_validated([ticket.maker])[0]
-                    self.commits += 1
-                except ConfluxError as exc:
-                    ticket.error = exc
-        except BaseException as exc:  # noqa: BLE001 - handed to the waiting request
-            for ticket in group:
-                ticket.error = exc
+            while True:
+                if stop.is_set():
+                    deadline = deadline or time.monotonic() + self.DRAIN_S
+                    if not buffers or time.monotonic() > deadline:
+                        return
+                requests = []
+                for key, _ in sel.select(0.25):
+                    sock = key.fileobj
+                    if sock is self.listener:
+                        self._accept(sel, buffers)
+                    else:
+                        self._read(sock, sel, buffers, requests)
+                if requests:
+                    self._commit(requests)
         finally:
-            self.batches += len(group)
-            for ticket in group:
-                ticket.done.set()
+            sel.close()
+            for sock in buffers:
+                sock.close()
+            self.listener.close()
+
+    def _accept(self, sel, buffers) -> None:
+        while True:
+            try:
+                sock, _ = self.listener.accept()
+            except BlockingIOError:
+                return
+            sock.setblocking(True)  # answers are sent whole; reads use MSG_DONTWAIT
+            sel.register(sock, selectors.EVENT_READ)
+            buffers[sock] = bytearray()
+
+    def _read(self, sock, sel, buffers, requests) -> None:
+        buf = buffers[sock]
+        try:
+            data = sock.recv(1 << 20, socket.MSG_DONTWAIT)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            sel.unregister(sock)
+            del buffers[sock]
+            sock.close()
+            return
+        buf += data
+        while len(buf) >= 4:
+            (n,) = _LEN.unpack_from(buf)
+            if len(buf) < 4 + n:
+                break
+            requests.append((sock, bytes(buf[4:4 + n])))
+            del buf[:4 + n]
+
+    def _commit(self, requests) -> None:
+        engine = self.engine
+        makers, waiting = [], []
+        for sock, frame in requests:
+            try:
+                actor_id, actor_cls, raw_ops = msgpack.unpackb(frame, raw=False)
+                makers.append(engine.validated(raw_ops, Actor(actor_id, actor_cls)))
+                waiting.append(sock)
+            except ConfluxError as exc:
+                self._answer(sock, _error_answer(exc))
+            except Exception as exc:  # noqa: BLE001 - a malformed frame fails alone
+                self._answer(sock, [1, "InputError", f"malformed commit request: {exc}",
+                                    None, None])
+        if not makers:
+            return
+        outcomes = _settle(engine, makers)
+        self.commits += 1
+        for sock, (acks, error) in zip(waiting, outcomes):
+            if error is not None:
+                self._answer(sock, _error_answer(error))
+            else:
+                self._answer(sock, [0, [[a.op_id, a.hlc, a.seq, a.duplicate] for a in acks]])
+
+    @staticmethod
+    def _answer(sock, answer) -> None:
+        try:
+            sock.sendall(_frame(answer))
+        except OSError:
+            pass  # the worker is gone; its reader sees the socket closed
+
+
+class CommitClient:
+    """A worker's way to the commit service: one connection per thread, made on first use.
+
+    When the service cannot be reached before a batch is sent, the batch is committed here,
+    through ``fallback`` (the worker's own ``GroupCommitter``): slower, never refused. Once a
+    batch was sent, a lost connection is a 503 (the outcome is unknown; clients that send
+    their own op ids retry safely)."""
+
+    def __init__(self, path: str, fallback):
+        self.path = path
+        self.fallback = fallback
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+
+    def close(self) -> None:
+        """Close every thread's connection (the service stops once no worker is left)."""
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for sock in socks:
+            sock.close()
+
+    def apply(self, raw_ops, actor):
+        from conflux.core.engine import Ack
+
+        try:
+            frame = _frame([actor.id, actor.cls, raw_ops])
+        except (TypeError, ValueError, OverflowError):
+            return self.fallback.apply(raw_ops, actor)  # the engine names what is wrong
+        sock = getattr(self._local, "sock", None)
+        try:
+            if sock is None:
+                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                sock.connect(self.path)
+                self._local.sock = sock
+                with self._lock:
+                    self._socks.add(sock)
+            sock.sendall(frame)
+        except OSError:
+            self._drop(sock)
+            return self.fallback.apply(raw_ops, actor)
+        try:
+            (n,) = _LEN.unpack(_read_exactly(sock, 4))
+            if n > _MAX_FRAME:
+                raise ConnectionError("bad frame from the commit service")
+            answer = msgpack.unpackb(_read_exactly(sock, n), raw=False)
+        except OSError as exc:
+            self._drop(sock)
+            raise StoreError(f"the commit service stopped before answering ({exc}); the "
+                             "batch may or may not be stored") from None
+        if answer[0] != 0:
+            _raise_answer(answer)
+        return [Ack(op_id, hlc, seq, duplicate) for op_id, hlc, seq, duplicate in answer[1]]
+
+    def _drop(self, sock) -> None:
+        if sock is not None:
+            sock.close()
+            with self._lock:
+                self._socks.discard(sock)
+        self._local.sock = None
+
+
+class CommitProcess(HelperProcess):
+    """The daemon's commit service, in a helper process (``conflux.helpers``) listening on a
+    Unix socket in a private directory of its own (mode 0700). ``path`` is what the workers'
+    ``CommitClient`` connect to."""
+
+    name = "conflux-commits"
+    START_S = 30.0
+
+    @classmethod
+    def start(cls, directory: str) -> "CommitProcess":
+        """Start the service and wait until it listens (its workers can commit without it
+        meanwhile, only slower: see ``CommitClient``)."""
+        private = tempfile.mkdtemp(prefix="conflux-commits-")  # 0700: only this user connects
+        path = os.path.join(private, "commits.sock")
+        self = cls(_serve, (os.path.abspath(directory), path, os.getpid()))
+        self.private, self.path = private, path
+        self.launch()
+        deadline = time.monotonic() + self.START_S
+        while not _listening(path):
+            if exited(self.process) or time.monotonic() > deadline:
+                log.error("the commit service did not start; each worker commits alone")
+                break
+            time.sleep(0.02)
+        return self
+
+    def stop(self, grace_s: float = 15.0) -> None:
+        super().stop(grace_s)
+        shutil.rmtree(self.private, ignore_errors=True)
+
+
+def _listening(path: str) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
+
+
+def _serve(directory: str, path: str, parent: int) -> None:
+    """The commit process: serve until SIGTERM or until the daemon is gone, then finish the
+    group in hand."""
+    from conflux.core import Engine
+
+    logging.basicConfig(level=logging.INFO, format="[conflux-commits %(process)d] "
+                                                   "%(levelname)s %(message)s")
+    stop = helper_stop_event(parent, log.name)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # left by a service that died: this one takes over
+    with Engine(directory) as engine:
+        CommitService(engine, path).serve(stop)

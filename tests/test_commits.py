@@ -1,0 +1,183 @@
+"""Group commit: the in-process committer and the daemon's commit service (a real Unix socket,
+real synced LMDB commits)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+
+import pytest
+from conftest import set_op
+
+from conflux.actors import Actor
+from conflux.core.commits import CommitClient, CommitService, GroupCommitter
+from conflux.errors import PreconditionFailed, StoreError, ValidationError
+
+ZARA = Actor("zara", "human")
+SCALER = Actor("autoscaler-7", "autoscaler")
+
+
+@pytest.fixture
+def sock_dir():
+    path = tempfile.mkdtemp(prefix="cfx-")  # short: a socket path has at most 107 bytes
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class Running:
+    """A ``CommitService`` serving from a thread of the test."""
+
+    def __init__(self, engine, path):
+        self.service = CommitService(engine, path)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self.service.serve, args=(self.stop,))
+        self.thread.start()
+
+    def close(self):
+        self.stop.set()
+        self.thread.join(40)
+        assert not self.thread.is_alive()
+
+
+@pytest.fixture
+def service(engine, sock_dir):
+    running = Running(engine, os.path.join(sock_dir, "c.sock"))
+    yield running
+    running.close()
+
+
+def _hammer(apply, writers=8, each=30):
+    acks, errors = [], []
+    lock = threading.Lock()
+
+    def write(n):
+        for i in range(each):
+            try:
+                got = apply([set_op(f"route.w{n}-{i}", "weight", i)], SCALER)
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+            with lock:
+                acks.extend(got)
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(writers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    return acks, errors
+
+
+def test_group_committer_shares_commits_among_threads(engine):
+    committer = GroupCommitter(engine)
+    try:
+        acks, errors = _hammer(committer.apply)
+    finally:
+        committer.close()
+    assert not errors
+    assert len(acks) == 240 and len({a.seq for a in acks}) == 240
+    assert {a.op_id for a in acks} == {o.op_id for o in engine.log()}
+    assert committer.batches == 240 and committer.commits < 240
+
+
+def test_the_commit_service_groups_concurrent_writers(engine, service):
+    client = CommitClient(service.service.path, fallback=None)
+    acks, errors = _hammer(client.apply)
+    assert not errors
+    assert len(acks) == 240 and len({a.seq for a in acks}) == 240
+    logged = {o.op_id: o for o in engine.log()}
+    assert {a.op_id for a in acks} == set(logged)
+    for ack in acks:  # what the writer was told is what the log holds
+        assert (logged[ack.op_id].seq, logged[ack.op_id].hlc) == (ack.seq, ack.hlc)
+    assert service.service.commits < 240
+    client.close()
+    assert engine.get("route.w3-7")["weight"]["value"] == 7
+
+
+def test_a_bad_batch_fails_alone_with_its_own_error(engine, service):
+    client = CommitClient(service.service.path, fallback=None)
+    first = client.apply([set_op("service.a", "image", "a:1")], ZARA)[0]
+    outcomes = {}
+
+    def send(name, ops):
+        try:
+            outcomes[name] = client.apply(ops, ZARA)
+        except Exception as exc:  # noqa: BLE001
+            outcomes[name] = exc
+    batches = {
+        "good": [set_op("service.b", "image", "b:1"), set_op("service.b", "replicas", 3)],
+        "unknown field": [set_op("service.c", "colour", "red")],
+        "stale base": [set_op("service.a", "image", "a:3", base=["someone-else"])],
+        "good too": [set_op("service.d", "image", "d:1")],
+    }
+    threads = [threading.Thread(target=send, args=item) for item in batches.items()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(outcomes["unknown field"], ValidationError)
+    assert "colour" in str(outcomes["unknown field"])
+    assert outcomes["unknown field"].http_status == 422
+    assert isinstance(outcomes["stale base"], PreconditionFailed)
+    assert len(outcomes["good"]) == 2 and len(outcomes["good too"]) == 1
+    assert engine.get("service.a")["image"]["value"] == "a:1"
+    assert engine.get("service.b")["replicas"]["value"] == 3
+    client.close()
+    assert {o.op_id for o in engine.log()} == {
+        first.op_id, *(a.op_id for a in outcomes["good"]), outcomes["good too"][0].op_id}
+
+
+def test_a_repeated_op_id_is_acknowledged_as_a_duplicate(engine, service):
+    client = CommitClient(service.service.path, fallback=None)
+    one = client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")], ZARA)[0]
+    again = client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")], ZARA)[0]
+    assert (again.op_id, again.seq, again.duplicate) == ("ci-run-1", one.seq, True)
+    assert len(list(engine.log())) == 1
+    client.close()
+
+
+def test_without_the_service_a_worker_commits_alone(engine, sock_dir):
+    committer = GroupCommitter(engine)
+    try:
+        client = CommitClient(os.path.join(sock_dir, "nobody.sock"), fallback=committer)
+        acks = client.apply([set_op("route.r", "weight", 5)], SCALER)
+    finally:
+        committer.close()
+    assert engine.get("route.r")["weight"]["value"] == 5
+    assert acks[0].seq == engine.last_seq()
+
+
+def test_a_service_lost_after_the_send_is_a_503(engine, sock_dir):
+    path = os.path.join(sock_dir, "gone.sock")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(1)
+
+    def take_and_die():
+        conn, _ = listener.accept()
+        conn.recv(1 << 16)
+        conn.close()
+    t = threading.Thread(target=take_and_die)
+    t.start()
+    client = CommitClient(path, fallback=None)
+    with pytest.raises(StoreError, match="may or may not be stored") as caught:
+        client.apply([set_op("route.r", "weight", 5)], SCALER)
+    assert caught.value.http_status == 503
+    t.join(10)
+    listener.close()
+
+
+def test_a_stopping_service_serves_its_connected_workers_first(engine, sock_dir):
+    running = Running(engine, os.path.join(sock_dir, "c.sock"))
+    client = CommitClient(running.service.path, fallback=None)
+    client.apply([set_op("route.r", "weight", 1)], SCALER)
+    running.stop.set()  # e.g. a service manager signalling every process of the daemon
+    acks = client.apply([set_op("route.r", "weight", 2)], SCALER)  # still connected: served
+    assert acks[0].seq == 2
+    assert running.thread.is_alive()
+    client.close()  # the worker exits
+    running.thread.join(10)
+    assert not running.thread.is_alive()
+    assert engine.get("route.r")["weight"]["value"] == 2
