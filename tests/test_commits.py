@@ -181,3 +181,25 @@ def test_a_stopping_service_serves_its_connected_workers_first(engine, sock_dir)
     running.thread.join(10)
     assert not running.thread.is_alive()
     assert engine.get("route.r")["weight"]["value"] == 2
+
+
+def test_a_group_is_merged_in_one_pass_and_each_batch_answered(engine):
+    one = engine.validated([set_op("service.a", "image", "a:1", op_id="ci-1"),
+                            set_op("service.a", "replicas", 2)], ZARA)
+    two = engine.validated([set_op("service.b", "image", "b:1"),
+                            set_op("service.a", "image", "a:1", op_id="ci-1")], ZARA)
+    first, second = engine.commit_validated([one, two])
+    assert (len(first), len(second)) == (2, 2)
+    assert [a.seq for a in first] + [second[0].seq] == [1, 2, 3]
+    assert not any(a.duplicate for a in [*first, second[0]])
+    assert (second[1].op_id, second[1].seq, second[1].duplicate) == ("ci-1", 1, True)
+    assert [o.seq for o in engine.log(reverse=False)] == [1, 2, 3]
+
+
+def test_a_large_batch_and_its_answer_cross_the_socket_whole(engine, service):
+    client = CommitClient(service.service.path, fallback=None)
+    ops = [set_op(f"route.big{i}", "weight", i % 100) for i in range(3000)]
+    acks = client.apply(ops, SCALER)  # ~100 KB each way: several reads on both sides
+    client.close()
+    assert [a.seq for a in acks] == list(range(1, 3001))
+    assert engine.get("route.big2999")["weight"]["value"] == 99

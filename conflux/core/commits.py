@@ -148,15 +148,19 @@ def _frame(payload) -> bytes:
     return _LEN.pack(len(data)) + data
 
 
-def _read_exactly(sock, n: int) -> bytes:
-    buf = bytearray(n)
-    view, got = memoryview(buf), 0
-    while got < n:
-        k = sock.recv_into(view[got:])
-        if not k:
+def _read_frame(sock) -> bytes:
+    """One answer, usually in one ``recv`` (a single op's answer is ~40 bytes)."""
+    data, need = b"", 4
+    while len(data) < need:
+        more = sock.recv(max(1 << 16, need - len(data)))
+        if not more:
             raise ConnectionError("the commit service closed the connection")
-        got += k
-    return bytes(buf)
+        data += more
+        if need == 4 and len(data) >= 4:
+            need += _LEN.unpack_from(data)[0]
+            if need > _MAX_FRAME:
+                raise ConnectionError("a malformed answer from the commit service")
+    return data[4:need]
 
 
 def _error_answer(exc: BaseException) -> list:
@@ -187,6 +191,17 @@ class CommitService:
         self.listener.listen(512)
         self.listener.setblocking(False)
         self.commits = 0
+        self._actors: dict[tuple[str, str], Actor] = {}
+
+    def _actor(self, actor_id: str, actor_cls: str) -> Actor:
+        """The workers' actors, checked once each (they are few: API keys and certificates)."""
+        key = (actor_id, actor_cls)
+        actor = self._actors.get(key)
+        if actor is None:
+            if len(self._actors) > 4096:
+                self._actors.clear()
+            actor = self._actors[key] = Actor(actor_id, actor_cls)
+        return actor
 
     #: After ``stop``, how long the workers still connected may go on committing.
     DRAIN_S = 30.0
@@ -257,7 +272,7 @@ class CommitService:
         for sock, frame in requests:
             try:
                 actor_id, actor_cls, raw_ops = msgpack.unpackb(frame, raw=False)
-                makers.append(engine.validated(raw_ops, Actor(actor_id, actor_cls)))
+                makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls)))
                 waiting.append(sock)
             except ConfluxError as exc:
                 self._answer(sock, _error_answer(exc))
@@ -324,10 +339,7 @@ class CommitClient:
             self._drop(sock)
             return self.fallback.apply(raw_ops, actor)
         try:
-            (n,) = _LEN.unpack(_read_exactly(sock, 4))
-            if n > _MAX_FRAME:
-                raise ConnectionError("bad frame from the commit service")
-            answer = msgpack.unpackb(_read_exactly(sock, n), raw=False)
+            answer = msgpack.unpackb(_read_frame(sock), raw=False)
         except OSError as exc:
             self._drop(sock)
             raise StoreError(f"the commit service stopped before answering ({exc}); the "

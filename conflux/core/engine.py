@@ -124,6 +124,19 @@ class Acks(list):
             out.append(ack)
         list.extend(self, out)
 
+    def split(self, sizes) -> list["Acks"]:
+        """The acknowledgements of consecutive batches (``sizes`` ops each) committed as
+        one: an op repeating one of an earlier batch is that op's duplicate."""
+        self._build()
+        out, lo = [], 0
+        for n in sizes:
+            part = Acks([], [], {})
+            part._build()
+            list.extend(part, list.__getitem__(self, slice(lo, lo + n)))
+            out.append(part)
+            lo += n
+        return out
+
     def __len__(self):
         return len(self._pending[0]) if self._pending is not None else list.__len__(self)
 
@@ -463,7 +476,12 @@ class Engine:
             # run again after the map grew: build fresh ops (merging bound the first ones)
             batches = pending[:] if pending else [make() for make in makers]
             pending.clear()
-            return [self._commit(txn, ops, False) for ops in batches]
+            if len(batches) == 1:
+                return [self._commit(txn, batches[0], False)]
+            # PERF: one pass over the whole group (one log tail, one merge, one log append)
+            # instead of one per batch; a repeated op id is a duplicate either way.
+            merged = [op for ops in batches for op in ops]
+            return self._commit(txn, merged, False).split([len(ops) for ops in batches])
         return self.store.write(body)
 
     def apply_entries(self, entries: list[bytes]) -> list[Ack]:
