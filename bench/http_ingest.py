@@ -18,8 +18,8 @@ its own process (same 2 wrk threads and the same connection counts for every ser
     Skipped, with a note, when the binary is missing.
 (ref) in this process, no HTTP: the cost of parsing the (c) bodies (JSON, msgpack) and the
     engine's own apply of the same 1,000-op batches on a fresh store (synced), split into
-    validation (done by each request thread) and the commit (done by the group committer),
-    plus building and serialising the acknowledgements. This is the ceiling (c) works under.
+    validation and the commit (both done by the daemon's commit service), plus building and
+    serialising the acknowledgements. This is the ceiling (c) works under.
 
 The ops are bench/ingest.py's workload (5,000 ``svc`` entities x 20 fields, uniform, the
 bench schema): (a), (b) and (d) send the same stream of single-field writes, one per request,

@@ -22,8 +22,8 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
     """The REST API over one opened ``Engine``.
 
     ``access`` authenticates requests and authorises actions (``conflux.api.access``);
-    ``committer`` shares synced commits among concurrent requests (``GroupCommitter``); with
-    none, each request commits on its own.
+    ``committer`` shares synced commits among concurrent requests (the daemon's
+    ``CommitClient``, or a ``GroupCommitter``); with none, each request commits on its own.
     """
     app = falcon.App(middleware=[access.middleware()], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
