@@ -365,7 +365,7 @@ class CommitProcess(HelperProcess):
     START_S = 30.0
 
     @classmethod
-    def start(cls, directory: str) -> "CommitProcess":
+    def start(cls, directory: str) -> CommitProcess:
         """Start the service and wait until it listens (its workers can commit without it
         meanwhile, only slower: see ``CommitClient``)."""
         private = tempfile.mkdtemp(prefix="conflux-commits-")  # 0700: only this user connects
