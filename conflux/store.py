@@ -27,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+import threading
 
 import lmdb
 
@@ -42,6 +43,9 @@ _DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"vio
               b"dangling")
 _INITIAL_MAP = 64 << 20
 _MAX_ATTEMPTS = 40
+#: A write transaction starts only with at least this share of the map free (doubled before
+#: it otherwise): a write that finds the map full midway is thrown away and run again.
+_HEADROOM = 0.5
 
 
 def entity_prefix(env_id: int, type_id: int, name: str) -> bytes:
@@ -85,8 +89,56 @@ class LogChunk:
         return first_seq + n - 1, clock
 
 
+class _MapGate:
+    """LMDB may resize its map (``set_mapsize``) only while no transaction of this process is
+    open, and does not check: a reader thread would be left reading an unmapped region. Every
+    transaction holds the gate shared; a resize holds it alone, once the open ones are done,
+    and new ones wait for it."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._open = 0
+        self._resizing = False
+        self._local = threading.local()
+
+    @contextlib.contextmanager
+    def shared(self):
+        depth = getattr(self._local, "depth", 0)
+        if not depth:
+            with self._cond:
+                while self._resizing:
+                    self._cond.wait()
+                self._open += 1
+        self._local.depth = depth + 1
+        try:
+            yield
+        finally:
+            self._local.depth = depth
+            if not depth:
+                with self._cond:
+                    self._open -= 1
+                    if not self._open:
+                        self._cond.notify_all()
+
+    def resize(self, change) -> None:
+        if getattr(self._local, "depth", 0):
+            raise StoreError("the store's map cannot be resized inside an open transaction")
+        with self._cond:
+            while self._resizing:
+                self._cond.wait()
+            self._resizing = True
+            try:
+                while self._open:
+                    self._cond.wait()
+                change()
+            finally:
+                self._resizing = False
+                self._cond.notify_all()
+
+
 class Store:
-    """One LMDB environment, opened after any fork, shared with other processes."""
+    """One LMDB environment, opened after any fork, shared with other processes (and with
+    the threads of this one)."""
 
     def __init__(self, path: str, *, create: bool = False, map_size: int = _INITIAL_MAP,
                  sync: bool = True):
@@ -99,9 +151,11 @@ class Store:
                                  max_dbs=len(_DATABASES), sync=sync, metasync=sync,
                                  readahead=False, max_readers=512)
             self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
+            self._page = self.env.stat()["psize"]
         except lmdb.Error as exc:
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
         self._names: dict[bytes, int] = {}
+        self._gate = _MapGate()
 
     def close(self) -> None:
         self.env.close()
@@ -111,17 +165,22 @@ class Store:
     @contextlib.contextmanager
     def read(self):
         """A read transaction (a consistent snapshot)."""
-        try:
-            txn = self.env.begin(buffers=False)
-        except lmdb.MapResizedError:
-            self.env.set_mapsize(0)  # another process grew the map: adopt its size
-            txn = self.env.begin(buffers=False)
-        except lmdb.Error as exc:
-            raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
-        try:
-            yield txn
-        finally:
-            txn.abort()
+        for _ in range(_MAX_ATTEMPTS):
+            with self._gate.shared():
+                try:
+                    txn = self.env.begin(buffers=False)
+                except lmdb.MapResizedError:
+                    txn = None  # another process grew the map: adopt its size, below
+                except lmdb.Error as exc:
+                    raise StoreError(f"cannot read the store at {self.path}: {exc}") from exc
+                if txn is not None:
+                    try:
+                        yield txn
+                    finally:
+                        txn.abort()
+                    return
+            self._gate.resize(self._adopt_size)
+        raise StoreError(f"cannot read the store at {self.path}: its map keeps changing")
 
     def write(self, body, *, commit: bool = True):
         """Run ``body(txn)`` in one write transaction and commit it (synced).
@@ -132,37 +191,45 @@ class Store:
         transaction is always aborted.
         """
         for _ in range(_MAX_ATTEMPTS):
+            with self._gate.shared():
+                full = self._full()
+            if full:
+                self._gate.resize(self._grow)
             pending: dict[bytes, int] = {}
-            try:
-                txn = self.env.begin(write=True)
-            except lmdb.MapResizedError:
-                self.env.set_mapsize(0)
+            resize = None
+            with self._gate.shared():
+                try:
+                    txn = self.env.begin(write=True)
+                except lmdb.MapResizedError:
+                    txn, resize = None, self._adopt_size
+                except lmdb.Error as exc:
+                    raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
+                if txn is not None:
+                    self._pending = pending
+                    try:
+                        result = body(txn)
+                        if commit:
+                            txn.commit()
+                        else:
+                            txn.abort()
+                    except lmdb.MapFullError:
+                        txn.abort()
+                        resize = self._grow
+                    except lmdb.MapResizedError:
+                        txn.abort()
+                        resize = self._adopt_size
+                    except lmdb.Error as exc:
+                        txn.abort()
+                        raise StoreError(f"cannot write the store at {self.path}: {exc}") \
+                            from exc
+                    except BaseException:
+                        txn.abort()
+                        raise
+                    finally:
+                        self._pending = None
+            if resize is not None:
+                self._gate.resize(resize)
                 continue
-            except lmdb.Error as exc:
-                raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
-            self._pending = pending
-            try:
-                result = body(txn)
-                if commit:
-                    txn.commit()
-                else:
-                    txn.abort()
-            except lmdb.MapFullError:
-                txn.abort()
-                self._grow()
-                continue
-            except lmdb.MapResizedError:
-                txn.abort()
-                self.env.set_mapsize(0)
-                continue
-            except lmdb.Error as exc:
-                txn.abort()
-                raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
-            except BaseException:
-                txn.abort()
-                raise
-            finally:
-                self._pending = None
             if commit:
                 self._names.update(pending)  # only committed ids may be cached
             return result
@@ -171,6 +238,13 @@ class Store:
     def _grow(self) -> None:
         size = self.env.info()["map_size"]
         self.env.set_mapsize(size * 2)
+
+    def _adopt_size(self) -> None:
+        self.env.set_mapsize(0)
+
+    def _full(self) -> bool:
+        info = self.env.info()
+        return (info["last_pgno"] + 1) * self._page > (1 - _HEADROOM) * info["map_size"]
 
     # -- interned names -----------------------------------------------------------------------
 

@@ -371,6 +371,47 @@ def test_map_grows_by_itself(tmp_path, core):
     eng.close()
 
 
+def test_the_map_grows_before_a_write_fills_it(tmp_path, core, monkeypatch):
+    eng = Engine.init(str(tmp_path / "p"), str(EXAMPLE_SCHEMA), core=core, sync=False)
+    eng.store.env.set_mapsize(1 << 20)
+    thrown_away = []
+    real_begin = eng.store.env.begin
+
+    def begin(**kw):  # count the write transactions a full map threw away
+        txn = real_begin(**kw)
+        real_abort = txn.abort
+
+        def abort():
+            if kw.get("write"):
+                thrown_away.append(1)
+            real_abort()
+        return _TxnProxy(txn, abort)
+    monkeypatch.setattr(eng.store, "env", _EnvProxy(eng.store.env, begin))
+    for batch in range(12):  # each batch well under half the map
+        eng.apply([set_op(f"service.s{batch}-{i}", "image", "x" * 200) for i in range(300)],
+                  ZARA)
+    assert eng.store.env.info()["map_size"] >= 4 << 20
+    assert eng.status()["operations"] == 3600
+    assert not thrown_away
+    eng.close()
+
+
+class _EnvProxy:
+    def __init__(self, env, begin):
+        self._env, self.begin = env, begin
+
+    def __getattr__(self, name):
+        return getattr(self._env, name)
+
+
+class _TxnProxy:
+    def __init__(self, txn, abort):
+        self._txn, self.abort = txn, abort
+
+    def __getattr__(self, name):
+        return getattr(self._txn, name)
+
+
 def test_init_refuses_bad_schema_and_existing_project(tmp_path, schema_path):
     bad = tmp_path / "bad.toml"
     bad.write_text('[entity.route]\nfields = [{ name = "w", type = "string", merge = "max" }]\n')
@@ -447,4 +488,39 @@ def test_violations_of_fields_checked_from_their_record(tmp_path, core):
     eng.apply([set_op("svc.b", "replicas", 11)], ZARA)
     assert {(v["env"], v["entity_id"]) for v in eng.violations()} == {
         ("prod", "svc.b"), ("dev", "svc.b")}
+    eng.close()
+
+
+def test_readers_in_other_threads_survive_the_map_growing(tmp_path, core):
+    # LMDB remaps when its map grows, and a read transaction of another thread of the same
+    # process must not be open meanwhile (a daemon worker reads in many threads)
+    import threading
+    eng = Engine.init(str(tmp_path / "p"), str(EXAMPLE_SCHEMA), core=core, sync=False)
+    eng.store.env.set_mapsize(1 << 20)
+    stop, errors, reads = threading.Event(), [], [0]
+
+    def reader():
+        while not stop.is_set():
+            try:
+                eng.state()
+                eng.log(limit=20)
+                reads[0] += 1
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+    threads = [threading.Thread(target=reader) for _ in range(4)]
+    for t in threads:
+        t.start()
+    try:
+        for batch in range(30):
+            eng.apply([set_op(f"service.g{batch}-{i}", "image", "x" * 300)
+                       for i in range(200)], ZARA)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert reads[0] > 0
+    assert eng.store.env.info()["map_size"] >= 8 << 20
+    assert eng.status()["operations"] == 6000
     eng.close()

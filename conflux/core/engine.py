@@ -974,7 +974,7 @@ class Engine:
             n_violations = txn.stat(self.store.dbs["violations"])["entries"]
             n_records = txn.stat(self.store.dbs["state"])["entries"]
             webhooks = webhook_status(self.store, txn)  # cursors and failures (webhooks.py)
-        info = self.store.env.info()
+            info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,
