@@ -91,34 +91,34 @@ class LogChunk:
 
 class _MapGate:
     """LMDB may resize its map (``set_mapsize``) only while no transaction of this process is
-    open, and does not check: a reader thread would be left reading an unmapped region. Every
-    transaction holds the gate shared; a resize holds it alone, once the open ones are done,
-    and new ones wait for it."""
+    open, and does not check: py-lmdb then fails the other threads' transactions. Every
+    transaction enters the gate; a resize waits until none is open, and new ones wait for
+    it. A thread may enter again while it is in (a nested read)."""
 
     def __init__(self):
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._open = 0
         self._resizing = False
         self._local = threading.local()
 
-    @contextlib.contextmanager
-    def shared(self):
-        depth = getattr(self._local, "depth", 0)
+    def enter(self) -> None:
+        local = self._local
+        depth = getattr(local, "depth", 0)
         if not depth:
             with self._cond:
                 while self._resizing:
                     self._cond.wait()
                 self._open += 1
-        self._local.depth = depth + 1
-        try:
-            yield
-        finally:
-            self._local.depth = depth
-            if not depth:
-                with self._cond:
-                    self._open -= 1
-                    if not self._open:
-                        self._cond.notify_all()
+        local.depth = depth + 1
+
+    def leave(self) -> None:
+        local = self._local
+        local.depth -= 1
+        if not local.depth:
+            with self._cond:
+                self._open -= 1
+                if not self._open and self._resizing:
+                    self._cond.notify_all()
 
     def resize(self, change) -> None:
         if getattr(self._local, "depth", 0):
@@ -165,8 +165,10 @@ class Store:
     @contextlib.contextmanager
     def read(self):
         """A read transaction (a consistent snapshot)."""
+        gate = self._gate
         for _ in range(_MAX_ATTEMPTS):
-            with self._gate.shared():
+            gate.enter()
+            try:
                 try:
                     txn = self.env.begin(buffers=False)
                 except lmdb.MapResizedError:
@@ -179,7 +181,9 @@ class Store:
                     finally:
                         txn.abort()
                     return
-            self._gate.resize(self._adopt_size)
+            finally:
+                gate.leave()
+            gate.resize(self._adopt_size)
         raise StoreError(f"cannot read the store at {self.path}: its map keeps changing")
 
     def write(self, body, *, commit: bool = True):
@@ -190,18 +194,19 @@ class Store:
         everything it writes from the transaction. With ``commit=False`` (dry runs) the
         transaction is always aborted.
         """
+        gate = self._gate
         for _ in range(_MAX_ATTEMPTS):
-            with self._gate.shared():
-                full = self._full()
-            if full:
-                self._gate.resize(self._grow)
             pending: dict[bytes, int] = {}
-            resize = None
-            with self._gate.shared():
+            resize = txn = None
+            gate.enter()
+            try:
                 try:
-                    txn = self.env.begin(write=True)
+                    if self._full():
+                        resize = self._grow
+                    else:
+                        txn = self.env.begin(write=True)
                 except lmdb.MapResizedError:
-                    txn, resize = None, self._adopt_size
+                    resize = self._adopt_size
                 except lmdb.Error as exc:
                     raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
                 if txn is not None:
@@ -227,8 +232,10 @@ class Store:
                         raise
                     finally:
                         self._pending = None
+            finally:
+                gate.leave()
             if resize is not None:
-                self._gate.resize(resize)
+                gate.resize(resize)
                 continue
             if commit:
                 self._names.update(pending)  # only committed ids may be cached
@@ -243,6 +250,8 @@ class Store:
         self.env.set_mapsize(0)
 
     def _full(self) -> bool:
+        """Whether the map has less than its headroom free (in the gate: the size is read
+        from the map)."""
         info = self.env.info()
         return (info["last_pgno"] + 1) * self._page > (1 - _HEADROOM) * info["map_size"]
 
