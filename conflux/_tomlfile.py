@@ -21,6 +21,17 @@ _ANY_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[^\]\n]*\]\]?[ \t]*(?:#.*)?$", re.M
 
 Span = tuple[int, int]
 
+_POSITION = re.compile(r"\s*\(at line (\d+), column \d+\)")
+
+
+def syntax_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
+    """``tomllib``'s complaint without its position, and the line it names (or None)."""
+    message = str(exc)
+    found = _POSITION.search(message)
+    if found is None:
+        return message, None
+    return message[: found.start()] + message[found.end():], int(found[1])
+
 
 class TomlFile:
     """The parsed document (``data``) of one TOML file, with line lookups for messages."""
@@ -46,12 +57,8 @@ class TomlFile:
         try:
             self.data: dict[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
-            message = str(exc)
-            found = re.search(r"\s*\(at line (\d+), column \d+\)", message)
-            line = int(found[1]) if found else None
-            if found:
-                message = message[: found.start()] + message[found.end():]
-            elif message.endswith(" (at end of document)"):
+            message, line = syntax_error(exc)
+            if line is None and message.endswith(" (at end of document)"):
                 line = self.line_at(len(text.rstrip()))
             self.fail(f"invalid TOML: {message}", line=line)
 

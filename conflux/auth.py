@@ -41,7 +41,7 @@ from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.errors import AuthError, InputError
 
 __all__ = ["hash_key", "ApiKeys", "ApiKey", "CertMap", "Certificate", "parse_subject",
-           "API_KEYS_FILE"]
+           "load_credentials", "API_KEYS_FILE"]
 
 #: The file's name inside ``.conflux/``.
 API_KEYS_FILE = "api-keys.toml"
@@ -247,6 +247,12 @@ def _peer_subject_text(peercert: dict) -> str:
 
 # --------------------------------------------------------------------------------------------
 # The file
+
+def load_credentials(path: str) -> tuple[ApiKeys, CertMap]:
+    """Both sections of ``api-keys.toml`` from one read of the file."""
+    keys, certificates = _load(str(path))
+    return ApiKeys(keys, str(path)), CertMap(certificates, str(path))
+
 
 def _load(path: str) -> tuple[list[ApiKey], list[Certificate]]:
     """Both sections of ``api-keys.toml``, checked; a missing file has neither."""

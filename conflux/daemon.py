@@ -103,7 +103,8 @@ class Daemon(BaseApplication):
 
         engine = Engine(self.directory)
         committer = CommitClient(self.commits.path, GroupCommitter(engine))
-        return create_app(engine, Access.load(engine.root), committer=committer)
+        return create_app(engine, Access.load(engine.root, engine.schema),
+                          committer=committer)
 
 
 def _forget_helpers(server, worker) -> None:

@@ -18,7 +18,7 @@ import re
 import tomllib
 from typing import Any, Callable, NoReturn
 
-from conflux._tomlfile import TomlFile
+from conflux._tomlfile import TomlFile, syntax_error
 from conflux.errors import NotFound, SchemaError, ValidationError
 
 __all__ = [
@@ -705,11 +705,7 @@ class _SchemaParser:
         try:
             document = tomllib.loads(self.text)
         except tomllib.TOMLDecodeError as exc:
-            message = str(exc)
-            found = re.search(r"\s*\(at line (\d+), column \d+\)", message)
-            line = int(found[1]) if found else None
-            if found:
-                message = message[: found.start()] + message[found.end():]
+            message, line = syntax_error(exc)
             self._fail(f"invalid TOML: {message}", line=line)
         for key in document:
             if key not in _TOP_KEYS:

@@ -194,53 +194,45 @@ class Store:
         everything it writes from the transaction. With ``commit=False`` (dry runs) the
         transaction is always aborted.
         """
-        gate = self._gate
         for _ in range(_MAX_ATTEMPTS):
             pending: dict[bytes, int] = {}
-            resize = txn = None
-            gate.enter()
+            self._gate.enter()
             try:
-                try:
-                    if self._full():
-                        resize = self._grow
-                    else:
-                        txn = self.env.begin(write=True)
-                except lmdb.MapResizedError:
-                    resize = self._adopt_size
-                except lmdb.Error as exc:
-                    raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
-                if txn is not None:
-                    self._pending = pending
-                    try:
-                        result = body(txn)
-                        if commit:
-                            txn.commit()
-                        else:
-                            txn.abort()
-                    except lmdb.MapFullError:
-                        txn.abort()
-                        resize = self._grow
-                    except lmdb.MapResizedError:
-                        txn.abort()
-                        resize = self._adopt_size
-                    except lmdb.Error as exc:
-                        txn.abort()
-                        raise StoreError(f"cannot write the store at {self.path}: {exc}") \
-                            from exc
-                    except BaseException:
-                        txn.abort()
-                        raise
-                    finally:
-                        self._pending = None
+                resize, result = self._attempt(body, commit, pending)
             finally:
-                gate.leave()
-            if resize is not None:
-                gate.resize(resize)
+                self._gate.leave()
+            if resize is not None:  # outside the gate: a resize waits for it to empty
+                self._gate.resize(resize)
                 continue
             if commit:
                 self._names.update(pending)  # only committed ids may be cached
             return result
         raise StoreError(f"the store at {self.path} could not grow enough to take this write")
+
+    def _attempt(self, body, commit: bool, pending: dict):
+        """One try of ``write``, in the gate: ``(None, result)``, or ``(resize, None)`` when
+        the map must change first (nothing written)."""
+        if self._full():
+            return self._grow, None
+        txn = None
+        self._pending = pending
+        try:
+            txn = self.env.begin(write=True)
+            result = body(txn)
+            if commit:
+                txn.commit()
+                txn = None
+            return None, result
+        except lmdb.MapFullError:
+            return self._grow, None
+        except lmdb.MapResizedError:
+            return self._adopt_size, None
+        except lmdb.Error as exc:
+            raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
+        finally:
+            self._pending = None
+            if txn is not None:
+                txn.abort()  # a dry run, or a failure
 
     def _grow(self) -> None:
         size = self.env.info()["map_size"]

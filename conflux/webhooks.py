@@ -559,10 +559,8 @@ class Deliverer:
                     break
         batch = _Batch(picked, scanned_to)
         if picked:
-            from conflux.api.resources import log_entry
-
             payload = {"event": "op", "webhook": hook.name,
-                       "ops": [log_entry(self.engine, op) for op in picked]}
+                       "ops": [self.engine.op_dict(op) for op in picked]}
             batch.body = json.dumps(payload, default=str, ensure_ascii=False,
                                     separators=(",", ":")).encode("utf-8")
         return batch

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 
-from conflux.auth import ApiKeys, CertMap
+from conflux.auth import API_KEYS_FILE, ApiKeys, CertMap, load_credentials
 from conflux.errors import AuthError
 from conflux.rbac import Rbac
 
@@ -28,9 +28,9 @@ class Access:
         from conflux.schema import load_schema
 
         schema = schema or load_schema(os.path.join(root, "schema.toml"))
-        keys_path = os.path.join(root, "api-keys.toml")
-        return cls(ApiKeys.load(keys_path), CertMap.load(keys_path),
-                   Rbac.load(os.path.join(root, "rbac.toml"), schema=schema), schema.base_env)
+        keys, certs = load_credentials(os.path.join(root, API_KEYS_FILE))
+        return cls(keys, certs, Rbac.load(os.path.join(root, "rbac.toml"), schema=schema),
+                   schema.base_env)
 
     # -- authentication -----------------------------------------------------------------------
 

@@ -100,14 +100,9 @@ class Ops:
         after = _int_param(req, "after", 0, 0, 2 ** 63)
         limit = _int_param(req, "limit", 100, 1, 10_000)
         ops = ctx.engine.log(start=after + 1, reverse=False, limit=limit)
-        entries = [log_entry(ctx.engine, op) for op in ops]
+        entries = [ctx.engine.op_dict(op) for op in ops]
         write_body(req, resp, {"ops": entries,
                                "next": entries[-1]["seq"] if entries else after})
-
-
-def log_entry(engine, op) -> dict:
-    """One logged operation as the API shows it (the engine's public form of an op)."""
-    return engine.op_dict(op)
 
 
 class State:

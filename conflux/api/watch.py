@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from conflux.api.resources import _int_param, log_entry
+from conflux.api.resources import _int_param
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0
@@ -54,30 +54,19 @@ class Watch:
         quiet_since = time.monotonic()
         yield b": conflux watch\n\n"
         while deadline is None or time.monotonic() < deadline:
-            ops = engine.log(start=seq + 1, reverse=False, limit=500)
+            ops, read_to = engine.changes(seq, entity=entity, env=env)
             for op in ops:
-                seq = op.seq
-                if not _matches(op, entity, env):
-                    continue
                 targets = op.children if op.children else [op]
                 if not all(access.allowed(actor, "read", t.entity or "*", t.field or None,
                                           t.env) for t in targets):
                     continue
-                data = json.dumps(log_entry(engine, op), default=str, separators=(",", ":"))
+                data = json.dumps(engine.op_dict(op), default=str, separators=(",", ":"))
                 yield f"id: {op.seq}\nevent: op\ndata: {data}\n\n".encode()
                 quiet_since = time.monotonic()
-            if ops:
+            if read_to > seq:
+                seq = read_to
                 continue
             if time.monotonic() - quiet_since > _KEEPALIVE_S:
                 yield b": keepalive\n\n"
                 quiet_since = time.monotonic()
             time.sleep(self.poll_s)
-
-
-def _matches(op, entity, env) -> bool:
-    parts = op.children if op.children else [op]
-    if entity is not None and not any(p.entity == entity for p in parts):
-        return False
-    if env is not None and not any(p.env == env for p in parts):
-        return False
-    return True

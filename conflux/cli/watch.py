@@ -49,9 +49,6 @@ def run(args):
 
 
 def _local(args, deadline):
-    from conflux.api.resources import log_entry
-    from conflux.api.watch import _matches
-
     engine = open_engine(args)
     if args.env:
         engine.schema.env_chain(args.env)
@@ -59,13 +56,12 @@ def _local(args, deadline):
         engine.schema.split_entity_id(args.entity)
     seq = args.after if args.after is not None else engine.last_seq()
     while deadline is None or time.monotonic() < deadline:
-        ops = engine.log(start=seq + 1, reverse=False, limit=500)
+        ops, read_to = engine.changes(seq, entity=args.entity, env=args.env)
         for op in ops:
-            seq = op.seq
-            if _matches(op, args.entity, args.env):
-                yield log_entry(engine, op)
-        if not ops:
+            yield engine.op_dict(op)
+        if read_to == seq:
             time.sleep(0.1)
+        seq = read_to
 
 
 def _remote(args, deadline):

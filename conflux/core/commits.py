@@ -35,6 +35,7 @@ import msgpack
 
 from conflux import errors
 from conflux.actors import Actor
+from conflux.core.engine import Ack
 from conflux.errors import ConfluxError, StoreError
 from conflux.helpers import HelperProcess, exited, helper_stop_event
 
@@ -45,29 +46,23 @@ log = logging.getLogger("conflux.commits")
 
 def commit_group(engine, makers) -> list[tuple[object, BaseException | None]]:
     """Commit validated batches (``Engine.validated`` makers) in one synced transaction;
-    ``(acks, None)`` or ``(None, error)`` for each. When one batch fails inside the
-    transaction (a precondition, a clock bound) the group was rolled back: each batch is
-    then committed alone, so only that one fails."""
+    ``(acks, None)`` or ``(None, error)`` for each, never raising (every waiting writer is
+    told). When one batch fails inside the transaction (a precondition, a clock bound) the
+    group was rolled back: each batch is then committed alone, so only that one fails."""
     try:
         return [(acks, None) for acks in engine.commit_validated(makers)]
-    except ConfluxError:
+    except ConfluxError as exc:
         if len(makers) == 1:
-            raise
+            return [(None, exc)]
+    except BaseException as exc:  # noqa: BLE001 - the store failed: nothing was written
+        return [(None, exc)] * len(makers)
     out = []
     for make in makers:
         try:
             out.append((engine.commit_validated([make])[0], None))
-        except ConfluxError as exc:
+        except BaseException as exc:  # noqa: BLE001 - this batch alone
             out.append((None, exc))
     return out
-
-
-def _settle(engine, makers) -> list[tuple[object, BaseException | None]]:
-    """``commit_group`` that never raises: every batch gets its own outcome."""
-    try:
-        return commit_group(engine, makers)
-    except BaseException as exc:  # noqa: BLE001 - each waiting writer is told
-        return [(None, exc)] * len(makers)
 
 
 class _Ticket:
@@ -123,7 +118,7 @@ class GroupCommitter:
                     stop = True
                     break
                 group.append(more)
-            outcomes = _settle(self.engine, [t.maker for t in group])
+            outcomes = commit_group(self.engine, [t.maker for t in group])
             self.commits += 1
             self.batches += len(group)
             for ticket, (result, error) in zip(group, outcomes):
@@ -281,7 +276,7 @@ class CommitService:
                                     None, None])
         if not makers:
             return
-        outcomes = _settle(engine, makers)
+        outcomes = commit_group(engine, makers)
         self.commits += 1
         for sock, (acks, error) in zip(waiting, outcomes):
             if error is not None:
@@ -320,8 +315,6 @@ class CommitClient:
             sock.close()
 
     def apply(self, raw_ops, actor):
-        from conflux.core.engine import Ack
-
         try:
             frame = _frame([actor.id, actor.cls, raw_ops])
         except (TypeError, ValueError, OverflowError):

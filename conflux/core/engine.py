@@ -157,6 +157,11 @@ class Acks(list):
         return list.__repr__(self)
 
 
+def _parts(op) -> list:
+    """What an op writes: a promotion's children, else the op itself."""
+    return op.children if op.children else [op]
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -813,7 +818,7 @@ class Engine:
     def log(self, *, limit: int | None = None, entity: str | None = None,
             actor: str | None = None, since=None, start: int | None = None,
             reverse: bool = True):
-        """Log entries, newest first by default, as ``(seq, Op)`` pairs.
+        """Logged ops (``Op`` with its ``seq``), newest first by default.
 
         ``since`` is a sequence number, an HLC (``hlc:...``) or an ISO date/time; ``start``
         begins at a sequence number (oldest first when ``reverse`` is false).
@@ -848,6 +853,17 @@ class Engine:
         """The sequence number of the newest logged operation (0 for an empty log)."""
         with self.store.read() as txn:
             return self.store.log_tail(txn)[0]
+
+    def changes(self, after: int, *, entity: str | None = None, env: str | None = None,
+                limit: int = 500) -> tuple[list, int]:
+        """One poll for watchers (``conflux watch``, ``GET /v1/watch``): the ops logged after
+        sequence ``after``, at most ``limit`` read, that touch ``entity`` and ``env`` (a
+        promotion touches those of its children); and the sequence number read up to."""
+        ops = self.log(start=after + 1, reverse=False, limit=limit)
+        touching = [op for op in ops
+                    if (entity is None or any(p.entity == entity for p in _parts(op)))
+                    and (env is None or any(p.env == env for p in _parts(op)))]
+        return touching, ops[-1].seq if ops else after
 
     def op_dict(self, op) -> dict:
         """A logged operation as the CLI, the API, watch streams and webhooks show it."""
