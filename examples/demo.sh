@@ -14,6 +14,17 @@ run() { printf '$ %s\n' "$*"; "$@"; }
 step "A project from the sample schema"
 run conflux init --schema "$here/schema.toml"
 
+step "The teams' existing config trees are imported (YAML, JSON, TOML, KDL, Jsonnet, CUE)"
+# Each document becomes an entity; every field one operation, applied as one atomic batch.
+export CONFLUX_ACTOR=pipeline:migration
+run conflux import "$here/tree/services" --entity-type service --intent "adopt the team trees"
+run conflux import "$here/tree/routes" --entity-type route --intent "adopt the team trees"
+run conflux import "$here/tree/upstreams" --entity-type upstream --intent "adopt the team trees"
+echo "Importing the same tree again writes nothing:"
+run conflux import "$here/tree/services" --entity-type service
+run conflux get service.gateway
+unset CONFLUX_ACTOR
+
 step "The platform team describes the service and its route (a human)"
 export CONFLUX_ACTOR=human:zara
 run conflux set service.checkout image registry.local/checkout:1.4.2 --intent "initial release"
@@ -77,3 +88,8 @@ run conflux blame route.api-v1
 run conflux blame service.checkout
 run conflux log --limit 12
 run conflux status
+
+step "The resolved state, exported as files (one per entity and environment)"
+run conflux export --format yaml --env production --output exported
+find exported -type f | sort | head -20
+run cat exported/production/route/api-v1.yaml

@@ -164,8 +164,9 @@ def command_names() -> list[str]:
 def test_every_command_is_registered():
     names = command_names()
     assert len(names) == len(COMMANDS)
-    assert set(names) == {"init", "set", "delete", "get", "log", "blame", "status", "promote",
-                          "conflicts", "resolve", "watch", "daemon", "auth", "rbac"}
+    assert set(names) == {"init", "import", "export", "set", "delete", "get", "log", "blame",
+                          "status", "promote", "conflicts", "resolve", "watch", "daemon", "auth",
+                          "rbac"}
 
 
 @pytest.mark.parametrize("name", command_names())
@@ -945,5 +946,5 @@ def test_man_page_documents_every_command(tmp_path):
     page = str(Manpage(get_parser()))
     assert ".SH NAME" in page
     for module in COMMANDS:
-        name = module.__name__.rsplit(".", 1)[1]
+        name = module.__name__.rsplit(".", 1)[1].rstrip("_")  # import_: 'import' is a keyword
         assert f"conflux\\fR \\fI\\,{name}\\/" in page, name

@@ -70,6 +70,11 @@ def parse_value(engine, entity_id: str, field: str, text: str, *, element: bool 
     return spec.parse_text(text, element=element)
 
 
+def count(n: int, singular: str, plural: str | None = None) -> str:
+    """``1 file``, ``3 files``."""
+    return f"{n:,} {singular if n == 1 else plural or singular + 's'}"
+
+
 def require(condition: bool, message: str) -> None:
     if not condition:
         raise InputError(message)

@@ -777,23 +777,33 @@ class Engine:
             return {field: out[field]}
         return out
 
-    def state(self, env: str | None = None) -> dict[str, dict]:
-        """The resolved state of an environment: ``{entity id: {field: value}}``."""
+    def state(self, env: str | None = None, types: list[str] | None = None) -> dict[str, dict]:
+        """The resolved state of an environment: ``{entity id: {field: value}}``, defaults
+        included, entities in id order (only those of ``types`` when given)."""
         env = self._env(env)
-        out = {}
         with self.store.read() as txn:
-            for entity_id in self._entity_ids(txn, env):
-                view = self._view(txn, env, entity_id)
-                if not view:
-                    continue
-                type_name = entity_id.partition(".")[0]
-                fields = {}
-                for spec in self.schema.types[type_name].fields.values():
-                    if spec.name in view:
-                        fields[spec.name] = view[spec.name]["value"]
-                    elif spec.default is not None:
-                        fields[spec.name] = spec.default
-                out[entity_id] = fields
+            ids = self._entity_ids(txn, env, set(types) if types is not None else None)
+            return self._resolved(txn, env, ids)
+
+    def resolved(self, entity_ids, env: str | None = None) -> dict[str, dict]:
+        """``state`` for the given entities only (those that do not exist are left out)."""
+        env = self._env(env)
+        with self.store.read() as txn:
+            return self._resolved(txn, env, entity_ids)
+
+    def _resolved(self, txn, env, entity_ids) -> dict[str, dict]:
+        out = {}
+        for entity_id in entity_ids:
+            view = self._view(txn, env, entity_id)
+            if not view:
+                continue
+            fields = {}
+            for spec in self.schema.types[entity_id.partition(".")[0]].fields.values():
+                if spec.name in view:
+                    fields[spec.name] = view[spec.name]["value"]
+                elif spec.default is not None:
+                    fields[spec.name] = spec.default
+            out[entity_id] = fields
         return out
 
     def records(self) -> dict[tuple, bytes]:

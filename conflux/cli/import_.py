@@ -1,0 +1,81 @@
+"""conflux import: files or a whole tree as operations, all or nothing."""
+
+from conflux import formats
+from conflux.cli._output import (actor_of, add_actor, add_json, count, open_engine,
+                                 print_json, rules, show_value)
+from conflux.cli._progress import Progress
+from conflux.transfer import import_tree
+
+
+def add_parser(sub):
+    readable = ", ".join(formats.registry().names(readable=True))
+    p = sub.add_parser(
+        "import", help="import config files or a whole tree as operations",
+        description="Import a file or a directory tree: each document is an entity of the "
+                    "given type, its keys are the schema's fields. Every field that differs "
+                    "from the environment's resolved value becomes an operation, all applied "
+                    "as one batch (one actor, one intent, one synced commit); one bad file "
+                    "imports nothing. Importing the same tree again writes nothing.",
+        epilog=f"Formats read: {readable} (from the file extension unless --format; plugins "
+               "add more). A document names its entity with a 'name' or 'metadata.name' key, "
+               "or see --name-from. A null value unsets the field; set and grow fields take "
+               "the listed elements (a set field drops the others).")
+    p.add_argument("path", metavar="PATH", help="a file or a directory (searched recursively; "
+                                                "hidden files skipped)")
+    p.add_argument("--entity-type", "-t", required=True, metavar="T",
+                   help="the entity type of every document")
+    p.add_argument("--env", help="environment (default: the base)")
+    p.add_argument("--format", "-f", dest="fmt", metavar="F",
+                   help="read every file as F instead of by its extension")
+    p.add_argument("--name-from", metavar="KEY|file",
+                   help="where an entity's name comes from: a key (dotted for nesting, e.g. "
+                        "metadata.name) or 'file' (the file name without extension); default "
+                        "'name', else 'metadata.name'")
+    p.add_argument("--intent", help="why (default: 'import PATH')")
+    p.add_argument("--dry-run", action="store_true",
+                   help="show what would change, write nothing")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
+    add_actor(p)
+    add_json(p)
+    p.set_defaults(handler=run)
+
+
+def run(args):
+    engine = open_engine(args)
+    actor = actor_of(args)
+    access = rules(engine)
+    result = import_tree(
+        engine, args.path, entity_type=args.entity_type, env=args.env, fmt=args.fmt,
+        name_from=args.name_from, intent=args.intent, dry_run=args.dry_run, actor=actor,
+        check=lambda ops: access.require_ops(actor, ops, base_env=engine.schema.base_env),
+        progress=Progress(quiet=args.quiet or args.json))
+    summary = result.summary()
+    if args.json:
+        print_json({**summary, "changes": [
+            {"entity_id": e, "field": f, "op": op["type"], "old": old,
+             "new": op.get("value", op.get("elements"))} for e, f, old, op in result.changes]})
+        return 0
+    if args.dry_run:
+        for entity_id, fname, old, op in result.changes:
+            print(f"  {entity_id}.{fname}: {_change(engine, entity_id, fname, old, op)}")
+    if not args.quiet or args.dry_run:
+        verb = "would write" if args.dry_run else "wrote"
+        skipped = f" ({summary['skipped_files']} skipped: unknown extension)" \
+            if summary["skipped_files"] else ""
+        print(f"{count(summary['files'], 'file')}{skipped}, "
+              f"{count(summary['entities'], 'entity', 'entities')}, "
+              f"{count(summary['fields'], 'field')} ({summary['unchanged_fields']} unchanged): "
+              f"{verb} {count(summary['operations'], 'operation')} in "
+              f"{summary['seconds']:.2f} s")
+    return 0
+
+
+def _change(engine, entity_id, fname, old, op) -> str:
+    spec = engine.schema.field(entity_id.partition(".")[0], fname)
+    if op["type"] == "unset_field":
+        return f"{show_value(engine, entity_id, fname, old)} → unset"
+    if op["type"] in ("add_elements", "remove_elements"):
+        sign = "+" if op["type"] == "add_elements" else "-"
+        return " ".join(sign + spec.format_element(v) for v in op["elements"])
+    before = "unset" if old is None else show_value(engine, entity_id, fname, old)
+    return f"{before} → {show_value(engine, entity_id, fname, op['value'])}"

