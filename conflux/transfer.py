@@ -35,18 +35,21 @@ class ImportFailed(InputError):
 
 @dataclass
 class Source:
-    """One parsed file."""
+    """One parsed file (its bytes are read again only to locate an error)."""
 
     path: str
     serializer: object
-    data: bytes
-    docs: list
+    data: bytes | None = None
+    docs: list = field(default_factory=list)
 
     def where(self, index: int, key: str | None = None) -> tuple[str, int | None]:
         """``path[:line]`` of a document (and a key of it), and the line."""
         line = None
         if key is not None:
             try:
+                if self.data is None:
+                    with open(self.path, "rb") as handle:
+                        self.data = handle.read()
                 line = self.serializer.locate(self.data, index, key)
             except Exception:  # a plugin's locate is a nicety, never a failure
                 line = None
@@ -111,29 +114,80 @@ def files_of(path: str, fmt: str | None) -> tuple[list[tuple[str, object]], int]
     return found, skipped
 
 
+#: Parsing moves to a pool of processes (one per core) from this many files on...
+_POOL_MIN_FILES = 200
+#: ...unless every file is in a format whose parser is faster than shipping its documents back.
+_FAST_FORMATS = frozenset({"json"})
+_POOL_CHUNK = 64
+
+
 def read_sources(files, progress=None) -> list[Source]:
-    """Read and parse every file (a format with ``load_many`` gets its files at once)."""
-    sources, batched = [], {}
-    for path, serializer in files:
-        try:
-            with open(path, "rb") as handle:
-                data = handle.read()
-        except OSError as exc:
-            raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
-        if hasattr(serializer, "load_many"):
-            batched.setdefault(id(serializer), (serializer, []))[1].append(len(sources))
-            sources.append(Source(path, serializer, data, []))
-            continue
-        sources.append(Source(path, serializer, data, _load(serializer, data, path)))
-        if progress is not None:
-            progress(1)
+    """Read and parse every file, in path order. A big tree of a slow format (YAML, TOML, KDL,
+    Jsonnet) is parsed on every core; a format with ``load_many`` gets its files at once."""
+    sources = [Source(path, serializer) for path, serializer in files]
+    batched, single = {}, []
+    for i, source in enumerate(sources):
+        if hasattr(source.serializer, "load_many"):
+            batched.setdefault(id(source.serializer), (source.serializer, []))[1].append(i)
+        else:
+            single.append(i)
+    workers = min(os.cpu_count() or 1, 8)
+    if workers > 1 and len(single) >= _POOL_MIN_FILES and any(
+            sources[i].serializer.name not in _FAST_FORMATS for i in single):
+        _parse_in_pool(sources, single, workers, progress)
+    else:
+        for i in single:
+            source = sources[i]
+            source.data = _read(source.path)
+            source.docs = _load(source.serializer, source.data, source.path)
+            if progress is not None:
+                progress(1)
     for serializer, indexes in batched.values():
+        for i in indexes:
+            sources[i].data = _read(sources[i].path)
         loaded = serializer.load_many([(sources[i].data, sources[i].path) for i in indexes])
         for i, docs in zip(indexes, loaded):
             sources[i].docs = docs
         if progress is not None:
             progress(len(indexes))
     return sources
+
+
+def _parse_in_pool(sources, indexes, workers, progress) -> None:
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    chunks = [indexes[i:i + _POOL_CHUNK] for i in range(0, len(indexes), _POOL_CHUNK)]
+    work = [[(sources[i].path, sources[i].serializer.name) for i in chunk] for chunk in chunks]
+    # fork: the workers inherit the format registry, plugins included
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        for chunk, parsed in zip(chunks, pool.map(_parse_chunk, work)):
+            for i, (docs, error) in zip(chunk, parsed):
+                if error is not None:
+                    message, line = error
+                    raise ImportFailed(message, path=sources[i].path, line=line)
+                sources[i].docs = docs
+            if progress is not None:
+                progress(len(chunk))
+
+
+def _parse_chunk(items) -> list:
+    """In a pool worker: ``(documents, None)`` or ``(None, (message, line))`` per file."""
+    out = []
+    for path, name in items:
+        try:
+            out.append((_load(formats.for_name(name), _read(path), path), None))
+        except InputError as exc:
+            out.append((None, (str(exc), exc.line)))
+    return out
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
 
 
 def _load(serializer, data: bytes, path: str) -> list:
@@ -205,33 +259,51 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
                 other = wanted[entity_id][0].where(wanted[entity_id][1])[0]
                 raise ImportFailed(f"{label}: entity {entity_id} is also defined in {other}",
                                    path=source.path, line=line, entity=entity_id)
-            values = {}
-            for key, value in doc.items():
-                spec = etype.fields.get(key) if isinstance(key, str) else None
-                if spec is None:
+            for key in doc:
+                if not isinstance(key, str) or key not in etype.fields:
                     label, line = source.where(index, str(key))
                     raise ImportFailed(
                         f"{label}: {entity_id}: unknown field {key!r} (fields of {entity_type}: "
                         f"{', '.join(etype.fields)})", path=source.path, line=line,
                         entity=entity_id, field=str(key))
-                try:
-                    values[key] = None if value is None else spec.coerce(value)
-                except InputError as exc:
-                    label, line = source.where(index, key)
-                    message = exc.message
-                    own = f"{entity_type}.{key}"  # the schema's label: name the entity instead
-                    message = (f"{entity_id}.{key}{message[len(own):]}"
-                               if message.startswith(own) else f"{entity_id}.{key}: {message}")
-                    raise ImportFailed(f"{label}: {message}", path=source.path,
-                                       line=line, entity=entity_id, field=key) from None
-            wanted[entity_id] = (source, index, values)
+            wanted[entity_id] = (source, index, doc)
     current = engine.resolved(list(wanted), env)
     ops, result.entities = result.ops, len(wanted)
+    where = result.where
     for entity_id, (source, index, values) in wanted.items():
-        now = current.get(entity_id, {})
+        now = current.get(entity_id)
+        if now is None:
+            # PERF: a new entity: every value goes as it is, and the engine's own validation
+            # of the batch checks it (an error is traced back to its file and line below)
+            for fname, value in values.items():
+                result.fields += 1
+                if value is None:
+                    result.unchanged += 1
+                    continue
+                op = {"type": "add_elements" if etype.fields[fname].is_set else "set_field",
+                      "env": env, "entity_id": entity_id, "field": fname, "intent": intent}
+                if etype.fields[fname].is_set:
+                    if isinstance(value, list) and not value:
+                        result.unchanged += 1
+                        continue
+                    op["elements"] = value
+                else:
+                    op["value"] = value
+                ops.append(op)
+                where.append((entity_id, fname))
+                result.changes.append((entity_id, fname, None, op))
+            continue
         for fname, value in values.items():
             result.fields += 1
             spec = etype.fields[fname]
+            if value is not None:
+                try:
+                    value = spec.coerce(value)
+                except InputError as exc:
+                    label, line = source.where(index, fname)
+                    raise ImportFailed(f"{label}: {_about(entity_id, fname, exc.message)}",
+                                       path=source.path, line=line, entity=entity_id,
+                                       field=fname) from None
             old = now.get(fname)
             base = {"env": env, "entity_id": entity_id, "field": fname, "intent": intent}
             before = len(ops)
@@ -257,11 +329,20 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
             if len(ops) == before:
                 result.unchanged += 1
             for op in ops[before:]:
+                where.append((entity_id, fname))
                 result.changes.append((entity_id, fname, old, op))
-    result.where = [(entity_id, fname) for entity_id, fname, _, _ in result.changes]
     result.sources = {entity_id: (source, index) for entity_id, (source, index, _) in
                       wanted.items()}
     return result
+
+
+def _about(entity_id: str, fname: str, message: str) -> str:
+    """A schema message about ``type.field`` (or ``op N: type.field``) told about the entity:
+    ``service.cart.replicas: expected int, ...``."""
+    own = f"{entity_id.partition('.')[0]}.{fname}"
+    if message.startswith(own):
+        return f"{entity_id}.{fname}{message[len(own):]}"
+    return f"{entity_id}.{fname}: {message}"
 
 
 def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> str:
@@ -324,13 +405,14 @@ def import_tree(engine, path: str, *, entity_type: str, actor, env: str | None =
 def _located_error(exc: InputError, result: ImportResult) -> InputError:
     """An engine refusal of op N, told as the file and line the op came from."""
     found = _OP_INDEX.match(exc.message)
-    if not found or int(found[1]) >= len(result.where):
+    if found is None and len(result.where) != 1 or found and int(found[1]) >= len(result.where):
         return exc
-    entity_id, fname = result.where[int(found[1])]
+    entity_id, fname = result.where[int(found[1]) if found else 0]
     source, index = result.sources[entity_id]
     label, line = source.where(index, fname)
-    return ImportFailed(f"{label}: {entity_id}.{fname}: {exc.message[found.end():]}",
-                        path=source.path, line=line, entity=entity_id, field=fname)
+    rest = exc.message[found.end():] if found else exc.message
+    return ImportFailed(f"{label}: {_about(entity_id, fname, rest)}", path=source.path,
+                        line=line, entity=entity_id, field=fname)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def test_name_from_file_and_key(eng, tmp_path):
      "service.broken.replicas: expected int, got string 'lots'", 3, "replicas"),
     ("bad.yaml", "name: broken\nimage: [x\n", "", 3, None),
     ("bad.yaml", "name: broken\n\nsize: 3\n", "service.broken: unknown field 'size'", 3, "size"),
-    ("bad.json", '{"name": "b",\n "ports": [1, "a"]}', "service.b.ports[1]: expected int", 2,
+    ("bad.json", '{"name": "b",\n "ports": [1, "a"]}', "service.b.ports: expected int, got string 'a'", 2,
      "ports"),
     ("bad.json", '{"name": "b",\n "image": 1,,}', "Expecting property name", 2, None),
     ("bad.toml", 'name = "b"\nreplicas = 1\nreplicas = 2\n', "", 3, None),
