@@ -2604,8 +2604,9 @@ def decode_entry(data):
 def prepare_ops(raws, table, actor, actor_class, slow):
     """Client operation dicts -> ``Op`` objects, in order, written by ``actor``.
 
-    PERF: the common shape, a ``set_field`` of an int, float, string or bool with nothing but
-    ``env`` and ``intent`` besides, is checked and built here against ``table`` (see
+    PERF: the common shapes, a ``set_field`` of an int, float, string, bool, duration or
+    plain JSON map, or an ``add_elements`` of such scalars, with nothing but ``env`` and
+    ``intent`` besides, are checked and built here against ``table`` (see
     ``Engine._fast_table``) without Python code; anything else, and anything doubtful, goes
     to ``slow``, the engine's full validator and the source of every error message. Both
     paths give equal ops (tested).
@@ -2680,6 +2681,84 @@ cdef int _parse_duration(const uchar* p, Py_ssize_t n, long long* out) noexcept:
     return 0
 
 
+cdef object _DOUBT = object()
+
+
+cdef object _fast_scalar(object value, int vkind):
+    """A scalar of value kind ``vkind`` (1 int, 2 float, 3 string, 4 bool, 5 duration) as the
+    validator would normalise it, or ``_DOUBT`` for anything it should judge itself."""
+    cdef long long ll
+    cdef const char* u
+    cdef Py_ssize_t un
+    if vkind == 1:
+        if PyLong_CheckExact(value):
+            ll = PyLong_AsLongLong(value)
+            if not (ll == -1 and PyErr_Occurred() != NULL):
+                return value
+            PyErr_Clear()
+    elif vkind == 2:
+        if PyFloat_CheckExact(value) and isfinite(<double>value):
+            return value
+    elif vkind == 3:
+        if PyUnicode_CheckExact(value) and _utf8_or_null(value, &un) != NULL:
+            return value
+    elif vkind == 4:
+        if value is True or value is False:
+            return value
+    elif vkind == 5:
+        if PyLong_CheckExact(value):
+            ll = PyLong_AsLongLong(value)
+            if not (ll == -1 and PyErr_Occurred() != NULL) and ll >= 0:
+                return value
+            PyErr_Clear()
+        elif PyUnicode_CheckExact(value):
+            u = _utf8_or_null(value, &un)
+            if u != NULL and _parse_duration(<const uchar*>u, un, &ll) == 0:
+                return ll
+    return _DOUBT
+
+
+cdef int _MAX_MAP_DEPTH = 64  # schema._MAX_MAP_DEPTH
+
+
+cdef int _json_pack(Writer* w, object o, int depth) except -1:
+    """``msgpack.packb(o, use_bin_type=True)`` of a plain JSON value that the validator keeps
+    as it is (str keys, int64 ints, finite floats, exact lists and dicts, not too deep);
+    1 (part written) for anything else, for the validator to judge."""
+    cdef Py_ssize_t n
+    cdef long long ll
+    if depth > _MAX_MAP_DEPTH:
+        return 1
+    if o is None or o is True or o is False:
+        return mp_obj(w, o, 0)
+    if PyLong_CheckExact(o):
+        ll = PyLong_AsLongLong(o)
+        if ll == -1 and PyErr_Occurred() != NULL:
+            PyErr_Clear()
+            return 1
+        return mp_obj(w, o, 0)
+    if PyFloat_CheckExact(o):
+        return mp_obj(w, o, 0) if isfinite(<double>o) else 1
+    if PyUnicode_CheckExact(o):
+        return mp_obj(w, o, 0) if _utf8_or_null(o, &n) != NULL else 1
+    if PyList_CheckExact(o):
+        mp_len(w, PyList_GET_SIZE(o), 0x90, 16, 0, 0xdc, 0xdd)
+        for item in <list>o:
+            if _json_pack(w, item, depth + 1):
+                return 1
+        return 0
+    if PyDict_CheckExact(o):
+        mp_len(w, PyDict_Size(o), 0x80, 16, 0, 0xde, 0xdf)
+        for key, item in (<dict>o).items():
+            if not PyUnicode_CheckExact(key) or _utf8_or_null(key, &n) == NULL:
+                return 1
+            mp_obj(w, key, 0)
+            if _json_pack(w, item, depth + 1):
+                return 1
+        return 0
+    return 1
+
+
 cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     """The ``Op`` of a common ``set_field``, or None for the full validator to judge."""
     cdef Py_ssize_t n, tn, i, dot, nlen
@@ -2700,8 +2779,11 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     typ = raw.get("type")
     entity = raw.get("entity_id")
     field = raw.get("field")
-    value = raw.get("value")
-    if typ is None or entity is None or field is None or value is None:
+    if not PyUnicode_CheckExact(typ):
+        return None
+    adding = typ == "add_elements"
+    value = raw.get("elements") if adding else raw.get("value")
+    if entity is None or field is None or value is None:
         return None
     extra = 0
     env = None
@@ -2714,7 +2796,7 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
         intent = raw["intent"]
     if n != 4 + extra:  # some other key: let the validator name it
         return None
-    if not (PyUnicode_CheckExact(typ) and typ == "set_field" and PyUnicode_CheckExact(entity)
+    if not ((adding or typ == "set_field") and PyUnicode_CheckExact(entity)
             and PyUnicode_CheckExact(field)):
         return None
     envs, base, types = table
@@ -2756,57 +2838,57 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
         return None
     field_id, kind, num_tag, vk = <tuple>finfo
     vkind = vk
-    if vkind == 1:
-        if not PyLong_CheckExact(value):
-            return None
-        ll = PyLong_AsLongLong(value)
-        if ll == -1 and PyErr_Occurred() != NULL:
-            PyErr_Clear()
-            return None
-    elif vkind == 2:
-        if not PyFloat_CheckExact(value):
-            return None
-        f = <double>value
-        if not isfinite(f):
-            return None
-    elif vkind == 3:
-        if not PyUnicode_CheckExact(value) or _utf8_or_null(value, &un) == NULL:
-            return None
-    elif vkind == 4:
-        if value is not True and value is not False:
-            return None
-    elif vkind == 5:
-        if PyLong_CheckExact(value):
-            ll = PyLong_AsLongLong(value)
-            if (ll == -1 and PyErr_Occurred() != NULL) or ll < 0:
-                PyErr_Clear()
-                return None
-        elif PyUnicode_CheckExact(value):
-            u = _utf8_or_null(value, &un)
-            if u == NULL or _parse_duration(<const uchar*>u, un, &ll) < 0:
-                return None
-            value = ll
-        else:
-            return None
-    else:
-        return None
     op = Op.__new__(Op)
-    op.type = T_SET_FIELD
+    if adding:
+        # the elements of a set or grow field (value kind 16 + the item's kind)
+        if vkind <= 16 or not PyList_CheckExact(value) or PyList_GET_SIZE(value) == 0:
+            return None
+        by_bytes = {}
+        w_init(&w, 64)
+        try:
+            for item in <list>value:
+                item = _fast_scalar(item, vkind - 16)
+                if item is _DOUBT:
+                    return None
+                w.pos = 0
+                mp_obj(&w, item, 0)
+                by_bytes[PyBytes_FromStringAndSize(<char*>w.buf, w.pos)] = item
+        finally:
+            PyMem_Free(w.buf)
+        op.ebytes = sorted(by_bytes)
+        op.elements = [by_bytes[b] for b in op.ebytes]
+        op.type = T_ADD_ELEMENTS
+    else:
+        if vkind == 6:  # a map: plain JSON, packed as msgpack would
+            if not PyDict_CheckExact(value):
+                return None
+            w_init(&w, 128)
+            try:
+                if _json_pack(&w, value, 0):
+                    return None
+                op.vbytes = PyBytes_FromStringAndSize(<char*>w.buf, w.pos)
+            finally:
+                PyMem_Free(w.buf)
+        else:
+            value = _fast_scalar(value, vkind)
+            if value is _DOUBT:
+                return None
+            w_init(&w, 16)
+            try:
+                mp_obj(&w, value, 0)
+                op.vbytes = PyBytes_FromStringAndSize(<char*>w.buf, w.pos)
+            finally:
+                PyMem_Free(w.buf)
+        op.value = value
+        op.type = T_SET_FIELD
     op.env = env
     op.entity = entity
     op.field = field
     op.kind = kind
     op.num_tag = num_tag
-    op.value = value
     op.actor = actor
     op.actor_class = actor_class
     op.intent = intent
-    w_init(&w, 16)
-    try:
-        mp_obj(&w, value, 0)
-        op.vbytes = PyBytes_FromStringAndSize(<char*>w.buf, w.pos)
-    finally:
-        PyMem_Free(w.buf)
     key = PyBytes_FromStringAndSize(NULL, nlen + 7)
     q = <uchar*>PyBytes_AS_STRING(key)
     _be16(q, <uint16_t>env_id)

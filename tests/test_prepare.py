@@ -41,6 +41,33 @@ raw_ops = st.fixed_dictionaries(
               "override": st.booleans(), "surprise": st.just(1)})
 
 
+scalars = st.one_of(st.integers(-2 ** 65, 2 ** 65), st.floats(allow_nan=True), st.booleans(),
+                    st.none(), st.text(max_size=6), st.sampled_from(["\ud800", "30s", "1h"]))
+json_like = st.recursive(
+    scalars, lambda inner: st.one_of(
+        st.lists(inner, max_size=3), st.tuples(inner),
+        st.dictionaries(st.one_of(st.text(max_size=4), st.sampled_from(["\udc80", 1, None])),
+                        inner, max_size=3)), max_leaves=12)
+deep = {"a": 1}
+for _ in range(70):
+    deep = {"d": deep}
+raw_adds = st.fixed_dictionaries(
+    {"type": st.sampled_from(["add_elements", "add_elements", "set_field", "remove_elements"]),
+     "entity_id": st.sampled_from(["service.a", "upstream.u", "route.r", "service.bad/x"]),
+     "field": st.sampled_from(["ports", "labels", "targets", "env_vars", "image", "nope"]),
+     "elements": st.one_of(st.lists(st.one_of(scalars, st.integers(0, 70000)), max_size=4),
+                           scalars)},
+    optional={"env": st.sampled_from(["staging", "qa"]), "intent": st.text(max_size=3),
+              "value": st.just(1), "observed": st.just([["x"]])})
+raw_maps = st.fixed_dictionaries(
+    {"type": st.just("set_field"),
+     "entity_id": st.sampled_from(["service.a", "route.r"]),
+     "field": st.sampled_from(["env_vars", "env_vars", "ports", "replicas"]),
+     "value": st.one_of(st.dictionaries(st.text(max_size=5), json_like, max_size=4),
+                        json_like, st.just(deep), st.just({"k": [1, 2.5, {"x": None}]}))},
+    optional={"env": st.sampled_from(["production", "development"])})
+
+
 def _attrs(op):
     out = {}
     for a in ATTRS:
@@ -69,7 +96,7 @@ def _prepare(engine, raw):
 
 
 @settings(max_examples=600, deadline=None)
-@given(raw=raw_ops)
+@given(raw=st.one_of(raw_ops, raw_adds, raw_maps))
 def test_fast_path_builds_what_the_validator_builds(engines, raw):
     compiled = _prepare(engines["c"], raw)
     reference = _prepare(engines["py"], raw)
@@ -91,10 +118,15 @@ def test_fast_path_is_taken_for_common_ops(engines):
     raws = [{"type": "set_field", "entity_id": "route.r", "field": "weight", "value": 5},
             {"type": "set_field", "entity_id": "service.s", "field": "image", "value": "i",
              "env": "staging", "intent": "why"},
-            {"type": "set_field", "entity_id": "route.r", "field": "timeout", "value": "5s"}]
+            {"type": "set_field", "entity_id": "route.r", "field": "timeout", "value": "5s"},
+            {"type": "set_field", "entity_id": "service.s", "field": "env_vars",
+             "value": {"A": "1", "B": {"c": [1, 2.5, None, True]}}},
+            {"type": "add_elements", "entity_id": "service.s", "field": "ports",
+             "elements": [443, 80, 443]}]
     ops = engine.core.prepare_ops(raws, engine._table, ACTOR.id, ACTOR.cls, slow)
     assert calls == []
-    assert [op.value for op in ops] == [5, "i", 5000]
+    assert [op.value for op in ops[:4]] == [5, "i", 5000, raws[3]["value"]]
+    assert ops[4].elements == [80, 443] and ops[4].ebytes == [b"\x50", b"\xcd\x01\xbb"]
 
 
 @settings(max_examples=300, deadline=None)

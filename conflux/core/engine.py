@@ -223,10 +223,11 @@ class Engine:
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
         ``(env ids, base env, {type: (type id, {field: (field id, record kind, number tag,
-        value kind)})})``, value kind 1 int, 2 float, 3 string, 4 bool, 5 duration, 0
-        anything else (sent to the full validator)."""
+        value kind)})})``, value kind 1 int, 2 float, 3 string, 4 bool, 5 duration, 6 map,
+        16 + the item's kind for set and grow fields, 0 anything else (sent to the full
+        validator)."""
         core = self.core
-        vkinds = {"int": 1, "float": 2, "string": 3, "bool": 4, "duration": 5}
+        vkinds = {"int": 1, "float": 2, "string": 3, "bool": 4, "duration": 5, "map": 6}
         types = {}
         for type_name, et in self.schema.types.items():
             fields = {}
@@ -235,8 +236,12 @@ class Engine:
                 num = core.NUM_NONE
                 if kind in (core.MAX, core.MIN):
                     num = core.NUM_FLOAT if f.kind == "float" else core.NUM_INT
-                fields[f.name] = (self._field_ids[(type_name, f.name)], kind, num,
-                                  0 if f.is_set else vkinds.get(f.kind, 0))
+                if f.is_set:
+                    item = vkinds.get(f.item_kind, 0)
+                    vkind = 16 + item if 0 < item < 6 else 0
+                else:
+                    vkind = vkinds.get(f.kind, 0)
+                fields[f.name] = (self._field_ids[(type_name, f.name)], kind, num, vkind)
             types[type_name] = (self._type_ids[type_name], fields)
         return (dict(self._env_ids), self.schema.base_env, types)
 
