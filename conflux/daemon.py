@@ -77,19 +77,24 @@ class Daemon(BaseApplication):
 
     def run(self):
         # The helper processes beside the workers (conflux/helpers.py): the commit service,
-        # and webhook delivery when webhooks.toml exists. Started before gunicorn binds,
+        # webhook delivery when webhooks.toml exists, the milestone scheduler when
+        # config.toml has a schedule. Started before gunicorn binds,
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
         from conflux.core.commits import CommitProcess
+        from conflux.milestones import scheduler_start
         from conflux.webhooks import DeliveryProcess
 
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
         self.commits = CommitProcess.start(self.directory)
+        scheduler = scheduler_start(self.directory)  # None without a milestone schedule
         master = os.getpid()
         try:
             super().run()
         finally:
             if os.getpid() == master:
+                if scheduler is not None:
+                    scheduler.stop()
                 self.commits.stop()
                 if delivery is not None:
                     delivery.stop()

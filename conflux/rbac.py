@@ -439,6 +439,12 @@ class Rbac:
         for entity_id in entities or [None]:
             self.require(actor, "promote", entity_id, None, target)
 
+    def require_milestone(self, actor: Actor, envs: list[str]) -> None:
+        """A milestone needs ``milestone`` on every entity (``*@env``) of each environment it
+        projects."""
+        for env in envs:
+            self.require(actor, "milestone", None, None, env)
+
     # -- inheritance ---------------------------------------------------------------------------
 
     def _inherited(self, name: str) -> tuple[str, ...]:

@@ -12,6 +12,8 @@ Named databases:
                 ref targets]]``
 ``dangling``    ``env id · target entity id · 0x00 · referrer state key`` -> b"": the
                 violations a new entity may clear
+``milestones``  milestone number (u32 big-endian) -> msgpack record: the git commit, the last
+                sequence number it covers, its environments and their git trees
 
 State keys are ``env id (u16 BE) · type id (u16 BE) · name · 0x00 · field id (u16 BE)``, so
 the fields of an entity are adjacent (one cursor range per ``get``) and one environment is one
@@ -40,7 +42,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct("<I")
 
 _DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations",
-              b"dangling")
+              b"dangling", b"milestones")
 _INITIAL_MAP = 64 << 20
 _MAX_ATTEMPTS = 40
 #: A write transaction starts only with at least this share of the map free (doubled before

@@ -26,7 +26,8 @@ from conflux import formats
 from conflux.errors import InputError, ValidationError
 from conflux.schema import format_duration
 
-__all__ = ["import_tree", "export_state", "ImportResult", "ExportResult", "documents_of"]
+__all__ = ["import_tree", "export_state", "ImportResult", "ExportResult", "documents_of",
+           "document"]
 
 _OP_INDEX = re.compile(r"^op (\d+): ")
 
@@ -457,19 +458,24 @@ class ExportResult:
 
 
 def documents_of(engine, env: str, types: list[str] | None = None):
-    """``(entity id, document)`` for every entity of ``env``: ``name`` first, then the fields
-    in schema order, durations as text (``30s``), refs as full ids."""
+    """``(entity id, document)`` for every entity of ``env`` (see ``document``)."""
     for entity_id, fields in engine.state(env, types).items():
-        type_name, _, name = entity_id.partition(".")
-        doc = {"name": name}
-        specs = engine.schema.types[type_name].fields
-        for fname, value in fields.items():
-            spec = specs[fname]
-            if (spec.item_kind or spec.kind) == "duration":
-                value = [format_duration(v) for v in value] if isinstance(value, list) \
-                    else format_duration(value)
-            doc[fname] = value
-        yield entity_id, doc
+        yield entity_id, document(engine.schema, entity_id, fields)
+
+
+def document(schema, entity_id: str, fields: dict) -> dict:
+    """An entity's resolved fields as a file holds them: ``name`` first, then the fields in
+    schema order, durations as text (``30s``), refs as full ids."""
+    type_name, _, name = entity_id.partition(".")
+    doc = {"name": name}
+    specs = schema.types[type_name].fields
+    for fname, value in fields.items():
+        spec = specs[fname]
+        if (spec.item_kind or spec.kind) == "duration":
+            value = [format_duration(v) for v in value] if isinstance(value, list) \
+                else format_duration(value)
+        doc[fname] = value
+    return doc
 
 
 def export_state(engine, fmt: str, *, envs: list[str] | None = None,

@@ -89,6 +89,13 @@ run conflux blame service.checkout
 run conflux log --limit 12
 run conflux status
 
+step "A milestone: the resolved state as a readable git commit"
+run conflux milestone create -m "post-canary traffic shift" --actor human:zara
+git --git-dir .conflux/milestones.git log -1 --stat --format='%an%n%n%B' | head -40
+run conflux set route.api-v1 weight 85 --actor autoscaler:autoscaler-7 --intent load-response
+run conflux diff
+run conflux status
+
 step "The resolved state, exported as files (one per entity and environment)"
 run conflux export --format yaml --env production --output exported
 find exported -type f | sort | head -20

@@ -165,8 +165,8 @@ def test_every_command_is_registered():
     names = command_names()
     assert len(names) == len(COMMANDS)
     assert set(names) == {"init", "import", "export", "set", "delete", "get", "log", "blame",
-                          "status", "promote", "conflicts", "resolve", "watch", "daemon", "auth",
-                          "rbac"}
+                          "status", "promote", "conflicts", "resolve", "milestone", "diff",
+                          "watch", "daemon", "auth", "rbac"}
 
 
 @pytest.mark.parametrize("name", command_names())

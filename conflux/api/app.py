@@ -40,6 +40,9 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
         "/v1/promote": resources.Promote(ctx),
         "/v1/conflicts": resources.Conflicts(ctx),
         "/v1/conflicts/resolve": resources.Resolve(ctx),
+        "/v1/milestones": resources.MilestoneList(ctx),
+        "/v1/milestones/{milestone_id}": resources.MilestoneItem(ctx),
+        "/v1/diff": resources.Diff(ctx),
         "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),
     }
     for path, resource in routes.items():

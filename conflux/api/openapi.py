@@ -14,7 +14,8 @@ def _errors(*codes):
 
 
 _REASONS = {400: "malformed request", 401: "no or bad credentials", 403: "denied by RBAC",
-            404: "no such entity, environment or operation", 409: "a precondition failed",
+            404: "no such entity, environment, operation or milestone",
+            409: "a precondition failed, or nothing to commit / schema violations (milestones)",
             413: "body over the limit", 415: "unsupported content type",
             422: "the schema refused the value"}
 
@@ -69,6 +70,12 @@ def openapi_document() -> dict:
                  "properties": {"seq": {"type": "integer"}, "op_id": {"type": "string"},
                                 "type": {"type": "string"}, "actor": {"type": "string"},
                                 "hlc": {"type": "string"}}}
+    milestone = {"type": "object", "required": ["id", "commit", "seq", "operations", "title"],
+                 "properties": {"id": {"type": "integer"}, "commit": {"type": "string"},
+                                "seq": {"type": "integer"}, "first_seq": {"type": "integer"},
+                                "operations": {"type": "integer"},
+                                "envs": {"type": "array", "items": {"type": "string"}},
+                                "title": {"type": "string"}, "message": {"type": "string"}}}
     paths = {
         "/v1/health": {"get": {"summary": "liveness", "security": [],
                                "responses": _ok({"type": "object", "required": ["status"]})}},
@@ -140,6 +147,44 @@ def openapi_document() -> dict:
                                                  "intent": {"type": "string"}}}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
                           **_errors(400, 401, 403, 404, 413, 415, 422)}}},
+        "/v1/milestones": {
+            "get": {"summary": "milestones, newest first",
+                    "responses": {**_ok({"type": "object", "required": ["milestones"],
+                                         "properties": {"milestones": {
+                                             "type": "array", "items": milestone}}}),
+                                  **_errors(401, 403)}},
+            "post": {"summary": "commit the resolved state to git as the next milestone",
+                     "requestBody": _body({"type": "object", "required": ["message"],
+                                           "additionalProperties": False,
+                                           "properties": {"message": {"type": "string"},
+                                                          "envs": {"type": "array",
+                                                                   "minItems": 1,
+                                                                   "items": {"type": "string"}},
+                                                          "force": {"type": "boolean"},
+                                                          "push": {"type": "boolean"}}}),
+                     "responses": {"201": {"description": "the milestone",
+                                           "content": {"application/json": {"schema": milestone},
+                                                       "application/msgpack": {
+                                                           "schema": milestone}}},
+                                   **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
+        "/v1/milestones/{milestone_id}": {"get": {
+            "summary": "one milestone, by number or commit id ('latest' for the newest)",
+            "parameters": [{"name": "milestone_id", "in": "path", "required": True,
+                            "schema": {"type": "string"}}],
+            "responses": {**_ok(milestone), **_errors(400, 401, 403, 404)}}},
+        "/v1/diff": {"get": {
+            "summary": "per entity and field: the value at a milestone and now, with the "
+                       "operations in between",
+            "parameters": [{"name": "milestone", "in": "query", "required": False,
+                            "schema": {"type": "string"},
+                            "description": "number or commit id (default: the latest)"}, _ENV],
+            "responses": {**_ok({"type": "object", "required": ["milestone", "env", "changes"],
+                                 "properties": {"milestone": {"type": "integer"},
+                                                "commit": {"type": "string"},
+                                                "env": {"type": "string"},
+                                                "changes": {"type": "array",
+                                                            "items": {"type": "object"}}}}),
+                          **_errors(400, 401, 403, 404)}}},
         "/v1/watch": {"get": {
             "summary": "changes as server-sent events; resume with Last-Event-ID",
             "parameters": [

@@ -228,3 +228,74 @@ class Resolve:
         ack = ctx.engine.resolve(body["entity_id"], body["field"], body["value"],
                                  req.context.actor, env=env, intent=body.get("intent") or "")
         write_body(req, resp, ack.to_dict(ctx.engine.core))
+
+
+def _milestones(ctx):
+    from conflux.milestones import Milestones
+
+    return Milestones(ctx.engine)  # per request: a git repository handle is not thread-safe
+
+
+class MilestoneList:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        ctx.access.rbac.require(req.context.actor, "read", None, None,
+                                ctx.engine.schema.base_env)
+        found = _milestones(ctx).list()
+        write_body(req, resp, {"milestones": [m.to_dict(ctx.engine.core)
+                                              for m in reversed(found)]})
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        allowed = {"message", "envs", "force", "push"}
+        if not isinstance(body, dict) or "message" not in body or set(body) - allowed:
+            raise ValidationError('a milestone takes {"message": "...", "envs": [ENV, ...], '
+                                  '"force": false, "push": false}')
+        if not isinstance(body["message"], str):
+            raise ValidationError("message must be text", field="message")
+        envs = body.get("envs")
+        if envs is not None and not (isinstance(envs, list) and envs and
+                                     all(isinstance(e, str) for e in envs)):
+            raise ValidationError("envs must be a non-empty list of environments", field="envs")
+        for key in ("force", "push"):
+            if not isinstance(body.get(key, False), bool):
+                raise ValidationError(f"{key} must be true or false", field=key)
+        for env in envs or ():
+            ctx.engine.schema.env_chain(env)  # 404 for an unknown environment
+        ctx.access.rbac.require_milestone(req.context.actor,
+                                          envs or list(ctx.engine.schema.environments))
+        milestones = _milestones(ctx)
+        m = milestones.create(body["message"], envs=envs, force=body.get("force", False))
+        out = m.to_dict(ctx.engine.core)
+        if body.get("push"):
+            out["pushed"] = milestones.push()
+        write_body(req, resp, out, 201)
+
+
+class MilestoneItem:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, milestone_id):
+        ctx = self.ctx
+        ctx.access.rbac.require(req.context.actor, "read", None, None,
+                                ctx.engine.schema.base_env)
+        write_body(req, resp, _milestones(ctx).get(milestone_id).to_dict(ctx.engine.core))
+
+
+class Diff:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = _env(req, ctx.engine)
+        ctx.access.rbac.require(req.context.actor, "read", None, None, env)
+        milestones = _milestones(ctx)
+        m = milestones.get(req.get_param("milestone") or "latest")
+        write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
+                               "changes": milestones.diff(m.id, env)})

@@ -1,7 +1,5 @@
 """conflux log: the operation log, newest first."""
 
-import msgpack
-
 from conflux.cli._output import add_json, hlc_text, open_engine, print_json
 
 
@@ -19,35 +17,6 @@ def add_parser(sub):
     p.set_defaults(handler=run)
 
 
-def describe(engine, op) -> str:
-    """One line for an operation: what it did, in words a reviewer reads."""
-    core = engine.core
-    kind = core.OP_NAMES[op.type]
-    spec = None
-    if op.field:
-        spec = engine.schema.field(op.entity.partition(".")[0], op.field)
-    target = f"{op.entity}.{op.field}" if op.field else op.entity
-    if kind in ("set_field", "resolve"):
-        text = f"{target} = {spec.format(op.value)}"
-        if op.prev is not None:
-            text = f"{target}: {spec.format(msgpack.unpackb(op.prev))} → {spec.format(op.value)}"
-        if kind == "resolve":
-            text += " (resolved)"
-    elif kind == "unset_field":
-        text = f"{target} unset"
-    elif kind in ("add_elements", "remove_elements"):
-        sign = "+" if kind == "add_elements" else "-"
-        text = f"{target}: " + " ".join(sign + spec.format_element(e) for e in op.elements)
-    elif kind == "delete_entity":
-        text = f"{op.entity} deleted"
-    else:  # promote
-        text = (f"promote {op.value['from']} → {op.env} ({len(op.children or [])} field "
-                "operations)")
-    if op.override and kind != "promote":
-        text += " [override]"
-    return text
-
-
 def run(args):
     engine = open_engine(args)
     ops = engine.log(limit=args.limit or None, entity=args.entity, actor=args.actor,
@@ -58,6 +27,6 @@ def run(args):
     for op in ops:
         intent = f"  ({op.intent})" if op.intent else ""
         print(f"{op.seq:>6}  {hlc_text(engine, op.hlc)}  [{op.actor_class}:{op.actor}]  "
-              f"{op.env}: {describe(engine, op)}{intent}")
+              f"{op.env}: {engine.describe(op)}{intent}")
 
 

@@ -33,6 +33,8 @@ def run(args):
     print(f"violations   {st['violations']}")
     for v in engine.violations():
         print(f"  {v['env']}: {v['entity_id']}.{v['field']}: {v['message']}")
-    print(f"milestone    {st['last_milestone'] or 'none yet'}")
+    m = st["last_milestone"]
+    print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} at seq {m['seq']} "
+          f"({m['pending_operations']} operations since)" if m else "milestone    none yet")
     if st.get("webhooks"):
         print(f"webhooks     {describe_status(st['webhooks'])}")

@@ -904,6 +904,38 @@ class Engine:
         with self.store.read() as txn:
             return list(self.store.log_entries(txn, start))
 
+    def describe(self, op, *, new_from_unset: bool = False) -> str:
+        """One line for a logged operation, in words a reviewer reads:
+        ``route.api.weight: 50 → 90``, ``upstream.b.targets: +10.0.1.5``. A first value reads
+        ``route.api.weight = 50`` (or ``unset → 50`` with ``new_from_unset``)."""
+        kind = self.core.OP_NAMES[op.type]
+        spec = None
+        if op.field:
+            spec = self.schema.field(op.entity.partition(".")[0], op.field)
+        target = f"{op.entity}.{op.field}" if op.field else op.entity
+        if kind in ("set_field", "resolve"):
+            text = (f"{target}: unset → {spec.format(op.value)}" if new_from_unset
+                    else f"{target} = {spec.format(op.value)}")
+            if op.prev is not None:
+                text = (f"{target}: {spec.format(msgpack.unpackb(op.prev))} → "
+                        f"{spec.format(op.value)}")
+            if kind == "resolve":
+                text += " (resolved)"
+        elif kind == "unset_field":
+            text = (f"{target}: {spec.format(msgpack.unpackb(op.prev))} → unset"
+                    if new_from_unset and op.prev is not None else f"{target} unset")
+        elif kind in ("add_elements", "remove_elements"):
+            sign = "+" if kind == "add_elements" else "-"
+            text = f"{target}: " + " ".join(sign + spec.format_element(e) for e in op.elements)
+        elif kind == "delete_entity":
+            text = f"{op.entity} deleted"
+        else:  # promote
+            text = (f"promote {op.value['from']} → {op.env} ({len(op.children or [])} field "
+                    "operations)")
+        if op.override and kind != "promote":
+            text += " [override]"
+        return text
+
     def op(self, op_id: str):
         """The logged operation with this id (a promotion's part resolves to its child)."""
         with self.store.read() as txn:
@@ -1006,6 +1038,12 @@ class Engine:
             n_records = txn.stat(self.store.dbs["state"])["entries"]
             webhooks = webhook_status(self.store, txn)  # cursors and failures (webhooks.py)
             info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
+            last_milestone = None
+            with txn.cursor(db=self.store.dbs["milestones"]) as cur:
+                if cur.last():  # conflux.milestones writes these records
+                    m = msgpack.unpackb(cur.value())
+                    last_milestone = {"id": m["id"], "commit": m["commit"], "title": m["title"],
+                                      "seq": m["seq"], "pending_operations": seq - m["seq"]}
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,
@@ -1013,7 +1051,7 @@ class Engine:
             "compaction_horizon": core.hlc_format(horizon) if horizon else None,
             "environments": envs, "records": n_records, "conflicts": n_conflicts,
             "violations": n_violations, "store_map_bytes": info["map_size"],
-            "last_milestone": None, "webhooks": webhooks,
+            "last_milestone": last_milestone, "webhooks": webhooks,
         }
 
     # -- promotion, resolution, compaction ----------------------------------------------------

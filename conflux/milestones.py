@@ -1,0 +1,575 @@
+"""Milestones: the resolved state projected to git as readable commits.
+
+A milestone commits the resolved state of the chosen environments to the milestone
+repository (``<env>/<type>/<name>.<ext>``, the format of ``config.toml``, YAML by default) with
+a message naming every operation since the previous milestone (SPEC §8), and records the last
+op-log sequence number it covers.
+
+It is incremental: only the entities that operations touched since the previous milestone
+(in an environment or in one it inherits from) are serialised again; every other file and
+directory is the previous milestone's git object, reused by id. So its cost grows with what
+changed, not with the state.
+
+Crash safety: git objects are written first, then the milestone is recorded in the store (one
+LMDB transaction), then the branch is moved. Objects without a record are unreferenced and
+harmless; a record whose branch move was lost is repaired (the branch set to the last
+recorded commit) before any other milestone work. A retry after a crash at any point makes
+the same milestone. Milestones of one project are made one at a time (a lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import struct
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field
+
+import msgpack
+
+from conflux import formats
+from conflux.errors import InputError, NotFound, StoreError
+from conflux.helpers import HelperProcess
+from conflux.transfer import document
+
+__all__ = ["Milestones", "Milestone", "MilestoneSettings", "NothingToCommit",
+           "ViolationsPresent"]
+
+_ID = struct.Struct(">I")
+_AUTHOR = ("Conflux", "conflux@localhost")
+#: Above this many operations the message summarises per entity and actor.
+LIST_LIMIT = 200
+#: ... and lists at most this many of those summary lines.
+SUMMARY_LIMIT = 100
+
+
+class NothingToCommit(InputError):
+    """No operation since the last milestone."""
+
+    http_status = 409
+    code = "nothing_to_commit"
+
+
+class ViolationsPresent(InputError):
+    """An environment to project has schema violations (``--force`` projects it anyway)."""
+
+    http_status = 409
+    code = "violations"
+
+
+@dataclass(frozen=True)
+class MilestoneSettings:
+    """``[milestones]`` of ``config.toml``."""
+
+    repository: str = "milestones.git"  # relative to .conflux/
+    branch: str = "main"
+    format: str = "yaml"
+    remote: str | None = None
+    remote_branch: str | None = None
+    every_ops: int = 0
+    every_seconds: float = 0.0
+
+    @classmethod
+    def load(cls, root: str) -> "MilestoneSettings":
+        path = os.path.join(root, "config.toml")
+        try:
+            with open(path, "rb") as handle:
+                table = tomllib.load(handle).get("milestones", {})
+        except FileNotFoundError:
+            return cls()
+        except tomllib.TOMLDecodeError as exc:
+            raise InputError(f"{path}: {exc}") from None
+        if not isinstance(table, dict):
+            raise InputError(f"{path}: [milestones] must be a table")
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(table) - known
+        if unknown:
+            raise InputError(f"{path}: [milestones] has unknown key(s) "
+                             f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
+        try:
+            out = cls(**table)
+            int(out.every_ops), float(out.every_seconds)
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{path}: [milestones]: {exc}") from None
+        if not isinstance(out.repository, str) or not isinstance(out.branch, str) or \
+                not isinstance(out.format, str):
+            raise InputError(f"{path}: [milestones] repository, branch and format are text")
+        return out
+
+
+@dataclass
+class Milestone:
+    id: int
+    commit: str
+    seq: int  # the last op-log sequence number covered
+    first_seq: int  # the first one (previous milestone's seq + 1)
+    operations: int
+    envs: list
+    affected: list
+    hlc_from: int
+    hlc_to: int
+    title: str
+    created_ms: int
+    forced: bool = False
+    trees: dict = field(default_factory=dict)  # env -> git tree id
+    message: str = ""
+
+    def to_dict(self, core) -> dict:
+        out = asdict(self)
+        out.pop("trees")
+        out["hlc_from"] = core.hlc_format(self.hlc_from) if self.hlc_from else None
+        out["hlc_to"] = core.hlc_format(self.hlc_to) if self.hlc_to else None
+        out["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_ms / 1000))
+        return out
+
+
+class Milestones:
+    """The milestones of one project (``engine``)."""
+
+    def __init__(self, engine):
+        self.engine = engine
+        self.settings = MilestoneSettings.load(engine.root)
+        self.path = os.path.join(engine.root, self.settings.repository)
+        self._repo = None
+        self.serializer = formats.for_name(self.settings.format, writable=True)
+        self.ext = self.serializer.extensions[0]
+
+    # -- the repository -----------------------------------------------------------------------
+
+    @property
+    def repo(self):
+        if self._repo is None:
+            import pygit2
+
+            try:
+                if os.path.exists(self.path):
+                    self._repo = pygit2.Repository(self.path)
+                else:
+                    self._repo = pygit2.init_repository(self.path, bare=True,
+                                                        initial_head=self.settings.branch)
+            except pygit2.GitError as exc:
+                raise StoreError(f"milestone repository {self.path}: {exc}") from None
+        return self._repo
+
+    @property
+    def ref(self) -> str:
+        return f"refs/heads/{self.settings.branch}"
+
+    @contextlib.contextmanager
+    def _locked(self):
+        """One milestone at a time per project (CLI, daemon workers, the scheduler)."""
+        with open(os.path.join(self.engine.root, "milestone.lock"), "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            try:
+                self._repair()
+                yield
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_UN)
+
+    def _repair(self) -> None:
+        """Point the branch at the last recorded milestone (a crash may have lost the move)."""
+        last = self.last()
+        if last is None:
+            return
+        import pygit2
+
+        oid = pygit2.Oid(hex=last.commit)
+        ref = self.repo.references.get(self.ref)
+        if ref is None or ref.target != oid:
+            self.repo.references.create(self.ref, oid, force=True)
+
+    # -- records ------------------------------------------------------------------------------
+
+    def repair(self) -> None:
+        """Bring the branch in line with the store after a crash (see the module's notes)."""
+        with self._locked():
+            pass
+
+    def list(self) -> list[Milestone]:
+        with self.engine.store.read() as txn:
+            with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
+                return [_record(value) for _, value in cur]
+
+    def last(self) -> Milestone | None:
+        with self.engine.store.read() as txn:
+            with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
+                return _record(cur.value()) if cur.last() else None
+
+    def get(self, ref: str | int | None = None) -> Milestone:
+        """A milestone by number, commit id (or a prefix of 7+ hex digits), or the latest."""
+        if ref is None or ref == "latest":
+            found = self.last()
+            if found is None:
+                raise NotFound("no milestone yet (create one with 'conflux milestone create')")
+            return found
+        text = str(ref)
+        if text.isdigit() and len(text) < 7:
+            with self.engine.store.read() as txn:
+                raw = txn.get(_ID.pack(int(text)), db=self.engine.store.dbs["milestones"])
+            if raw is None:
+                raise NotFound(f"no milestone {text}")
+            return _record(raw)
+        if len(text) >= 7 and all(c in "0123456789abcdef" for c in text.lower()):
+            matches = [m for m in self.list() if m.commit.startswith(text.lower())]
+            if len(matches) == 1:
+                return matches[0]
+            if len(matches) > 1:
+                raise InputError(f"commit prefix {text} names {len(matches)} milestones")
+        raise NotFound(f"no milestone {text} (give its number or its commit id)")
+
+    # -- creating -----------------------------------------------------------------------------
+
+    def create(self, title: str, *, envs: list[str] | None = None, force: bool = False,
+               clock=time.time) -> Milestone:
+        """Commit the resolved state of ``envs`` (default: all) as the next milestone."""
+        if not isinstance(title, str) or not title.strip() or "\n" in title.strip():
+            raise InputError("a milestone needs a one-line message (-m)")
+        schema = self.engine.schema
+        envs = list(dict.fromkeys(envs)) if envs else list(schema.environments)
+        for env in envs:
+            if env not in schema.parents:
+                raise InputError(f"unknown environment {env!r} (declared: "
+                                 f"{', '.join(schema.environments)})")
+        with self._locked():
+            return self._create(title.strip(), envs, force, clock)
+
+    def _create(self, title, envs, force, clock) -> Milestone:
+        engine, repo = self.engine, self.repo
+        previous = self.last()
+        start = previous.seq + 1 if previous else 1
+        with engine.store.read() as txn:
+            last_seq = engine.store.log_tail(txn)[0]
+            ops = []
+            for seq, data in engine.store.log_entries(txn, start):
+                op = engine.core.decode_entry(data)
+                op.seq = seq
+                ops.append(op)
+            if not ops:
+                since = f"milestone {previous.id}" if previous else "the project began"
+                raise NothingToCommit(f"no operations since {since}: nothing to commit")
+            if not force:
+                broken = [v for env in envs for v in engine.violations(env)]
+                if broken:
+                    shown = "; ".join(f"{v['env']}: {v['entity_id']}.{v['field']}: "
+                                      f"{v['message']}" for v in broken[:3])
+                    more = f" (and {len(broken) - 3} more)" if len(broken) > 3 else ""
+                    raise ViolationsPresent(
+                        f"{len(broken)} schema violation(s) in the environments to project: "
+                        f"{shown}{more}; fix them, or pass --force")
+            touched = self._touched(ops)
+            trees = {}
+            for env in envs:
+                base = (previous.trees.get(env) if previous else None)
+                if base is None:
+                    ids = engine._entity_ids(txn, env)
+                else:
+                    ids = sorted(touched.get(env, ()))
+                docs = engine._resolved(txn, env, ids)
+                trees[env] = self._env_tree(base, {eid: docs.get(eid) for eid in ids})
+        root = repo.TreeBuilder()
+        from pygit2.enums import FileMode
+
+        for env in envs:
+            root.insert(env, trees[env], FileMode.TREE)
+        hlcs = [op.hlc for op in ops]
+        affected = sorted({p.env for op in ops for p in _parts(op)},
+                          key=engine.schema.environments.index)
+        milestone = Milestone(
+            id=(previous.id + 1) if previous else 1, commit="", seq=last_seq, first_seq=start,
+            operations=len(ops), envs=envs, affected=affected, hlc_from=min(hlcs),
+            hlc_to=max(hlcs), title=title, created_ms=int(clock() * 1000), forced=force,
+            trees={env: str(oid) for env, oid in trees.items()})
+        milestone.message = self._message(milestone, ops)
+        import pygit2
+
+        when = int(milestone.created_ms // 1000)
+        author = pygit2.Signature(*_AUTHOR, when, 0)
+        parents = [pygit2.Oid(hex=previous.commit)] if previous else []
+        oid = repo.create_commit(None, author, author, milestone.message, root.write(), parents)
+        milestone.commit = str(oid)
+        _fault("milestone-objects-written")
+        self._record(milestone)
+        _fault("milestone-recorded")
+        repo.references.create(self.ref, oid, force=True)
+        return milestone
+
+    def _touched(self, ops) -> dict[str, set]:
+        """env -> the entities whose resolved state ops may have changed there (an op's own
+        environment and every one inheriting from it)."""
+        schema = self.engine.schema
+        out: dict[str, set] = {}
+        for op in ops:
+            for part in _parts(op):
+                if not part.entity:
+                    continue
+                for env in [part.env, *schema.children(part.env)]:
+                    out.setdefault(env, set()).add(part.entity)
+        return out
+
+    def _env_tree(self, base: str | None, entities: dict):
+        """The git tree of one environment: ``base`` (a tree id, or None for an empty one)
+        with the given entities written (a dict of fields) or removed (None)."""
+        import pygit2
+        from pygit2.enums import FileMode
+
+        repo, schema = self.repo, self.engine.schema
+        base_tree = repo[pygit2.Oid(hex=base)] if base else None
+        by_type: dict[str, dict] = {}
+        for entity_id, fields in entities.items():
+            type_name, _, name = entity_id.partition(".")
+            by_type.setdefault(type_name, {})[name] = fields
+        top = repo.TreeBuilder(base_tree) if base_tree is not None else repo.TreeBuilder()
+        for type_name in sorted(by_type):
+            old = top.get(type_name)
+            builder = repo.TreeBuilder(repo[old.id]) if old is not None else repo.TreeBuilder()
+            for name, fields in by_type[type_name].items():
+                filename = name + self.ext
+                if fields is None:
+                    if builder.get(filename) is not None:
+                        builder.remove(filename)
+                    continue
+                data = self.serializer.dump(document(schema, f"{type_name}.{name}", fields))
+                blob = repo.create_blob(data.encode() if isinstance(data, str) else data)
+                builder.insert(filename, blob, FileMode.BLOB)
+            if len(builder):
+                top.insert(type_name, builder.write(), FileMode.TREE)
+            elif old is not None:
+                top.remove(type_name)
+        return top.write()
+
+    def _record(self, milestone: Milestone) -> None:
+        data = asdict(milestone)
+        packed = msgpack.packb(data, use_bin_type=True)
+
+        def body(txn):
+            txn.put(_ID.pack(milestone.id), packed, db=self.engine.store.dbs["milestones"])
+        self.engine.store.write(body)
+
+    def _message(self, milestone: Milestone, ops) -> str:
+        """The commit message, in the shape of SPEC §8."""
+        engine, core = self.engine, self.engine.core
+        base = engine.schema.base_env
+        lines = [f"milestone: {milestone.title}", "", "Operations since last milestone:"]
+        if len(ops) <= LIST_LIMIT:
+            rows = []
+            for op in ops:
+                text = engine.describe(op, new_from_unset=True)
+                if op.env != base and op.field:
+                    head, sep, rest = text.partition(": ")
+                    text = f"{head}@{op.env}{sep}{rest}"
+                elif op.env != base:
+                    text += f" @{op.env}"
+                rows.append((f"[{op.actor_class}:{op.actor}]", text +
+                             (f" ({op.intent})" if op.intent else "")))
+            width = max(len(a) for a, _ in rows)
+            lines += [f"  {actor.ljust(width)} {text}" for actor, text in rows]
+        else:
+            groups: dict[tuple, list] = {}
+            for op in ops:
+                for part in _parts(op):
+                    key = (f"[{part.actor_class}:{part.actor}]", part.entity or "(promotion)")
+                    groups.setdefault(key, []).append(part)
+            ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
+            width = max(len(actor) for (actor, _), _ in ordered[:SUMMARY_LIMIT])
+            for (actor, entity), parts in ordered[:SUMMARY_LIMIT]:
+                fields = sorted({p.field for p in parts if p.field})
+                what = f" ({', '.join(fields[:6])}{', ...' if len(fields) > 6 else ''})" \
+                    if fields else ""
+                lines.append(f"  {actor.ljust(width)} {entity}: {len(parts)} "
+                             f"operation{'s' if len(parts) != 1 else ''}{what}")
+            if len(ordered) > SUMMARY_LIMIT:
+                rest = sum(len(p) for _, p in ordered[SUMMARY_LIMIT:])
+                lines.append(f"  ... and {len(ordered) - SUMMARY_LIMIT} more entity and actor "
+                             f"pairs ({rest} operations)")
+            lines.append(f"  (summarised per entity and actor; every operation: 'conflux log "
+                         f"--since {milestone.first_seq}')")
+        lines += ["", f"Environments affected: {', '.join(milestone.affected)}",
+                  f"Causal range: {core.hlc_format(milestone.hlc_from)} → "
+                  f"{core.hlc_format(milestone.hlc_to)}",
+                  f"Operations: {milestone.operations}"]
+        if milestone.forced:
+            lines.append("Projected with --force despite schema violations")
+        return "\n".join(lines) + "\n"
+
+    # -- reading back -------------------------------------------------------------------------
+
+    def documents(self, milestone: Milestone, env: str) -> dict[str, dict]:
+        """entity id -> document, as the milestone's tree holds them for ``env``."""
+        import pygit2
+
+        tree_id = milestone.trees.get(env)
+        if tree_id is None:
+            raise NotFound(f"milestone {milestone.id} did not project {env} "
+                           f"(it has {', '.join(milestone.envs)})")
+        loader = formats.for_name(self.settings.format)
+        out = {}
+        for type_entry in self.repo[pygit2.Oid(hex=tree_id)]:
+            for blob in self.repo[type_entry.id]:
+                name = blob.name[: -len(self.ext)] if blob.name.endswith(self.ext) else blob.name
+                docs = loader.load(self.repo[blob.id].data, blob.name) if loader.readable else [{}]
+                out[f"{type_entry.name}.{name}"] = docs[0] if docs else {}
+        return out
+
+    def diff(self, ref=None, env: str | None = None) -> list[dict]:
+        """Per entity and field of ``env``: the value at the milestone and now, with the
+        operations in between (oldest first)."""
+        from conflux.transfer import documents_of
+
+        engine = self.engine
+        milestone = self.get(ref)
+        env = env or engine.schema.base_env
+        if env not in engine.schema.parents:
+            raise InputError(f"unknown environment {env!r} (declared: "
+                             f"{', '.join(engine.schema.environments)})")
+        then = self.documents(milestone, env)
+        now = dict(documents_of(engine, env))
+        ops = engine.log(start=milestone.seq + 1, reverse=False)
+        chain = set([env] + engine.schema.env_chain(env))
+        between: dict[tuple, list] = {}
+        for op in ops:
+            for part in _parts(op):
+                if part.env in chain and part.entity:
+                    between.setdefault((part.entity, part.field), []).append(
+                        dict(engine.op_dict(part), seq=op.seq))
+        out = []
+        for entity_id in sorted(set(then) | set(now)):
+            before, after = then.get(entity_id, {}), now.get(entity_id, {})
+            for fname in sorted((set(before) | set(after)) - {"name"}):
+                old, new = before.get(fname), after.get(fname)
+                if old == new:
+                    continue
+                out.append({"entity_id": entity_id, "field": fname, "env": env,
+                            "at_milestone": old, "now": new,
+                            "operations": between.get((entity_id, fname), []) +
+                            between.get((entity_id, None), [])})
+        return out
+
+    # -- scheduling and pushing ---------------------------------------------------------------
+
+    def create_if_due(self, now: float | None = None) -> Milestone | None:
+        """The scheduler's milestone: made only when ``due`` still holds under the lock, so
+        several schedulers (or a person at the same moment) never make two for one change."""
+        with self._locked():
+            if not self.due(now):
+                return None
+            last = self.last()
+            pending = self.engine.last_seq() - (last.seq if last else 0)
+            return self._create(f"scheduled: {pending} operation{'s' if pending != 1 else ''}",
+                                list(self.engine.schema.environments), False, time.time)
+
+    def due(self, now: float | None = None) -> bool:
+        """Whether the schedule of ``config.toml`` calls for a milestone now: something
+        changed, and ``every_ops`` operations or ``every_seconds`` passed since the last."""
+        s = self.settings
+        if not s.every_ops and not s.every_seconds:
+            return False
+        last = self.last()
+        pending = self.engine.last_seq() - (last.seq if last else 0)
+        if pending <= 0:
+            return False
+        if s.every_ops and pending >= s.every_ops:
+            return True
+        if s.every_seconds:
+            since = (last.created_ms / 1000) if last else self._first_op_time()
+            return (now if now is not None else time.time()) - since >= s.every_seconds
+        return False
+
+    def _first_op_time(self) -> float:
+        ops = self.engine.log(start=1, reverse=False, limit=1)
+        return (ops[0].hlc >> 16) / 1000 if ops else time.time()
+
+    def push(self) -> str | None:
+        """Push the branch to the configured remote (a path or URL); the remote's ref."""
+        remote = self.settings.remote
+        if not remote:
+            return None
+        import pygit2
+
+        target = remote if "://" in remote or os.path.isabs(remote) else os.path.join(
+            self.engine.root, remote)
+        dest = f"refs/heads/{self.settings.remote_branch or self.settings.branch}"
+        try:
+            self.repo.remotes.create_anonymous(target).push([f"+{self.ref}:{dest}"])
+        except pygit2.GitError as exc:
+            raise StoreError(f"push to {remote} failed: {exc}") from None
+        return dest
+
+
+def _record(raw: bytes) -> Milestone:
+    return Milestone(**msgpack.unpackb(raw))
+
+
+def _parts(op):
+    return op.children if op.children else [op]
+
+
+def _fault(point: str) -> None:
+    """Crash-test hook: ``CONFLUX_FAULT=<point>`` kills the process there (tests prove a
+    milestone interrupted at each point leaves store and repository consistent)."""
+    if os.environ.get("CONFLUX_FAULT") == point:
+        os.kill(os.getpid(), 9)
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon's scheduler
+
+
+class SchedulerProcess(HelperProcess):
+    name = "conflux-milestones"
+
+
+def scheduler_start(directory: str):
+    """Start the daemon's milestone scheduler (``conflux.helpers``) when ``config.toml`` sets
+    ``every_ops`` or ``every_seconds``; None otherwise."""
+    from conflux.core import CONFLUX_DIR
+
+    settings = MilestoneSettings.load(os.path.join(directory, CONFLUX_DIR))
+    if not settings.every_ops and not settings.every_seconds:
+        return None
+    helper = SchedulerProcess(_schedule, (os.path.abspath(directory), os.getpid()))
+    helper.launch()
+    return helper
+
+
+def _schedule(directory: str, parent: int) -> None:
+    """The scheduler process: every second (or ``every_seconds`` if shorter), make a
+    milestone if one is due, and push it when a remote is configured. A milestone that is
+    refused (schema violations) is retried at the next tick, and logged once per change."""
+    import logging
+
+    from conflux.core import Engine
+    from conflux.helpers import helper_stop_event
+
+    log = logging.getLogger("conflux.milestones")
+    logging.basicConfig(level=logging.INFO, format="[conflux-milestones %(process)d] "
+                                                   "%(levelname)s %(message)s")
+    stop = helper_stop_event(parent, log.name)
+    engine = Engine(directory)
+    milestones = Milestones(engine)
+    tick = min(1.0, milestones.settings.every_seconds or 1.0)
+    refused_at = None
+    try:
+        while not stop.wait(tick):
+            try:
+                made = milestones.create_if_due()
+            except InputError as exc:  # violations: wait for the next change
+                seq = engine.last_seq()
+                if refused_at != seq:
+                    log.warning("scheduled milestone refused: %s", exc)
+                    refused_at = seq
+                continue
+            except Exception:
+                log.exception("scheduled milestone failed")
+                continue
+            if made is not None:
+                log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
+                         made.operations)
+                if milestones.settings.remote:
+                    try:
+                        milestones.push()
+                    except Exception as exc:
+                        log.error("push to %s failed: %s", milestones.settings.remote, exc)
+    finally:
+        engine.close()
