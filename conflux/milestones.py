@@ -10,8 +10,8 @@ It is incremental: only the entities that operations touched since the previous 
 directory is the previous milestone's git object, reused by id. So its cost grows with what
 changed, not with the state.
 
-Crash safety: git objects are written first, then the milestone is recorded in the store (one
-LMDB transaction), then the branch is moved. Objects without a record are unreferenced and
+Crash safety: git objects are written (and synced) first, then the milestone is recorded in
+the store (one synced LMDB transaction), then the branch is moved. Objects without a record are unreferenced and
 harmless; a record whose branch move was lost is repaired (the branch set to the last
 recorded commit) before any other milestone work. A retry after a crash at any point makes
 the same milestone. Milestones of one project are made one at a time (a lock file).
@@ -289,6 +289,10 @@ class Milestones:
         parents = [pygit2.Oid(hex=previous.commit)] if previous else []
         oid = repo.create_commit(None, author, author, milestone.message, root.write(), parents)
         milestone.commit = str(oid)
+        # libgit2 does not sync the objects it writes: before the store records a milestone
+        # (a synced commit), its objects must be on disk too, or a power cut could leave a
+        # record naming a commit the repository lost
+        os.sync()
         _fault("milestone-objects-written")
         self._record(milestone)
         _fault("milestone-recorded")

@@ -17,9 +17,13 @@
     timeout_s = 10                          # optional: per HTTP call (connect, each read)
     batch_size = 100                        # optional: at most this many ops per POST
 
-**Events.** ``"op"``: every committed operation that passes the filters. ``"milestone"`` is
-accepted for milestones, but nothing emits it yet (milestones do not exist in this version):
-a hook listening only for milestones receives nothing for now.
+**Events.** ``"op"``: every committed operation that passes the filters. ``"milestone"``:
+every milestone (``conflux.milestones``) that projects an environment matching ``envs`` (the
+entity and actor filters are for operations), one POST each with the body ``{"event":
+"milestone", "webhook": NAME, "milestone": {...}}`` (the milestone as ``GET
+/v1/milestones/{id}`` shows it), ``X-Conflux-Event: milestone`` and ``X-Conflux-Delivery:
+<name>-milestone-<id>``; its cursor is the last milestone number done with
+(``webhook:<name>:milestone``), and it is retried and given up on like a batch of ops.
 
 **Filters.** Globs are case-sensitive ``fnmatch`` patterns (``*`` also crosses dots). An
 operation passes when its actor matches one of ``actors`` and the operation (or, for a
@@ -83,6 +87,8 @@ from dataclasses import dataclass
 from dataclasses import field as dataclass_field
 from fnmatch import fnmatchcase
 from typing import Any
+
+import msgpack
 
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
@@ -263,8 +269,7 @@ class _Loader:
         events = self._globs(raw, "events", fail, default=("op",))
         for event in events:
             if event not in EVENTS:
-                fail(f"unknown event {event!r} (events: {', '.join(EVENTS)}; 'milestone' is "
-                     "accepted but nothing emits it yet)", "events")
+                fail(f"unknown event {event!r} (events: {', '.join(EVENTS)})", "events")
         entities = self._globs(raw, "entities", fail)
         for pattern in entities:
             self._check_entity(pattern, lambda m: fail(m, "entities"))
@@ -363,6 +368,10 @@ def _check_actor_pattern(pattern: str) -> None:
 
 def _cursor_key(name: str) -> str:
     return f"{_META_PREFIX}{name}"
+
+
+def _milestone_cursor_key(name: str) -> str:
+    return f"webhook:{name}:milestone"
 
 
 def _stats_key(name: str) -> str:
@@ -512,6 +521,8 @@ class Deliverer:
     def drain(self, hook: Webhook, stop: threading.Event) -> dict:
         """Deliver to one webhook until its cursor reaches the end of the log (or ``stop``)."""
         counts = {"deliveries": 0, "ops": 0, "attempts": 0, "failed": 0, "failed_ops": 0}
+        if "milestone" in hook.events:
+            self._drain_milestones(hook, stop, counts)
         while not stop.is_set():
             batch = self._next_batch(hook)
             if batch is None:
@@ -523,7 +534,8 @@ class Deliverer:
             error = None
             for attempt in range(1, hook.max_attempts + 1):
                 counts["attempts"] += 1
-                error = self._post(hook, batch)
+                error = self._post(hook, batch.body, "op",
+                                   f"{hook.name}-{batch.first}-{batch.last}")
                 if error is None:
                     break
                 log.warning("webhook %s: delivery %s-%d-%d, try %d of %d: %s", hook.name,
@@ -543,6 +555,53 @@ class Deliverer:
         return counts
 
     # -- one batch -----------------------------------------------------------------------------
+
+    def _drain_milestones(self, hook: Webhook, stop: threading.Event, counts: dict) -> None:
+        """Deliver the milestones made since the hook's milestone cursor, one POST each."""
+        from conflux.milestones import Milestone
+
+        store = self.engine.store
+        key = _milestone_cursor_key(hook.name)
+        with store.read() as txn:
+            cursor = store.meta_int(txn, key)
+            found = []
+            with txn.cursor(db=store.dbs["milestones"]) as cur:
+                if cur.set_range((cursor + 1).to_bytes(4, "big")):
+                    found = [Milestone(**msgpack.unpackb(v)) for _, v in cur]
+        for m in found:
+            if stop.is_set():
+                return
+            error = None
+            if not hook.envs or any(fnmatchcase(env, p) for env in m.envs for p in hook.envs):
+                payload = {"event": "milestone", "webhook": hook.name,
+                           "milestone": m.to_dict(self.engine.core)}
+                body = json.dumps(payload, default=str, ensure_ascii=False,
+                                  separators=(",", ":")).encode("utf-8")
+                for attempt in range(1, hook.max_attempts + 1):
+                    counts["attempts"] += 1
+                    error = self._post(hook, body, "milestone", f"{hook.name}-milestone-{m.id}")
+                    if error is None:
+                        counts["deliveries"] += 1
+                        counts["milestones"] = counts.get("milestones", 0) + 1
+                        break
+                    log.warning("webhook %s: milestone %d, try %d of %d: %s", hook.name, m.id,
+                                attempt, hook.max_attempts, error)
+                    if attempt < hook.max_attempts and stop.wait(hook.delay(attempt)):
+                        return
+                if error is not None:
+                    counts["failed"] += 1
+                    log.error("webhook %s: gave up on milestone %d after %d tries: %s",
+                              hook.name, m.id, hook.max_attempts, error)
+
+            def record(txn, m=m, error=error):
+                store.meta_put_int(txn, key, m.id)
+                if error is not None:
+                    stats = _read_stats(store, txn, hook.name)
+                    stats["failed"] = stats.get("failed", 0) + 1
+                    stats["last_error"] = f"milestone {m.id}: {error}"
+                    stats["last_failed_at"] = _now()
+                    store.meta_put(txn, _stats_key(hook.name), json.dumps(stats).encode())
+            store.write(record)
 
     def _next_batch(self, hook: Webhook) -> _Batch | None:
         cursor = self._cursors[hook.name]
@@ -565,18 +624,18 @@ class Deliverer:
                                     separators=(",", ":")).encode("utf-8")
         return batch
 
-    def _post(self, hook: Webhook, batch: _Batch) -> str | None:
-        """POST a batch once: None on a 2xx answer, else what went wrong."""
+    def _post(self, hook: Webhook, body: bytes, event: str, delivery: str) -> str | None:
+        """POST a body once: None on a 2xx answer, else what went wrong."""
         import http.client
         import urllib.error
         import urllib.request
 
-        request = urllib.request.Request(hook.url, data=batch.body, method="POST", headers={
+        request = urllib.request.Request(hook.url, data=body, method="POST", headers={
             "Content-Type": "application/json",
             "User-Agent": _USER_AGENT,
-            "X-Conflux-Event": "op",
-            "X-Conflux-Delivery": f"{hook.name}-{batch.first}-{batch.last}",
-            "X-Conflux-Signature": sign(hook.secret, batch.body),
+            "X-Conflux-Event": event,
+            "X-Conflux-Delivery": delivery,
+            "X-Conflux-Signature": sign(hook.secret, body),
         })
         try:
             with _opener().open(request, timeout=hook.timeout_s) as response:
@@ -643,12 +702,17 @@ def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
 
     def body(txn):
         last = store.log_tail(txn)[0]
+        with txn.cursor(db=store.dbs["milestones"]) as cur:
+            last_milestone = int.from_bytes(cur.key(), "big") if cur.last() else 0
         cursors = {}
         for hook in hooks:
             key = _cursor_key(hook.name)
             if store.meta_get(txn, key) is None:
                 store.meta_put_int(txn, key, 0 if hook.from_start else last)
             cursors[hook.name] = store.meta_int(txn, key)
+            key = _milestone_cursor_key(hook.name)
+            if "milestone" in hook.events and store.meta_get(txn, key) is None:
+                store.meta_put_int(txn, key, 0 if hook.from_start else last_milestone)
         return cursors
     return store.write(body) if hooks else {}
 

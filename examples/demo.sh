@@ -23,6 +23,8 @@ run conflux import "$here/tree/upstreams" --entity-type upstream --intent "adopt
 echo "Importing the same tree again writes nothing:"
 run conflux import "$here/tree/services" --entity-type service
 run conflux get service.gateway
+echo "The imported state becomes the first milestone, a commit in .conflux/milestones.git:"
+run conflux milestone create -m "adopted the team trees"
 unset CONFLUX_ACTOR
 
 step "The platform team describes the service and its route (a human)"
@@ -91,7 +93,7 @@ run conflux status
 
 step "A milestone: the resolved state as a readable git commit"
 run conflux milestone create -m "post-canary traffic shift" --actor human:zara
-git --git-dir .conflux/milestones.git log -1 --stat --format='%an%n%n%B' | head -40
+run git --git-dir .conflux/milestones.git log -1 --stat --format='Author: %an%n%n%B'
 run conflux set route.api-v1 weight 85 --actor autoscaler:autoscaler-7 --intent load-response
 run conflux diff
 run conflux status

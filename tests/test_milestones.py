@@ -79,6 +79,7 @@ def test_message_has_the_shape_of_the_spec(project):
     project.apply([set_op("route.api-v1", "weight", 90, intent="load-response")], AUTOSCALER)
     project.apply([set_op("route.api-v1", "weight", 80, override=True,
                           intent="manual override")], ZARA)
+    project.apply([set_op("route.api-v1", "weight", 60, intent="load-response")], AUTOSCALER)
     project.apply([{"type": "add_elements", "entity_id": "upstream.backend",
                     "field": "targets", "elements": ["10.0.1.5"], "intent": "scale-out"},
                    set_op("service.checkout", "image", "checkout:2", env="staging",
@@ -91,17 +92,19 @@ def test_message_has_the_shape_of_the_spec(project):
         "Operations since last milestone:",
         "  [autoscaler:autoscaler] route.api-v1.weight: 50 → 90 (load-response)",
         "  [human:zara]            route.api-v1.weight: 90 → 80 [override] (manual override)",
+        "  [autoscaler:autoscaler] route.api-v1.weight: 80 kept (60 written, max wins) "
+        "(load-response)",
         "  [pipeline:ci-pipeline]  upstream.backend.targets: +10.0.1.5 (scale-out)",
         # staging had no value of its own: the line shows the field's own register there
         "  [pipeline:ci-pipeline]  service.checkout.image@staging: unset → checkout:2 (canary)",
         "",
         "Environments affected: production, staging",
         "Causal range: HLC → HLC",
-        "Operations: 4",
+        "Operations: 5",
     ]
     assert re.sub(HLC, "HLC", message).split("\n") == expected
-    assert m.operations == 4 and m.affected == ["production", "staging"]
-    assert message.endswith("Operations: 4") and m.hlc_from < m.hlc_to
+    assert m.operations == 5 and m.affected == ["production", "staging"]
+    assert message.endswith("Operations: 5") and m.hlc_from < m.hlc_to
 
 
 def test_incremental_milestone_reuses_unchanged_trees(project):

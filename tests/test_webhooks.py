@@ -497,3 +497,34 @@ def test_without_webhooks_there_is_no_delivery_process(tmp_path):
             == ["conflux-commits"]
         status = requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10).json()
         assert status["webhooks"] == {}
+
+
+def test_milestone_events(project, receivers):
+    from conflux.milestones import Milestones
+
+    both, only, prod = receivers(script=[503]), receivers(), receivers()
+    d = deliverer(project, hook("both", both.url, events=["op", "milestone"], backoff_s=0.01)
+                  + hook("only", only.url, events=["milestone"])
+                  + hook("qa", prod.url, events=["milestone"], envs=["development"]))
+    project.apply([set_op("service.web", "image", "web:1")], ZARA)
+    milestones = Milestones(project)
+    first = milestones.create("first", envs=["production"])
+    project.apply([set_op("service.web", "image", "web:2")], ZARA)
+    second = milestones.create("second")
+    counts = d.run_once()
+    assert counts["only"]["milestones"] == 2 and counts["both"]["ops"] == 2
+    bodies = only.delivered
+    assert [b["milestone"]["id"] for b in bodies] == [1, 2]
+    assert bodies[0]["event"] == "milestone" and bodies[0]["milestone"]["commit"] == first.commit
+    headers = [h for h, _, _ in only.requests]
+    assert [h["X-Conflux-Event"] for h in headers] == ["milestone", "milestone"]
+    assert headers[1]["X-Conflux-Delivery"] == "only-milestone-2"
+    assert all(signature_ok(h, b) for h, b, _ in only.requests)
+    # the first try of 'both' failed with a 503 and was retried
+    assert [s for _, _, s in both.requests][:2] == [503, 200]
+    assert {b["event"] for b in both.delivered} == {"op", "milestone"}
+    # the envs filter: only the second milestone projects development
+    assert [b["milestone"]["commit"] for b in prod.delivered] == [second.commit]
+    # cursors: nothing again
+    again = d.run_once()
+    assert again["only"]["deliveries"] == 0 and len(only.requests) == 2

@@ -917,8 +917,12 @@ class Engine:
             text = (f"{target}: unset → {spec.format(op.value)}" if new_from_unset
                     else f"{target} = {spec.format(op.value)}")
             if op.prev is not None:
-                text = (f"{target}: {spec.format(msgpack.unpackb(op.prev))} → "
-                        f"{spec.format(op.value)}")
+                old = msgpack.unpackb(op.prev)
+                text = f"{target}: {spec.format(old)} → {spec.format(op.value)}"
+                if spec.merge in ("max", "min") and not op.override and kind == "set_field" \
+                        and (old > op.value if spec.merge == "max" else old < op.value):
+                    text = (f"{target}: {spec.format(old)} kept ({spec.format(op.value)} "
+                            f"written, {spec.merge} wins)")
             if kind == "resolve":
                 text += " (resolved)"
         elif kind == "unset_field":
