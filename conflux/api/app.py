@@ -43,6 +43,7 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
         "/v1/milestones": resources.MilestoneList(ctx),
         "/v1/milestones/{milestone_id}": resources.MilestoneItem(ctx),
         "/v1/diff": resources.Diff(ctx),
+        "/v1/audit/export": resources.AuditExport(ctx),
         "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),
     }
     for path, resource in routes.items():

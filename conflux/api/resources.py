@@ -299,3 +299,20 @@ class Diff:
         m = milestones.get(req.get_param("milestone") or "latest")
         write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
                                "changes": milestones.diff(m.id, env)})
+
+
+class AuditExport:
+    """The op log as JSON Lines, streamed (``conflux.audit``); the ``admin`` action."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        from conflux.audit import export_lines
+
+        ctx = self.ctx
+        ctx.access.rbac.require(req.context.actor, "admin", None, None,
+                                ctx.engine.schema.base_env)
+        resp.content_type = "application/x-ndjson"
+        resp.stream = export_lines(ctx.engine, since=req.get_param("since"),
+                                   until=req.get_param("until"))

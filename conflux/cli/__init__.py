@@ -14,9 +14,9 @@ import sys
 from conflux import __version__
 from conflux.errors import ConfluxError
 
-from conflux.cli import (auth, blame, conflicts, daemon, delete, diff, export, get, import_,
-                         init, log, milestone, promote, rbac, resolve, set as set_cmd, status,
-                         watch)
+from conflux.cli import (audit, auth, blame, conflicts, daemon, delete, diff, export, get,
+                         import_, init, keys, log, milestone, promote, rbac, resolve,
+                         set as set_cmd, status, watch)
 
 __all__ = ["get_parser", "main", "run", "COMMANDS"]
 
@@ -47,7 +47,7 @@ class _Parser(argparse.ArgumentParser):
 
 #: Every command, in the order ``--help`` lists them.
 COMMANDS = (init, import_, export, set_cmd, delete, get, log, blame, status, promote, conflicts,
-            resolve, milestone, diff, watch, daemon, auth, rbac)
+            resolve, milestone, diff, watch, daemon, auth, rbac, keys, audit)
 
 
 def get_parser() -> argparse.ArgumentParser:

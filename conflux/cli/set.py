@@ -1,5 +1,9 @@
 """conflux set: one operation on one field."""
 
+import base64
+import os
+import uuid
+
 from conflux.cli._output import (actor_of, add_actor, add_json, open_engine, parse_value,
                                  print_json, require, rules, show_value)
 
@@ -28,6 +32,9 @@ def add_parser(sub):
                    help="comma-separated op ids of the value(s) you saw (\"\" for none): a "
                         "precondition, or for review fields the candidates you supersede")
     p.add_argument("--dry-run", action="store_true", help="validate and show, write nothing")
+    p.add_argument("--sign-key", metavar="FILE.pem", default=os.environ.get("CONFLUX_SIGN_KEY"),
+                   help="sign the operation with this registered key (default: "
+                        "$CONFLUX_SIGN_KEY); see 'conflux keys'")
     add_actor(p)
     add_json(p)
     p.set_defaults(handler=run)
@@ -57,6 +64,8 @@ def run(args):
     if args.base is not None:
         op["base"] = [b for b in args.base.split(",") if b]
     actor = actor_of(args)
+    if args.sign_key:
+        _sign(engine, op, actor, args.sign_key)
     rules(engine).require_ops(actor, [op], base_env=engine.schema.base_env)
     ack = engine.apply([op], actor, dry_run=args.dry_run)[0]
     if args.json:
@@ -74,3 +83,26 @@ def run(args):
     prefix = "would write" if args.dry_run else ("already applied" if ack.duplicate else "ok")
     print(f"{prefix}: {args.entity}.{args.field} {what} in {env} "
           f"(op {ack.op_id}, seq {ack.seq}, {engine.core.hlc_format(ack.hlc)})")
+
+
+def _sign(engine, op: dict, actor, key_file: str) -> None:
+    """Complete the operation with what its signature covers (op id, HLC, environment, and
+    for a review field the base it supersedes), then sign it (``conflux.signing``)."""
+    from conflux.errors import InputError
+    from conflux.signing import load_private_key, sign_op
+
+    signing_key = load_private_key(key_file)
+    public = base64.b64encode(bytes(signing_key.verify_key)).decode()
+    key = engine.signatures.by_public_key(public)
+    if key is None:
+        raise InputError(f"{key_file}: this key is not in the registry; register it with "
+                         f"'conflux keys register --key-id ID --actor {actor.id} --public-key "
+                         f"{public}'")
+    op["env"] = op.get("env") or engine.schema.base_env
+    op["op_id"] = op.get("op_id") or f"cli-{uuid.uuid4()}"
+    op["hlc"] = engine.next_hlc()
+    spec = engine.schema.field(op["entity_id"].partition(".")[0], op["field"])
+    if spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
+            op.get("base") is None:
+        op["base"] = engine.review_base(op["entity_id"], op["field"], op["env"])
+    sign_op(op, signing_key, key.key_id, actor.id)

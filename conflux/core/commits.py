@@ -266,8 +266,9 @@ class CommitService:
         makers, waiting = [], []
         for sock, frame in requests:
             try:
-                actor_id, actor_cls, raw_ops = msgpack.unpackb(frame, raw=False)
-                makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls)))
+                actor_id, actor_cls, raw_ops, checked = msgpack.unpackb(frame, raw=False)
+                makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls),
+                                               signatures_checked=bool(checked)))
                 waiting.append(sock)
             except ConfluxError as exc:
                 self._answer(sock, _error_answer(exc))
@@ -315,8 +316,14 @@ class CommitClient:
             sock.close()
 
     def apply(self, raw_ops, actor):
+        engine = getattr(self.fallback, "engine", None)  # None: the service verifies
+        checked = engine is not None and isinstance(raw_ops, list) and \
+            engine.signatures_to_check(raw_ops, actor)
+        if checked:
+            # PERF: Ed25519 in this worker, in parallel with the others, not in the service
+            engine.check_signatures(raw_ops, actor)
         try:
-            frame = _frame([actor.id, actor.cls, raw_ops])
+            frame = _frame([actor.id, actor.cls, raw_ops, checked])
         except (TypeError, ValueError, OverflowError):
             return self.fallback.apply(raw_ops, actor)  # the engine names what is wrong
         sock = getattr(self._local, "sock", None)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field as _field
 
 import msgpack
 
-from conflux.actors import Actor
+from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
 from conflux.schema import Schema, load_schema
@@ -53,6 +53,18 @@ max_clock_offset_ms = {max_clock_offset_ms}
 [compaction]
 # Tombstones older than this are causally stable and may be dropped by 'compaction'.
 stability_window_s = {stability_window_s}
+
+[signatures]
+# Actor classes whose operations must be signed (keys in keys.json: 'conflux keys').
+# require = ["human", "pipeline"]
+
+# [milestones]
+# repository = "milestones.git"   # inside .conflux/, or any path
+# branch = "main"
+# format = "yaml"
+# remote = "/srv/git/infra-config.git"   # pushed after scheduled milestones
+# every_ops = 1000                # the daemon makes a milestone every N operations...
+# every_seconds = 3600            # ...or every T seconds, when something changed
 """
 
 
@@ -60,6 +72,7 @@ stability_window_s = {stability_window_s}
 class Settings:
     max_clock_offset_ms: int = 500
     stability_window_s: int = 7 * 24 * 3600
+    require_signatures: frozenset = frozenset()
 
     @classmethod
     def load(cls, path: str) -> "Settings":
@@ -72,9 +85,14 @@ class Settings:
             raise InputError(f"{path}: {exc}") from exc
         clock = data.get("clock", {})
         compaction = data.get("compaction", {})
+        required = data.get("signatures", {}).get("require", [])
+        if not isinstance(required, list) or not all(c in ACTOR_CLASSES for c in required):
+            raise InputError(f"{path}: [signatures] require must list actor classes "
+                             f"({', '.join(ACTOR_CLASSES)})")
         try:
             return cls(int(clock.get("max_clock_offset_ms", cls.max_clock_offset_ms)),
-                       int(compaction.get("stability_window_s", cls.stability_window_s)))
+                       int(compaction.get("stability_window_s", cls.stability_window_s)),
+                       frozenset(required))
         except (TypeError, ValueError) as exc:
             raise InputError(f"{path}: {exc}") from exc
 
@@ -459,21 +477,84 @@ class Engine:
         """
         return self._write(self._maker(raw_ops, actor), dry_run=dry_run)
 
-    def _maker(self, raw_ops, actor):
-        """A function building the batch's ops afresh (validating them) on each call."""
+    def _maker(self, raw_ops, actor, *, signatures_checked: bool = False):
+        """A function building the batch's ops afresh (validating them) on each call;
+        ``signatures_checked``: a daemon worker verified the signatures already."""
         if not isinstance(raw_ops, list):
             raise ValidationError("a batch must be a list of operations")
         single = len(raw_ops) == 1
 
         def slow(raw, i):
             return self.prepare(raw, actor, "" if single else f"op {i}: ")
-        return lambda: self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow)
 
-    def validated(self, raw_ops: list[dict], actor: Actor):
+        def make():
+            ops = self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls, slow)
+            if not signatures_checked:
+                self._check_signatures(ops, actor)
+            return ops
+        return make
+
+    def signatures_to_check(self, raw_ops, actor) -> bool:
+        """Whether a batch has signatures to verify (or must have them)."""
+        return actor.cls in self.settings.require_signatures or any(
+            isinstance(op, dict) and op.get("signature") is not None for op in raw_ops)
+
+    def check_signatures(self, raw_ops, actor) -> None:
+        """Validate a batch and verify its signatures, writing nothing (a daemon worker does
+        this before handing the batch to the commit service, so that the one service process
+        does not spend its time on Ed25519)."""
+        self._maker(raw_ops, actor)()
+
+    def _check_signatures(self, ops, actor) -> None:
+        """Refuse the batch if a signature does not hold, or if ``actor``'s class must sign
+        (``[signatures] require``) and an operation is unsigned (``conflux.signing``)."""
+        required = actor.cls in self.settings.require_signatures
+        signed = [i for i, op in enumerate(ops) if op.signature is not None]
+        if not signed and not required:
+            return  # PERF: the common case costs one pass
+        from conflux.signing import SignatureRefused, content_of_op
+
+        where = (lambda i: "") if len(ops) == 1 else (lambda i: f"op {i}: ")
+        if required and len(signed) < len(ops):
+            i = next(i for i, op in enumerate(ops) if op.signature is None)
+            raise SignatureRefused(f"{where(i)}operations by {actor.cls} actors must be signed "
+                                   "(config.toml: [signatures] require)")
+        registry, now = self.signatures, now_ms()
+        for i in signed:
+            op = ops[i]
+            if not op.op_id or not op.hlc:
+                raise SignatureRefused(f"{where(i)}a signed operation carries its own op_id "
+                                       "and hlc: both are signed")
+            if op.base is None and op.kind == self.core.STRATEGY_KINDS["review"] and \
+                    op.type in (self.core.SET_FIELD, self.core.UNSET_FIELD):
+                raise SignatureRefused(f"{where(i)}a signed write to a review field carries "
+                                       "its base (the op ids it saw; [] for none): the store "
+                                       "would otherwise bind one the signature does not cover")
+            reason = registry.check(content_of_op(self, op), op.signature, op.key_id,
+                                    actor.id, actor.cls, now)
+            if reason is not None:
+                hint = (" (sign the content as the store logs it: values in normal form, "
+                        "durations in ms, refs as full ids; see conflux/signing.py)"
+                        if reason.startswith("the signature does not match") else "")
+                raise SignatureRefused(f"{where(i)}signature refused: {reason}{hint}",
+                                       field="signature")
+
+    @property
+    def signatures(self):
+        """The key registry (``keys.json``), read again whenever the file changes."""
+        if self._signatures is None:
+            from conflux.signing import REGISTRY_FILE, Registry
+
+            self._signatures = Registry(os.path.join(self.root, REGISTRY_FILE))
+        return self._signatures
+
+    _signatures = None
+
+    def validated(self, raw_ops: list[dict], actor: Actor, *, signatures_checked: bool = False):
         """Validate a batch now, for a commit later (``commit_validated``): returns the maker
         of its ops. Group commit validates each request's batch before queueing it, so a bad
         batch fails alone."""
-        make = self._maker(raw_ops, actor)
+        make = self._maker(raw_ops, actor, signatures_checked=signatures_checked)
         first = [make()]
         return lambda: first.pop() if first else make()
 
@@ -864,6 +945,26 @@ class Engine:
                     break
         return out
 
+    def next_hlc(self) -> int:
+        """An HLC for an operation a client stamps itself (a signed one): after the store's
+        clock and not before the wall clock."""
+        with self.store.read() as txn:
+            clock = self.store.log_tail(txn)[1]
+        return max(self.core.hlc_pack(now_ms(), 0), clock + 1)
+
+    def review_base(self, entity_id: str, field: str, env: str) -> list[str]:
+        """The op ids a write to a review field in ``env`` supersedes if it names none: every
+        concurrent candidate, or the value's own op (the store binds the same)."""
+        for conflict in self.conflicts(env):
+            if conflict["entity_id"] == entity_id and conflict["field"] == field and \
+                    conflict["env"] == env:
+                return sorted(c["op_id"] for c in conflict["candidates"])
+        try:
+            item = self.get(entity_id, env, field)[field]
+        except NotFound:
+            return []
+        return [item["op_id"]] if item.get("env") == env and item.get("op_id") else []
+
     def last_seq(self) -> int:
         """The sequence number of the newest logged operation (0 for an empty log)."""
         with self.store.read() as txn:
@@ -893,6 +994,10 @@ class Engine:
             out["elements"] = op.elements
         if op.prev is not None:
             out["previous"] = msgpack.unpackb(op.prev)
+        if op.base:
+            out["base"] = list(op.base)
+        if op.signature is not None:
+            out["signature"], out["key_id"] = op.signature, op.key_id
         if op.children:
             for child in op.children:
                 child.seq = op.seq

@@ -1,0 +1,355 @@
+"""Signed operations, the key registry and the audit trail (conflux.signing, conflux.audit,
+'conflux keys', 'conflux audit', 'conflux set --sign-key', the daemon)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+
+import pytest
+from nacl.signing import SigningKey
+
+from conflux.actors import Actor
+from conflux.audit import export_lines, verify
+from conflux.cli import main
+from conflux.core import Engine
+from conflux.errors import InputError
+from conflux.signing import (Registry, SignatureRefused, canonical, load_private_key, op_content,
+                             sign_op, write_private_key)
+
+from conftest import EXAMPLE_SCHEMA
+
+ZARA = Actor("zara", "human")
+CI = Actor("ci-pipeline", "pipeline")
+BOT = Actor("autoscaler-7", "autoscaler")
+
+
+# ---------------------------------------------------------------------------------------------
+# the canonical encoding
+
+
+def test_canonical_encoding_is_one_per_content():
+    assert canonical({"b": 1, "a": [1.0, "x"]}) == canonical({"a": [1.0, "x"], "b": 1})
+    assert canonical(1.0) == bytes.fromhex("cb3ff0000000000000")  # always 64-bit
+    assert canonical(5) == b"\x05" and canonical(-1) == b"\xff" and canonical(300) == b"\xcd\x01\x2c"
+    assert canonical({"é": 1, "z": 2}) == bytes.fromhex("82") + canonical("z") + b"\x02" + \
+        canonical("é") + b"\x01"  # keys by UTF-8 bytes: 'z' (7a) before 'é' (c3 a9)
+    for bad in (float("nan"), float("inf"), b"raw", {1: "x"}, 1 << 64, {"k": object()}):
+        with pytest.raises(InputError):
+            canonical(bad)
+
+
+def test_op_content_normalises_sets_and_base():
+    common = dict(op_id="o1", type="add_elements", env="production", entity_id="service.a",
+                  field="ports", actor="zara", intent="", hlc=5 << 16, override=False)
+    assert op_content(value=[443, 80, 443], base=None, **common) == \
+        op_content(value=[80, 443], base=None, **common)
+    assert op_content(value=[80], base=["b", "a", "b"], **common) == \
+        op_content(value=[80], base=["a", "b"], **common)
+    assert op_content(value=[80], base=None, **common) != \
+        op_content(value=[80], base=None, **{**common, "op_id": "o2"})
+
+
+# ---------------------------------------------------------------------------------------------
+# keys and the registry
+
+
+def test_key_file_is_private_and_never_overwritten(tmp_path):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    key = SigningKey.generate()
+    path = str(tmp_path / "k.pem")
+    write_private_key(path, bytes(key))
+    assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    with pytest.raises(InputError, match="never overwritten"):
+        write_private_key(path, bytes(key))
+    assert bytes(load_private_key(path)) == bytes(key)
+    # an ordinary PKCS#8 key, as OpenSSL and other libraries read it
+    loaded = serialization.load_pem_private_key(open(path, "rb").read(), password=None)
+    assert isinstance(loaded, Ed25519PrivateKey)
+    assert loaded.public_key().public_bytes_raw() == bytes(key.verify_key)
+
+
+def test_registry_register_revoke(tmp_path):
+    registry = Registry(str(tmp_path / "keys.json"))
+    pub = base64.b64encode(bytes(SigningKey.generate().verify_key)).decode()
+    key = registry.register("zara-1", "human:zara", pub)
+    assert key.created.endswith("Z") and key.revoked is None
+    with pytest.raises(InputError, match="already registered"):
+        registry.register("zara-1", "human:zara", pub)
+    with pytest.raises(InputError, match="already registered as 'zara-1'"):
+        registry.register("zara-2", "human:zara", pub)
+    with pytest.raises(InputError, match="32 bytes"):
+        registry.register("short", "zara", base64.b64encode(b"x" * 5).decode())
+    with pytest.raises(InputError, match="not base64"):
+        registry.register("bad", "zara", "!!!")
+    revoked = registry.revoke("zara-1", "laptop lost")
+    assert revoked.revoked and revoked.reason == "laptop lost"
+    again = Registry(str(tmp_path / "keys.json")).get("zara-1")
+    assert again.revoked == revoked.revoked
+    assert json.load(open(tmp_path / "keys.json"))["keys"][0]["key_id"] == "zara-1"
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine refuses forgeries
+
+
+@pytest.fixture
+def signed(tmp_path, core):
+    engine = Engine.init(str(tmp_path / "project"), str(EXAMPLE_SCHEMA), core=core)
+    keys = {name: SigningKey.generate() for name in ("zara", "ci")}
+    engine.signatures.register("zara-1", "human:zara",
+                               base64.b64encode(bytes(keys["zara"].verify_key)).decode())
+    engine.signatures.register("ci-1", "ci-pipeline",
+                               base64.b64encode(bytes(keys["ci"].verify_key)).decode())
+    engine.keys = keys
+    yield engine
+    engine.close()
+
+
+def wire(engine, entity, field, value, *, op_id, key="zara", key_id="zara-1", actor=ZARA,
+         **extra):
+    op = {"type": "set_field", "entity_id": entity, "field": field, "value": value,
+          "env": "production", "op_id": op_id, "hlc": engine.next_hlc(), **extra}
+    return sign_op(op, engine.keys[key], key_id, actor.id)
+
+
+def test_a_signed_op_is_accepted_and_logged_with_its_signature(signed):
+    op = wire(signed, "route.api", "weight", 50, op_id="w-1", intent="load")
+    [ack] = signed.apply([op], ZARA)
+    [logged] = signed.log(limit=1)
+    assert logged.signature == op["signature"] and logged.key_id == "zara-1"
+    assert signed.op_dict(logged)["signature"] == op["signature"]
+    assert not ack.duplicate
+
+
+@pytest.mark.parametrize("forge,reason", [
+    (lambda e, op: op.update(value=51), "does not match"),                       # tampered
+    (lambda e, op: op.update(op_id="w-2"), "does not match"),                    # swapped id
+    (lambda e, op: op.update(key_id="nobody"), "unknown key 'nobody'"),
+    (lambda e, op: op.update(signature="c2lnbg=="), "does not match"),
+    (lambda e, op: op.update(hlc=op["hlc"] + 1), "does not match"),
+    (lambda e, op: op.update(intent="other"), "does not match"),
+])
+def test_forged_operations_are_refused_and_nothing_is_written(signed, forge, reason):
+    op = wire(signed, "route.api", "weight", 50, op_id="w-1")
+    forge(signed, op)
+    with pytest.raises(SignatureRefused, match=reason):
+        signed.apply([op], ZARA)
+    assert signed.last_seq() == 0
+
+
+def test_replay_of_a_signature_on_a_new_op_is_refused(signed):
+    first = wire(signed, "route.api", "weight", 50, op_id="w-1")
+    signed.apply([first], ZARA)
+    replay = dict(first, op_id="w-9", value=99)
+    with pytest.raises(SignatureRefused, match="does not match"):
+        signed.apply([replay], ZARA)
+    # the same op again is a retry: acknowledged, not applied twice
+    [ack] = signed.apply([first], ZARA)
+    assert ack.duplicate and signed.last_seq() == 1
+
+
+def test_revoked_and_other_actors_keys_are_refused(signed):
+    other = wire(signed, "route.api", "weight", 50, op_id="w-1", key="ci", key_id="ci-1")
+    with pytest.raises(SignatureRefused, match="belongs to ci-pipeline, not human:zara"):
+        signed.apply([other], ZARA)
+    signed.signatures.revoke("zara-1", "rotated")
+    revoked = wire(signed, "route.api", "weight", 50, op_id="w-2")
+    with pytest.raises(SignatureRefused, match="revoked"):
+        signed.apply([revoked], ZARA)
+    # one bad op refuses the whole batch
+    good = wire(signed, "service.a", "image", "a:1", op_id="c-1", key="ci", key_id="ci-1",
+                actor=CI)
+    bad = dict(wire(signed, "service.a", "replicas", 2, op_id="c-2", key="ci", key_id="ci-1",
+                    actor=CI), value=3)
+    with pytest.raises(SignatureRefused, match="op 1: signature refused"):
+        signed.apply([good, bad], CI)
+    assert signed.last_seq() == 0
+
+
+def test_required_signatures_per_actor_class(signed, tmp_path):
+    config = os.path.join(signed.root, "config.toml")
+    with open(config) as handle:
+        text = handle.read()
+    with open(config, "w") as handle:  # the line 'conflux init' writes, switched on
+        handle.write(text.replace('# require = ["human", "pipeline"]',
+                                  'require = ["human", "pipeline"]'))
+    signed.close()
+    engine = Engine(os.path.join(tmp_path, "project"), core=signed.core)
+    engine.keys = signed.keys
+    unsigned = {"type": "set_field", "entity_id": "route.api", "field": "weight", "value": 5}
+    with pytest.raises(SignatureRefused, match="human actors must be signed"):
+        engine.apply([unsigned], ZARA)
+    engine.apply([unsigned], BOT)  # autoscalers need not sign
+    engine.apply([wire(engine, "route.api", "weight", 9, op_id="w-1")], ZARA)
+    assert engine.last_seq() == 2
+    engine.close()
+
+
+def test_values_are_signed_in_normal_form(signed):
+    op = wire(signed, "route.api", "timeout", "30s", op_id="t-1")  # logged as 30000 ms
+    with pytest.raises(SignatureRefused, match="normal form"):
+        signed.apply([op], ZARA)
+    signed.apply([wire(signed, "route.api", "timeout", 30000, op_id="t-2")], ZARA)
+
+
+# ---------------------------------------------------------------------------------------------
+# the audit trail
+
+
+def audit_file(engine, path):
+    with open(path, "wb") as handle:
+        for line in export_lines(engine):
+            handle.write(line)
+    return path
+
+
+def test_audit_export_and_verify(signed, tmp_path):
+    signed.apply([wire(signed, "route.api", "weight", 50, op_id="w-1", intent="load")], ZARA)
+    signed.apply([{"type": "add_elements", "entity_id": "service.a", "field": "ports",
+                   "elements": [443, 80]}], BOT)
+    signed.apply([sign_op({"type": "add_elements", "entity_id": "service.a", "field": "ports",
+                           "elements": [8080, 80], "env": "production", "op_id": "p-1",
+                           "hlc": signed.next_hlc()}, signed.keys["zara"], "zara-1", "zara")],
+                 ZARA)
+    signed.apply([wire(signed, "service.a", "env_vars", {"B": [1, 2.5], "A": None},
+                       op_id="m-1")], ZARA)
+    path = audit_file(signed, tmp_path / "audit.jsonl")
+    lines = [json.loads(x) for x in open(path)]
+    assert [x["seq"] for x in lines] == [1, 2, 3, 4]
+    assert lines[0]["actor"] == "zara" and lines[0]["new"] == 50 and lines[0]["intent"] == "load"
+    assert lines[0]["key_id"] == "zara-1" and "signature" not in lines[1]
+    report = verify(open(path, "rb"), signed.signatures)
+    assert report.ok and report.signed_ok == 3 and report.unsigned == [(2, 2)]
+    # revoking the key later does not invalidate what it signed while valid
+    signed.signatures.revoke("zara-1")
+    assert verify(open(path, "rb"), Registry(signed.signatures.path)).ok
+
+
+def test_a_changed_byte_fails_at_its_line_and_a_removed_line_is_a_gap(signed, tmp_path):
+    for i in range(5):
+        signed.apply([wire(signed, "route.api", "weight", 10 + i, op_id=f"w-{i}")], ZARA)
+    path = audit_file(signed, tmp_path / "audit.jsonl")
+    text = open(path).read().splitlines(keepends=True)
+    tampered = list(text)
+    tampered[2] = tampered[2].replace('"new":12', '"new":13')
+    report = verify(tampered, signed.signatures)
+    assert [(n, s) for n, s, _ in report.failures] == [(3, 3)] and not report.sequence
+    assert "does not match" in report.failures[0][2]
+    removed = text[:1] + text[2:]
+    report = verify(removed, signed.signatures)
+    assert report.sequence == [(2, "gap: seq 2 missing before seq 3")] and not report.ok
+    reordered = [text[0], text[2], text[1], text[3]]
+    assert any("reordered" in p for _, p in verify(reordered, signed.signatures).sequence)
+
+
+def test_export_since_and_until(signed):
+    for i in range(6):
+        signed.apply([{"type": "set_field", "entity_id": "route.api", "field": "weight",
+                       "value": i}], BOT)
+    seqs = [json.loads(x)["seq"] for x in export_lines(signed, since=3, until=5)]
+    assert seqs == [3, 4, 5]
+    with pytest.raises(InputError, match="not a sequence number"):
+        export_lines(signed, since="yesterday")
+
+
+# ---------------------------------------------------------------------------------------------
+# the command line
+
+
+def run_cli(capsys, *args):
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_cli_keys_sign_export_verify(tmp_path, capsys):
+    d = str(tmp_path / "p")
+    assert run_cli(capsys, "--dir", d, "init", "--schema", str(EXAMPLE_SCHEMA))[0] == 0
+    pem = str(tmp_path / "zara.pem")
+    code, out, _ = run_cli(capsys, "--dir", d, "keys", "generate", "--actor", "human:zara",
+                           "--output", pem, "--register", "--key-id", "zara-laptop")
+    assert code == 0 and "registered as zara-laptop" in out
+    code, _, err = run_cli(capsys, "--dir", d, "keys", "generate", "--actor", "zara",
+                           "--output", pem)
+    assert code == 2 and "never overwritten" in err
+    code, out, _ = run_cli(capsys, "--dir", d, "set", "route.api", "weight", "40",
+                           "--actor", "human:zara", "--sign-key", pem)
+    assert code == 0, out
+    code, _, err = run_cli(capsys, "--dir", d, "set", "route.api", "weight", "41",
+                           "--actor", "human:mallory", "--sign-key", pem)
+    assert code == 2 and "belongs to human:zara, not human:mallory" in err
+    code, out, _ = run_cli(capsys, "--dir", d, "keys", "list")
+    assert "zara-laptop" in out and "valid" in out
+    audit = str(tmp_path / "audit.jsonl")
+    assert run_cli(capsys, "--dir", d, "audit", "export", "--output", audit)[0] == 0
+    registry = os.path.join(d, ".conflux", "keys.json")
+    code, out, _ = run_cli(capsys, "--dir", d, "audit", "verify", audit,
+                           "--key-registry", registry)
+    assert code == 0 and out.startswith("OK: 1 lines, 1 signatures verified")
+    with open(audit) as handle:
+        text = handle.read()
+    with open(audit, "w") as handle:
+        handle.write(text.replace('"new":40', '"new":90'))
+    code, out, _ = run_cli(capsys, "--dir", d, "audit", "verify", audit,
+                           "--key-registry", registry)
+    assert code == 1 and "FAIL line 1 (seq 1): the signature does not match" in out
+    code, out, _ = run_cli(capsys, "--dir", d, "keys", "revoke", "zara-laptop", "--reason",
+                           "lost")
+    assert code == 0 and "revoked zara-laptop" in out
+    code, _, err = run_cli(capsys, "--dir", d, "set", "route.api", "weight", "42",
+                           "--actor", "human:zara", "--sign-key", pem)
+    assert code == 2 and "revoked" in err
+
+
+# ---------------------------------------------------------------------------------------------
+# the daemon
+
+
+def test_daemon_verifies_signatures_and_streams_the_audit(tmp_path):
+    import requests
+
+    from test_daemon import daemon, key, make_project
+
+    project = make_project(tmp_path / "served")
+    signing = SigningKey.generate()
+    Registry(os.path.join(project, ".conflux", "keys.json")).register(
+        "zara-1", "zara", base64.b64encode(bytes(signing.verify_key)).decode())
+    with daemon(project) as (url, _):
+        def op(value, op_id):
+            clock = requests.get(f"{url}/v1/status", headers=key("zara")).json()["clock"]
+            hlc = 0 if clock is None else int(clock[4:].split(".")[0]) << 16
+            import time as _t
+            raw = {"type": "set_field", "entity_id": "route.api", "field": "weight",
+                   "value": value, "env": "production", "op_id": op_id,
+                   "hlc": max(int(_t.time() * 1000) << 16, hlc + 1)}
+            return sign_op(raw, signing, "zara-1", "zara")
+        good = op(30, "d-1")
+        r = requests.post(f"{url}/v1/ops", json=good, headers=key("zara"))
+        assert r.status_code == 200, r.text
+        forged = dict(op(31, "d-2"), value=99)
+        r = requests.post(f"{url}/v1/ops", json=forged, headers=key("zara"))
+        assert r.status_code == 403 and r.json()["error"]["code"] == "signature_refused"
+        stolen = op(32, "d-3")
+        r = requests.post(f"{url}/v1/ops", json=stolen, headers=key("autoscaler-7"))
+        assert r.status_code == 403 and "belongs to zara" in r.json()["error"]["message"]
+        r = requests.get(f"{url}/v1/audit/export", headers=key("zara"))
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-ndjson"
+        lines = [json.loads(x) for x in r.text.splitlines()]
+        assert [x["op_id"] for x in lines] == ["d-1"] and lines[0]["signature"]
+        assert verify(r.text.splitlines(), Registry(os.path.join(
+            project, ".conflux", "keys.json"))).ok
+        r = requests.get(f"{url}/v1/audit/export", headers=key("reader-1"))
+        assert r.status_code == 403
+        r = requests.get(f"{url}/v1/audit/export?since=someday", headers=key("zara"))
+        assert r.status_code == 400
