@@ -175,17 +175,13 @@ def step_export(fmt: str, project: str, out: str) -> dict:
 
 
 def run_step(args, *step) -> dict:
-    """Run one step in a fresh interpreter; its figures plus its peak RSS."""
+    """Run one step in a fresh interpreter; its figures, with its peak RSS."""
     cmd = [sys.executable, os.path.abspath(__file__), "--step", *step]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     out = proc.stdout.read()
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    if proc.returncode:
+    if proc.wait():
         raise SystemExit(f"step {' '.join(step)} failed (exit {proc.returncode})")
-    figures = json.loads(out)
-    figures["peak_rss_mb"] = round(usage.ru_maxrss / 1024, 1)
-    return figures
+    return json.loads(out)  # with the step's own peak RSS (VmHWM), measured inside it
 
 
 def main(argv=None) -> int:
@@ -205,6 +201,9 @@ def main(argv=None) -> int:
             figures = step_import(*rest[:-1], again=True)
         else:
             figures = fn(*rest)
+        with open("/proc/self/status") as status:  # this process's own peak, since exec
+            hwm = next(line for line in status if line.startswith("VmHWM"))
+        figures["peak_rss_mb"] = round(int(hwm.split()[1]) / 1024, 1)
         print(json.dumps(figures))
         return 0
 

@@ -43,6 +43,31 @@ def test_canonical_encoding_is_one_per_content():
             canonical(bad)
 
 
+from hypothesis import given, settings, strategies as st  # noqa: E402
+
+_flat = st.one_of(st.none(), st.booleans(), st.integers(-(1 << 63), (1 << 64) - 1),
+                  st.floats(allow_nan=False, allow_infinity=False), st.text(max_size=5))
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=st.one_of(_flat, st.lists(_flat, max_size=4),
+                       st.dictionaries(st.text(max_size=3), _flat, max_size=3)),
+       kind=st.sampled_from(["set_field", "add_elements"]))
+def test_op_content_is_the_canonical_encoding(value, kind):
+    """The fast path (msgpack's own encoding, without maps) gives the canonical bytes."""
+    if kind == "add_elements" and not isinstance(value, list):
+        value = [value]
+    expected_value = value
+    if kind == "add_elements":
+        unique = {canonical(v): v for v in value}
+        expected_value = [unique[k] for k in sorted(unique)]
+    expected = canonical(["conflux-op/1", "o", kind, "production", "service.a", "f",
+                          expected_value, "zara", "", 7, None, False])
+    assert op_content(op_id="o", type=kind, env="production", entity_id="service.a",
+                      field="f", value=value, actor="zara", intent="", hlc=7, base=None,
+                      override=False) == expected
+
+
 def test_op_content_normalises_sets_and_base():
     common = dict(op_id="o1", type="add_elements", env="production", entity_id="service.a",
                   field="ports", actor="zara", intent="", hlc=5 << 16, override=False)
