@@ -98,6 +98,20 @@ run conflux set route.api-v1 weight 85 --actor autoscaler:autoscaler-7 --intent 
 run conflux diff
 run conflux status
 
+step "Signed changes: a key, a signed write, a forgery refused, the audit trail verified"
+rm -f zara.pem
+run conflux keys generate --actor human:zara --output zara.pem --register --key-id zara-laptop
+run conflux set service.checkout image registry.local/checkout:1.6.0 --actor human:zara \
+  --sign-key zara.pem --intent "release 1.6.0"
+echo "mallory tries to sign with zara's key:"
+conflux set service.checkout image evil/checkout:latest --actor human:mallory \
+  --sign-key zara.pem || true
+run conflux audit export --since 80 --output audit.jsonl
+run conflux audit verify audit.jsonl --key-registry .conflux/keys.json
+echo "one byte of the signed value changed:"
+sed -i 's/"new":"registry.local\/checkout:1.6.0"/"new":"registry.local\/checkout:1.6.1"/' audit.jsonl
+conflux audit verify audit.jsonl --key-registry .conflux/keys.json || true
+
 step "The resolved state, exported as files (one per entity and environment)"
 run conflux export --format yaml --env production --output exported
 find exported -type f | sort | head -20

@@ -10,6 +10,7 @@ import pathlib
 import pytest
 
 from conflux.actors import Actor
+from conflux.cli import main
 from conflux.core import Engine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -54,3 +55,14 @@ def add_op(entity, field, *elements, **extra):
 def remove_op(entity, field, *elements, **extra):
     return {"type": "remove_elements", "entity_id": entity, "field": field,
             "elements": list(elements), **extra}
+
+
+def run_cli(capsys, *args):
+    """``conflux *args`` in-process: ``(exit status, stdout, stderr)``."""
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse: --help, usage errors
+        code = exc.code
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -15,8 +15,9 @@ import pytest
 
 from conflux.actors import Actor
 from conflux.auth import ApiKeys, CertMap, hash_key, parse_subject
-from conflux.cli import main
 from conflux.errors import AuthError, ConfluxError, InputError
+
+from conftest import run_cli
 
 KEY_A = "a" * 20 + "-autoscaler"
 KEY_B = "b" * 20 + "-pipeline"
@@ -296,16 +297,6 @@ def test_real_certificate_decoded_like_getpeercert(tmp_path, keys_file):
 
 # ------------------------------------------------------------------------------------------
 # conflux auth hash-key
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_hash_key(capsys):

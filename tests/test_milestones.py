@@ -13,11 +13,10 @@ import pytest
 import yaml
 
 from conflux.actors import Actor
-from conflux.cli import main
 from conflux.core import Engine
 from conflux.milestones import LIST_LIMIT, Milestones, NothingToCommit, ViolationsPresent
 
-from conftest import EXAMPLE_SCHEMA, ZARA
+from conftest import EXAMPLE_SCHEMA, ZARA, run_cli
 
 AUTOSCALER = Actor("autoscaler", "autoscaler")
 CI = Actor("ci-pipeline", "pipeline")
@@ -252,16 +251,6 @@ def test_interrupted_milestone_is_consistent_and_retried(project, point):
 
 # ---------------------------------------------------------------------------------------------
 # the command line
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_milestone_create_list_show_and_diff(project, capsys):

@@ -15,13 +15,12 @@ from nacl.signing import SigningKey
 
 from conflux.actors import Actor
 from conflux.audit import export_lines, verify
-from conflux.cli import main
 from conflux.core import Engine
 from conflux.errors import InputError
 from conflux.signing import (Registry, SignatureRefused, canonical, load_private_key, op_content,
                              sign_op, write_private_key)
 
-from conftest import EXAMPLE_SCHEMA
+from conftest import EXAMPLE_SCHEMA, run_cli
 
 ZARA = Actor("zara", "human")
 CI = Actor("ci-pipeline", "pipeline")
@@ -286,16 +285,6 @@ def test_export_since_and_until(signed):
 
 # ---------------------------------------------------------------------------------------------
 # the command line
-
-
-def run_cli(capsys, *args):
-    capsys.readouterr()
-    try:
-        code = main(list(args))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_keys_sign_export_verify(tmp_path, capsys):

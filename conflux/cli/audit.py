@@ -2,7 +2,7 @@
 
 import sys
 
-from conflux.cli._output import open_engine, print_json
+from conflux.cli._output import count as plural, open_engine, print_json
 
 
 def add_parser(sub):
@@ -52,7 +52,7 @@ def export(args):
     import os
 
     os.replace(tmp, args.output)
-    print(f"{count} operations written to {args.output}", file=sys.stderr)
+    print(f"{plural(count, 'operation')} written to {args.output}", file=sys.stderr)
     return 0
 
 
