@@ -134,6 +134,12 @@ class Milestones:
         self.path = os.path.join(engine.root, self.settings.repository)
         self._repo = None
         self.serializer = formats.for_name(self.settings.format, writable=True)
+        if not self.serializer.readable:  # 'conflux diff' reads milestones back
+            both = [n for n in formats.registry().names(writable=True)
+                    if formats.for_name(n).readable]
+            raise InputError(f"config.toml: [milestones] format {self.settings.format!r} "
+                             f"cannot be read back (diff reads milestones); use one of "
+                             f"{', '.join(both)}")
         self.ext = self.serializer.extensions[0]
 
     # -- the repository -----------------------------------------------------------------------
@@ -407,12 +413,12 @@ class Milestones:
         if tree_id is None:
             raise NotFound(f"milestone {milestone.id} did not project {env} "
                            f"(it has {', '.join(milestone.envs)})")
-        loader = formats.for_name(self.settings.format)
+        loader = self.serializer
         out = {}
         for type_entry in self.repo[pygit2.Oid(hex=tree_id)]:
             for blob in self.repo[type_entry.id]:
                 name = blob.name[: -len(self.ext)] if blob.name.endswith(self.ext) else blob.name
-                docs = loader.load(self.repo[blob.id].data, blob.name) if loader.readable else [{}]
+                docs = loader.load(self.repo[blob.id].data, blob.name)
                 out[f"{type_entry.name}.{name}"] = docs[0] if docs else {}
         return out
 

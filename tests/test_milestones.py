@@ -14,6 +14,7 @@ import yaml
 
 from conflux.actors import Actor
 from conflux.core import Engine
+from conflux.errors import InputError
 from conflux.milestones import LIST_LIMIT, Milestones, NothingToCommit, ViolationsPresent
 
 from conftest import EXAMPLE_SCHEMA, ZARA, run_cli
@@ -161,6 +162,10 @@ def test_refusals(project):
     assert forced.forced and "Projected with --force" in forced.message
     with pytest.raises(Exception, match="unknown environment 'qa'"):
         milestones.create("x", envs=["qa"])
+    with open(os.path.join(project.root, "config.toml"), "a") as handle:
+        handle.write('\n[milestones]\nformat = "xml"\n')
+    with pytest.raises(InputError, match="'xml' cannot be read back"):
+        Milestones(project)
 
 
 def test_long_ranges_are_summarised(project):
