@@ -469,3 +469,16 @@ def test_a_plugin_format_is_discovered_and_used(plugin_site, tmp_path):
 def test_registry_lists_builtins():
     assert registry().names(readable=True) == ["cue", "json", "jsonnet", "kdl", "toml", "yaml"]
     assert registry().names(writable=True) == ["hcl", "json", "kdl", "toml", "xml", "yaml"]
+
+
+def test_forced_format(eng, tmp_path):
+    write(tmp_path, "t/a.yaml", "name: a\nreplicas: 1\n")
+    write(tmp_path, "t/b.json", '{"name": "b", "replicas": 2}')
+    result = do_import(eng, tmp_path / "t", fmt="json")  # in a directory: .json files only
+    assert (result.files, result.skipped) == (1, 1)
+    assert set(eng.state(types=["service"])) == {"service.b"}
+    conf = write(tmp_path, "c/settings.conf", "name: c\nreplicas: 3\n")
+    do_import(eng, conf, fmt="yaml")  # a file: whatever its extension
+    assert eng.get("service.c")["replicas"]["value"] == 3
+    with pytest.raises(Exception, match="cannot tell the format"):
+        do_import(eng, conf)

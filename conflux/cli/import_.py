@@ -26,7 +26,8 @@ def add_parser(sub):
                    help="the entity type of every document")
     p.add_argument("--env", help="environment (default: the base)")
     p.add_argument("--format", "-f", dest="fmt", metavar="F",
-                   help="read every file as F instead of by its extension")
+                   help="read as F: a file given as PATH whatever its extension; in a "
+                        "directory, only the files with F's extensions")
     p.add_argument("--name-from", metavar="KEY|file",
                    help="where an entity's name comes from: a key (dotted for nesting, e.g. "
                         "metadata.name) or 'file' (the file name without extension); default "
