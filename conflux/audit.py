@@ -109,6 +109,7 @@ class Report:
 def verify(stream, registry: Registry) -> Report:
     """Check an audit file (an iterable of lines, bytes or text) against a registry."""
     report = Report()
+    registry.refresh()  # once: the registry is a file given for this check
     previous = None
     for number, raw in enumerate(stream, 1):
         text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else raw
@@ -159,4 +160,4 @@ def _check_line(line: dict, registry: Registry) -> str | None:
     except (KeyError, TypeError, ValueError, InputError) as exc:
         return f"cannot rebuild the signed content: {exc}"
     return registry.check(content, line["signature"], str(line.get("key_id")), line["actor"],
-                          line.get("actor_class", ""), hlc >> 16)
+                          line.get("actor_class", ""), hlc >> 16, refresh=False)

@@ -348,9 +348,10 @@ class Registry:
     # -- checking -----------------------------------------------------------------------------
 
     def check(self, content: bytes, signature: str, key_id: str, actor_id: str,
-              actor_class: str, when_ms: int) -> str | None:
-        """None if the signature holds, else why not."""
-        key = self.refresh().keys.get(key_id)
+              actor_class: str, when_ms: int, *, refresh: bool = True) -> str | None:
+        """None if the signature holds, else why not (``refresh=False``: the caller has
+        just refreshed the registry, once for a whole batch)."""
+        key = (self.refresh() if refresh else self).keys.get(key_id)
         if key is None:
             return f"unknown key {key_id!r}"
         if not key.owned_by(actor_id, actor_class):

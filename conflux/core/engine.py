@@ -519,7 +519,7 @@ class Engine:
             i = next(i for i, op in enumerate(ops) if op.signature is None)
             raise SignatureRefused(f"{where(i)}operations by {actor.cls} actors must be signed "
                                    "(config.toml: [signatures] require)")
-        registry, now = self.signatures, now_ms()
+        registry, now = self.signatures.refresh(), now_ms()
         for i in signed:
             op = ops[i]
             if not op.op_id or not op.hlc:
@@ -531,7 +531,7 @@ class Engine:
                                        "its base (the op ids it saw; [] for none): the store "
                                        "would otherwise bind one the signature does not cover")
             reason = registry.check(content_of_op(self, op), op.signature, op.key_id,
-                                    actor.id, actor.cls, now)
+                                    actor.id, actor.cls, now, refresh=False)
             if reason is not None:
                 hint = (" (sign the content as the store logs it: values in normal form, "
                         "durations in ms, refs as full ids; see conflux/signing.py)"
