@@ -31,7 +31,7 @@ def _since_seq(engine, since) -> int:
     """The first sequence number of ``since`` (a number, an hlc:... or an ISO date)."""
     if since is None:
         return 1
-    if isinstance(since, int) or str(since).isdigit():
+    if isinstance(since, int) or (str(since).isascii() and str(since).isdigit()):
         return max(1, int(since))
     ops = engine.log(since=since, start=1, reverse=False, limit=1)
     return ops[0].seq if ops else engine.last_seq() + 1
@@ -43,7 +43,7 @@ def export_lines(engine, since=None, until=None):
     seq = _since_seq(engine, since)
     last = engine.last_seq()
     if until is not None:
-        if isinstance(until, int) or str(until).isdigit():
+        if isinstance(until, int) or (str(until).isascii() and str(until).isdigit()):
             last = min(last, int(until))
         else:
             after = engine.log(since=until, start=1, reverse=False, limit=1)

@@ -43,6 +43,7 @@ _AUTHOR = ("Conflux", "conflux@localhost")
 LIST_LIMIT = 200
 #: ... and lists at most this many of those summary lines.
 SUMMARY_LIMIT = 100
+TITLE_LIMIT = 200
 
 
 class NothingToCommit(InputError):
@@ -211,7 +212,7 @@ class Milestones:
                 raise NotFound("no milestone yet (create one with 'conflux milestone create')")
             return found
         text = str(ref)
-        if text.isdigit() and len(text) < 7:
+        if text.isascii() and text.isdigit() and len(text) < 7:
             with self.engine.store.read() as txn:
                 raw = txn.get(_ID.pack(int(text)), db=self.engine.store.dbs["milestones"])
             if raw is None:
@@ -232,6 +233,10 @@ class Milestones:
         """Commit the resolved state of ``envs`` (default: all) as the next milestone."""
         if not isinstance(title, str) or not title.strip() or "\n" in title.strip():
             raise InputError("a milestone needs a one-line message (-m)")
+        title = title.strip()
+        if len(title) > TITLE_LIMIT or not title.isprintable() or not _utf8(title):
+            raise InputError(f"a milestone's message is printable text of at most "
+                             f"{TITLE_LIMIT} characters", field="message")
         schema = self.engine.schema
         envs = list(dict.fromkeys(envs)) if envs else list(schema.environments)
         for env in envs:
@@ -505,6 +510,14 @@ class Milestones:
         except pygit2.GitError as exc:
             raise StoreError(f"push to {remote} failed: {exc}") from None
         return dest
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates, which JSON can carry
+        return False
+    return True
 
 
 def _record(raw: bytes) -> Milestone:

@@ -162,6 +162,9 @@ def test_refusals(project):
     assert forced.forced and "Projected with --force" in forced.message
     with pytest.raises(Exception, match="unknown environment 'qa'"):
         milestones.create("x", envs=["qa"])
+    for bad in ("a\x00b", "\ud800x", "x" * 201, "two\nlines", "  "):
+        with pytest.raises(InputError, match="message"):
+            milestones.create(bad, force=True)
     with open(os.path.join(project.root, "config.toml"), "a") as handle:
         handle.write('\n[milestones]\nformat = "xml"\n')
     with pytest.raises(InputError, match="'xml' cannot be read back"):
@@ -329,6 +332,10 @@ def test_milestones_and_diff_through_the_daemon(tmp_path):
         one = api.get(f"{url}/v1/milestones/{first['commit'][:10]}", headers=key("reader-1"))
         assert one.json()["message"].startswith("milestone: first\n")
         assert api.get(f"{url}/v1/milestones/7", headers=key("zara")).status_code == 404
+        # digits that are not ASCII (str.isdigit() says yes to '³') are not numbers here
+        assert api.get(f"{url}/v1/milestones/%C2%B3", headers=key("zara")).status_code == 404
+        assert api.get(f"{url}/v1/diff?milestone=%D9%A3", headers=key("zara")).status_code \
+            == 404
     repo = str(tmp_path / "served" / ".conflux" / "milestones.git")
     assert git(repo, "log", "--format=%s", "main").split("\n")[0] == "milestone: first"
 

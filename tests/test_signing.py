@@ -279,8 +279,9 @@ def test_export_since_and_until(signed):
                        "value": i}], BOT)
     seqs = [json.loads(x)["seq"] for x in export_lines(signed, since=3, until=5)]
     assert seqs == [3, 4, 5]
-    with pytest.raises(InputError, match="not a sequence number"):
-        export_lines(signed, since="yesterday")
+    for bad in ("yesterday", "³", "٣"):
+        with pytest.raises(InputError, match="not a sequence number"):
+            export_lines(signed, since=bad)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ def _int_param(req, name: str, default: int, low: int, high: int) -> int:
     value = req.get_param(name)
     if value is None:
         return default
-    if not value.isdigit() or not low <= int(value) <= high:
+    if not (value.isascii() and value.isdigit()) or not low <= int(value) <= high:
         raise InputError(f"{name} must be a whole number from {low} to {high}", field=name)
     return int(value)
 

@@ -35,7 +35,7 @@ class Watch:
         ctx.access.authorize(actor, "read", entity or "*", None, env or "*")
         last = req.get_header("Last-Event-ID")
         if last is not None:
-            if not last.strip().isdigit():
+            if not (last.strip().isascii() and last.strip().isdigit()):
                 raise InputError("Last-Event-ID must be a sequence number", field="Last-Event-ID")
             start = int(last)
         else:

@@ -1058,7 +1058,7 @@ class Engine:
                 continue
             op = self.core.decode_entry(self.store.log_entry(txn, seq))
             op.seq = seq
-            if candidate != op_id and op.children and part.isdigit() and \
+            if candidate != op_id and op.children and part.isascii() and part.isdigit() and \
                     int(part) < len(op.children):
                 child = op.children[int(part)]
                 child.seq = seq
@@ -1322,7 +1322,8 @@ def _since(core, since) -> tuple[int, int]:
     """(lowest sequence, lowest hlc) for a ``since`` given as seq, hlc or ISO date/time."""
     if since is None or since == "":
         return 0, 0
-    if isinstance(since, int) or (isinstance(since, str) and since.isdigit()):
+    if isinstance(since, int) or (isinstance(since, str) and since.isascii() and
+                                   since.isdigit()):
         return int(since), 0
     if isinstance(since, str) and since.startswith("hlc:"):
         return 0, core.hlc_parse(since)
