@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import msgpack
 
 from conflux import formats
+from conflux.engine import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.helpers import HelperProcess
 from conflux.transfer import document
@@ -117,6 +118,14 @@ class Milestone:
     trees: dict = field(default_factory=dict)  # env -> git tree id
     message: str = ""
 
+    def pack(self) -> bytes:
+        """The record the store keeps (``milestones`` table)."""
+        return msgpack.packb(asdict(self), use_bin_type=True)
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> "Milestone":
+        return cls(**msgpack.unpackb(raw))
+
     def to_dict(self, core) -> dict:
         out = asdict(self)
         out.pop("trees")
@@ -197,12 +206,12 @@ class Milestones:
     def list(self) -> list[Milestone]:
         with self.engine.store.read() as txn:
             with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
-                return [_record(value) for _, value in cur]
+                return [Milestone.unpack(value) for _, value in cur]
 
     def last(self) -> Milestone | None:
         with self.engine.store.read() as txn:
             with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
-                return _record(cur.value()) if cur.last() else None
+                return Milestone.unpack(cur.value()) if cur.last() else None
 
     def get(self, ref: str | int | None = None) -> Milestone:
         """A milestone by number, commit id (or a prefix of 7+ hex digits), or the latest."""
@@ -217,7 +226,7 @@ class Milestones:
                 raw = txn.get(_ID.pack(int(text)), db=self.engine.store.dbs["milestones"])
             if raw is None:
                 raise NotFound(f"no milestone {text}")
-            return _record(raw)
+            return Milestone.unpack(raw)
         if len(text) >= 7 and all(c in "0123456789abcdef" for c in text.lower()):
             matches = [m for m in self.list() if m.commit.startswith(text.lower())]
             if len(matches) == 1:
@@ -285,7 +294,7 @@ class Milestones:
         for env in envs:
             root.insert(env, trees[env], FileMode.TREE)
         hlcs = [op.hlc for op in ops]
-        affected = sorted({p.env for op in ops for p in _parts(op)},
+        affected = sorted({p.env for op in ops for p in op_parts(op)},
                           key=engine.schema.environments.index)
         milestone = Milestone(
             id=(previous.id + 1) if previous else 1, commit="", seq=last_seq, first_seq=start,
@@ -305,7 +314,7 @@ class Milestones:
         # record naming a commit the repository lost
         os.sync()
         _fault("milestone-objects-written")
-        self._record(milestone)
+        self._store(milestone)
         _fault("milestone-recorded")
         repo.references.create(self.ref, oid, force=True)
         return milestone
@@ -316,7 +325,7 @@ class Milestones:
         schema = self.engine.schema
         out: dict[str, set] = {}
         for op in ops:
-            for part in _parts(op):
+            for part in op_parts(op):
                 if not part.entity:
                     continue
                 for env in [part.env, *schema.children(part.env)]:
@@ -354,9 +363,8 @@ class Milestones:
                 top.remove(type_name)
         return top.write()
 
-    def _record(self, milestone: Milestone) -> None:
-        data = asdict(milestone)
-        packed = msgpack.packb(data, use_bin_type=True)
+    def _store(self, milestone: Milestone) -> None:
+        packed = milestone.pack()
 
         def body(txn):
             txn.put(_ID.pack(milestone.id), packed, db=self.engine.store.dbs["milestones"])
@@ -383,7 +391,7 @@ class Milestones:
         else:
             groups: dict[tuple, list] = {}
             for op in ops:
-                for part in _parts(op):
+                for part in op_parts(op):
                     key = (f"[{part.actor_class}:{part.actor}]", part.entity or "(promotion)")
                     groups.setdefault(key, []).append(part)
             ordered = sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0]))
@@ -441,10 +449,10 @@ class Milestones:
         then = self.documents(milestone, env)
         now = dict(documents_of(engine, env))
         ops = engine.log(start=milestone.seq + 1, reverse=False)
-        chain = set([env] + engine.schema.env_chain(env))
+        chain = set(engine.schema.env_chain(env))
         between: dict[tuple, list] = {}
         for op in ops:
-            for part in _parts(op):
+            for part in op_parts(op):
                 if part.env in chain and part.entity:
                     between.setdefault((part.entity, part.field), []).append(
                         dict(engine.op_dict(part), seq=op.seq))
@@ -518,14 +526,6 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates, which JSON can carry
         return False
     return True
-
-
-def _record(raw: bytes) -> Milestone:
-    return Milestone(**msgpack.unpackb(raw))
-
-
-def _parts(op):
-    return op.children if op.children else [op]
 
 
 def _fault(point: str) -> None:

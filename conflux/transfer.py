@@ -13,7 +13,7 @@ parser knows it, the entity and the field. Re-importing the same tree writes not
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import gc
 import os
 import re
@@ -368,34 +368,29 @@ def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> st
                        "with --name-from KEY, or --name-from file)", path=source.path, line=line)
 
 
+def _no_gc(fn):
+    """Run ``fn`` with the cyclic garbage collector paused. PERF: an import holds every parsed
+    document (a few million objects for a big tree) and creates an operation per field; with
+    the collector on, its full passes over all of them took two thirds of the import's time.
+    Nothing an import or export builds is cyclic garbage."""
+    @functools.wraps(fn)
+    def paused(*args, **kwargs):
+        was = gc.isenabled()
+        gc.disable()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            if was:
+                gc.enable()
+    return paused
+
+
+@_no_gc
 def import_tree(engine, path: str, *, entity_type: str, actor, env: str | None = None,
                 fmt: str | None = None, name_from: str | None = None, intent: str | None = None,
                 dry_run: bool = False, check=None, progress=None) -> ImportResult:
     """Import ``path`` (a file or a tree). ``check(ops)`` may refuse the batch (access rules)
     before anything is written; ``progress`` is a ``Progress`` (or None)."""
-    with _no_gc():
-        return _import_tree(engine, path, entity_type=entity_type, actor=actor, env=env,
-                            fmt=fmt, name_from=name_from, intent=intent, dry_run=dry_run,
-                            check=check, progress=progress)
-
-
-@contextlib.contextmanager
-def _no_gc():
-    """The cyclic garbage collector paused. PERF: an import holds every parsed document (a
-    few million objects for a big tree) and creates an operation per field; with the
-    collector on, its full passes over all of them took two thirds of the import's time.
-    Nothing an import builds is cyclic garbage."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
-
-
-def _import_tree(engine, path, *, entity_type, actor, env, fmt, name_from, intent, dry_run,
-                 check, progress) -> ImportResult:
     started = time.perf_counter()
     env = env or engine.schema.base_env
     engine.schema.entity_type(entity_type)
@@ -478,17 +473,12 @@ def document(schema, entity_id: str, fields: dict) -> dict:
     return doc
 
 
+@_no_gc
 def export_state(engine, fmt: str, *, envs: list[str] | None = None,
                  types: list[str] | None = None, output=None, progress=None) -> ExportResult:
     """Write the resolved state of ``envs`` (default: all) as ``fmt``: into the directory
     ``output`` (``<env>/<type>/<name>.<ext>``), or as one stream to the binary file object
     ``output``."""
-    with _no_gc():
-        return _export_state(engine, fmt, envs=envs, types=types, output=output,
-                             progress=progress)
-
-
-def _export_state(engine, fmt, *, envs, types, output, progress) -> ExportResult:
     started = time.perf_counter()
     serializer = formats.for_name(fmt, writable=True)
     schema = engine.schema

@@ -88,10 +88,9 @@ from dataclasses import field as dataclass_field
 from fnmatch import fnmatchcase
 from typing import Any
 
-import msgpack
-
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
+from conflux.engine import op_parts
 from conflux.errors import InputError
 from conflux.helpers import HelperProcess, helper_stop_event
 
@@ -150,7 +149,7 @@ class Webhook:
             return False
         if not self.entities and not self.envs:
             return True
-        return any(self._part_matches(part) for part in (op.children or [op]))
+        return any(self._part_matches(part) for part in op_parts(op))
 
     def _part_matches(self, part) -> bool:
         if self.entities and not any(fnmatchcase(part.entity or "", p) for p in self.entities):
@@ -567,7 +566,7 @@ class Deliverer:
             found = []
             with txn.cursor(db=store.dbs["milestones"]) as cur:
                 if cur.set_range((cursor + 1).to_bytes(4, "big")):
-                    found = [Milestone(**msgpack.unpackb(v)) for _, v in cur]
+                    found = [Milestone.unpack(v) for _, v in cur]
         for m in found:
             if stop.is_set():
                 return

@@ -36,6 +36,12 @@ else:
     core = _core_c
 
 IMPLEMENTATION = core.IMPLEMENTATION
+
+
+def op_parts(op) -> list:
+    """What an operation writes: a promotion's field operations, else the operation itself."""
+    return op.children if op.children else [op]
+
 TWINS = {"py": _core_py, **({"c": _core_c} if _core_c is not None else {})}
 
-__all__ = ["core", "IMPLEMENTATION", "TWINS"]
+__all__ = ["core", "IMPLEMENTATION", "TWINS", "op_parts"]

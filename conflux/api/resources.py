@@ -242,7 +242,7 @@ class MilestoneList:
 
     def on_get(self, req, resp):
         ctx = self.ctx
-        ctx.access.rbac.require(req.context.actor, "read", None, None,
+        ctx.access.authorize(req.context.actor, "read", None, None,
                                 ctx.engine.schema.base_env)
         found = _milestones(ctx).list()
         write_body(req, resp, {"milestones": [m.to_dict(ctx.engine.core)
@@ -282,7 +282,7 @@ class MilestoneItem:
 
     def on_get(self, req, resp, milestone_id):
         ctx = self.ctx
-        ctx.access.rbac.require(req.context.actor, "read", None, None,
+        ctx.access.authorize(req.context.actor, "read", None, None,
                                 ctx.engine.schema.base_env)
         write_body(req, resp, _milestones(ctx).get(milestone_id).to_dict(ctx.engine.core))
 
@@ -294,7 +294,7 @@ class Diff:
     def on_get(self, req, resp):
         ctx = self.ctx
         env = _env(req, ctx.engine)
-        ctx.access.rbac.require(req.context.actor, "read", None, None, env)
+        ctx.access.authorize(req.context.actor, "read", None, None, env)
         milestones = _milestones(ctx)
         m = milestones.get(req.get_param("milestone") or "latest")
         write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
@@ -311,7 +311,7 @@ class AuditExport:
         from conflux.audit import export_lines
 
         ctx = self.ctx
-        ctx.access.rbac.require(req.context.actor, "admin", None, None,
+        ctx.access.authorize(req.context.actor, "admin", None, None,
                                 ctx.engine.schema.base_env)
         resp.content_type = "application/x-ndjson"
         resp.stream = export_lines(ctx.engine, since=req.get_param("since"),

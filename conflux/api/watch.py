@@ -12,6 +12,7 @@ import json
 import time
 
 from conflux.api.resources import _int_param
+from conflux.engine import op_parts
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0
@@ -56,9 +57,8 @@ class Watch:
         while deadline is None or time.monotonic() < deadline:
             ops, read_to = engine.changes(seq, entity=entity, env=env)
             for op in ops:
-                targets = op.children if op.children else [op]
                 if not all(access.allowed(actor, "read", t.entity or "*", t.field or None,
-                                          t.env) for t in targets):
+                                          t.env) for t in op_parts(op)):
                     continue
                 data = json.dumps(engine.op_dict(op), default=str, separators=(",", ":"))
                 yield f"id: {op.seq}\nevent: op\ndata: {data}\n\n".encode()

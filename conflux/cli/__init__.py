@@ -31,6 +31,17 @@ class _Parser(argparse.ArgumentParser):
 
     intermixed = False
     _parsing = False
+    _epilog = None
+
+    @property
+    def epilog(self):
+        """An epilog may be a function, called when help is shown: the import and export
+        commands list the installed formats without every command paying for the lookup."""
+        return self._epilog() if callable(self._epilog) else self._epilog
+
+    @epilog.setter
+    def epilog(self, value):
+        self._epilog = value
 
     def parse_known_args(self, args=None, namespace=None):
         if self.intermixed and not self._parsing:

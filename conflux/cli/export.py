@@ -9,16 +9,16 @@ from conflux.transfer import export_state
 
 
 def add_parser(sub):
-    writable = ", ".join(formats.registry().names(writable=True))
     p = sub.add_parser(
         "export", help="write the resolved state as files (YAML, JSON, TOML, KDL, XML, HCL)",
         description="Write the resolved state of each environment, one file per entity "
                     "(ENV/TYPE/NAME.EXT in a directory) or one stream on stdout. Each document "
                     "has the entity's name and its fields (defaults included, durations as "
                     "text), so an exported tree imports back as it is.",
-        epilog=f"Formats written: {writable} (plugins add more). A stream is YAML documents, "
-               "a JSON array, TOML [[entity]] tables, KDL 'entity' nodes, an XML <entities> "
-               "element or HCL 'entity' blocks.")
+        epilog=lambda: (
+            f"Formats written: {', '.join(formats.registry().names(writable=True))} (plugins "
+            "add more). A stream is YAML documents, a JSON array, TOML [[entity]] tables, KDL "
+            "'entity' nodes, an XML <entities> element or HCL 'entity' blocks."))
     p.add_argument("--format", "-f", dest="fmt", required=True, metavar="F", help="the format")
     p.add_argument("--env", action="append", metavar="E",
                    help="an environment to export (repeatable; default: all)")

@@ -8,7 +8,6 @@ from conflux.transfer import import_tree
 
 
 def add_parser(sub):
-    readable = ", ".join(formats.registry().names(readable=True))
     p = sub.add_parser(
         "import", help="import config files or a whole tree as operations",
         description="Import a file or a directory tree: each document is an entity of the "
@@ -16,10 +15,12 @@ def add_parser(sub):
                     "from the environment's resolved value becomes an operation, all applied "
                     "as one batch (one actor, one intent, one synced commit); one bad file "
                     "imports nothing. Importing the same tree again writes nothing.",
-        epilog=f"Formats read: {readable} (from the file extension unless --format; plugins "
-               "add more). A document names its entity with a 'name' or 'metadata.name' key, "
-               "or see --name-from. A null value unsets the field; set and grow fields take "
-               "the listed elements (a set field drops the others).")
+        epilog=lambda: (
+            f"Formats read: {', '.join(formats.registry().names(readable=True))} (from the "
+            "file extension unless --format; plugins add more). A document names its entity "
+            "with a 'name' or 'metadata.name' key, or see --name-from. A null value unsets "
+            "the field; set and grow fields take the listed elements (a set field drops the "
+            "others)."))
     p.add_argument("path", metavar="PATH", help="a file or a directory (searched recursively; "
                                                 "hidden files skipped)")
     p.add_argument("--entity-type", "-t", required=True, metavar="T",

@@ -1,7 +1,6 @@
 """conflux status: the state of the project at a glance."""
 
 from conflux.cli._output import add_json, open_engine, print_json
-from conflux.webhooks import describe_status
 
 
 def add_parser(sub):
@@ -37,4 +36,6 @@ def run(args):
     print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} at seq {m['seq']} "
           f"({m['pending_operations']} operations since)" if m else "milestone    none yet")
     if st.get("webhooks"):
+        from conflux.webhooks import describe_status
+
         print(f"webhooks     {describe_status(st['webhooks'])}")

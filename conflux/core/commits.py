@@ -317,10 +317,10 @@ class CommitClient:
 
     def apply(self, raw_ops, actor):
         engine = getattr(self.fallback, "engine", None)  # None: the service verifies
-        checked = engine is not None and isinstance(raw_ops, list) and \
-            engine.signatures_to_check(raw_ops, actor)
-        if checked:
-            # PERF: Ed25519 in this worker, in parallel with the others, not in the service
+        checked = engine is not None and isinstance(raw_ops, list)
+        if checked and engine.signatures_to_check(raw_ops, actor):
+            # PERF: Ed25519 in this worker, in parallel with the others, not in the service;
+            # a batch with nothing to verify spares the service its pass over the ops too
             engine.check_signatures(raw_ops, actor)
         try:
             frame = _frame([actor.id, actor.cls, raw_ops, checked])

@@ -21,11 +21,10 @@ from dataclasses import dataclass, field as _field
 import msgpack
 
 from conflux.actors import ACTOR_CLASSES, Actor
-from conflux.engine import core as default_core, TWINS
+from conflux.engine import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
 from conflux.schema import Schema, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
-from conflux.webhooks import webhook_status
 
 __all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR"]
 
@@ -173,11 +172,6 @@ class Acks(list):
     def __repr__(self):
         self._build()
         return list.__repr__(self)
-
-
-def _parts(op) -> list:
-    """What an op writes: a promotion's children, else the op itself."""
-    return op.children if op.children else [op]
 
 
 def now_ms() -> int:
@@ -977,8 +971,8 @@ class Engine:
         promotion touches those of its children); and the sequence number read up to."""
         ops = self.log(start=after + 1, reverse=False, limit=limit)
         touching = [op for op in ops
-                    if (entity is None or any(p.entity == entity for p in _parts(op)))
-                    and (env is None or any(p.env == env for p in _parts(op)))]
+                    if (entity is None or any(p.entity == entity for p in op_parts(op)))
+                    and (env is None or any(p.env == env for p in op_parts(op)))]
         return touching, ops[-1].seq if ops else after
 
     def op_dict(self, op) -> dict:
@@ -1132,6 +1126,8 @@ class Engine:
         return out
 
     def status(self) -> dict:
+        from conflux.webhooks import webhook_status  # not on every command's start
+
         core = self.core
         with self.store.read() as txn:
             seq, clock = self.store.log_tail(txn)
@@ -1149,10 +1145,12 @@ class Engine:
             info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
             last_milestone = None
             with txn.cursor(db=self.store.dbs["milestones"]) as cur:
-                if cur.last():  # conflux.milestones writes these records
-                    m = msgpack.unpackb(cur.value())
-                    last_milestone = {"id": m["id"], "commit": m["commit"], "title": m["title"],
-                                      "seq": m["seq"], "pending_operations": seq - m["seq"]}
+                if cur.last():
+                    from conflux.milestones import Milestone
+
+                    m = Milestone.unpack(cur.value())
+                    last_milestone = {"id": m.id, "commit": m.commit, "title": m.title,
+                                      "seq": m.seq, "pending_operations": seq - m.seq}
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,

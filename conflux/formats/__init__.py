@@ -32,7 +32,6 @@ plugin.
 from __future__ import annotations
 
 import os
-from importlib import metadata
 
 from conflux.errors import InputError
 
@@ -100,6 +99,8 @@ class Registry:
 
 
 def _plugins() -> list[Serializer]:
+    from importlib import metadata  # PERF: only when a format is first needed
+
     found = []
     for entry in sorted(metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name):
         try:
