@@ -318,7 +318,7 @@ class Registry:
             raise InputError(f"key id {key_id!r}: letters, digits and _ . : @ -, at most 128")
         from conflux.actors import Actor
 
-        Actor.parse(actor) if ":" in actor else Actor.parse(f"human:{actor}")  # checks the id
+        Actor.parse(actor)  # checks the id (and the class, if given)
         raw = _unb64(public_key, "--public-key")
         if len(raw) != 32:
             raise InputError(f"--public-key: an Ed25519 public key is 32 bytes, got {len(raw)}")

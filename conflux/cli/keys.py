@@ -72,7 +72,7 @@ def generate(args):
     from conflux.actors import Actor
     from conflux.signing import write_private_key
 
-    actor = Actor.parse(args.actor) if ":" in args.actor else Actor.parse(f"human:{args.actor}")
+    actor = Actor.parse(args.actor)
     registry = _registry(args) if args.register else None
     seed = SigningKey.generate()
     public = base64.b64encode(bytes(seed.verify_key)).decode()
