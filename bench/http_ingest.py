@@ -7,6 +7,15 @@ its own process (same 2 wrk threads and the same connection counts for every ser
     settings as ``conflux daemon`` (``conflux.daemon.daemon_options``: gthread, the same
     workers and threads) that reads and parses the same JSON body as the daemon and answers
     202 without authenticating, validating or storing anything.
+(a2) the same bare endpoint, plus one round trip per request over a Unix socket to a writer
+    process beside the workers (``--hop``), with the frames the daemon's workers send its
+    commit service; the writer makes one synced LMDB commit (one small put) per group of
+    requests it read together, then answers them: the ceiling of any design that hands
+    durable writes to one writer process, as the daemon does, before any of Conflux's own
+    work (validation, merge, op log).
+(a3) the same, the other way: each gunicorn worker commits for itself (``--local-commit``: a
+    committer thread per worker, the two workers taking turns on LMDB's writer lock), one
+    synced put per group of that worker's waiting requests: the ceiling of that design.
 (b) ``POST /v1/ops`` on ``conflux daemon``, one op per request, durable (a request is
     answered after the synced group commit holding its op), authenticated with an API key
     in ``X-API-Key`` as a real client would be.
@@ -439,11 +448,13 @@ def conflux_server(name, project, args, workdir) -> Server:
     return Server(name, cmd, f"http://127.0.0.1:{port}", "/v1/health", workdir, child_env())
 
 
-def bare_server(args, workdir) -> Server:
+def bare_server(args, workdir, name: str = "bare") -> Server:
     port = free_port()
     cmd = [sys.executable, BARE_APP, "--host", "127.0.0.1", "--port", str(port),
            "--workers", str(args.workers), "--threads", str(args.threads)]
-    return Server("bare", cmd, f"http://127.0.0.1:{port}", "/v1/health", workdir, child_env())
+    if name != "bare":
+        cmd.append({"bare_hop": "--hop", "bare_local": "--local-commit"}[name])
+    return Server(name, cmd, f"http://127.0.0.1:{port}", "/v1/health", workdir, child_env())
 
 
 def etcd_server(workdir, etcd: str) -> Server:
@@ -667,7 +678,7 @@ def measure_reference(args, bodies: dict, workdir: str) -> dict:
 
 def check(name, figure, target, ok, note=""):
     return {"check": name, "figure": figure, "target": target,
-            "status": "PASS" if ok else "MISS", "note": note}
+            "status": "info" if ok is None else "PASS" if ok else "MISS", "note": note}
 
 
 def fmt(x, digits=0):
@@ -709,8 +720,8 @@ def main(argv=None) -> int:
                              "the daemon's default)")
     parser.add_argument("--threads", type=int, default=8,
                         help="threads per worker of both (default 8, the daemon's default)")
-    parser.add_argument("--only", default="a,b,c,d",
-                        help="scenarios to run, e.g. 'a,b' (default a,b,c,d)")
+    parser.add_argument("--only", default="a,a2,a3,b,c,d",
+                        help="scenarios to run, e.g. 'a,b' (default a,a2,a3,b,c,d)")
     parser.add_argument("--ref-batches", type=int, default=None,
                         help="1,000-op batches in the in-process reference (default 200; "
                              "--quick 50; 0 skips it)")
@@ -778,6 +789,12 @@ def main(argv=None) -> int:
             if "a" in only:
                 scenarios.append(Scenario("a", "(a) bare Falcon, parse + 202", "bare",
                                           "single_json", 1, json_h, 202))
+            if "a2" in only:
+                scenarios.append(Scenario("a2", "(a2) bare + hop + synced put",
+                                          "bare_hop", "single_json", 1, json_h, 202))
+            if "a3" in only:
+                scenarios.append(Scenario("a3", "(a3) bare + synced put in worker",
+                                          "bare_local", "single_json", 1, json_h, 202))
             if "b" in only:
                 scenarios.append(Scenario("b", "(b) /v1/ops, 1 op/request", "conflux_b",
                                           "single_json", 1, json_h, 200))
@@ -796,8 +813,8 @@ def main(argv=None) -> int:
             # -- servers -------------------------------------------------------------------
             for name in dict.fromkeys(sc.server for sc in scenarios):
                 print(f"  starting {name} ...", flush=True)
-                if name == "bare":
-                    make = lambda: bare_server(args, workdir)  # noqa: E731
+                if name.startswith("bare"):
+                    make = lambda n=name: bare_server(args, workdir, n)  # noqa: E731
                 elif name == "etcd":
                     make = lambda: etcd_server(workdir, args.etcd)  # noqa: E731
                 else:
@@ -960,6 +977,17 @@ def main(argv=None) -> int:
                                 f"{fmt(b['requests_per_s'])} vs {fmt(a['requests_per_s'])} "
                                 f"req/s; (b) p50 {b['p50_ms']:.2f} ms, p99 {b['p99_ms']:.2f} "
                                 f"ms"))
+        for key, design in (("a2", "one writer"), ("a3", "in-worker")):
+            ceiling = by.get((key, conns))
+            if a and ceiling:
+                ratio = ceiling["requests_per_s"] / a["requests_per_s"]
+                note = (f"{fmt(ceiling['requests_per_s'])} req/s: a synced put per group, "
+                        "nothing else")
+                if b:
+                    note += (f"; (b) is {b['requests_per_s'] / ceiling['requests_per_s']:.2f}x"
+                             " of it")
+                checks.append(check(f"({key}) vs (a), {design} ceiling, -c{conns}",
+                                    f"{ratio:.2f}x", "info", None, note))
         if cm:
             checks.append(check(f"(c) msgpack ops/s at -c{conns}", fmt(cm["ops_per_s"]),
                                 f">= {TARGET_C_OPS:,}", cm["ops_per_s"] >= TARGET_C_OPS))

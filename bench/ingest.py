@@ -378,61 +378,79 @@ def measure_growth(args, core) -> dict:
     """(e): one store fed up to the largest size; the per-op cost at each size is the mean over
     the last (up to) 10 batches before the store reached it.
 
+    Raw py-lmdb (the (a) baseline) is fed the same op stream alongside, batch by batch
+    (alternating which side goes first), so the run also shows how much of the growth is
+    LMDB's own: the floor of the engine's curve, on the same keys, in the same run.
+
     The smallest size is only a batch or two, so one timing of it is at the mercy of whatever
     else the machine does for those milliseconds: it is measured on five more fresh stores as
     well, and the median of the six is its figure (the samples are in the JSON).
     """
     sizes = sorted(args.sizes)
-    opening = []
+    sides = ("engine", "raw")
+    opening = {side: [] for side in sides}
     for _ in range(5):
-        work = Workload(args.seed)
-        with engine_in(args, "e", core) as engine:
-            spent = 0.0
-            for size in batches(sizes[0], args.batch):
-                ops, _ = work.batch(size)
-                with no_gc():
-                    spent += timed_apply(engine, ops, WRITER)
-        opening.append(1e6 * spent / sizes[0])
-    total = sizes[-1]
-    work = Workload(args.seed)
-    times, done, points = [], 0, []
+        spent = _grow(args, core, sizes[0], [])[0]
+        for side in sides:
+            opening[side].append(1e6 * sum(spent[side]) / sizes[0])
+    points = []
     started = time.perf_counter()
-    checkpoints = list(sizes)
-    with engine_in(args, "e", core) as engine:
-        for size in batches(total, args.batch):
-            ops, _ = work.batch(size)
-            with no_gc():
-                times.append(timed_apply(engine, ops, WRITER))
-            del ops
-            done += size
-            while checkpoints and done >= checkpoints[0]:
-                n = checkpoints.pop(0)
-                w = min(10, len(times))
-                window_ops = sum(batches(total, args.batch)[len(times) - w:len(times)])
-                window_s = sum(times[-w:])
-                points.append({"size": n, "ops_done": done,
-                               "window_batches": w,
-                               "us_per_op": 1e6 * window_s / window_ops,
-                               "ops_per_s": rate(window_ops, window_s),
-                               "cumulative_ops_per_s": rate(done, sum(times)),
-                               "state_records": state_records(engine),
-                               "store_bytes": (engine.store.env.info()["last_pgno"] + 1)
-                               * engine.store.env.stat()["psize"],
-                               "peak_rss_mb": round(peak_rss_mb(), 1)})
-                if args.verbose:
-                    p = points[-1]
-                    print(f"    (e) {n:>12,} ops: {p['us_per_op']:8.2f} us/op "
-                          f"({p['ops_per_s']:,.0f} ops/s), {p['state_records']:,} records, "
-                          f"{p['store_bytes'] / 2**20:,.0f} MiB, "
-                          f"{time.perf_counter() - started:.0f} s so far", flush=True)
+
+    def checkpoint(n, done, times, engine, raw):
+        w = min(10, len(times["engine"]))
+        window_ops = sum(batches(sizes[-1], args.batch)[len(times["engine"]) - w:
+                                                         len(times["engine"])])
+        us = {side: 1e6 * sum(times[side][-w:]) / window_ops for side in sides}
+        points.append({"size": n, "ops_done": done, "window_batches": w,
+                       "us_per_op": us["engine"], "ops_per_s": 1e6 / us["engine"],
+                       "raw_us_per_op": us["raw"],
+                       "cumulative_ops_per_s": rate(done, sum(times["engine"])),
+                       "state_records": state_records(engine),
+                       "store_bytes": (engine.store.env.info()["last_pgno"] + 1)
+                       * engine.store.env.stat()["psize"],
+                       "raw_store_bytes": (raw.env.info()["last_pgno"] + 1)
+                       * raw.env.stat()["psize"],
+                       "peak_rss_mb": round(peak_rss_mb(), 1)})
+        if args.verbose:
+            p = points[-1]
+            print(f"    (e) {n:>12,} ops: {p['us_per_op']:8.2f} us/op "
+                  f"({p['ops_per_s']:,.0f} ops/s; raw py-lmdb {p['raw_us_per_op']:.2f}), "
+                  f"{p['state_records']:,} records, {p['store_bytes'] / 2**20:,.0f} MiB, "
+                  f"{time.perf_counter() - started:.0f} s so far", flush=True)
+
+    _grow(args, core, sizes[-1], list(sizes), checkpoint)
     if points and points[0]["window_batches"] * args.batch <= sizes[0]:
         first = points[0]
-        samples = sorted(opening + [first["us_per_op"]])
-        first["samples_us_per_op"] = [round(x, 3) for x in samples]
-        first["us_per_op"] = samples[len(samples) // 2]
+        for side, key in (("engine", "us_per_op"), ("raw", "raw_us_per_op")):
+            samples = sorted(opening[side] + [first[key]])
+            first[f"samples_{key}"] = [round(x, 3) for x in samples]
+            first[key] = samples[len(samples) // 2]
         first["ops_per_s"] = 1e6 / first["us_per_op"]
     return {"points": points, "batch": args.batch, "core": core.IMPLEMENTATION,
             "fields": N_ENTITIES * len(FIELDS)}
+
+
+def _grow(args, core, total: int, checkpoints: list, checkpoint=None):
+    """Feed ``total`` ops of the seeded stream to a fresh engine and a fresh raw store,
+    interleaved; ``checkpoint`` is called as the stores pass each of ``checkpoints``."""
+    work = Workload(args.seed)
+    times = {"engine": [], "raw": []}
+    done = 0
+    with engine_in(args, "e", core) as engine, raw_in(args, "e-raw") as raw:
+        for i, size in enumerate(batches(total, args.batch)):
+            ops, keys = work.batch(size)
+            with no_gc():
+                if i % 2 == 0:
+                    times["engine"].append(timed_apply(engine, ops, WRITER))
+                    times["raw"].append(timed_raw(raw, keys, size))
+                else:
+                    times["raw"].append(timed_raw(raw, keys, size))
+                    times["engine"].append(timed_apply(engine, ops, WRITER))
+            del ops
+            done += size
+            while checkpoints and done >= checkpoints[0]:
+                checkpoint(checkpoints.pop(0), done, times, engine, raw)
+    return times, done
 
 
 def state_records(engine) -> int:
@@ -690,6 +708,9 @@ def main(argv=None) -> int:
         for p in results["e"]["points"]:
             rows.append((f"(e) engine{star} at {p['size']:,} ops ({p['state_records']:,} "
                          "records)", None, None, p["ops_per_s"]))
+        for p in results["e"]["points"]:
+            rows.append((f"(e) raw py-lmdb, same ops, at {p['size']:,} ops", None, None,
+                         1e6 / p["raw_us_per_op"]))
     if "f" in results:
         fr, fe = results["f_raw"], results["f"]
         rows.append(("(f) raw: one put per synced commit", fr["commits"], fr["seconds"],
@@ -750,6 +771,9 @@ def main(argv=None) -> int:
             note += (f"; the store went from {lo['state_records']:,} to "
                      f"{hi['state_records']:,} records, so entities were sparser at "
                      f"{lo['size']:,} (whole-entity work per op grows with them)")
+        raw_ratio = hi["raw_us_per_op"] / lo["raw_us_per_op"]
+        note += (f"; raw py-lmdb on the same ops: {lo['raw_us_per_op']:.2f} -> "
+                 f"{hi['raw_us_per_op']:.2f} us/op = {raw_ratio:.2f}x, LMDB's own growth")
         if hi["size"] < 10**7:
             note += "; 10^7 not measured (--quick or --sizes): not the real check"
         checks.append(check(f"(e) per-op cost at {hi['size']:,} vs {lo['size']:,}",
