@@ -41,10 +41,14 @@ STRATEGIES = ("lww", "max", "min", "set", "grow", "review")
 INT64_MIN = -(2 ** 63)
 INT64_MAX = 2 ** 63 - 1
 
-_TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]*")
+# Entity names and type names go into LMDB keys (at most 511 bytes; a dangling-ref key holds
+# two of them): hence their lengths.
+_TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
 _FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _ENV_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
-_ENTITY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+_ENTITY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
+_NAME_RULE = ("letters, digits, '_', '.', '-', starting with a letter or digit, at most 200 "
+              "characters")
 
 _SCALAR_KINDS = ("string", "int", "float", "bool", "duration")
 _NUMERIC_KINDS = ("int", "float", "duration")
@@ -308,8 +312,8 @@ class Field:
             name = value
         if not _ENTITY_NAME_RE.fullmatch(name):
             raise ValidationError(
-                f"{label}: {name!r} is not a valid entity name (letters, digits, '_', '.', "
-                f"'-', starting with a letter or digit)", field=self.name)
+                f"{label}: {_clip(repr(name))} is not a valid entity name ({_NAME_RULE})",
+                field=self.name)
         return prefix + name
 
     def _in_int64(self, number: int, label: str) -> int:
@@ -476,8 +480,8 @@ class Schema:
                 f"(declared: {', '.join(self.types)})", entity=entity_id)
         if not _ENTITY_NAME_RE.fullmatch(name):
             raise ValidationError(
-                f"entity id {entity_id!r}: {name!r} is not a valid entity name (letters, "
-                f"digits, '_', '.', '-', starting with a letter or digit)", entity=entity_id)
+                f"entity id {_clip(repr(entity_id))}: {_clip(repr(name))} is not a valid entity name "
+                f"({_NAME_RULE})", entity=entity_id)
         return type_name, name
 
     def _check_env(self, env: str) -> None:

@@ -741,6 +741,8 @@ def test_dry_run_writes_nothing(populated, ok, project, core):
 BAD_INPUT = [
     pytest.param(["set", "nope.x", "image", "a"], "nope", id="unknown-entity-type"),
     pytest.param(["set", "service.-bad", "image", "a"], "-bad", id="bad-entity-name"),
+    pytest.param(["set", "service." + "n" * 600, "image", "a"], "at most 200 characters",
+                 id="entity-name-too-long"),
     pytest.param(["set", "service", "image", "a"], "service", id="entity-without-name"),
     pytest.param(["set", "service.checkout", "colour", "a"], "colour", id="unknown-field"),
     pytest.param(["set", "service.checkout", "replicas", "abc"], "abc", id="wrong-type-int"),

@@ -148,6 +148,7 @@ def test_lookups(schema):
     ("route.api", ("route", "api")),
     ("route.api.v1", ("route", "api.v1")),
     ("service.check-out_2", ("service", "check-out_2")),
+    ("service." + "n" * 200, ("service", "n" * 200)),
 ])
 def test_split_entity_id(schema, entity_id, expected):
     assert schema.split_entity_id(entity_id) == expected
@@ -159,6 +160,7 @@ def test_split_entity_id(schema, entity_id, expected):
     ("route.", "not a valid entity name"),
     ("route.-x", "not a valid entity name"),
     ("route.a b", "not a valid entity name"),
+    ("route." + "n" * 201, "at most 200 characters"),  # names go into LMDB keys
 ])
 def test_split_entity_id_refuses(schema, entity_id, message):
     with pytest.raises(ValidationError, match=re.escape(message)):
