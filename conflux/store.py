@@ -14,6 +14,14 @@ Named databases:
                 violations a new entity may clear
 ``milestones``  milestone number (u32 big-endian) -> msgpack record: the git commit, the last
                 sequence number it covers, its environments and their git trees
+``entities``    the per-entity index of the op log: ``last seq (u64 BE) · part (u16 BE)`` ->
+                the ids of the entities written by the ops after the previous key's last seq
+                up to this one, joined by newlines (a value stays within a page, hence the
+                parts). ``log --entity`` reads only the ranges naming the entity. Keys grow
+                with the log (appends), and a range is written once at least
+                ``ENTITY_RANGE`` ops wait for it, so a single-op commit rarely writes it. Meta
+                ``entities_from`` is the first sequence number it covers (a store made before
+                the index: its first commit since)
 
 State keys are ``env id (u16 BE) · type id (u16 BE) · name · 0x00 · field id (u16 BE)``, so
 the fields of an entity are adjacent (one cursor range per ``get``) and one environment is one
@@ -42,7 +50,7 @@ _U16 = struct.Struct(">H")
 _U32 = struct.Struct("<I")
 
 _DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations",
-              b"dangling", b"milestones")
+              b"dangling", b"milestones", b"entities")
 _INITIAL_MAP = 64 << 20
 _MAX_ATTEMPTS = 40
 #: A write transaction starts only with at least this share of the map free (doubled before
@@ -355,6 +363,50 @@ class Store:
                             yield seq, entry
                     if not cur.next():
                         return
+
+    # -- the per-entity index -------------------------------------------------------------------
+
+    #: The index is written once this many logged ops wait for it (single-op commits would
+    #: otherwise each dirty its pages: a synced commit's cost is its page count).
+    ENTITY_RANGE = 4096
+
+    def entity_index_tail(self, txn) -> tuple[int, int]:
+        """``(first, last)`` sequence numbers the entity index covers; ``(0, 0)`` when the
+        store has none yet (made before it, and not written to since)."""
+        first = self.meta_int(txn, "entities_from")
+        if not first:
+            return 0, 0
+        with txn.cursor(db=self.dbs["entities"]) as cur:
+            last = SEQ.unpack(cur.key()[:8])[0] if cur.last() else first - 1
+        return first, last
+
+    def index_entities(self, txn, last: int, blobs: list[bytes]) -> None:
+        """Record the entities of the ops up to sequence ``last`` since the previous range
+        (``core.entity_blobs``)."""
+        head = SEQ.pack(last)
+        with txn.cursor(db=self.dbs["entities"]) as cur:
+            cur.putmulti([(head + _U16.pack(i), blob) for i, blob in enumerate(blobs)],
+                         append=True)
+
+    def entity_ranges(self, txn, entity_id: str) -> list[tuple[int, int]]:
+        """The sequence ranges ``(first, last)``, ascending, outside which no logged op
+        writes ``entity_id``: the index's ranges naming it, and what it does not cover."""
+        first, last = self.entity_index_tail(txn)
+        if not first:
+            return [(1, 2 ** 64 - 1)]
+        wanted = b"\n" + entity_id.encode() + b"\n"
+        out = [(1, first - 1)] if first > 1 else []
+        start, end, named = first, None, False
+        with txn.cursor(db=self.dbs["entities"]) as cur:
+            for key, blob in cur:
+                seq = SEQ.unpack(key[:8])[0]
+                if seq != end:  # the first part of a range, which starts after the last one
+                    start, end, named = (start if end is None else end + 1), seq, False
+                if not named and wanted in b"\n" + blob + b"\n":
+                    out.append((start, end))
+                    named = True
+        out.append((last + 1, 2 ** 64 - 1))
+        return out
 
     def log_entry(self, txn, seq: int) -> bytes | None:
         for found, entry in self.log_entries(txn, seq):

@@ -67,7 +67,7 @@ __all__ = [
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
-    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks",
+    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
 ]
 
 IMPLEMENTATION = "c"
@@ -2968,6 +2968,32 @@ def apply_batch(leaves, cursor):
     if changed:
         cursor.putmulti(list(changed.items()))
     return keys, groups, changed, markers
+
+
+def entity_blobs(ops, limit):
+    """The values of the store's entity index for ``ops`` (see ``_core_py``)."""
+    cdef Op op
+    cdef set names = set()
+    cdef list out = [], part = []
+    cdef Py_ssize_t size = 0, lim = limit, n
+    for o in ops:
+        op = _as_op(o)
+        if op.children:
+            for child in op.children:
+                names.add((<Op>_as_op(child)).entity)
+        else:
+            names.add(op.entity)
+    for name in names:
+        data = (<str>name).encode()
+        n = PyBytes_GET_SIZE(data)
+        if part and size + 1 + n > lim:
+            out.append(b"\n".join(part))
+            part, size = [], -1
+        part.append(data)
+        size += 1 + n
+    if part:
+        out.append(b"\n".join(part))
+    return out
 
 
 def encode_chunks(ops, clock, limit):

@@ -36,7 +36,7 @@ __all__ = [
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
-    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks",
+    "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
 ]
 
 IMPLEMENTATION = "py"
@@ -884,6 +884,27 @@ def apply_batch(leaves, cursor):
 
 
 _CHUNK_HEAD = struct.Struct("<IQ")
+
+
+def entity_blobs(ops, limit):
+    """The ids of the entities ``ops`` write (a promotion: its children's), each once, in
+    no particular order, as UTF-8 joined by newlines into blobs of at most ``limit`` bytes
+    (unless one id alone is longer): the values of the store's entity index."""
+    names = set()
+    for op in ops:
+        for leaf in op.children or (op,):
+            names.add(leaf.entity)
+    out, part, size = [], [], 0
+    for name in names:
+        data = name.encode()
+        if part and size + 1 + len(data) > limit:
+            out.append(b"\n".join(part))
+            part, size = [], -1
+        part.append(data)
+        size += 1 + len(data)
+    if part:
+        out.append(b"\n".join(part))
+    return out
 
 
 def encode_chunks(ops, clock, limit):

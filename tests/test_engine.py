@@ -431,7 +431,7 @@ def _writer(path, who, n):
     eng.close()
 
 
-def test_several_processes_share_one_store(tmp_path, schema_path):
+def test_several_processes_share_one_store(tmp_path, schema_path, small_ranges):
     path = str(tmp_path / "p")
     Engine.init(path, schema_path).close()
     ctx = multiprocessing.get_context("fork")
@@ -448,6 +448,9 @@ def test_several_processes_share_one_store(tmp_path, schema_path):
     hlcs = [op.hlc for op in sorted(eng.log(), key=lambda o: o.seq)]
     assert hlcs == sorted(hlcs) and len(set(hlcs)) == len(hlcs)  # one shared clock
     assert value(eng, "route.api", "weight") == 39
+    # each process kept the entity index in step, whoever wrote last
+    for entity in ("route.api", "service.w0-3", "service.w2-39", "service.w9-0"):
+        assert _entity_log(eng, entity) == _scanned(eng, entity)
     eng.close()
     assert os.path.exists(os.path.join(path, ".conflux", "store", "data.mdb"))
 
@@ -524,3 +527,93 @@ def test_readers_in_other_threads_survive_the_map_growing(tmp_path, core):
     assert eng.store.env.info()["map_size"] >= 8 << 20
     assert eng.status()["operations"] == 6000
     eng.close()
+
+
+# ------------------------------------------------------------------------------------------
+# The per-entity index of the op log (conflux/store.py: ``entities``)
+
+
+def _entity_log(engine, entity, **kw):
+    return [op.seq for op in engine.log(entity=entity, **kw)]
+
+
+def _scanned(engine, entity, **kw):
+    """What ``log --entity`` must answer, found by reading every logged op."""
+    return [op.seq for op in engine.log(**kw)
+            if op.entity == entity or any(c.entity == entity for c in op.children or ())]
+
+
+@pytest.fixture
+def small_ranges(monkeypatch):
+    from conflux.store import Store
+
+    monkeypatch.setattr(Store, "ENTITY_RANGE", 8)
+
+
+def test_entity_log_reads_only_the_ranges_naming_the_entity(engine, small_ranges):
+    import random
+
+    rng = random.Random(7)
+    names = [f"service.s{i}" for i in range(12)]
+    for round_ in range(40):
+        size = rng.choice([1, 1, 1, 2, 3, 9, 20])  # single ops, small and large batches
+        engine.apply([set_op(rng.choice(names), "image", f"img:{round_}.{i}")
+                      for i in range(size)], ZARA)
+        if round_ % 13 == 5:
+            engine.apply([set_op(names[0], "image", f"stage:{round_}", env="staging")], CI)
+            engine.promote("staging", "production", [names[0]], ZARA)
+    store = engine.store
+    with store.read() as txn:
+        first, covered = store.entity_index_tail(txn)
+        last = store.log_tail(txn)[0]
+        never = store.entity_ranges(txn, "service.never")
+    assert first == 1 and last - covered < store.ENTITY_RANGE and covered > last // 2
+    assert never == [(covered + 1, 2 ** 64 - 1)]  # only what the index does not cover yet
+    for entity in names + ["service.never"]:
+        assert _entity_log(engine, entity) == _scanned(engine, entity)
+        assert _entity_log(engine, entity, reverse=False) == \
+            _scanned(engine, entity, reverse=False)
+        assert _entity_log(engine, entity, start=last // 2) == \
+            _scanned(engine, entity, start=last // 2)
+        assert _entity_log(engine, entity, limit=3) == _scanned(engine, entity)[:3]
+        assert _entity_log(engine, entity, since=last // 3) == \
+            _scanned(engine, entity, since=last // 3)
+    assert _entity_log(engine, "service.never") == []
+    promoted = [op for op in engine.log(entity=names[0]) if op.children]
+    assert promoted and all(c.entity == names[0] for op in promoted for c in op.children)
+
+
+def test_entity_log_on_a_store_made_before_the_index(engine, small_ranges):
+    names = [f"service.s{i}" for i in range(5)]
+    for i in range(30):
+        engine.apply([set_op(names[i % 5], "image", f"a{i}")], ZARA)
+    store = engine.store
+
+    def forget(txn):  # as a store from before the index: no meta, nothing indexed
+        txn.delete(b"entities_from", db=store.dbs["meta"])
+        txn.drop(store.dbs["entities"], delete=False)
+    store.write(forget)
+    engine._indexed = -(1 << 62)
+    for entity in names:
+        assert _entity_log(engine, entity) == _scanned(engine, entity)
+    for i in range(40):
+        engine.apply([set_op(names[i % 3], "image", f"b{i}")], ZARA)
+    with store.read() as txn:
+        assert store.entity_index_tail(txn)[0] == 31  # from its first commit since
+    for entity in names:
+        assert _entity_log(engine, entity) == _scanned(engine, entity)
+        assert _entity_log(engine, entity, reverse=False) == \
+            _scanned(engine, entity, reverse=False)
+
+
+def test_entity_blobs_twins_agree(engine):
+    from conflux.engine import _core_py
+
+    ops = engine.core.prepare_ops(
+        [set_op(f"service.{'n' * (i % 40)}{i}", "image", "x") for i in range(300)],
+        engine._table, "zara", "human", lambda raw, i: engine.prepare(raw, ZARA))
+    for twin in {engine.core, _core_py}:  # the pure twin reads either twin's ops
+        blobs = twin.entity_blobs(ops, 200)
+        names = [n for blob in blobs for n in blob.split(b"\n")]
+        assert sorted(names) == sorted({op.entity.encode() for op in ops})
+        assert all(len(blob) <= 200 for blob in blobs)

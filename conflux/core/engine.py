@@ -279,6 +279,7 @@ class Engine:
             store.meta_put(txn, "node", secrets.token_hex(4).encode())
             store.meta_put(txn, "layout", STORE_LAYOUT)
             store.meta_put(txn, "schema_name", schema.name.encode())
+            store.meta_put_int(txn, "entities_from", 1)  # the entity index covers every op
         store.write(body)
         store.close()
         return cls(directory, core=core, sync=sync)
@@ -666,12 +667,42 @@ class Engine:
         changes = self._post_merge(txn, merged, dry_run)
         if fresh:
             store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
+            self._index_entities(txn, fresh)
             indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
                              if not op.op_id.startswith(own_prefix))
             if indexed:
                 with txn.cursor(db=dbs["opids"]) as cur:
                     cur.putmulti(indexed)
         return Acks(ops, acks, changes)
+
+    def _index_entities(self, txn, fresh) -> None:
+        """Bring the per-entity index (``conflux.store``) up to this commit once
+        ``ENTITY_RANGE`` or more logged ops wait for it: their entities, one range."""
+        store = self.store
+        last = fresh[-1].seq
+        if last - self._indexed < store.ENTITY_RANGE:
+            # PERF: what this process last saw of the index; it only grows (another process
+            # may have written it since: then it is written again, harmlessly, once due)
+            return
+        first, covered = store.entity_index_tail(txn)
+        if not first:  # a store made before the index: it starts with this commit
+            covered = fresh[0].seq - 1
+            store.meta_put_int(txn, "entities_from", fresh[0].seq)
+        self._indexed = covered
+        if last - covered < store.ENTITY_RANGE:
+            return
+        ops = []
+        if covered + 1 < fresh[0].seq:  # logged by earlier (small) commits
+            for seq, entry in store.log_entries(txn, covered + 1):
+                if seq >= fresh[0].seq:
+                    break
+                ops.append(self.core.decode_entry(entry))
+        ops.extend(fresh)
+        store.index_entities(txn, last, self.core.entity_blobs(ops, store.CHUNK_LIMIT))
+        self._indexed = last
+
+    #: The last sequence number this process knows the entity index to cover.
+    _indexed = -(1 << 62)
 
     def _seq_of(self, txn, op_id: str) -> int | None:
         """The sequence number of a logged op id: this store's own ids carry it (see
@@ -919,11 +950,14 @@ class Engine:
         with self.store.read() as txn:
             last = self.store.log_tail(txn)[0]
             begin = (start if start is not None else last) if reverse else (start or 1)
-            for seq, data in self.store.log_entries(txn, begin, reverse=reverse):
+            needle = None if entity is None else entity.encode()
+            for seq, data in self._log_scan(txn, begin, reverse, entity):
                 if seq < floor_seq:
                     if reverse:
                         break
                     continue
+                if needle is not None and needle not in data:
+                    continue  # PERF: an entry names its entities in UTF-8 (FORMAT.md)
                 op = core.decode_entry(data)
                 if op.hlc < floor_hlc:  # HLCs are not in log order: no early stop
                     continue
@@ -938,6 +972,26 @@ class Engine:
                 if limit is not None and len(out) >= limit:
                     break
         return out
+
+    def _log_scan(self, txn, begin: int, reverse: bool, entity: str | None):
+        """``(seq, entry)`` from ``begin`` on (or down); for an ``entity``, only from the
+        ranges of the log the entity index does not rule out."""
+        store = self.store
+        if entity is None:
+            yield from store.log_entries(txn, begin, reverse=reverse)
+            return
+        ranges = store.entity_ranges(txn, entity)
+        for lo, hi in reversed(ranges) if reverse else ranges:
+            if reverse and lo <= begin:
+                for seq, data in store.log_entries(txn, min(hi, begin), reverse=True):
+                    if seq < lo:
+                        break
+                    yield seq, data
+            elif not reverse and hi >= begin:
+                for seq, data in store.log_entries(txn, max(lo, begin)):
+                    if seq > hi:
+                        break
+                    yield seq, data
 
     def next_hlc(self) -> int:
         """An HLC for an operation a client stamps itself (a signed one): after the store's
