@@ -18,8 +18,9 @@ Named databases:
                 the ids of the entities written by the ops after the previous key's last seq
                 up to this one, joined by newlines (a value stays within a page, hence the
                 parts). ``log --entity`` reads only the ranges naming the entity. Keys grow
-                with the log (appends), and a range is written once at least
-                ``ENTITY_RANGE`` ops wait for it, so a single-op commit rarely writes it. Meta
+                with the log (appends); a commit of ``ENTITY_BATCH`` ops or more writes its
+                range, smaller ones wait until ``ENTITY_RANGE`` ops do, so a single-op
+                commit rarely writes it. Meta
                 ``entities_from`` is the first sequence number it covers (a store made before
                 the index: its first commit since)
 
@@ -366,8 +367,10 @@ class Store:
 
     # -- the per-entity index -------------------------------------------------------------------
 
-    #: The index is written once this many logged ops wait for it (single-op commits would
-    #: otherwise each dirty its pages: a synced commit's cost is its page count).
+    #: The index is written by a commit of at least ``ENTITY_BATCH`` ops, and else once
+    #: ``ENTITY_RANGE`` logged ops wait for it: a single-op commit would otherwise dirty its
+    #: pages each time (a small synced commit costs what its pages cost to flush).
+    ENTITY_BATCH = 64
     ENTITY_RANGE = 4096
 
     def entity_index_tail(self, txn) -> tuple[int, int]:

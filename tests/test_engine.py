@@ -547,7 +547,8 @@ def _scanned(engine, entity, **kw):
 def small_ranges(monkeypatch):
     from conflux.store import Store
 
-    monkeypatch.setattr(Store, "ENTITY_RANGE", 8)
+    monkeypatch.setattr(Store, "ENTITY_RANGE", 8)  # small commits wait for 8 logged ops
+    monkeypatch.setattr(Store, "ENTITY_BATCH", 4)  # commits of 4 ops or more write at once
 
 
 def test_entity_log_reads_only_the_ranges_naming_the_entity(engine, small_ranges):

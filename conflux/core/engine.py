@@ -676,11 +676,12 @@ class Engine:
         return Acks(ops, acks, changes)
 
     def _index_entities(self, txn, fresh) -> None:
-        """Bring the per-entity index (``conflux.store``) up to this commit once
-        ``ENTITY_RANGE`` or more logged ops wait for it: their entities, one range."""
+        """Bring the per-entity index (``conflux.store``) up to this commit when it has
+        ``ENTITY_BATCH`` ops or more (its ops are at hand), or once ``ENTITY_RANGE`` logged
+        ops wait for it (those of small commits are read back from the log): one range."""
         store = self.store
         last = fresh[-1].seq
-        if last - self._indexed < store.ENTITY_RANGE:
+        if len(fresh) < store.ENTITY_BATCH and last - self._indexed < store.ENTITY_RANGE:
             # PERF: what this process last saw of the index; it only grows (another process
             # may have written it since: then it is written again, harmlessly, once due)
             return
@@ -689,7 +690,7 @@ class Engine:
             covered = fresh[0].seq - 1
             store.meta_put_int(txn, "entities_from", fresh[0].seq)
         self._indexed = covered
-        if last - covered < store.ENTITY_RANGE:
+        if len(fresh) < store.ENTITY_BATCH and last - covered < store.ENTITY_RANGE:
             return
         ops = []
         if covered + 1 < fresh[0].seq:  # logged by earlier (small) commits
