@@ -203,3 +203,24 @@ def test_a_large_batch_and_its_answer_cross_the_socket_whole(engine, service):
     client.close()
     assert [a.seq for a in acks] == list(range(1, 3001))
     assert engine.get("route.big2999")["weight"]["value"] == 99
+
+
+def test_socket_directories_of_killed_daemons_are_swept(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from conflux.core import commits
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid no process has any more (a killed daemon's)
+    for name, pid in (("dead", gone.pid), ("alive", os.getpid()), ("starting", None)):
+        private = tmp_path / f"conflux-commits-{name}"
+        private.mkdir()
+        (private / "commits.sock").write_text("")
+        if pid is not None:
+            (private / "daemon.pid").write_text(str(pid))
+    (tmp_path / "other-dir").mkdir()
+    commits._sweep_stale()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "conflux-commits-alive", "conflux-commits-starting", "other-dir"]

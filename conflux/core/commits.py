@@ -368,7 +368,10 @@ class CommitProcess(HelperProcess):
     def start(cls, directory: str) -> CommitProcess:
         """Start the service and wait until it listens (its workers can commit without it
         meanwhile, only slower: see ``CommitClient``)."""
-        private = tempfile.mkdtemp(prefix="conflux-commits-")  # 0700: only this user connects
+        _sweep_stale()
+        private = tempfile.mkdtemp(prefix=_PREFIX)  # 0700: only this user connects
+        with open(os.path.join(private, "daemon.pid"), "w") as fh:
+            fh.write(str(os.getpid()))
         path = os.path.join(private, "commits.sock")
         self = cls(_serve, (os.path.abspath(directory), path, os.getpid()))
         self.private, self.path = private, path
@@ -384,6 +387,31 @@ class CommitProcess(HelperProcess):
     def stop(self, grace_s: float = 15.0) -> None:
         super().stop(grace_s)
         shutil.rmtree(self.private, ignore_errors=True)
+
+
+_PREFIX = "conflux-commits-"
+
+
+def _sweep_stale() -> None:
+    """Remove the socket directories of daemons that were killed (SIGKILL, a crash) before
+    they could: this user's, whose daemon process is gone."""
+    root = tempfile.gettempdir()
+    try:
+        names = [n for n in os.listdir(root) if n.startswith(_PREFIX)]
+    except OSError:
+        return
+    for name in names:
+        private = os.path.join(root, name)
+        try:
+            if os.stat(private).st_uid != os.getuid():
+                continue
+            with open(os.path.join(private, "daemon.pid")) as fh:
+                pid = int(fh.read().strip())
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            shutil.rmtree(private, ignore_errors=True)
+        except (OSError, ValueError):
+            continue  # not ours to judge: no pid file yet, or unreadable
 
 
 def _listening(path: str) -> bool:
