@@ -58,7 +58,7 @@ Why the comparison is fair:
 * After the run, the daemons' logs are checked to hold at least every op wrk counted as
   answered, and etcd's revision at least every put: nothing acknowledged is missing.
 
-Run ``python bench/http_ingest.py`` (full: 3 rounds of 10 s runs, about 6 minutes) or
+Run ``python bench/http_ingest.py`` (full: 3 rounds of 10 s runs, about 8 minutes) or
 ``--quick`` (1 round of 2 s runs, about 1 minute); ``--workers``/``--threads`` try other
 gunicorn settings (both servers alike), ``--only`` a subset. The table goes to stdout;
 figures, targets and settings go to ``bench/results/http_ingest.json``.
