@@ -189,11 +189,14 @@ def test_a_group_is_merged_in_one_pass_and_each_batch_answered(engine):
     two = engine.validated([set_op("service.b", "image", "b:1"),
                             set_op("service.a", "image", "a:1", op_id="ci-1")], ZARA)
     first, second = engine.commit_validated([one, two])
+    rows = [first.rows(), second.rows()]  # the service's answers, before any Ack is built
     assert (len(first), len(second)) == (2, 2)
     assert [a.seq for a in first] + [second[0].seq] == [1, 2, 3]
     assert not any(a.duplicate for a in [*first, second[0]])
     assert (second[1].op_id, second[1].seq, second[1].duplicate) == ("ci-1", 1, True)
     assert [o.seq for o in engine.log(reverse=False)] == [1, 2, 3]
+    assert rows == [[[a.op_id, a.hlc, a.seq, a.duplicate] for a in part]
+                    for part in (first, second)]
 
 
 def test_a_large_batch_and_its_answer_cross_the_socket_whole(engine, service):

@@ -283,7 +283,7 @@ class CommitService:
             if error is not None:
                 self._answer(sock, _error_answer(error))
             else:
-                self._answer(sock, [0, [[a.op_id, a.hlc, a.seq, a.duplicate] for a in acks]])
+                self._answer(sock, [0, acks.rows()])
 
     @staticmethod
     def _answer(sock, answer) -> None:

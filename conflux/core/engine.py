@@ -119,24 +119,43 @@ class Acks(list):
     """The acknowledgements of one batch, one ``Ack`` per op in order.
 
     PERF: built on first access; a large batch's caller that only needs the count (the
-    benchmark, a bulk import) does not pay for thousands of objects.
+    benchmark, a bulk import) or the rows (the commit service's answer) does not pay for
+    thousands of objects.
     """
 
-    def __init__(self, ops, found, changes):
+    def __init__(self, ops, found, changes, group=None):
         super().__init__()
-        self._pending = (ops, found, changes)
+        # found[i]: None (op i is new), an Ack (logged before), or the index in ``group``
+        # (the whole committed group, by default these ops) of the op it repeats
+        self._pending = (ops, found, changes, ops if group is None else group)
+
+    def rows(self) -> list[list]:
+        """``[op id, hlc, seq, duplicate]`` for each op, without building ``Ack`` objects."""
+        if self._pending is None:
+            return [[a.op_id, a.hlc, a.seq, a.duplicate] for a in list.__iter__(self)]
+        ops, found, _, group = self._pending
+        out = []
+        for op, ack in zip(ops, found):
+            if ack is None:
+                out.append([op.op_id, op.hlc, op.seq, False])
+            elif isinstance(ack, int):
+                first = group[ack]
+                out.append([first.op_id, first.hlc, first.seq, True])
+            else:
+                out.append([ack.op_id, ack.hlc, ack.seq, True])
+        return out
 
     def _build(self):
         if self._pending is None:
             return
-        ops, found, changes = self._pending
+        ops, found, changes, group = self._pending
         self._pending = None
         out = []
         for op, ack in zip(ops, found):
             if ack is None:
                 ack = Ack(op.op_id, op.hlc, op.seq, change=changes.get(id(op)))
-            elif isinstance(ack, int):  # a repeat of an op earlier in this batch
-                first = ops[ack]
+            elif isinstance(ack, int):  # a repeat of an op earlier in this group
+                first = group[ack]
                 ack = Ack(first.op_id, first.hlc, first.seq, duplicate=True)
             out.append(ack)
         list.extend(self, out)
@@ -144,13 +163,19 @@ class Acks(list):
     def split(self, sizes) -> list["Acks"]:
         """The acknowledgements of consecutive batches (``sizes`` ops each) committed as
         one: an op repeating one of an earlier batch is that op's duplicate."""
-        self._build()
+        if self._pending is None:
+            out, lo = [], 0
+            for n in sizes:
+                part = Acks([], [], {})
+                part._build()
+                list.extend(part, list.__getitem__(self, slice(lo, lo + n)))
+                out.append(part)
+                lo += n
+            return out
+        ops, found, changes, group = self._pending
         out, lo = [], 0
         for n in sizes:
-            part = Acks([], [], {})
-            part._build()
-            list.extend(part, list.__getitem__(self, slice(lo, lo + n)))
-            out.append(part)
+            out.append(Acks(ops[lo:lo + n], found[lo:lo + n], changes, group))
             lo += n
         return out
 
