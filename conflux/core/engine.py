@@ -692,7 +692,8 @@ class Engine:
         changes = self._post_merge(txn, merged, dry_run)
         if fresh:
             store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
-            self._index_entities(txn, fresh)
+            if not dry_run:  # (a dry run's transaction is thrown away)
+                self._index_entities(txn, fresh)
             indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
                              if not op.op_id.startswith(own_prefix))
             if indexed:
