@@ -89,6 +89,7 @@ step "Who did what"
 run conflux blame route.api-v1
 run conflux blame service.checkout
 run conflux log --limit 12
+run conflux log --entity route.api-v1
 run conflux status
 
 step "A milestone: the resolved state as a readable git commit"
