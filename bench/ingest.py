@@ -11,7 +11,8 @@ What it measures (all on temporary directories, all with synced commits, one pro
 (c) the same engine on the pure-Python core (fewer ops, compared per op).
 (d) bench/kernel.py's measurement, when that file exists and exposes a measurement function.
 (e) growth: one store fed up to 10^4, 10^5, 10^6 (and 10^7) ops over the same key space; the
-    per-op cost at each size (the mean of the last few batches before it) as the store grows.
+    per-op cost at each size (the mean of the last few batches before it) as the store grows,
+    with raw py-lmdb fed the same ops alongside (the (a) baseline's calls): LMDB's own growth.
 (f) one op per synced commit: single-op ``Engine.apply`` calls against raw single-put commits.
 (g) a skewed workload: an autoscaler rewriting the same 1,000 int fields (max and lww) over and
     over, in the same batches.
