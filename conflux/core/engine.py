@@ -708,8 +708,8 @@ class Engine:
         store = self.store
         last = fresh[-1].seq
         if len(fresh) < store.ENTITY_BATCH and last - self._indexed < store.ENTITY_RANGE:
-            # PERF: what this process last saw of the index; it only grows (another process
-            # may have written it since: then it is written again, harmlessly, once due)
+            # PERF: what this process last saw of the index, without reading it; it only
+            # grows (another process may have moved it on since: it is read before writing)
             return
         first, covered = store.entity_index_tail(txn)
         if not first:  # a store made before the index: it starts with this commit
