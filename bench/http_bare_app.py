@@ -36,7 +36,6 @@ import queue
 import selectors
 import shutil
 import socket
-import struct
 import sys
 import tempfile
 import threading
@@ -56,7 +55,7 @@ from gunicorn.app.base import BaseApplication  # noqa: E402
 
 from conflux.api.app import DEFAULT_BODY_LIMIT  # noqa: E402
 from conflux.api.media import read_body, write_body  # noqa: E402
-from conflux.core.commits import _frame, _read_frame  # noqa: E402
+from conflux.core.commits import _frame, _read_frame, take_frames  # noqa: E402
 from conflux.daemon import daemon_options  # noqa: E402
 from conflux.errors import ConfluxError  # noqa: E402
 
@@ -130,7 +129,6 @@ def writer_serve(path: str, store: str) -> None:
 
     env = lmdb.open(store, map_size=1 << 30, sync=True, metasync=True, readahead=False)
     groups = 0
-    length = struct.Struct("<I")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(512)
@@ -154,12 +152,7 @@ def writer_serve(path: str, store: str) -> None:
                 continue
             buf = buffers[sock]
             buf += data
-            while len(buf) >= 4:
-                (n,) = length.unpack_from(buf)
-                if len(buf) < 4 + n:
-                    break
-                ready.append((sock, msgpack.unpackb(bytes(buf[4:4 + n]), raw=False)))
-                del buf[:4 + n]
+            ready += [(sock, msgpack.unpackb(f, raw=False)) for f in take_frames(buf)]
         if ready:
             groups += 1
             with env.begin(write=True) as txn:

@@ -60,14 +60,13 @@ def measure_ingest(work: str, n: int) -> dict:
 
     from conflux.actors import Actor
     from conflux.core import Engine
-    from conflux.signing import content_of_op, sign_op
+    from conflux.signing import content_of_op, public_key_text, sign_op
 
     actor = Actor("ci-pipeline", "pipeline")
     plain = Engine.init(os.path.join(work, "plain"), SCHEMA)
     signed = Engine.init(os.path.join(work, "signed"), SCHEMA)
     key = SigningKey.generate()
-    signed.signatures.register("ci-1", "ci-pipeline",
-                               base64.b64encode(bytes(key.verify_key)).decode())
+    signed.signatures.register("ci-1", "ci-pipeline", public_key_text(key))
     unsigned_ops = make_ops(plain, n, "u")
     signed_ops = [sign_op(op, key, "ci-1", actor.id) for op in make_ops(signed, n, "s")]
     t_plain = ingest(plain, unsigned_ops, actor)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+from conflux.engine import core
 from conflux.errors import InputError
 from conflux.signing import Registry, op_content
 
@@ -27,27 +28,26 @@ __all__ = ["export_lines", "verify", "Report"]
 _CHUNK = 1000
 
 
-def _since_seq(engine, since) -> int:
-    """The first sequence number of ``since`` (a number, an hlc:... or an ISO date)."""
-    if since is None:
-        return 1
-    if isinstance(since, int) or (str(since).isascii() and str(since).isdigit()):
-        return max(1, int(since))
-    ops = engine.log(since=since, start=1, reverse=False, limit=1)
+def _is_seq(when) -> bool:
+    return isinstance(when, int) or (str(when).isascii() and str(when).isdigit())
+
+
+def _first_at(engine, when) -> int:
+    """The first sequence number logged at or after ``when`` (an hlc:... or an ISO date), or
+    the one after the log's end."""
+    ops = engine.log(since=when, start=1, reverse=False, limit=1)
     return ops[0].seq if ops else engine.last_seq() + 1
 
 
 def export_lines(engine, since=None, until=None):
     """The audit trail as an iterator of JSON lines (bytes, each ending with a newline);
-    ``since`` and ``until`` are checked at once, before the first line."""
-    seq = _since_seq(engine, since)
+    ``since`` and ``until`` (a sequence number, an hlc:... or an ISO date) are checked at
+    once, before the first line."""
+    seq = 1 if since is None else max(1, int(since)) if _is_seq(since) else \
+        _first_at(engine, since)
     last = engine.last_seq()
     if until is not None:
-        if isinstance(until, int) or (str(until).isascii() and str(until).isdigit()):
-            last = min(last, int(until))
-        else:
-            after = engine.log(since=until, start=1, reverse=False, limit=1)
-            last = min(last, after[0].seq - 1 if after else last)
+        last = min(last, int(until) if _is_seq(until) else _first_at(engine, until) - 1)
     return _lines(engine, seq, last)
 
 
@@ -149,9 +149,7 @@ def verify(stream, registry: Registry) -> Report:
 
 def _check_line(line: dict, registry: Registry) -> str | None:
     try:
-        hlc_text = line["hlc"]
-        wall, _, counter = hlc_text.removeprefix("hlc:").partition(".")
-        hlc = (int(wall) << 16) | int(counter)
+        hlc = core.hlc_parse(line["hlc"])
         content = op_content(op_id=line["op_id"], type=line["type"], env=line["env"],
                              entity_id=line["entity_id"], field=line.get("field"),
                              value=line.get("new"), actor=line["actor"],

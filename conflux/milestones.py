@@ -24,12 +24,12 @@ import fcntl
 import os
 import struct
 import time
-import tomllib
 from dataclasses import asdict, dataclass, field
 
 import msgpack
 
 from conflux import formats
+from conflux._tomlfile import load_config
 from conflux.engine import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.helpers import HelperProcess
@@ -76,13 +76,7 @@ class MilestoneSettings:
     @classmethod
     def load(cls, root: str) -> "MilestoneSettings":
         path = os.path.join(root, "config.toml")
-        try:
-            with open(path, "rb") as handle:
-                table = tomllib.load(handle).get("milestones", {})
-        except FileNotFoundError:
-            return cls()
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: {exc}") from None
+        table = load_config(path).get("milestones", {})
         if not isinstance(table, dict):
             raise InputError(f"{path}: [milestones] must be a table")
         known = {f for f in cls.__dataclass_fields__}
@@ -133,6 +127,20 @@ class Milestone:
         out["hlc_to"] = core.hlc_format(self.hlc_to) if self.hlc_to else None
         out["created"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.created_ms / 1000))
         return out
+
+
+def read_milestones(store, txn, after: int = 0) -> list[Milestone]:
+    """The milestones recorded in ``store`` after number ``after``, oldest first."""
+    with txn.cursor(db=store.dbs["milestones"]) as cur:
+        if not cur.set_range(_ID.pack(after + 1)):
+            return []
+        return [Milestone.unpack(value) for _, value in cur]
+
+
+def last_milestone(store, txn) -> Milestone | None:
+    """The newest milestone recorded in ``store``, or None."""
+    with txn.cursor(db=store.dbs["milestones"]) as cur:
+        return Milestone.unpack(cur.value()) if cur.last() else None
 
 
 class Milestones:
@@ -204,14 +212,14 @@ class Milestones:
             pass
 
     def list(self) -> list[Milestone]:
-        with self.engine.store.read() as txn:
-            with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
-                return [Milestone.unpack(value) for _, value in cur]
+        store = self.engine.store
+        with store.read() as txn:
+            return read_milestones(store, txn)
 
     def last(self) -> Milestone | None:
-        with self.engine.store.read() as txn:
-            with txn.cursor(db=self.engine.store.dbs["milestones"]) as cur:
-                return Milestone.unpack(cur.value()) if cur.last() else None
+        store = self.engine.store
+        with store.read() as txn:
+            return last_milestone(store, txn)
 
     def get(self, ref: str | int | None = None) -> Milestone:
         """A milestone by number, commit id (or a prefix of 7+ hex digits), or the latest."""
@@ -249,9 +257,7 @@ class Milestones:
         schema = self.engine.schema
         envs = list(dict.fromkeys(envs)) if envs else list(schema.environments)
         for env in envs:
-            if env not in schema.parents:
-                raise InputError(f"unknown environment {env!r} (declared: "
-                                 f"{', '.join(schema.environments)})")
+            schema.env_chain(env)  # NotFound for an unknown environment
         with self._locked():
             return self._create(title.strip(), envs, force, clock)
 
@@ -443,13 +449,10 @@ class Milestones:
         engine = self.engine
         milestone = self.get(ref)
         env = env or engine.schema.base_env
-        if env not in engine.schema.parents:
-            raise InputError(f"unknown environment {env!r} (declared: "
-                             f"{', '.join(engine.schema.environments)})")
+        chain = set(engine.schema.env_chain(env))  # NotFound for an unknown environment
         then = self.documents(milestone, env)
         now = dict(documents_of(engine, env))
         ops = engine.log(start=milestone.seq + 1, reverse=False)
-        chain = set(engine.schema.env_chain(env))
         between: dict[tuple, list] = {}
         for op in ops:
             for part in op_parts(op):

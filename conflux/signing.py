@@ -45,7 +45,7 @@ import msgpack
 from conflux.errors import InputError, NotFound, PermissionDenied
 
 __all__ = ["canonical", "op_content", "Registry", "Key", "SignatureRefused", "load_private_key",
-           "write_private_key", "sign_op", "REGISTRY_FILE"]
+           "write_private_key", "public_key_text", "sign_op", "REGISTRY_FILE"]
 
 REGISTRY_FILE = "keys.json"
 _DOMAIN = "conflux-op/1"
@@ -181,6 +181,11 @@ def write_private_key(path: str, seed: bytes) -> None:
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
     with os.fdopen(fd, "w") as handle:
         handle.write(pem)
+
+
+def public_key_text(signing_key) -> str:
+    """The public half of a ``nacl.signing.SigningKey`` as the registry holds it (base64)."""
+    return _b64(bytes(signing_key.verify_key))
 
 
 def load_private_key(path: str):

@@ -49,6 +49,7 @@ __all__ = ["Store", "LogChunk", "SEQ", "state_key", "entity_prefix"]
 SEQ = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
 _U32 = struct.Struct("<I")
+_LAST_SEQ = 2 ** 64 - 1
 
 _DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations",
               b"dangling", b"milestones", b"entities")
@@ -394,21 +395,21 @@ class Store:
     def entity_ranges(self, txn, entity_id: str) -> list[tuple[int, int]]:
         """The sequence ranges ``(first, last)``, ascending, outside which no logged op
         writes ``entity_id``: the index's ranges naming it, and what it does not cover."""
-        first, last = self.entity_index_tail(txn)
+        first = self.meta_int(txn, "entities_from")
         if not first:
-            return [(1, 2 ** 64 - 1)]
+            return [(1, _LAST_SEQ)]
         wanted = b"\n" + entity_id.encode() + b"\n"
         out = [(1, first - 1)] if first > 1 else []
-        start, end, named = first, None, False
+        end, named = first - 1, False  # the last seq of the range being read
         with txn.cursor(db=self.dbs["entities"]) as cur:
             for key, blob in cur:
                 seq = SEQ.unpack(key[:8])[0]
                 if seq != end:  # the first part of a range, which starts after the last one
-                    start, end, named = (start if end is None else end + 1), seq, False
+                    start, end, named = end + 1, seq, False
                 if not named and wanted in b"\n" + blob + b"\n":
                     out.append((start, end))
                     named = True
-        out.append((last + 1, 2 ** 64 - 1))
+        out.append((end + 1, _LAST_SEQ))  # what the index does not cover yet
         return out
 
     def log_entry(self, txn, seq: int) -> bytes | None:

@@ -108,8 +108,11 @@ def files_of(path: str, fmt: str | None) -> tuple[list[tuple[str, object]], int]
             if name.startswith("."):
                 continue
             full = os.path.join(root, name)
-            serializer = forced if forced is not None and os.path.splitext(name)[1].lower() in \
-                forced.extensions else (None if forced else registry.for_path(full))
+            if forced is None:
+                serializer = registry.for_path(full)
+            else:  # a directory read as F: only the files with F's extensions
+                serializer = forced if os.path.splitext(name)[1].lower() in forced.extensions \
+                    else None
             if serializer is None:
                 skipped += 1
             else:
@@ -394,9 +397,7 @@ def import_tree(engine, path: str, *, entity_type: str, actor, env: str | None =
     started = time.perf_counter()
     env = env or engine.schema.base_env
     engine.schema.entity_type(entity_type)
-    if env not in engine.schema.parents:
-        raise InputError(f"unknown environment {env!r} (declared: "
-                         f"{', '.join(engine.schema.environments)})")
+    engine.schema.env_chain(env)  # NotFound for an unknown environment
     files, skipped = files_of(path, fmt)
     if not files:
         raise InputError(f"{path}: no files to import (readable formats: "
@@ -483,9 +484,7 @@ def export_state(engine, fmt: str, *, envs: list[str] | None = None,
     serializer = formats.for_name(fmt, writable=True)
     schema = engine.schema
     for env in envs or ():
-        if env not in schema.parents:
-            raise InputError(f"unknown environment {env!r} (declared: "
-                             f"{', '.join(schema.environments)})")
+        schema.env_chain(env)  # NotFound for an unknown environment
     for type_name in types or ():
         schema.entity_type(type_name)
     envs = list(envs) if envs else list(schema.environments)

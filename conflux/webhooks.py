@@ -370,7 +370,7 @@ def _cursor_key(name: str) -> str:
 
 
 def _milestone_cursor_key(name: str) -> str:
-    return f"webhook:{name}:milestone"
+    return f"{_META_PREFIX}{name}:milestone"
 
 
 def _stats_key(name: str) -> str:
@@ -435,6 +435,12 @@ def _now() -> str:
 
 # --------------------------------------------------------------------------------------------
 # Delivery
+
+def _json_body(payload: dict) -> bytes:
+    """A POST's body: compact UTF-8 JSON."""
+    return json.dumps(payload, default=str, ensure_ascii=False,
+                      separators=(",", ":")).encode("utf-8")
+
 
 def sign(secret: bytes, body: bytes) -> str:
     """The ``X-Conflux-Signature`` value of a body."""
@@ -530,18 +536,11 @@ class Deliverer:
             if not batch.ops:  # nothing for this hook in what was read: just move on
                 self._cursors[hook.name] = batch.scanned_to
                 continue
-            error = None
-            for attempt in range(1, hook.max_attempts + 1):
-                counts["attempts"] += 1
-                error = self._post(hook, batch.body, "op",
-                                   f"{hook.name}-{batch.first}-{batch.last}")
-                if error is None:
-                    break
-                log.warning("webhook %s: delivery %s-%d-%d, try %d of %d: %s", hook.name,
-                            hook.name, batch.first, batch.last, attempt, hook.max_attempts,
-                            error)
-                if attempt < hook.max_attempts and stop.wait(hook.delay(attempt)):
-                    return counts  # stopping: the batch is sent again after a restart
+            delivery = f"{hook.name}-{batch.first}-{batch.last}"
+            error, stopped = self._send(hook, batch.body, "op", delivery,
+                                        f"delivery {delivery}", stop, counts)
+            if stopped:
+                return counts  # stopping: the batch is sent again after a restart
             if error is None:
                 counts["deliveries"] += 1
                 counts["ops"] += len(batch.ops)
@@ -557,37 +556,28 @@ class Deliverer:
 
     def _drain_milestones(self, hook: Webhook, stop: threading.Event, counts: dict) -> None:
         """Deliver the milestones made since the hook's milestone cursor, one POST each."""
-        from conflux.milestones import Milestone
+        from conflux.milestones import read_milestones
 
         store = self.engine.store
         key = _milestone_cursor_key(hook.name)
         with store.read() as txn:
-            cursor = store.meta_int(txn, key)
-            found = []
-            with txn.cursor(db=store.dbs["milestones"]) as cur:
-                if cur.set_range((cursor + 1).to_bytes(4, "big")):
-                    found = [Milestone.unpack(v) for _, v in cur]
+            found = read_milestones(store, txn, store.meta_int(txn, key))
         for m in found:
             if stop.is_set():
                 return
             error = None
             if not hook.envs or any(fnmatchcase(env, p) for env in m.envs for p in hook.envs):
-                payload = {"event": "milestone", "webhook": hook.name,
-                           "milestone": m.to_dict(self.engine.core)}
-                body = json.dumps(payload, default=str, ensure_ascii=False,
-                                  separators=(",", ":")).encode("utf-8")
-                for attempt in range(1, hook.max_attempts + 1):
-                    counts["attempts"] += 1
-                    error = self._post(hook, body, "milestone", f"{hook.name}-milestone-{m.id}")
-                    if error is None:
-                        counts["deliveries"] += 1
-                        counts["milestones"] = counts.get("milestones", 0) + 1
-                        break
-                    log.warning("webhook %s: milestone %d, try %d of %d: %s", hook.name, m.id,
-                                attempt, hook.max_attempts, error)
-                    if attempt < hook.max_attempts and stop.wait(hook.delay(attempt)):
-                        return
-                if error is not None:
+                body = _json_body({"event": "milestone", "webhook": hook.name,
+                                   "milestone": m.to_dict(self.engine.core)})
+                error, stopped = self._send(hook, body, "milestone",
+                                            f"{hook.name}-milestone-{m.id}",
+                                            f"milestone {m.id}", stop, counts)
+                if stopped:
+                    return
+                if error is None:
+                    counts["deliveries"] += 1
+                    counts["milestones"] = counts.get("milestones", 0) + 1
+                else:
                     counts["failed"] += 1
                     log.error("webhook %s: gave up on milestone %d after %d tries: %s",
                               hook.name, m.id, hook.max_attempts, error)
@@ -617,11 +607,25 @@ class Deliverer:
                     break
         batch = _Batch(picked, scanned_to)
         if picked:
-            payload = {"event": "op", "webhook": hook.name,
-                       "ops": [self.engine.op_dict(op) for op in picked]}
-            batch.body = json.dumps(payload, default=str, ensure_ascii=False,
-                                    separators=(",", ":")).encode("utf-8")
+            batch.body = _json_body({"event": "op", "webhook": hook.name,
+                                     "ops": [self.engine.op_dict(op) for op in picked]})
         return batch
+
+    def _send(self, hook: Webhook, body: bytes, event: str, delivery: str, what: str,
+              stop: threading.Event, counts: dict) -> tuple[str | None, bool]:
+        """POST ``body`` until it is taken or ``hook.max_attempts`` tries failed, backing off
+        between them: ``(None or the last error, whether stopping cut the tries short)``."""
+        error = None
+        for attempt in range(1, hook.max_attempts + 1):
+            counts["attempts"] += 1
+            error = self._post(hook, body, event, delivery)
+            if error is None:
+                return None, False
+            log.warning("webhook %s: %s, try %d of %d: %s", hook.name, what, attempt,
+                        hook.max_attempts, error)
+            if attempt < hook.max_attempts and stop.wait(hook.delay(attempt)):
+                return error, True
+        return error, False
 
     def _post(self, hook: Webhook, body: bytes, event: str, delivery: str) -> str | None:
         """POST a body once: None on a 2xx answer, else what went wrong."""
@@ -699,10 +703,12 @@ def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
     now, or 0 (the whole history) with ``from_start``."""
     store = engine.store
 
+    from conflux.milestones import last_milestone as newest
+
     def body(txn):
         last = store.log_tail(txn)[0]
-        with txn.cursor(db=store.dbs["milestones"]) as cur:
-            last_milestone = int.from_bytes(cur.key(), "big") if cur.last() else 0
+        found = newest(store, txn)
+        last_milestone = found.id if found is not None else 0
         cursors = {}
         for hook in hooks:
             key = _cursor_key(hook.name)

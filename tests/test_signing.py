@@ -7,8 +7,6 @@ import base64
 import json
 import os
 import stat
-import subprocess
-import sys
 
 import pytest
 from nacl.signing import SigningKey

@@ -455,7 +455,7 @@ def test_a_plugin_format_is_discovered_and_used(plugin_site, tmp_path):
     assert "props" in help_text
     bad = run("import", str(tmp_path / "tree"), "-t", "service")
     assert bad.returncode == 2
-    assert f"oops.props:2: service.oops.replicas: expected int" in bad.stderr
+    assert "oops.props:2: service.oops.replicas: expected int" in bad.stderr
     ok = run("import", str(tmp_path / "tree" / "checkout.props"), "-t", "service")
     assert ok.returncode == 0, ok.stderr
     assert run("get", "service.checkout", "ports").stdout.strip() == "[80,443]"

@@ -1,11 +1,9 @@
 """conflux keys: Ed25519 signing keys and the project's key registry (keys.json)."""
 
-import base64
 import hashlib
 import os
 
 from conflux.cli._output import add_json, print_json, table
-from conflux.errors import StoreError
 
 
 def add_parser(sub):
@@ -50,14 +48,10 @@ def add_parser(sub):
 
 
 def _registry(args):
-    from conflux.core import CONFLUX_DIR
+    from conflux.core import project_root
     from conflux.signing import REGISTRY_FILE, Registry
 
-    root = os.path.join(args.dir, CONFLUX_DIR)
-    if not os.path.isdir(root):
-        raise StoreError(f"no Conflux project in {os.path.abspath(args.dir)} (run 'conflux "
-                         "init --schema schema.toml' there, or pass --dir)")
-    return Registry(os.path.join(root, REGISTRY_FILE))
+    return Registry(os.path.join(project_root(args.dir), REGISTRY_FILE))
 
 
 def _show(key) -> dict:
@@ -70,12 +64,12 @@ def generate(args):
     from nacl.signing import SigningKey
 
     from conflux.actors import Actor
-    from conflux.signing import write_private_key
+    from conflux.signing import public_key_text, write_private_key
 
     actor = Actor.parse(args.actor)
     registry = _registry(args) if args.register else None
     seed = SigningKey.generate()
-    public = base64.b64encode(bytes(seed.verify_key)).decode()
+    public = public_key_text(seed)
     key_id = args.key_id or f"{actor.id}-{hashlib.sha256(bytes(seed.verify_key)).hexdigest()[:8]}"
     write_private_key(args.output, bytes(seed))
     registered = registry.register(key_id, args.actor, public) if registry else None

@@ -1,6 +1,5 @@
 """conflux set: one operation on one field."""
 
-import base64
 import os
 import uuid
 
@@ -89,10 +88,10 @@ def _sign(engine, op: dict, actor, key_file: str) -> None:
     """Complete the operation with what its signature covers (op id, HLC, environment, and
     for a review field the base it supersedes), then sign it (``conflux.signing``)."""
     from conflux.errors import InputError
-    from conflux.signing import load_private_key, sign_op
+    from conflux.signing import load_private_key, public_key_text, sign_op
 
     signing_key = load_private_key(key_file)
-    public = base64.b64encode(bytes(signing_key.verify_key)).decode()
+    public = public_key_text(signing_key)
     key = engine.signatures.by_public_key(public)
     if key is None:
         raise InputError(f"{key_file}: this key is not in the registry; register it with "

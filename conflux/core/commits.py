@@ -39,7 +39,8 @@ from conflux.core.engine import Ack
 from conflux.errors import ConfluxError, StoreError
 from conflux.helpers import HelperProcess, exited, helper_stop_event
 
-__all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group"]
+__all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group",
+           "take_frames"]
 
 log = logging.getLogger("conflux.commits")
 
@@ -141,6 +142,19 @@ _MAX_FRAME = 1 << 30
 def _frame(payload) -> bytes:
     data = msgpack.packb(payload, use_bin_type=True)
     return _LEN.pack(len(data)) + data
+
+
+def take_frames(buf: bytearray) -> list[bytes]:
+    """The whole frames at the start of ``buf`` (their payloads), removed from it; a
+    partial frame stays for the next read."""
+    frames = []
+    while len(buf) >= 4:
+        (n,) = _LEN.unpack_from(buf)
+        if len(buf) < 4 + n:
+            break
+        frames.append(bytes(buf[4:4 + n]))
+        del buf[:4 + n]
+    return frames
 
 
 def _read_frame(sock) -> bytes:
@@ -254,12 +268,7 @@ class CommitService:
             sock.close()
             return
         buf += data
-        while len(buf) >= 4:
-            (n,) = _LEN.unpack_from(buf)
-            if len(buf) < 4 + n:
-                break
-            requests.append((sock, bytes(buf[4:4 + n])))
-            del buf[:4 + n]
+        requests.extend((sock, frame) for frame in take_frames(buf))
 
     def _commit(self, requests) -> None:
         engine = self.engine

@@ -15,18 +15,18 @@ import secrets
 import shutil
 import struct
 import time
-import tomllib
 from dataclasses import dataclass, field as _field
 
 import msgpack
 
+from conflux._tomlfile import load_config
 from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
 from conflux.schema import Schema, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
 
-__all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR"]
+__all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR", "project_root"]
 
 CONFLUX_DIR = ".conflux"
 #: The store's layout (tables, keys, log chunks, record format; engine/FORMAT.md). A store of
@@ -75,13 +75,7 @@ class Settings:
 
     @classmethod
     def load(cls, path: str) -> "Settings":
-        try:
-            with open(path, "rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            return cls()
-        except tomllib.TOMLDecodeError as exc:
-            raise InputError(f"{path}: {exc}") from exc
+        data = load_config(path)
         clock = data.get("clock", {})
         compaction = data.get("compaction", {})
         required = data.get("signatures", {}).get("require", [])
@@ -199,6 +193,15 @@ class Acks(list):
         return list.__repr__(self)
 
 
+def project_root(directory: str) -> str:
+    """The ``.conflux`` directory of the project in ``directory``, which must have one."""
+    root = os.path.join(directory, CONFLUX_DIR)
+    if not os.path.isdir(root):
+        raise StoreError(f"no Conflux project in {os.path.abspath(directory)} "
+                         f"(run 'conflux init --schema schema.toml' there, or pass --dir)")
+    return root
+
+
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -212,10 +215,7 @@ class Engine:
     """One Conflux project: schema, settings and store."""
 
     def __init__(self, directory: str = ".", *, core=None, sync: bool = True):
-        self.root = os.path.join(directory, CONFLUX_DIR)
-        if not os.path.isdir(self.root):
-            raise StoreError(f"no Conflux project in {os.path.abspath(directory)} "
-                             f"(run 'conflux init --schema schema.toml' there, or pass --dir)")
+        self.root = project_root(directory)
         self.core = _pick_core(core)
         self.schema: Schema = load_schema(os.path.join(self.root, "schema.toml"))
         self.settings = Settings.load(os.path.join(self.root, "config.toml"))
@@ -707,7 +707,8 @@ class Engine:
         ops wait for it (those of small commits are read back from the log): one range."""
         store = self.store
         last = fresh[-1].seq
-        if len(fresh) < store.ENTITY_BATCH and last - self._indexed < store.ENTITY_RANGE:
+        small = len(fresh) < store.ENTITY_BATCH
+        if small and last - self._indexed < store.ENTITY_RANGE:
             # PERF: what this process last saw of the index, without reading it; it only
             # grows (another process may have moved it on since: it is read before writing)
             return
@@ -716,7 +717,7 @@ class Engine:
             covered = fresh[0].seq - 1
             store.meta_put_int(txn, "entities_from", fresh[0].seq)
         self._indexed = covered
-        if len(fresh) < store.ENTITY_BATCH and last - covered < store.ENTITY_RANGE:
+        if small and last - covered < store.ENTITY_RANGE:
             return
         ops = []
         if covered + 1 < fresh[0].seq:  # logged by earlier (small) commits
@@ -988,8 +989,7 @@ class Engine:
                 op = core.decode_entry(data)
                 if op.hlc < floor_hlc:  # HLCs are not in log order: no early stop
                     continue
-                if entity is not None and op.entity != entity and not (
-                        op.children and any(c.entity == entity for c in op.children)):
+                if entity is not None and not any(p.entity == entity for p in op_parts(op)):
                     continue
                 if actor is not None and op.actor != actor and f"{op.actor_class}:{op.actor}" \
                         != actor:
@@ -1207,6 +1207,7 @@ class Engine:
         return out
 
     def status(self) -> dict:
+        from conflux.milestones import last_milestone as _last_milestone
         from conflux.webhooks import webhook_status  # not on every command's start
 
         core = self.core
@@ -1224,14 +1225,10 @@ class Engine:
             n_records = txn.stat(self.store.dbs["state"])["entries"]
             webhooks = webhook_status(self.store, txn)  # cursors and failures (webhooks.py)
             info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
-            last_milestone = None
-            with txn.cursor(db=self.store.dbs["milestones"]) as cur:
-                if cur.last():
-                    from conflux.milestones import Milestone
-
-                    m = Milestone.unpack(cur.value())
-                    last_milestone = {"id": m.id, "commit": m.commit, "title": m.title,
-                                      "seq": m.seq, "pending_operations": seq - m.seq}
+            m = _last_milestone(self.store, txn)
+            last_milestone = None if m is None else {
+                "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
+                "pending_operations": seq - m.seq}
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,

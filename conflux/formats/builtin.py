@@ -41,6 +41,13 @@ def _mappings(docs: list, path: str, what: str = "document") -> list[dict]:
     return docs
 
 
+def _documents(doc, path: str) -> list[dict]:
+    """A parsed JSON value as documents: an array's elements, else the value itself."""
+    if isinstance(doc, list):
+        return _mappings(doc, path, "element")
+    return _mappings([doc], path)
+
+
 def _kind(value) -> str:
     return {list: "a list", str: "text", bool: "a boolean", type(None): "empty",
             int: "a number", float: "a number"}.get(type(value), type(value).__name__)
@@ -123,8 +130,7 @@ class JSON(Serializer):
         except json.JSONDecodeError as exc:
             raise FormatError(f"{path}:{exc.lineno}: {exc.msg} (column {exc.colno})",
                               path=path, line=exc.lineno) from None
-        return _mappings(doc if isinstance(doc, list) else [doc], path,
-                         "element" if isinstance(doc, list) else "document")
+        return _documents(doc, path)
 
     def locate(self, data: bytes, index: int, key: str) -> int | None:
         if index:
@@ -284,8 +290,7 @@ class Jsonnet(Serializer):
             label = f"{path}:{line}" if line else path
             raise FormatError(f"{label}: jsonnet: {message}", path=path, line=line) from None
         doc = json.loads(out)
-        return _mappings(doc if isinstance(doc, list) else [doc], path,
-                         "element" if isinstance(doc, list) else "document")
+        return _documents(doc, path)
 
 
 class CUE(Serializer):
@@ -441,17 +446,19 @@ class XML(Serializer):
         return root
 
     def dump(self, document: dict) -> bytes:
-        import xml.etree.ElementTree as ET
-
-        root = self._root(document)
-        ET.indent(root)
-        return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
+        return self._bytes(self._root(document))
 
     def dump_stream(self, documents: list[dict]) -> bytes:
         import xml.etree.ElementTree as ET
 
         root = ET.Element("entities")
         root.extend(self._root(d) for d in documents)
+        return self._bytes(root)
+
+    @staticmethod
+    def _bytes(root) -> bytes:
+        import xml.etree.ElementTree as ET
+
         ET.indent(root)
         return ET.tostring(root, encoding="utf-8", xml_declaration=True) + b"\n"
 
