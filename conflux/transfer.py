@@ -13,8 +13,6 @@ parser knows it, the entity and the field. Re-importing the same tree writes not
 
 from __future__ import annotations
 
-import functools
-import gc
 import os
 import re
 import time
@@ -24,6 +22,7 @@ import msgpack
 
 from conflux import formats
 from conflux.errors import InputError, ValidationError
+from conflux.helpers import without_gc
 from conflux.schema import format_duration
 
 __all__ = ["import_tree", "export_state", "ImportResult", "ExportResult", "documents_of",
@@ -371,24 +370,7 @@ def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> st
                        "with --name-from KEY, or --name-from file)", path=source.path, line=line)
 
 
-def _no_gc(fn):
-    """Run ``fn`` with the cyclic garbage collector paused. PERF: an import holds every parsed
-    document (a few million objects for a big tree) and creates an operation per field; with
-    the collector on, its full passes over all of them took two thirds of the import's time.
-    Nothing an import or export builds is cyclic garbage."""
-    @functools.wraps(fn)
-    def paused(*args, **kwargs):
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
-    return paused
-
-
-@_no_gc
+@without_gc
 def import_tree(engine, path: str, *, entity_type: str, actor, env: str | None = None,
                 fmt: str | None = None, name_from: str | None = None, intent: str | None = None,
                 dry_run: bool = False, check=None, progress=None) -> ImportResult:
@@ -474,7 +456,7 @@ def document(schema, entity_id: str, fields: dict) -> dict:
     return doc
 
 
-@_no_gc
+@without_gc
 def export_state(engine, fmt: str, *, envs: list[str] | None = None,
                  types: list[str] | None = None, output=None, progress=None) -> ExportResult:
     """Write the resolved state of ``envs`` (default: all) as ``fmt``: into the directory

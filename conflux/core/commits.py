@@ -37,7 +37,7 @@ from conflux import errors
 from conflux.actors import Actor
 from conflux.core.engine import Ack
 from conflux.errors import ConfluxError, StoreError
-from conflux.helpers import HelperProcess, exited, helper_stop_event
+from conflux.helpers import HelperProcess, exited, helper_stop_event, without_gc
 
 __all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group",
            "take_frames"]
@@ -270,6 +270,7 @@ class CommitService:
         buf += data
         requests.extend((sock, frame) for frame in take_frames(buf))
 
+    @without_gc
     def _commit(self, requests) -> None:
         engine = self.engine
         makers, waiting = [], []
