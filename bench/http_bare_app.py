@@ -7,8 +7,9 @@ authenticated, validated against the schema or stored: this is what HTTP, gunico
 and the body's parse cost on their own. ``GET /v1/health`` answers 200 (readiness probe).
 
 The gunicorn settings are ``conflux.daemon.daemon_options`` (gthread, the same workers,
-threads, timeouts, keep-alive and limits as ``conflux daemon``); only the process title
-differs, so the baseline can be told apart from the daemon in ``ps``.
+threads, timeouts, keep-alive and limits as ``conflux daemon``, and the same garbage
+collector settings in each worker once the app is loaded); only the process title differs,
+so the baseline can be told apart from the daemon in ``ps``.
 
 With ``--hop`` each request also makes one round trip to a writer process beside the
 workers, over a Unix socket, with the frames the daemon's workers send its commit service
