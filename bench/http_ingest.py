@@ -718,8 +718,8 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn workers of the daemon and the bare app (default 2, "
                              "the daemon's default)")
-    parser.add_argument("--threads", type=int, default=8,
-                        help="threads per worker of both (default 8, the daemon's default)")
+    parser.add_argument("--threads", type=int, default=16,
+                        help="threads per worker of both (default 16, the daemon's default)")
     parser.add_argument("--only", default="a,a2,a3,b,c,d",
                         help="scenarios to run, e.g. 'a,b' (default a,a2,a3,b,c,d)")
     parser.add_argument("--ref-batches", type=int, default=None,

@@ -23,7 +23,7 @@ __all__ = ["Daemon", "daemon_options"]
 
 
 def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
-                   threads: int = 8, tls_cert: str | None = None, tls_key: str | None = None,
+                   threads: int = 16, tls_cert: str | None = None, tls_key: str | None = None,
                    client_ca: str | None = None, timeout: int = 30,
                    access_log: str | None = None) -> dict:
     """Gunicorn settings for the daemon; bad combinations are refused up front."""

@@ -125,8 +125,9 @@ def test_a_bad_batch_fails_alone_with_its_own_error(engine, service):
     assert len(outcomes["good"]) == 2 and len(outcomes["good too"]) == 1
     assert engine.get("service.a")["image"]["value"] == "a:1"
     assert engine.get("service.b")["replicas"]["value"] == 3
-    assert gc.isenabled()  # the service pauses the collector only while it commits a group
     client.close()
+    service.close()
+    assert gc.isenabled()  # the service pauses the collector only while it commits a group
     assert {o.op_id for o in engine.log()} == {
         first.op_id, *(a.op_id for a in outcomes["good"]), outcomes["good too"][0].op_id}
 

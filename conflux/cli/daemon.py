@@ -17,8 +17,9 @@ def add_parser(sub):
                                                           "127.0.0.1)")
     p.add_argument("--port", type=int, default=9400, help="TCP port (default 9400)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=8,
-                   help="request threads per worker (default 8)")
+    p.add_argument("--threads", type=int, default=16,
+                   help="request threads per worker (default 16); a request waiting for its "
+                        "commit holds one, and the requests waiting share a commit")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--client-ca", metavar="PEM",
