@@ -1036,7 +1036,7 @@ def main(argv=None) -> int:
         "settings": {"quick": q, "duration_s": args.duration, "rounds": args.rounds,
                      "connections": args.connections, "wrk_threads": args.wrk_threads,
                      "workers": args.workers, "threads": args.threads,
-                     "gunicorn": {k: v for k, v in daemon_options(
+                     "gunicorn": {k: getattr(v, "__qualname__", v) for k, v in daemon_options(
                          workers=args.workers, threads=args.threads).items()
                          if k not in ("bind",)},
                      "batch": BATCH, "single_bodies": N_SINGLE, "batch_bodies": N_BATCHES,
