@@ -694,8 +694,9 @@ class Engine:
             store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
             if not dry_run:  # (a dry run's transaction is thrown away)
                 self._index_entities(txn, fresh)
-            indexed = sorted((op.op_id.encode(), SEQ.pack(op.seq)) for op in fresh
-                             if not op.op_id.startswith(own_prefix))
+            # the ops that came with an op id of their own (the store's ids need no index)
+            indexed = sorted((op_id.encode(), SEQ.pack(ops[i].seq))
+                             for op_id, i in in_batch.items())
             if indexed:
                 with txn.cursor(db=dbs["opids"]) as cur:
                     cur.putmulti(indexed)
