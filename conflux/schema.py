@@ -342,7 +342,7 @@ class Field:
             items, label = [value], self.name
         found = []
         for item in items:
-            if not self._breaks(item):  # PERF: the common case formats nothing
+            if not self.breaks(item):  # PERF: the common case formats nothing
                 continue
             shown = self._format_item(item, quote=True)
             if self.min is not None and item < self.min:
@@ -357,7 +357,9 @@ class Field:
                 found.append(f"{label} {shown} is not one of {allowed}")
         return found
 
-    def _breaks(self, item: Any) -> bool:
+    def breaks(self, item: Any) -> bool:
+        """Whether one value (a list's one element) breaks a constraint: ``violations``
+        without the messages."""
         return ((self.min is not None and item < self.min)
                 or (self.max is not None and item > self.max)
                 or (self.pattern is not None and not self.pattern.search(item))

@@ -256,6 +256,11 @@ class Engine:
         self._field_names = {t: {self._field_ids[(t, f)]: f for f in et.fields}
                              for t, et in self.schema.types.items()}
         self._table = self._fast_table()
+        # PERF: the post-merge plan of a changed record, found from its key's ids alone
+        # (``_plan_id``: environment, type and field ids) without touching its op
+        self._plans_by_id = {
+            _plan_id(state_key(self._env_ids[env], self._type_ids[t], "", self._field_ids[
+                (t, f)])): plan for (env, t, f), plan in self._plans.items()}
 
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
@@ -769,26 +774,26 @@ class Engine:
         are looked at; a constrained field of a type with no cross-entity rules, in an
         environment nothing inherits from, is checked right from its new record.
         """
-        core = self.core
         keys, groups, changed, markers = merged
-        plans = self._plans
+        plans = self._plans_by_id
         touched: dict[tuple[str, str], set] = {}
         simple = []
         for key, rec in changed.items():
-            op = groups[key][0]
-            if op.type == core.DELETE_ENTITY:
+            if key.endswith(b"\x00\x00"):  # an entity's delete marker (fields have ids > 0)
+                op = groups[key][0]
                 touched.setdefault((op.env, op.entity), set()).add(None)
                 for fname in self._rules[op.entity.partition(".")[0]]["review"]:
                     self._mark_conflict(txn, self._key(op.env, op.entity, fname),
                                         markers[key])
                 continue
-            plan = plans[(op.env, op.entity.partition(".")[0], op.field)]
+            plan = plans[_plan_id(key)]
             if plan is None:
                 continue
             review, check, general = plan
             if review:
                 self._mark_conflict(txn, key, markers[key[:-2] + b"\x00\x00"], rec)
             if general:
+                op = groups[key][0]
                 touched.setdefault((op.env, op.entity), set()).add(op.field)
             elif check is not None:
                 simple.append((key, rec, check))
@@ -1431,6 +1436,11 @@ def _rules(schema) -> dict:
     return out
 
 
+def _plan_id(key: bytes) -> bytes:
+    """The environment, type and field ids of a state key (``conflux.store.state_key``)."""
+    return key[:4] + key[-2:]
+
+
 def _plans(schema, rules) -> dict:
     """What a changed record of ``(env, type, field)`` needs after the merge: ``None`` for
     nothing, else ``(review, check, general)``: a review field's conflict to update; the
@@ -1476,16 +1486,19 @@ class _Validation:
     def run_simple(self, simple):
         """Fields checked from their new record alone: ``(key, record, field spec)``."""
         resolve, unpackb = self.core.resolve_record, msgpack.unpackb
-        markers = self.markers
+        markers, any_recorded = self.markers, self.any_recorded
         for key, rec, spec in simple:
             present, value, _ = resolve(rec, markers[key[:-2] + b"\x00\x00"])
-            if present:
-                value = ([unpackb(e) for e in value] if isinstance(value, list)
-                         else unpackb(value))
-                messages = spec.violations(value)
-            else:
+            if not present:
                 messages = []
-            if messages or self.any_recorded:
+            elif isinstance(value, list):
+                messages = spec.violations([unpackb(e) for e in value])
+            else:
+                value = unpackb(value)
+                # PERF: the common case, a value within its constraints, builds nothing
+                messages = (spec.violations(value) if value is not None and spec.breaks(value)
+                            else [])
+            if messages or any_recorded:
                 self._record_key(key, messages, [])
 
     def run(self, touched_fields):
