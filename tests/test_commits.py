@@ -14,7 +14,7 @@ import pytest
 from conftest import set_op
 
 from conflux.actors import Actor
-from conflux.core.commits import CommitClient, CommitService, GroupCommitter
+from conflux.core.commits import CommitClient, CommitService, GroupCommitter, _groups
 from conflux.errors import PreconditionFailed, StoreError, ValidationError
 
 ZARA = Actor("zara", "human")
@@ -95,6 +95,17 @@ def test_the_commit_service_groups_concurrent_writers(engine, service):
     assert service.service.commits < 240
     client.close()
     assert engine.get("route.w3-7")["weight"]["value"] == 7
+
+
+def test_a_group_holds_at_most_group_bytes_of_requests(engine, service):
+    frames = [(None, b"x" * n) for n in (3, 3, 3, 10, 1)]
+    assert [[len(f) for _, f in g] for g in _groups(frames, 7)] == [[3, 3], [3], [10], [1]]
+    service.service.GROUP_BYTES = 1  # every request a group of its own
+    client = CommitClient(service.service.path, fallback=None)
+    acks, errors = _hammer(client.apply, writers=4, each=10)
+    assert not errors and len({a.seq for a in acks}) == 40
+    assert service.service.commits == 40
+    client.close()
 
 
 def test_a_bad_batch_fails_alone_with_its_own_error(engine, service):
