@@ -20,6 +20,7 @@ __all__ = [
     "AuthError",
     "PermissionDenied",
     "StoreError",
+    "Busy",
     "CoreMissing",
 ]
 
@@ -112,6 +113,13 @@ class StoreError(ConfluxError, OSError):
 
     http_status = 503
     code = "store_unavailable"
+
+
+class Busy(ConfluxError):
+    """The server holds as much work as it safely can right now; the client retries."""
+
+    http_status = 503
+    code = "busy"
 
 
 class CoreMissing(ConfluxError, ImportError):

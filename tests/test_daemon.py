@@ -18,9 +18,11 @@ import pytest
 import requests
 
 from conflux.api import create_app
+from conflux.api.media import BodyBudget
 from conflux.api.openapi import openapi_document
 from conflux.auth import hash_key
 from conflux.core import Engine
+from conflux.errors import Busy
 from conftest import EXAMPLE_SCHEMA
 
 KEYS = {"zara": ("human", "zara-key-0123456789abcdef"),
@@ -267,6 +269,38 @@ def test_errors_are_json_with_the_right_status(live):
         r = method(f"{url}{path}", timeout=30, **kwargs)
         assert r.status_code == code, (path, r.status_code, r.text[:200])
         assert set(r.json()["error"]) >= {"code", "message"}
+
+
+def test_a_worker_holds_a_bounded_amount_of_request_bodies():
+    budget = BodyBudget(10, wait_s=0.2)
+    held, release, order = threading.Event(), threading.Event(), []
+
+    def hold(n, name, until=None):
+        with budget.hold(n):
+            order.append(name)
+            held.set()
+            if until is not None:
+                until.wait(10)
+    first = threading.Thread(target=hold, args=(6, "first", release))
+    first.start()
+    assert held.wait(10)
+    with budget.hold(4):  # fits beside it
+        assert budget.used == 10
+    with pytest.raises(Busy) as refused:  # does not fit, and the first is not answered in time
+        with budget.hold(6):
+            pass
+    assert refused.value.http_status == 503
+    budget.wait_s = 10
+    waiting = threading.Thread(target=hold, args=(6, "second"))
+    waiting.start()
+    time.sleep(0.05)
+    assert order == ["first"]  # the second waits for room
+    release.set()
+    first.join(10)
+    waiting.join(10)
+    assert order == ["first", "second"] and budget.used == 0
+    with budget.hold(50):  # a body over the whole budget waits for all of it, then passes
+        assert budget.used == 10
 
 
 def test_precondition_failure_is_409(live):

@@ -7,7 +7,7 @@ import logging
 import falcon
 
 from conflux.api import resources, watch
-from conflux.api.media import write_body
+from conflux.api.media import BodyBudget, write_body
 from conflux.api.openapi import openapi_document
 from conflux.errors import ConfluxError
 
@@ -27,8 +27,9 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
     """
     app = falcon.App(middleware=[access.middleware()], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
+    # a worker parses at most two largest bodies' worth of batches at once (see BodyBudget)
     ctx = resources.Context(engine=engine, access=access, committer=committer,
-                            body_limit=body_limit)
+                            body_limit=body_limit, bodies=BodyBudget(2 * body_limit))
     routes = {
         "/v1/health": resources.Health(ctx),
         "/v1/openapi.json": resources.OpenApi(openapi_document()),

@@ -17,7 +17,8 @@ _REASONS = {400: "malformed request", 401: "no or bad credentials", 403: "denied
             404: "no such entity, environment, operation or milestone",
             409: "a precondition failed, or nothing to commit / schema violations (milestones)",
             413: "body over the limit", 415: "unsupported content type",
-            422: "the schema refused the value"}
+            422: "the schema refused the value",
+            503: "busy with other large bodies, or the store unavailable: retry"}
 
 
 def _ok(schema, description="OK"):
@@ -96,7 +97,7 @@ def openapi_document() -> dict:
                          {"type": "object", "required": ["ops"],
                           "properties": {"ops": {"type": "array", "items": {
                               "$ref": "#/components/schemas/Ack"}}}}]}),
-                         **_errors(400, 401, 403, 404, 409, 413, 415, 422)}},
+                         **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)}},
             "get": {"summary": "the op log, oldest first, by sequence number",
                     "parameters": [
                         {"name": "after", "in": "query", "required": False,

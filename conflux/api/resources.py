@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from conflux.api.media import read_body, write_body
+from conflux.api.media import BodyBudget, parse_body, read_body, read_bytes, write_body
 from conflux.errors import InputError, ValidationError
 
 
@@ -14,6 +14,7 @@ class Context:
     access: object
     committer: object
     body_limit: int
+    bodies: BodyBudget
 
 
 def _env(req, engine) -> str:
@@ -70,8 +71,12 @@ class Ops:
         self.ctx = ctx
 
     def on_post(self, req, resp):
+        data = read_bytes(req, self.ctx.body_limit)
+        with self.ctx.bodies.hold(len(data)):  # until the answer is built
+            self._post(req, resp, parse_body(req, data))
+
+    def _post(self, req, resp, body):
         ctx = self.ctx
-        body = read_body(req, ctx.body_limit)
         single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
         if single:
             raw_ops = [body]
