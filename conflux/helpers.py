@@ -135,8 +135,9 @@ def without_gc(fn):
     document (a few million objects for a big tree) and creates an operation per field; with
     the collector on, its full passes over all of them took two thirds of the import's time.
     The commit service's groups hold thousands of operations each: with the collector on, a
-    group of six 1,000-op batches cost 6.2 µs per op instead of 5.4. Nothing either builds is
-    cyclic garbage; what they let go of is freed by reference counting as they go."""
+    group of eight 1,000-op batches costs about 1.1 x as much (bench/commit_service.py).
+    Nothing either builds is cyclic garbage; what they let go of is freed by reference
+    counting as they go."""
     @functools.wraps(fn)
     def paused(*args, **kwargs):
         was = gc.isenabled()
