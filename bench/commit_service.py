@@ -40,13 +40,13 @@ try:  # an installed Conflux first; else the source tree this script sits in
 except ImportError:
     sys.path.insert(0, ROOT)
 
-import lmdb  # noqa: E402
 import msgpack  # noqa: E402
 
 from conflux.actors import Actor  # noqa: E402
 from conflux.core.commits import _frame, commit_group  # noqa: E402
 from conflux.core.engine import Engine  # noqa: E402
 from conflux.engine import IMPLEMENTATION  # noqa: E402
+from conflux.store import open_env  # noqa: E402
 
 SCHEMA = os.path.join(HERE, "schema.toml")
 RESULTS = os.path.join(HERE, "results", "commit_service.json")
@@ -119,6 +119,11 @@ def frames_of(batches):
             for ops in batches]
 
 
+def group_of(frames: list, g: int, size: int) -> list:
+    """The ``g``-th group of ``size`` frames, cycling through ``frames``."""
+    return [frames[(g * size + i) % len(frames)] for i in range(size)]
+
+
 def measure_groups(args, workload_cls, workdir) -> list[dict]:
     wl = workload_cls(args.seed)
     frames = frames_of([wl.batch(1_000)[0] for _ in range(64)])
@@ -128,12 +133,11 @@ def measure_groups(args, workload_cls, workdir) -> list[dict]:
         try:
             n_groups = max(2, args.group_ops // (1_000 * per_group))
             for g in range(2):  # warm-up
-                svc.group(frames[g * per_group % 64:][:per_group], pause_gc=pause_gc)
+                svc.group(group_of(frames, g, per_group), pause_gc=pause_gc)
             svc.times = dict.fromkeys(svc.times, 0.0)
             t = time.perf_counter()
             for g in range(n_groups):
-                lo = (g * per_group) % 64
-                svc.group((frames + frames)[lo:lo + per_group], pause_gc=pause_gc)
+                svc.group(group_of(frames, g, per_group), pause_gc=pause_gc)
             wall = time.perf_counter() - t
         finally:
             svc.close()
@@ -161,11 +165,10 @@ def measure_small(args, workload_cls, workdir) -> list[dict]:
             svc = Service(workdir, sync, workload_cls(args.seed + 1))
             try:
                 for g in range(200):  # warm-up
-                    svc.group(frames[g * per_group:][:per_group], pause_gc=True)
+                    svc.group(group_of(frames, g, per_group), pause_gc=True)
                 w0, c0 = time.perf_counter(), time.process_time()
-                for g in range(args.commits):
-                    lo = 400 + g * per_group
-                    svc.group(frames[lo:lo + per_group], pause_gc=True)
+                for g in range(200, 200 + args.commits):
+                    svc.group(group_of(frames, g, per_group), pause_gc=True)
                 wall, cpu = time.perf_counter() - w0, time.process_time() - c0
             finally:
                 svc.close()
@@ -190,7 +193,7 @@ def raw_small(workdir: str, sync: bool, commits: int) -> tuple[float, float]:
     """The least a commit of two single-field writes needs: two small puts in a table of
     100,000 records and one log record, in one (synced) transaction."""
     path = tempfile.mkdtemp(prefix="raw-", dir=workdir)
-    env = lmdb.open(path, map_size=1 << 30, max_dbs=4, sync=sync, metasync=sync)
+    env = open_env(path, map_size=1 << 30, max_dbs=2, sync=sync)
     try:
         state, log = env.open_db(b"state"), env.open_db(b"log")
         rnd = os.urandom

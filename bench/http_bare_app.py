@@ -59,6 +59,7 @@ from conflux.api.media import read_body, write_body  # noqa: E402
 from conflux.core.commits import _frame, _read_frame, take_frames  # noqa: E402
 from conflux.daemon import daemon_options  # noqa: E402
 from conflux.errors import ConfluxError  # noqa: E402
+from conflux.store import open_env  # noqa: E402
 
 
 class BareOps:
@@ -96,10 +97,7 @@ class LocalCommit:
     synced commit of the group it joined."""
 
     def __init__(self, store: str):
-        import lmdb
-
-        self.env = lmdb.open(store, map_size=1 << 30, sync=True, metasync=True,
-                             readahead=False)
+        self.env = open_env(store, map_size=1 << 30, max_dbs=0)
         self.waiting: queue.SimpleQueue[threading.Event] = queue.SimpleQueue()
         threading.Thread(target=self._run, name="bench-committer", daemon=True).start()
 
@@ -126,9 +124,7 @@ def writer_serve(path: str, store: str) -> None:
     """The process beside the workers: like the commit service, it reads every frame waiting
     on every connection, commits one put, synced, and answers each frame (an acknowledgement
     per op); nothing else."""
-    import lmdb
-
-    env = lmdb.open(store, map_size=1 << 30, sync=True, metasync=True, readahead=False)
+    env = open_env(store, map_size=1 << 30, max_dbs=0)
     groups = 0
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
@@ -202,16 +198,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--workers", type=int, default=2)
-    parser.add_argument("--threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, help="default: the daemon's")
+    parser.add_argument("--threads", type=int, help="default: the daemon's")
     parser.add_argument("--hop", action="store_true",
                         help="one round trip per request to a writer process that commits "
                              "one synced put per group (see above)")
     parser.add_argument("--local-commit", action="store_true",
                         help="each worker commits one synced put per group itself")
     args = parser.parse_args(argv)
-    options = daemon_options(host=args.host, port=args.port, workers=args.workers,
-                             threads=args.threads)
+    options = daemon_options(host=args.host, port=args.port, **{
+        k: v for k, v in (("workers", args.workers), ("threads", args.threads)) if v})
     options["proc_name"] = "conflux-bench-bare"
     if not (args.hop or args.local_commit):
         BareApp(options).run()

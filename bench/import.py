@@ -178,16 +178,14 @@ def step_export(fmt: str, project: str, out: str) -> dict:
 
 
 def step_floor(project: str, scratch: str) -> dict:
-    import lmdb
-
     from conflux.core import Engine
+    from conflux.store import open_env
 
     engine = Engine(project)
     with engine.store.read() as txn:  # untimed: the bytes (b) stored, database by database
         dumps = {name: list(txn.cursor(db=db)) for name, db in engine.store.dbs.items()}
     engine.close()
-    env = lmdb.open(scratch, map_size=1 << 32, max_dbs=len(dumps), sync=True, metasync=True,
-                    readahead=False)
+    env = open_env(scratch, map_size=1 << 32, max_dbs=len(dumps))
     dbs = {name: env.open_db(name.encode()) for name in dumps}
     t0 = time.perf_counter()
     with env.begin(write=True) as txn:

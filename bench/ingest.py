@@ -76,7 +76,7 @@ with warnings.catch_warnings(record=True) as _import_warnings:
     from conflux.actors import Actor  # noqa: E402
     from conflux.core.engine import Engine  # noqa: E402
     from conflux.engine import TWINS  # noqa: E402
-    from conflux.store import state_key  # noqa: E402
+    from conflux.store import open_env, state_key  # noqa: E402
 
 SCHEMA = os.path.join(HERE, "schema.toml")
 RESULTS = os.path.join(HERE, "results", "ingest.json")
@@ -221,8 +221,7 @@ class RawStore:
     """The baseline: py-lmdb with Conflux's environment flags, a state DB and a log DB."""
 
     def __init__(self, path: str):
-        self.env = lmdb.open(path, map_size=RAW_MAP_SIZE, max_dbs=2, sync=True, metasync=True,
-                             readahead=False)
+        self.env = open_env(path, map_size=RAW_MAP_SIZE, max_dbs=2)
         self.state = self.env.open_db(b"state")
         self.log = self.env.open_db(b"log")
         self.seq = 0

@@ -33,6 +33,7 @@ from conflux._tomlfile import load_config
 from conflux.engine import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.helpers import HelperProcess
+from conflux.schema import is_utf8
 from conflux.transfer import document
 
 __all__ = ["Milestones", "Milestone", "MilestoneSettings", "NothingToCommit",
@@ -251,7 +252,7 @@ class Milestones:
         if not isinstance(title, str) or not title.strip() or "\n" in title.strip():
             raise InputError("a milestone needs a one-line message (-m)")
         title = title.strip()
-        if len(title) > TITLE_LIMIT or not title.isprintable() or not _utf8(title):
+        if len(title) > TITLE_LIMIT or not title.isprintable() or not is_utf8(title):
             raise InputError(f"a milestone's message is printable text of at most "
                              f"{TITLE_LIMIT} characters", field="message")
         schema = self.engine.schema
@@ -259,7 +260,7 @@ class Milestones:
         for env in envs:
             schema.env_chain(env)  # NotFound for an unknown environment
         with self._locked():
-            return self._create(title.strip(), envs, force, clock)
+            return self._create(title, envs, force, clock)
 
     def _create(self, title, envs, force, clock) -> Milestone:
         engine, repo = self.engine, self.repo
@@ -521,14 +522,6 @@ class Milestones:
         except pygit2.GitError as exc:
             raise StoreError(f"push to {remote} failed: {exc}") from None
         return dest
-
-
-def _utf8(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # lone surrogates, which JSON can carry
-        return False
-    return True
 
 
 def _fault(point: str) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "parse_schema",
     "parse_duration",
     "format_duration",
+    "is_utf8",
     "KINDS",
     "STRATEGIES",
 ]
@@ -134,6 +135,16 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return f"map {_clip(_to_json(value))}"
     return type(value).__name__
+
+
+def is_utf8(text: str) -> bool:
+    """Whether ``text`` can be stored: no lone surrogates, which JSON's "\\ud800" decodes to
+    and UTF-8 cannot carry."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _clip(text: str, limit: int = 60) -> str:
@@ -342,7 +353,7 @@ class Field:
             items, label = [value], self.name
         found = []
         for item in items:
-            if not self.breaks(item):  # PERF: the common case formats nothing
+            if not self._breaks(item):  # PERF: the common case formats nothing
                 continue
             shown = self._format_item(item, quote=True)
             if self.min is not None and item < self.min:
@@ -357,9 +368,7 @@ class Field:
                 found.append(f"{label} {shown} is not one of {allowed}")
         return found
 
-    def breaks(self, item: Any) -> bool:
-        """Whether one value (a list's one element) breaks a constraint: ``violations``
-        without the messages."""
+    def _breaks(self, item: Any) -> bool:
         return ((self.min is not None and item < self.min)
                 or (self.max is not None and item > self.max)
                 or (self.pattern is not None and not self.pattern.search(item))
@@ -482,8 +491,8 @@ class Schema:
                 f"(declared: {', '.join(self.types)})", entity=entity_id)
         if not _ENTITY_NAME_RE.fullmatch(name):
             raise ValidationError(
-                f"entity id {_clip(repr(entity_id))}: {_clip(repr(name))} is not a valid entity name "
-                f"({_NAME_RULE})", entity=entity_id)
+                f"entity id {_clip(repr(entity_id))}: {_clip(repr(name))} is not a valid "
+                f"entity name ({_NAME_RULE})", entity=entity_id)
         return type_name, name
 
     def _check_env(self, env: str) -> None:

@@ -44,7 +44,7 @@ import lmdb
 
 from conflux.errors import StoreError
 
-__all__ = ["Store", "LogChunk", "SEQ", "state_key", "entity_prefix"]
+__all__ = ["Store", "LogChunk", "SEQ", "state_key", "entity_prefix", "open_env"]
 
 SEQ = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
@@ -148,6 +148,14 @@ class _MapGate:
                 self._cond.notify_all()
 
 
+def open_env(path: str, *, map_size: int, max_dbs: int, sync: bool = True):
+    """An LMDB environment with the store's flags: synced commits (data and meta pages) unless
+    ``sync`` is false, no read-ahead (reads are random), room for many reader processes. The
+    benchmarks' raw baselines open theirs with it too."""
+    return lmdb.open(path, map_size=map_size, max_dbs=max_dbs, sync=sync, metasync=sync,
+                     readahead=False, max_readers=512)
+
+
 class Store:
     """One LMDB environment, opened after any fork, shared with other processes (and with
     the threads of this one)."""
@@ -159,9 +167,8 @@ class Store:
             raise StoreError(f"no Conflux store at {path} (run 'conflux init' first)")
         try:
             os.makedirs(path, exist_ok=True)
-            self.env = lmdb.open(path, map_size=max(map_size, _current_size(path)),
-                                 max_dbs=len(_DATABASES), sync=sync, metasync=sync,
-                                 readahead=False, max_readers=512)
+            self.env = open_env(path, map_size=max(map_size, _current_size(path)),
+                                max_dbs=len(_DATABASES), sync=sync)
             self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
             self._page = self.env.stat()["psize"]
         except lmdb.Error as exc:

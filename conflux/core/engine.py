@@ -23,7 +23,7 @@ from conflux._tomlfile import load_config
 from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
-from conflux.schema import Schema, load_schema
+from conflux.schema import Schema, is_utf8, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
 
 __all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR", "project_root"]
@@ -234,7 +234,6 @@ class Engine:
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
         self._rules = _rules(self.schema)
-        self._plans = _plans(self.schema, self._rules)
         self._intern_schema()
 
     def _intern_schema(self) -> None:
@@ -256,11 +255,11 @@ class Engine:
         self._field_names = {t: {self._field_ids[(t, f)]: f for f in et.fields}
                              for t, et in self.schema.types.items()}
         self._table = self._fast_table()
-        # PERF: the post-merge plan of a changed record, found from its key's ids alone
-        # (``_plan_id``: environment, type and field ids) without touching its op
-        self._plans_by_id = {
+        # PERF: keyed by ids (``_plan_id``), the post-merge plan of a changed record is found
+        # from its key alone, without touching its op
+        self._plans = {
             _plan_id(state_key(self._env_ids[env], self._type_ids[t], "", self._field_ids[
-                (t, f)])): plan for (env, t, f), plan in self._plans.items()}
+                (t, f)])): plan for (env, t, f), plan in _plans(self.schema, self._rules).items()}
 
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
@@ -360,7 +359,7 @@ class Engine:
         intent = raw.get("intent", "")
         if intent is None:
             intent = ""
-        if not isinstance(intent, str) or len(intent) > _MAX_INTENT or not _utf8(intent):
+        if not isinstance(intent, str) or len(intent) > _MAX_INTENT or not is_utf8(intent):
             raise ValidationError(f"{where}intent must be text of at most {_MAX_INTENT} "
                                   "characters", field="intent")
         op.intent = intent
@@ -775,7 +774,7 @@ class Engine:
         environment nothing inherits from, is checked right from its new record.
         """
         keys, groups, changed, markers = merged
-        plans = self._plans_by_id
+        plans = self._plans
         touched: dict[tuple[str, str], set] = {}
         simple = []
         for key, rec in changed.items():
@@ -786,7 +785,7 @@ class Engine:
                     self._mark_conflict(txn, self._key(op.env, op.entity, fname),
                                         markers[key])
                 continue
-            plan = plans[key[:4] + key[-2:]]  # _plan_id(key), inline: once per record
+            plan = plans[_plan_id(key)]
             if plan is None:
                 continue
             review, check, general = plan
@@ -1361,14 +1360,6 @@ class Engine:
         return stats
 
 
-def _utf8(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:  # a lone surrogate, as JSON's "\\ud800" decodes to
-        return False
-    return True
-
-
 def _packed(value, label) -> bytes:
     try:
         return msgpack.packb(value, use_bin_type=True)
@@ -1489,15 +1480,12 @@ class _Validation:
         markers, any_recorded = self.markers, self.any_recorded
         for key, rec, spec in simple:
             present, value, _ = resolve(rec, markers[key[:-2] + b"\x00\x00"])
-            if not present:
-                messages = []
-            elif isinstance(value, list):
-                messages = spec.violations([unpackb(e) for e in value])
+            if present:
+                value = ([unpackb(e) for e in value] if isinstance(value, list)
+                         else unpackb(value))
+                messages = spec.violations(value)
             else:
-                value = unpackb(value)
-                # PERF: the common case, a value within its constraints, builds nothing
-                messages = (spec.violations(value) if value is not None and spec.breaks(value)
-                            else [])
+                messages = []
             if messages or any_recorded:
                 self._record_key(key, messages, [])
 
