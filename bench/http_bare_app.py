@@ -186,6 +186,8 @@ class BareApp(BaseApplication):
         for key, value in self.options.items():
             if value is not None:
                 self.cfg.set(key, value)
+        if "control_socket_disable" in self.cfg.settings:  # as the daemon does
+            self.cfg.set("control_socket_disable", True)
 
     def load(self):
         # in each worker, after the fork (LMDB environments must not cross one)

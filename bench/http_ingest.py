@@ -434,8 +434,8 @@ def make_project(path: str, api_key: str) -> str:
     authenticated actor may write)."""
     Engine.init(path, SCHEMA).close()
     with open(os.path.join(path, ".conflux", "api-keys.toml"), "w") as fh:
-        fh.write(f'[[key]]\nhash = "{hash_key(api_key)}"\nactor = "{CLIENT.id}"\n'
-                 f'class = "{CLIENT.cls}"\nname = "bench/http_ingest.py"\n')
+        fh.write(f'[[keys]]\nkey_hash = "{hash_key(api_key)}"\nactor_id = "{CLIENT.id}"\n'
+                 f'actor_class = "{CLIENT.cls}"\ndisplay_name = "bench/http_ingest.py"\n')
     return path
 
 

@@ -162,6 +162,66 @@ def test_one_actor_may_hold_several_keys(tmp_path):
 
 
 GOOD = f'hash = "{hash_key(KEY_A)}"\nactor = "autoscaler-7"\nclass = "autoscaler"\n'
+def test_the_original_conflux_form_is_read(tmp_path):
+    # [[keys]] with key_hash / actor_id / actor_class, as the original Conflux documents it,
+    # beside the short form in the same file
+    path = write(tmp_path, f"""\
+        [[keys]]
+        key_hash = "{hash_key(KEY_B)}"
+        actor_id = "ci-pipeline"
+        actor_class = "pipeline"
+        display_name = "GitHub Actions CI"
+
+        [[keys]]
+        key_hash = "{hash_key(KEY_C)}"
+        actor_id = "reconciler"
+        actor_class = "system"
+
+        [[key]]
+        hash = "{hash_key(KEY_A)}"
+        actor = "autoscaler-7"
+        class = "autoscaler"
+
+        [[certificates]]
+        subject = "CN=deployer,O=example"
+        actor_id = "deployer"
+        actor_class = "operator"
+        """)
+    keys = ApiKeys.load(path)
+    assert keys.authenticate(KEY_B) == Actor("ci-pipeline", "pipeline")
+    assert keys.authenticate(KEY_C) == Actor("reconciler", "system")
+    assert keys.authenticate(KEY_A) == Actor("autoscaler-7", "autoscaler")
+    assert [k.name for k in keys] == ["GitHub Actions CI", "", ""]
+    certs = CertMap.load(path)
+    assert certs.actor_for(peercert(("organizationName", "example"),
+                                    ("commonName", "deployer"))) == Actor("deployer", "operator")
+
+
+NEW = f'key_hash = "{hash_key(KEY_A)}"\nactor_id = "autoscaler-7"\nactor_class = "autoscaler"\n'
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ('[[keys]]\nactor_id = "a"\nactor_class = "human"\n', 1, "has no 'key_hash'"),
+    ('[[keys]]\nkey_hash = "hunter2-hunter2-hunter2"\nactor_id = "a"\nactor_class = "human"\n',
+     2, "'key_hash' looks like a plaintext key"),
+    ("[[keys]]\n" + NEW.replace('actor_class = "autoscaler"\n', 'class = "autoscaler"\n'), 4,
+     "'class' belongs to the [[key]] form"),
+    ("[[keys]]\n" + NEW.replace('"autoscaler"', '"robot"'), 4, "actor class 'robot'"),
+    ("[[keys]]\n" + NEW + 'api_key = "hunter2-hunter2"\n', 5,
+     "put key_hash = \"<output of"),
+    ("[[keys]]\n" + NEW + "[[key]]\n" + GOOD, 6, "already listed in the entry on line 1"),
+    ('[[certificates]]\nsubject = "CN=a"\nactor = "a"\nactor_class = "human"\n', 3,
+     "'actor' belongs to the [[certificate]] form"),
+    ("hash = 1\n", 1, "entries go in [[keys]] or [[certificates]] tables"),
+])
+def test_original_form_errors_name_its_fields(tmp_path, text, line, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as info:
+        ApiKeys.load(path)
+    assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)
+    assert message in str(info.value)
+
+
 
 
 @pytest.mark.parametrize("text, line, message", [
@@ -310,17 +370,24 @@ def test_cli_hash_key_from_stdin(capsys, monkeypatch):
     assert (code, out, err) == (0, hash_key(KEY_A) + "\n", "")
 
 
-@pytest.mark.parametrize("key, stdin, message", [
-    ("short", "", "guessable"),
-    ("-", "\n", "no key given"),
-    ("-", "tiny\n", "guessable"),
-])
-def test_cli_hash_key_refuses_empty_and_short_keys(capsys, monkeypatch, key, stdin, message):
-    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
-    code, out, err = run_cli(capsys, "auth", "hash-key", key)
+def test_cli_hash_key_refuses_an_empty_key(capsys, monkeypatch):
+    monkeypatch.setattr("sys.stdin", io.StringIO("\n"))
+    code, out, err = run_cli(capsys, "auth", "hash-key", "-")
     assert code == 2 and out == ""
     assert len(err.splitlines()) == 1 and err.startswith("conflux auth: error: ")
-    assert message in err
+    assert "no key given" in err
+
+
+@pytest.mark.parametrize("key, stdin", [("your-secret-key", ""), ("-", "tiny\n")])
+def test_cli_hash_key_warns_about_short_keys(capsys, monkeypatch, key, stdin):
+    # the hash is printed (the original Conflux's README hashes "your-secret-key"), with one
+    # warning line on stderr
+    monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    code, out, err = run_cli(capsys, "auth", "hash-key", key)
+    typed = key if key != "-" else stdin.strip()
+    assert (code, out) == (0, hash_key(typed) + "\n")
+    assert len(err.splitlines()) == 1 and err.startswith("conflux auth: warning: ")
+    assert "guessable" in err
 
 
 def test_cli_auth_needs_a_subcommand(capsys):

@@ -496,3 +496,80 @@ def test_writes_go_through_one_commit_service_that_is_restarted(tmp_path):
     assert engine.get("route.restarted")["weight"]["value"] == 9
     assert engine.get("route.after4")["weight"]["value"] == 4
     engine.close()
+
+
+# ------------------------------------------------------------------------------------------
+# configuration files: checked before the start, reloaded while running
+
+
+def _run_daemon(project, timeout=60):
+    port = free_port()
+    return subprocess.run([sys.executable, "-c", "import sys; from conflux.cli import main; "
+                           "sys.exit(main(sys.argv[1:]))", "--dir", project, "daemon",
+                           "--port", str(port)], capture_output=True, text=True,
+                          timeout=timeout), port
+
+
+@pytest.mark.parametrize("name, text, where, message", [
+    ("api-keys.toml", '[[keys]]\nkey_hash = "sha256:abc"\nactor_id = "a"\nactor_class = "human"\n',
+     "api-keys.toml:2:", "is not sha256:<64 hex digits>"),
+    ("rbac.toml", '[[assignment]]\nactor_pattern = "ci-*"\nroles = ["ghost"]\n', "rbac.toml:3:",
+     "unknown role 'ghost'"),
+    ("webhooks.toml", '[[webhook]]\nname = "x"\nurl = "ftp://x"\n', "webhooks.toml:", "url"),
+    ("config.toml", '[clock]\nmax_clock_offset = 50\n', "config.toml:2:",
+     "unknown key 'max_clock_offset'"),
+    ("config.toml", '[milestones]\nformat = "docx"\n', "config.toml:2:",
+     "[milestones] format: unknown format 'docx'"),
+    ("keys.json", '{"keys": [', "keys.json:", "not a Conflux key registry"),
+    ("schema.toml", '[entity.route\n', "schema.toml:", "invalid TOML"),
+])
+def test_a_bad_configuration_file_stops_the_daemon_before_it_starts(tmp_path, name, text,
+                                                                    where, message):
+    project = make_project(tmp_path)
+    path = tmp_path / ".conflux" / name
+    path.write_text((path.read_text() if name == "schema.toml" else "") + text)
+    out, port = _run_daemon(project)
+    assert out.returncode == 2, out.stderr
+    assert out.stdout == ""
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr  # one line: no traceback, no gunicorn boot messages
+    assert lines[0].startswith("conflux daemon: error: ") and where in lines[0], lines[0]
+    assert message in lines[0]
+    with socket.socket() as s:  # nothing was left listening
+        assert s.connect_ex(("127.0.0.1", port)) != 0
+
+
+def test_a_running_daemon_reloads_access_files_and_keeps_the_last_good_ones(tmp_path):
+    project = make_project(tmp_path)
+    keys_file = tmp_path / ".conflux" / "api-keys.toml"
+    rbac_file = tmp_path / ".conflux" / "rbac.toml"
+    good_keys = keys_file.read_text()
+    new_key = "new-key-0123456789abcdefgh"
+    with daemon(project) as (url, _):
+        assert requests.get(f"{url}/v1/state", headers=key("zara")).status_code == 200
+        assert requests.get(f"{url}/v1/state", headers={"X-API-Key": new_key}).status_code == 401
+
+        # a file that has become bad: logged, and the keys in force keep working
+        keys_file.write_text(good_keys + '\n[[keys]]\nkey_hash = "oops"\n')
+        time.sleep(1.5)
+        for _ in range(6):  # both workers
+            assert requests.get(f"{url}/v1/state", headers=key("zara")).status_code == 200
+
+        # a good change is picked up within a second or two, by every worker
+        keys_file.write_text(good_keys + f'\n[[keys]]\nkey_hash = "{hash_key(new_key)}"\n'
+                                         'actor_id = "newcomer"\nactor_class = "service"\n')
+        wait_until(lambda: all(requests.get(f"{url}/v1/state", headers={"X-API-Key": new_key})
+                               .status_code == 200 for _ in range(6)))
+        # the RBAC file the same way: service actors are readers, then no longer
+        def read_status(headers):  # 403 denied; 404: allowed, and there is no such entity
+            return requests.get(f"{url}/v1/entities/route.nothing", headers=headers).status_code
+
+        newcomer = {"X-API-Key": new_key}
+        assert read_status(newcomer) == 404
+        rbac_file.write_text(RBAC.replace('actor = "service:*"', 'actor = "service:nobody"'))
+        wait_until(lambda: all(read_status(newcomer) == 403 for _ in range(6)))
+        rbac_file.write_text("[role.x\n")  # bad: the last good rules stay
+        time.sleep(1.5)
+        for _ in range(6):
+            assert read_status(newcomer) == 403
+            assert read_status(key("zara")) == 404

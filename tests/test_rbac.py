@@ -99,6 +99,11 @@ def rules(rules_file) -> Rbac:
     ("route.api-v1/weight@prod*", ("route.api-v1", "weight", "prod*")),
     ("*/replicas@*", ("*", "replicas", "*")),
     ("service.[!x]*/re?licas@[ps]*", ("service.[!x]*", "re?licas", "[ps]*")),
+    # a first segment without a dot is a type, as in the original Conflux
+    ("service", ("service.*", "*", "*")),
+    ("service/api@staging", ("service.api", "*", "staging")),
+    ("service/api-*/replicas", ("service.api-*", "replicas", "*")),
+    ("serv*/api", ("serv*.api", "*", "*")),
 ])
 def test_resource_parse(text, parts):
     res = Resource.parse(text)
@@ -112,7 +117,8 @@ def test_resource_parse(text, parts):
     ("route.*@", "env part is empty"),
     ("route.*/a/b", "more than one '/'"),
     ("route.*@a@b", "more than one '@'"),
-    ("route", "matches no entity id"),
+    ("route/", "name after 'TYPE/' is empty"),
+    ("route/a/b/c", "too many '/'"),
     ("route.a b", "characters"),
     ("route.*/wei-ght", "characters"),
     ("route.[*", "unclosed or empty"),
@@ -360,8 +366,8 @@ ADMIN = '[role.admin]\npermissions = [ { actions = ["admin"], resource = "*" } ]
      "'actions' must be a non-empty list"),
     ('[role.a]\npermissions = [ { actions = ["read"] } ]\n', 2, "has no 'resource'"),
     (('[role.a]\npermissions = [\n  { actions = ["read"], resource = "*" },\n'
-      '  { actions = ["read"], resource = "route" },\n]\n'), 4,
-     "resource 'route': the entity glob 'route' matches no entity id"),
+      '  { actions = ["read"], resource = "route/" },\n]\n'), 4,
+     "resource 'route/': the name after 'TYPE/' is empty"),
     ('[role.a]\npermissions = [ { actions = ["read"], resource = "route.*@a@b" } ]\n', 2,
      "more than one '@'"),
     ('[role.a]\ninherits = ["b"]\n', 2, "role 'a' inherits unknown role 'b'"),
@@ -380,7 +386,7 @@ ADMIN = '[role.admin]\npermissions = [ { actions = ["admin"], resource = "*" } ]
      "assignment 2: actor 'robot:*': class 'robot' matches no actor class"),
     (ADMIN + '\n[[assign]]\nactor = "a b"\nroles = ["admin"]\n', 5, "characters"),
     (ADMIN + '\n[[assign]]\nactor = "a:b:c"\nroles = ["admin"]\n', 5, "more than one ':'"),
-    (ADMIN + '\n[[assign]]\nroles = ["admin"]\n', 4, "'actor' must be an actor pattern"),
+    (ADMIN + '\n[[assign]]\nroles = ["admin"]\n', 4, "names no actor: add actor_pattern"),
     ('[role.a]\npermissions = [ { actions = ["read"], resource = "*" }\n', 2, "invalid TOML"),
     ('role = 3\n', 1, "'role' must hold tables"),
     ('assign = 3\n', 1, "'assign' must be a list of tables"),
@@ -499,7 +505,8 @@ def test_cli_check_whole_environment(cli):
     (("zara", "wirte", "route.a@production"), "unknown action 'wirte'"),
     (("bad actor!", "read", "route.a@production"), "actor id"),
     (("zara", "read", "route.*@production"), "is not an entity id"),
-    (("zara", "read", "route.a/x/y@production"), "is not ENTITY[/FIELD][@ENV]"),
+    (("zara", "read", "route.a/x/y@production"), "more than one '/'"),
+    (("zara", "read", "route@production"), "is a type, not an entity"),
     (("zara", "read", "route.a@prod!"), "is not an environment name"),
 ])
 def test_cli_check_bad_input_exit_2(cli, args, message):
@@ -616,3 +623,165 @@ def test_the_cli_obeys_rbac_toml_for_its_writes(tmp_path, capsys):
     engine = Engine(str(project))
     assert engine.status()["operations"] == 1
     engine.close()
+
+
+# ------------------------------------------------------------------------------------------
+# the original Conflux's rbac.toml and rbac check, as its README writes them
+
+ORIGINAL_RULES = """\
+# rbac.toml
+[role.developer]
+permissions = [
+  { actions = ["read", "write"], resource = "*@development" },
+]
+
+[role.operator]
+inherits = ["developer"]
+permissions = [
+  { actions = ["write", "override"], resource = "*@staging" },
+  { actions = ["promote"], resource = "*@production" },
+]
+
+[[assignment]]
+actor_pattern = "ci-*"
+roles = ["developer"]
+"""
+
+
+@pytest.fixture
+def original(tmp_path):
+    return Rbac.load(write(tmp_path, ORIGINAL_RULES), schema=load_schema(EXAMPLE_SCHEMA))
+
+
+def test_original_rules_assign_by_actor_pattern(original):
+    # a pattern without a class is matched against the actor id, whatever the class
+    assert original.check(CI, "write", "service.api", "replicas", "development")
+    assert original.check(Actor("ci-nightly", "operator"), "read", "route.a", None,
+                          "development")
+    assert not original.check(CI, "write", "service.api", "replicas", "staging")
+    assert not original.check(Actor("cicd", "pipeline"), "read", "route.a", None,
+                              "development")
+    assert not original.check(ZARA, "read", "route.a", None, "development")
+
+
+def test_original_type_slash_name_resources(tmp_path):
+    rules = Rbac.load(write(tmp_path, """\
+        [role.api]
+        permissions = [
+          { actions = ["write"], resource = "service/api@staging" },
+          { actions = ["read"], resource = "service" },
+          { actions = ["write"], resource = "route/api-*/weight" },
+        ]
+        [[assignment]]
+        actor = "alice"
+        roles = ["api"]
+        """), schema=load_schema(EXAMPLE_SCHEMA))
+    alice = Actor("alice", "human")
+    assert rules.check(alice, "write", "service.api", "image", "staging")
+    assert not rules.check(alice, "write", "service.web", "image", "staging")
+    assert not rules.check(alice, "write", "service.api", "image", "production")
+    assert rules.check(alice, "read", "service.web", None, "production")
+    assert not rules.check(alice, "read", "route.api", None, "production")
+    assert rules.check(alice, "write", "route.api-v1", "weight", "production")
+    assert not rules.check(alice, "write", "route.api-v1", "path", "production")
+
+
+def test_assignment_actor_class_and_exact_actor(tmp_path):
+    rules = Rbac.load(write(tmp_path, """\
+        [role.ci]
+        permissions = [ { actions = ["read"], resource = "*" } ]
+        [role.boss]
+        permissions = [ { actions = ["*"], resource = "*" } ]
+        [[assignment]]
+        actor_pattern = "ci-*"
+        actor_class = "pipeline"
+        roles = ["ci"]
+        [[assignment]]
+        actor = "zara"
+        roles = ["boss"]
+        """))
+    assert rules.check(CI, "read", "route.a", None, "production")
+    assert not rules.check(Actor("ci-pipeline", "human"), "read", "route.a", None, "production")
+    # "*" grants every action
+    for action in ACTIONS:
+        assert rules.check(ZARA, action, None, None, None)
+    assert not rules.check(Actor("zara-2", "human"), "read", None, None, None)
+    decision = rules.decide(CI, "read", "route.a", None, "production")
+    assert "assigned by actor_pattern = 'ci-*', actor_class = 'pipeline'" in decision.reason()
+
+
+def test_default_authenticated_roles(tmp_path):
+    rules = Rbac.load(write(tmp_path, """\
+        [rbac]
+        version = "1.0"
+        default_authenticated = ["viewer"]
+        default_anonymous = []
+
+        [role.viewer]
+        description = "Read-only access"
+        permissions = [ { actions = ["read"], resource = "*" } ]
+        """))
+    assert rules.check(NOBODY, "read", "route.a", "weight", "production")
+    assert not rules.check(NOBODY, "write", "route.a", "weight", "production")
+    assert "[rbac] default_authenticated" in rules.decide(NOBODY, "read").reason()
+
+
+@pytest.mark.parametrize("text, line, message", [
+    ('[rbac]\ndefault_anonymous = ["viewer"]\n[role.viewer]\npermissions = []\n', 2,
+     "default_anonymous must be empty"),
+    ('[rbac]\ndefault_authenticated = ["viewer"]\n', 2,
+     "default_authenticated names unknown role 'viewer'"),
+    ('[rbac]\ncolour = 1\n', 2, "[rbac]: unknown key 'colour'"),
+    ('[role.a]\npermissions = [ { actions = ["create"], resource = "*" } ]\n', 2,
+     "Conflux has no 'create' action: writing a field creates its entity"),
+    ('[role.a]\npermissions = [ { actions = ["delete"], resource = "*" } ]\n', 2,
+     "needs 'write' on the entity as a whole"),
+    (ADMIN + '\n[[assignment]]\nactor = "a"\nactor_pattern = "b*"\nroles = ["admin"]\n', 4,
+     "give one of 'actor' (an id) and 'actor_pattern' (a glob), not both"),
+    (ADMIN + '\n[[assignment]]\nactor_pattern = "ci-*"\nactor_class = "robot"\n'
+     'roles = ["admin"]\n', 6, "actor_class 'robot' is not one of"),
+    (ADMIN + '\n[[assignment]]\nactor_pattern = "ci-*"\nroles = ["root"]\n', 6,
+     "unknown role 'root'"),
+])
+def test_original_form_refusals(tmp_path, text, line, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as info:
+        Rbac.load(path)
+    assert str(info.value).startswith(f"{path}:{line}: "), str(info.value)
+    assert message in str(info.value)
+
+
+@pytest.fixture
+def original_project(project):
+    with open(f"{project}/.conflux/rbac.toml", "w") as fh:
+        fh.write(ORIGINAL_RULES + '\n[[assignment]]\nactor = "alice"\nroles = ["operator"]\n')
+    return project
+
+
+@pytest.mark.parametrize("resource, allowed", [
+    ("service/api@staging", True),        # TYPE/NAME, as the original writes it
+    ("service.api@staging", True),
+    ("service.api/replicas@staging", True),
+    ("service/api/replicas@staging", True),
+    ("service/api@production", False),
+    ("service/api", False),               # no @ENV: the base environment (production)
+])
+def test_cli_check_with_the_original_flags(cli, original_project, resource, allowed):
+    code, out, err = cli("rbac", "check", "--actor", "alice", "--action", "write",
+                         "--resource", resource)
+    assert err == "" and code == (0 if allowed else 1)
+    assert out.startswith("allow: [human:alice] write " if allowed else "deny: ")
+    # the positional form gives the same answer
+    assert cli("rbac", "check", "alice", "write", resource)[0] == code
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--actor", "alice", "--action", "write"), "no RESOURCE"),
+    (("alice", "--actor", "bob", "write", "service/api@staging"), "ACTOR is given twice"),
+    (("--actor", "alice", "--action", "write", "--resource", "service@staging"),
+     "is a type, not an entity"),
+])
+def test_cli_check_flag_errors(cli, original_project, args, message):
+    code, out, err = cli("rbac", "check", *args)
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert message in err

@@ -33,17 +33,6 @@ def syntax_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
     return message[: found.start()] + message[found.end():], int(found[1])
 
 
-def load_config(path: str) -> dict:
-    """A project's ``config.toml`` as a dict; an empty one when the file does not exist."""
-    try:
-        with open(path, "rb") as handle:
-            return tomllib.load(handle)
-    except FileNotFoundError:
-        return {}
-    except tomllib.TOMLDecodeError as exc:
-        raise InputError(f"{path}: {exc}") from None
-
-
 class TomlFile:
     """The parsed document (``data``) of one TOML file, with line lookups for messages."""
 

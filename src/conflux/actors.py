@@ -11,7 +11,8 @@ from conflux.errors import InputError
 
 __all__ = ["Actor", "ACTOR_CLASSES", "default_actor"]
 
-ACTOR_CLASSES = ("human", "pipeline", "operator", "autoscaler", "policy", "service")
+#: ``system`` is the original Conflux's class for the platform's own processes.
+ACTOR_CLASSES = ("human", "pipeline", "operator", "autoscaler", "policy", "service", "system")
 _ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,127}$")
 
 

@@ -8,17 +8,21 @@ The file holds only SHA-256 hashes of keys (``conflux auth hash-key -`` prints o
 subjects of the client certificates the daemon accepts::
 
     # .conflux/api-keys.toml
-    [[key]]
-    hash = "sha256:6b3a55e0261b0304143f805a24924d0c1c44524821305f31d9277843b8a10f4e"
-    actor = "autoscaler-7"
-    class = "autoscaler"
-    name = "prod autoscaler"           # optional, for people
+    [[keys]]
+    key_hash = "sha256:6b3a55e0261b0304143f805a24924d0c1c44524821305f31d9277843b8a10f4e"
+    actor_id = "autoscaler-7"
+    actor_class = "autoscaler"
+    display_name = "prod autoscaler"    # optional, for people
 
-    [[certificate]]
+    [[certificates]]
     subject = "CN=ci-pipeline,O=example"
-    actor = "ci-pipeline"
-    class = "pipeline"
-    name = "CI runners"                 # optional
+    actor_id = "ci-pipeline"
+    actor_class = "pipeline"
+    display_name = "CI runners"         # optional
+
+These are the original Conflux's names. The older short form, ``[[key]]`` with ``hash``,
+``actor``, ``class``, ``name`` and ``[[certificate]]`` with ``subject``, ``actor``, ``class``,
+``name``, is read too; each entry uses one form throughout.
 
 An actor may hold several keys (to rotate one, add the new key, then remove the old). An actor
 id has one class throughout the file. Anything else in the file is refused with its line:
@@ -48,9 +52,18 @@ API_KEYS_FILE = "api-keys.toml"
 
 _PREFIX = "sha256:"
 _HEX = re.compile(r"[0-9a-fA-F]{64}")
-_TOP_KEYS = ("key", "certificate")
-_KEY_FIELDS = ("hash", "actor", "class", "name")
-_CERT_FIELDS = ("subject", "actor", "class", "name")
+#: Each section as written, with its entry's field names: the internal name (the short form's)
+#: to the name written in the file. ``keys``/``certificates`` are the documented form.
+_SECTIONS = {
+    "keys": ("key", {"hash": "key_hash", "actor": "actor_id", "class": "actor_class",
+                     "name": "display_name"}),
+    "certificates": ("certificate", {"subject": "subject", "actor": "actor_id",
+                                     "class": "actor_class", "name": "display_name"}),
+    "key": ("key", {"hash": "hash", "actor": "actor", "class": "class", "name": "name"}),
+    "certificate": ("certificate", {"subject": "subject", "actor": "actor", "class": "class",
+                                    "name": "name"}),
+}
+_TOP_KEYS = tuple(_SECTIONS)
 # Field names under which people put the key itself; refused with a pointer to hash-key.
 _PLAINTEXT_FIELDS = ("key", "api_key", "api-key", "apikey", "secret", "token", "plaintext",
                      "value", "password")
@@ -79,7 +92,7 @@ def hash_key(key: str) -> str:
 
 @dataclass(frozen=True)
 class ApiKey:
-    """One ``[[key]]`` entry: the hash of a key and the actor it authenticates."""
+    """One ``[[keys]]`` entry: the hash of a key and the actor it authenticates."""
 
     hash: str
     actor: Actor
@@ -89,7 +102,7 @@ class ApiKey:
 
 @dataclass(frozen=True)
 class Certificate:
-    """One ``[[certificate]]`` entry: a client-certificate subject and its actor."""
+    """One ``[[certificates]]`` entry: a client-certificate subject and its actor."""
 
     subject: str
     attributes: tuple[tuple[str, str], ...]
@@ -264,44 +277,43 @@ def _load(path: str) -> tuple[list[ApiKey], list[Certificate]]:
     for key in data:
         if key not in _TOP_KEYS:
             hint = ""
-            if key in _PLAINTEXT_FIELDS or key in ("hash", "actor", "subject"):
-                hint = " (entries go in [[key]] or [[certificate]] tables)"
-            doc.fail(f"unknown top-level key {key!r} (allowed: [[key]], [[certificate]])"
+            if key in _PLAINTEXT_FIELDS or key in ("hash", "key_hash", "actor", "actor_id",
+                                                   "subject"):
+                hint = " (entries go in [[keys]] or [[certificates]] tables)"
+            doc.fail(f"unknown top-level key {key!r} (allowed: [[keys]], [[certificates]])"
                      f"{hint}", line=doc.top_key(key))
-    keys = _read_section(doc, "key", _KEY_FIELDS)
-    certs = _read_section(doc, "certificate", _CERT_FIELDS)
 
     classes: dict[str, tuple[str, int | None]] = {}
     hashes: dict[str, int | None] = {}
     subjects: dict[tuple, int | None] = {}
     api_keys: list[ApiKey] = []
     certificates: list[Certificate] = []
-    for section, entries in (("key", keys), ("certificate", certs)):
-        for raw, line, span in entries:
-            def at(field, line=line, span=span):
+    for section, (kind, names) in _SECTIONS.items():
+        for raw, line, span in _read_section(doc, section, names):
+            def at(field, line=line, span=span, names=names):
                 """The line of ``field`` in this entry, else the entry's first line."""
-                return doc.first_line(doc.key(field, span) if span else None, line)
+                return doc.first_line(doc.key(names[field], span) if span else None, line)
 
-            actor = _actor(doc, raw, line, at)
+            actor = _actor(doc, raw, names, at)
             seen = classes.setdefault(actor.id, (actor.cls, line))
             if seen[0] != actor.cls:
                 doc.fail(f"actor {actor.id!r} is class {actor.cls!r} here but {seen[0]!r} in the "
                          f"entry on line {seen[1]}; an actor has one class", line=at("class"),
-                         field="class")
+                         field=names["class"])
             name = raw.get("name", "")
             if not isinstance(name, str):
-                doc.fail("'name' must be text", line=at("name"), field="name")
-            if section == "key":
-                digest = _hash(doc, raw, line, at)
+                doc.fail(f"{names['name']!r} must be text", line=at("name"), field=names["name"])
+            if kind == "key":
+                digest = _hash(doc, raw, line, names, at)
                 if digest in hashes:
                     doc.fail(f"the same key hash is already listed in the entry on line "
-                             f"{hashes[digest]}", line=at("hash"), field="hash")
+                             f"{hashes[digest]}", line=at("hash"), field=names["hash"])
                 hashes[digest] = line
                 api_keys.append(ApiKey(digest, actor, name, line))
             else:
                 subject = raw.get("subject")
                 if subject is None:
-                    doc.fail("this [[certificate]] has no 'subject' (e.g. subject = "
+                    doc.fail(f"this [[{section}]] has no 'subject' (e.g. subject = "
                              "\"CN=ci-pipeline,O=example\")", line=line, field="subject")
                 try:
                     attributes = parse_subject(subject)
@@ -315,13 +327,15 @@ def _load(path: str) -> tuple[list[ApiKey], list[Certificate]]:
     return api_keys, certificates
 
 
-def _read_section(doc: TomlFile, section: str, allowed: tuple[str, ...]) -> list[tuple]:
+def _read_section(doc: TomlFile, section: str, names: dict[str, str]) -> list[tuple]:
     """The entries of ``[[section]]``, each with the line it starts on and where it is
-    written; unknown fields refused."""
+    written, with their fields under the internal names; unknown fields refused."""
     entries = doc.data.get(section, [])
     if not isinstance(entries, list):
         doc.fail(f"{section!r} must be a list of tables, written [[{section}]]",
                  line=doc.top_key(section))
+    allowed = tuple(names.values())
+    internal = {written: name for name, written in names.items()}
     out = []
     for index, raw in enumerate(entries):
         span = doc.table(section, occurrence=index + 1, array=True)
@@ -337,54 +351,61 @@ def _read_section(doc: TomlFile, section: str, allowed: tuple[str, ...]) -> list
             if field in allowed:
                 continue
             where = doc.first_line(doc.key(field, span), line)
-            if section == "key" and field in _PLAINTEXT_FIELDS:
+            if "hash" in names and field in _PLAINTEXT_FIELDS:
                 doc.fail(f"{field!r} holds a plaintext key: api-keys.toml stores only hashes; "
-                         "put hash = \"<output of 'conflux auth hash-key -'>\" and delete the "
-                         "key from the file", line=where, field=field)
+                         f"put {names['hash']} = \"<output of 'conflux auth hash-key -'>\" and "
+                         "delete the key from the file", line=where, field=field)
+            other = next((form for form, (_, its) in _SECTIONS.items()
+                          if form != section and field in its.values()
+                          and its.keys() == names.keys()), None)
+            hint = (f"; {field!r} belongs to the [[{other}]] form, and an entry uses one form "
+                    "throughout" if other else "")
             doc.fail(f"unknown field {field!r} in [[{section}]] (allowed: "
-                     f"{', '.join(allowed)})", line=where, field=field)
-        out.append((raw, line, span))
+                     f"{', '.join(allowed)}){hint}", line=where, field=field)
+        out.append(({internal[k]: v for k, v in raw.items()}, line, span))
     return out
 
 
-def _actor(doc: TomlFile, raw: dict, line: int | None, at) -> Actor:
+def _actor(doc: TomlFile, raw: dict, names: dict[str, str], at) -> Actor:
     ident, cls = raw.get("actor"), raw.get("class")
+    id_key, class_key = names["actor"], names["class"]
     if not isinstance(ident, str):
-        doc.fail("'actor' must be the actor id as text, e.g. actor = \"autoscaler-7\"",
-                 line=at("actor"), field="actor")
+        doc.fail(f"{id_key!r} must be the actor id as text, e.g. {id_key} = \"autoscaler-7\"",
+                 line=at("actor"), field=id_key)
     if ":" in ident:
-        doc.fail(f"actor {ident!r}: write the id alone and the class in 'class' (e.g. actor = "
-                 f"\"{ident.partition(':')[2]}\", class = \"{ident.partition(':')[0]}\")",
-                 line=at("actor"), field="actor")
+        doc.fail(f"{id_key} {ident!r}: write the id alone and the class in {class_key!r} (e.g. "
+                 f"{id_key} = \"{ident.partition(':')[2]}\", {class_key} = "
+                 f"\"{ident.partition(':')[0]}\")", line=at("actor"), field=id_key)
     if not isinstance(cls, str):
-        doc.fail(f"'class' must be one of {', '.join(ACTOR_CLASSES)}", line=at("class"),
-                 field="class")
+        doc.fail(f"{class_key!r} must be one of {', '.join(ACTOR_CLASSES)}", line=at("class"),
+                 field=class_key)
     try:
         return Actor(ident, cls)
     except InputError as exc:
         field = "actor" if cls in ACTOR_CLASSES else "class"
-        doc.fail(exc.message, line=at(field), field=field)
+        doc.fail(exc.message, line=at(field), field=names[field])
 
 
-def _hash(doc: TomlFile, raw: dict, line: int | None, at) -> str:
+def _hash(doc: TomlFile, raw: dict, line: int | None, names: dict[str, str], at) -> str:
     value = raw.get("hash")
+    key = names["hash"]
     if value is None:
-        doc.fail("this [[key]] has no 'hash' (hash = \"<output of 'conflux auth hash-key -'>\")",
-                 line=line, field="hash")
+        doc.fail(f"this entry has no {key!r} ({key} = \"<output of 'conflux auth hash-key -'>\")",
+                 line=line, field=key)
     line = at("hash")
     if not isinstance(value, str):
-        doc.fail("'hash' must be text: sha256:<64 hex digits>", line=line, field="hash")
+        doc.fail(f"{key!r} must be text: sha256:<64 hex digits>", line=line, field=key)
     algorithm, sep, digest = value.partition(":")
     if not sep:
-        doc.fail("'hash' looks like a plaintext key: api-keys.toml stores only hashes; put "
+        doc.fail(f"{key!r} looks like a plaintext key: api-keys.toml stores only hashes; put "
                  "the output of 'conflux auth hash-key -' (sha256:<64 hex digits>) and delete "
-                 "the key from the file", line=line, field="hash")
+                 "the key from the file", line=line, field=key)
     if algorithm.lower() != "sha256":
-        doc.fail(f"'hash' uses {algorithm!r}; only sha256:<64 hex digits> is accepted", line=line,
-                 field="hash")
+        doc.fail(f"{key!r} uses {algorithm!r}; only sha256:<64 hex digits> is accepted",
+                 line=line, field=key)
     if not _HEX.fullmatch(digest):
-        doc.fail(f"'hash' is not sha256:<64 hex digits> (got {len(digest)} characters after "
-                 "'sha256:')", line=line, field="hash")
+        doc.fail(f"{key!r} is not sha256:<64 hex digits> (got {len(digest)} characters after "
+                 "'sha256:')", line=line, field=key)
     return _PREFIX + digest.lower()
 
 
@@ -402,7 +423,7 @@ class ApiKeys:
 
     @classmethod
     def load(cls, path: str) -> "ApiKeys":
-        """Read ``[[key]]`` entries from ``path`` (the whole file is checked); a missing file
+        """Read ``[[keys]]`` entries from ``path`` (the whole file is checked); a missing file
         gives no keys. Raises ``InputError`` naming the file and line of anything wrong."""
         return cls(_load(str(path))[0], str(path))
 
@@ -436,7 +457,7 @@ class ApiKeys:
 # Client certificates
 
 class CertMap:
-    """Client-certificate subjects mapped to actors (``[[certificate]]`` in api-keys.toml).
+    """Client-certificate subjects mapped to actors (``[[certificates]]`` in api-keys.toml).
 
     Matching rule: the certificate's whole subject must equal the configured one as a set of
     attributes. Order does not matter (``CN=a,O=b`` equals ``O=b,CN=a``, and equals OpenSSL's
@@ -455,7 +476,7 @@ class CertMap:
 
     @classmethod
     def load(cls, path: str) -> "CertMap":
-        """Read ``[[certificate]]`` entries from ``path`` (the whole file is checked); a missing
+        """Read ``[[certificates]]`` entries from ``path`` (the whole file is checked); a missing
         file maps no certificate."""
         return cls(_load(str(path))[1], str(path))
 

@@ -19,7 +19,25 @@ from gunicorn.app.base import BaseApplication
 
 from conflux.errors import InputError
 
-__all__ = ["Daemon", "daemon_options"]
+__all__ = ["Daemon", "daemon_options", "check_configuration"]
+
+
+def check_configuration(engine):
+    """Read every configuration file of the project as the daemon will, before it starts:
+    ``schema.toml`` and ``config.toml`` (read by opening ``engine``), the ``[milestones]``
+    settings, ``api-keys.toml``, ``rbac.toml``, ``webhooks.toml`` and ``keys.json``. The first
+    problem is raised as an ``InputError`` naming the file and line, so that a bad file stops
+    the daemon with one line instead of every worker failing to boot. Returns the access
+    rules, which the workers inherit and keep up to date (``conflux.api.access``)."""
+    from conflux.api.access import Access
+    from conflux.milestones import Milestones
+    from conflux.signing import REGISTRY_FILE, Registry
+    from conflux.webhooks import WEBHOOKS_FILE, load_webhooks
+
+    Milestones(engine)
+    load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE), schema=engine.schema)
+    Registry(os.path.join(engine.root, REGISTRY_FILE)).refresh()
+    return Access.load(engine.root, engine.schema)
 
 
 def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
@@ -63,10 +81,11 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
 class Daemon(BaseApplication):
     """Gunicorn application serving one Conflux project."""
 
-    def __init__(self, directory: str, options: dict, *, on_ready=None):
+    def __init__(self, directory: str, options: dict, *, on_ready=None, access=None):
         self.directory = directory
         self.options = options
         self.on_ready = on_ready
+        self.access = access  # checked before the start; None: each worker reads the files
         super().__init__()
 
     def load_config(self) -> None:
@@ -76,6 +95,12 @@ class Daemon(BaseApplication):
         if self.on_ready is not None:
             self.cfg.set("when_ready", lambda server: self.on_ready(server))
         self.cfg.set("post_fork", _forget_helpers)
+        # NOTE: gunicorn 25.1+ opens a control socket at one fixed path per user
+        # ($HOME/.gunicorn/gunicorn.ctl), through which worker counts can be changed and the
+        # server reloaded: a second daemon on the machine would take it over from the first,
+        # and Conflux manages its workers itself.
+        if "control_socket_disable" in self.cfg.settings:
+            self.cfg.set("control_socket_disable", True)
 
     def run(self):
         # The helper processes beside the workers (conflux/helpers.py): the commit service,
@@ -110,8 +135,9 @@ class Daemon(BaseApplication):
 
         engine = Engine(self.directory)
         committer = CommitClient(self.commits.path, GroupCommitter(engine))
-        return create_app(engine, Access.load(engine.root, engine.schema),
-                          committer=committer)
+        access = self.access or Access.load(engine.root, engine.schema)
+        access.watch()
+        return create_app(engine, access, committer=committer)
 
 
 def _settle_worker(worker) -> None:

@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import msgpack
 
 from conflux import formats
-from conflux._tomlfile import load_config
+from conflux._tomlfile import TomlFile
 from conflux.engine import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.helpers import HelperProcess
@@ -77,22 +77,41 @@ class MilestoneSettings:
     @classmethod
     def load(cls, root: str) -> "MilestoneSettings":
         path = os.path.join(root, "config.toml")
-        table = load_config(path).get("milestones", {})
-        if not isinstance(table, dict):
-            raise InputError(f"{path}: [milestones] must be a table")
-        known = {f for f in cls.__dataclass_fields__}
-        unknown = set(table) - known
-        if unknown:
-            raise InputError(f"{path}: [milestones] has unknown key(s) "
-                             f"{', '.join(sorted(unknown))} (known: {', '.join(sorted(known))})")
         try:
-            out = cls(**table)
-            int(out.every_ops), float(out.every_seconds)
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{path}: [milestones]: {exc}") from None
-        if not isinstance(out.repository, str) or not isinstance(out.branch, str) or \
-                not isinstance(out.format, str):
-            raise InputError(f"{path}: [milestones] repository, branch and format are text")
+            doc = TomlFile(path)
+        except FileNotFoundError:
+            return cls()
+        table = doc.data.get("milestones", {})
+        line = doc.top_key("milestones")
+        if not isinstance(table, dict):
+            doc.fail("[milestones] must be a table", line=line)
+        known = tuple(cls.__dataclass_fields__)
+        span = doc.table("milestones")
+        for key in table:
+            if key not in known:
+                doc.fail(f"[milestones]: unknown key {key!r} (known: {', '.join(known)})",
+                         line=doc.first_line(doc.key(key, span), line))
+        for key, kinds in (("repository", str), ("branch", str), ("format", str),
+                           ("remote", str), ("remote_branch", str), ("every_ops", int),
+                           ("every_seconds", (int, float))):
+            value = table.get(key)
+            if value is not None and (not isinstance(value, kinds) or isinstance(value, bool)
+                                      or (not isinstance(value, str) and value < 0)):
+                what = "text" if kinds is str else "a number, 0 or more"
+                doc.fail(f"[milestones] {key} must be {what} (got {value!r})",
+                         line=doc.first_line(doc.key(key, span), line))
+        out = cls(**table)
+        try:
+            serializer = formats.for_name(out.format, writable=True)
+        except InputError as exc:
+            doc.fail(f"[milestones] format: {exc.message}",
+                     line=doc.first_line(doc.key("format", span), line))
+        if not serializer.readable:  # 'conflux diff' reads milestones back
+            both = [n for n in formats.registry().names(writable=True)
+                    if formats.for_name(n).readable]
+            doc.fail(f"[milestones] format {out.format!r} cannot be read back (diff reads "
+                     f"milestones); use one of {', '.join(both)}",
+                     line=doc.first_line(doc.key("format", span), line))
         return out
 
 
@@ -153,12 +172,6 @@ class Milestones:
         self.path = os.path.join(engine.root, self.settings.repository)
         self._repo = None
         self.serializer = formats.for_name(self.settings.format, writable=True)
-        if not self.serializer.readable:  # 'conflux diff' reads milestones back
-            both = [n for n in formats.registry().names(writable=True)
-                    if formats.for_name(n).readable]
-            raise InputError(f"config.toml: [milestones] format {self.settings.format!r} "
-                             f"cannot be read back (diff reads milestones); use one of "
-                             f"{', '.join(both)}")
         self.ext = self.serializer.extensions[0]
 
     # -- the repository -----------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Role-based access control (SPEC §9): who may do what to which entity, field and environment.
+"""Role-based access control: who may do what to which entity, field and environment.
 
 ``.conflux/rbac.toml`` declares roles and assigns them to actors::
 
@@ -9,7 +9,7 @@
     inherits = ["reader"]
     permissions = [
         { actions = ["write"], resource = "route.*/weight@production" },
-        { actions = ["write"], resource = "service.*/replicas" },
+        { actions = ["write"], resource = "service/*/replicas" },
     ]
 
     [role.operator]
@@ -18,29 +18,42 @@
 
     [role.admin]
     description = "may do everything"
-    permissions = [ { actions = ["admin"], resource = "*" } ]
+    permissions = [ { actions = ["*"], resource = "*" } ]
 
-    [[assign]]
-    actor = "autoscaler:*"          # class:id glob
+    [[assignment]]
+    actor_pattern = "ci-*"          # a glob over actor ids: pipeline:ci-pipeline matches
     roles = ["autoscaler"]
 
-    [[assign]]
-    actor = "zara"                  # id glob, any class
+    [[assignment]]
+    actor_pattern = "autoscaler:*"  # with a ':', a glob over class:id
+    roles = ["autoscaler"]
+
+    [[assignment]]
+    actor = "zara"                  # one actor id (any class, unless actor_class says)
+    actor_class = "human"
     roles = ["admin"]
 
+    [rbac]
+    default_authenticated = ["reader"]   # roles every authenticated actor holds
+
 **Actions**: ``read``, ``write``, ``override``, ``promote``, ``resolve``, ``milestone`` and
-``admin``; ``admin`` grants every action on its resource.
+``admin``; ``admin`` grants every action on its resource, and so does ``"*"``.
 
 **Resources**: ``<entity glob>[/<field glob>][@<env glob>]`` with case-sensitive fnmatch globs
-(``*``, ``?``, ``[abc]``, ``[!abc]``); ``*`` also crosses dots. A missing ``/field`` means
-every field and the entity as a whole; a missing ``@env`` means every environment; ``*`` alone
-is everything. Something asked about as a whole (an entity, for ``delete_entity``; an
-environment, for a milestone; every environment) is matched only by a ``*`` in that place:
+(``*``, ``?``, ``[abc]``, ``[!abc]``); ``*`` also crosses dots. The entity is ``type.name``;
+a first segment without a dot (other than ``*``) names a type, as in the original Conflux:
+``service`` is every service, ``service/api`` is ``service.api`` and ``service/api/replicas``
+its field. A missing ``/field`` means every field and the entity as a whole; a missing
+``@env`` means every environment; ``*`` alone is everything, ``*/weight`` the field of every
+entity. Something asked about as a whole (an entity, for ``delete_entity``; an environment,
+for a milestone; every environment) is matched only by a ``*`` in that place:
 ``route.*/weight`` lets an actor write weights, not delete routes.
 
-**Assignments**: ``actor`` is a glob over the actor id (``autoscaler-*``, ``zara``) or, when it
-holds a ``:``, over ``class:id`` (``autoscaler:*``, ``human:zara``). Every matching assignment
-applies; a role brings the permissions of the roles it inherits, transitively.
+**Assignments**: ``[[assignment]]`` entries name their actors by ``actor_pattern`` or
+``actor``: a glob over the actor id (``ci-*`` matches ``pipeline:ci-pipeline``), or, when it
+holds a ``:``, over ``class:id`` (``autoscaler:*``, ``human:zara``); ``actor_class`` keeps
+only actors of that class. Every matching assignment applies; a role brings the permissions of
+the roles it inherits, transitively. The older ``[[assign]]`` tables are read the same way.
 
 **Deny by default**: once the file exists, whatever it does not grant is denied. Without the
 file, every authenticated actor may do everything.
@@ -62,7 +75,7 @@ from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.errors import InputError, PermissionDenied, ValidationError
 
 __all__ = ["Rbac", "Role", "Permission", "Resource", "Assignment", "Decision", "ACTIONS",
-           "RBAC_FILE", "OP_ACTIONS", "resource_text"]
+           "RBAC_FILE", "OP_ACTIONS", "resource_text", "parse_target"]
 
 #: The file's name inside ``.conflux/``.
 RBAC_FILE = "rbac.toml"
@@ -79,10 +92,21 @@ OP_ACTIONS = {
     "promote": ("promote",),
 }
 
-_TOP_KEYS = ("role", "assign")
+_TOP_KEYS = ("rbac", "role", "assignment", "assign")
+_SETTINGS_KEYS = ("version", "default_authenticated", "default_anonymous")
 _ROLE_KEYS = ("inherits", "permissions", "description")
 _PERMISSION_KEYS = ("actions", "resource")
-_ASSIGN_KEYS = ("actor", "roles", "description")
+#: ``[[assignment]]`` (the documented form) and the older ``[[assign]]``: each names its actors
+#: by ``actor`` (an id or ``class:id``) or ``actor_pattern`` (a glob of either), optionally
+#: only those of ``actor_class``.
+_ASSIGN_KEYS = ("actor", "actor_pattern", "actor_class", "roles", "description")
+#: The original Conflux's actions that Conflux has no separate action for, and why.
+_FOLDED_ACTIONS = {
+    "create": "writing a field creates its entity, so 'write' grants it",
+    "delete": "deleting an entity needs 'write' on the entity as a whole (a resource without "
+              "/FIELD)",
+    "move": "entities have no hierarchy to move in",
+}
 
 _ROLE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 _GLOB_CHARS = {
@@ -120,6 +144,79 @@ def _check_glob(text: str, what: str) -> str:
     return text
 
 
+def _is_type(segment: str) -> bool:
+    """A first segment without a dot (other than ``*``) names an entity type."""
+    return segment != "*" and "." not in segment
+
+
+def _entity_and_field(target: str, *, glob: bool) -> tuple[str, str]:
+    """The entity and field of ``<entity>[/<field>]``, where the entity is ``type.name``,
+    or ``type/name`` (the original Conflux's form), or a bare ``type`` (every entity of it):
+    ``service`` → (``service.*``, ``*``), ``service/api`` → (``service.api``, ``*``),
+    ``service/api/replicas`` and ``service.api/replicas`` → (``service.api``, ``replicas``).
+    ``*`` stays every entity: ``*/weight`` is the field of every entity. ``ValueError``
+    says what is wrong."""
+    parts = target.split("/")
+    if not parts[0]:
+        raise ValueError("the entity part is empty (use '*' for every entity)")
+    if _is_type(parts[0]):
+        if len(parts) > 3:
+            raise ValueError("too many '/' (write TYPE/NAME[/FIELD] or TYPE.NAME[/FIELD])")
+        if len(parts) == 1:
+            if not glob:
+                raise ValueError(f"{target!r} is a type, not an entity: write TYPE/NAME or "
+                                 "TYPE.NAME")
+            return f"{parts[0]}.*", "*"
+        if not parts[1]:
+            raise ValueError("the name after 'TYPE/' is empty")
+        return f"{parts[0]}.{parts[1]}", (parts[2] if len(parts) == 3 else "*")
+    if len(parts) > 2:
+        raise ValueError("more than one '/' after a TYPE.NAME entity (write "
+                         "TYPE.NAME[/FIELD] or TYPE/NAME[/FIELD])")
+    return parts[0], (parts[1] if len(parts) == 2 else "*")
+
+
+def parse_target(text: str, base_env: str | None) -> tuple[str | None, str | None, str | None]:
+    """What ``conflux rbac check`` asks about: ``<entity>[/<field>][@<env>]`` as (entity id,
+    field, environment), ``None`` for a whole dimension. The entity is ``type.name`` or
+    ``type/name`` (``service/api@staging``), the field follows a ``/`` (``route.api/weight``,
+    ``route/api/weight``); ``*`` asks about every entity or environment; without ``@ENV``
+    the question is about ``base_env``. ``InputError`` names what is wrong."""
+    if not isinstance(text, str) or not text:
+        raise InputError("the resource is empty: write ENTITY[/FIELD][@ENV], e.g. "
+                         "route.api/weight@production or service/api@staging",
+                         field="resource")
+    target, at, env = text.partition("@")
+    target = target or "*"  # '@staging': every entity there
+    try:
+        if "@" in env:
+            raise ValueError("more than one '@'")
+        entity, field = _entity_and_field(target, glob=False)
+    except ValueError as exc:
+        raise InputError(f"resource {text!r}: {exc}", field="resource") from None
+    if entity != "*" and not _TARGET_ENTITY.fullmatch(entity):
+        raise InputError(f"resource {text!r}: {entity!r} is not an entity id like route.api "
+                         "(or * for every entity)", field="resource")
+    if field != "*" and not _TARGET_NAME.fullmatch(field):
+        raise InputError(f"resource {text!r}: {field!r} is not a field name", field="resource")
+    if not at:
+        if base_env is None:
+            raise InputError(f"resource {text!r} names no environment: add @ENV (outside a "
+                             "project there is no base environment to assume)",
+                             field="resource")
+        env = base_env
+    elif env == "*":
+        env = None
+    elif not _TARGET_NAME.fullmatch(env):
+        raise InputError(f"resource {text!r}: {env!r} is not an environment name (or *)",
+                         field="resource")
+    return (None if entity == "*" else entity), (None if field == "*" else field), env
+
+
+_TARGET_ENTITY = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_.-]*")
+_TARGET_NAME = re.compile(r"[A-Za-z0-9_-]+")
+
+
 # --------------------------------------------------------------------------------------------
 # Resources, permissions, roles
 
@@ -155,20 +252,10 @@ class Resource:
             _check_glob(env, "env")
         else:
             env = "*"
-        if target.count("/") > 1:
-            raise ValueError("more than one '/' (write <entity>[/<field>][@<env>])")
-        entity, slash, field = target.partition("/")
-        if not entity:
-            raise ValueError("the entity part is empty (use '*' for every entity, e.g. "
-                             f"'*{text}')")
+        entity, field = _entity_and_field(target, glob=True)
         _check_glob(entity, "entity")
-        if entity != "*" and "." not in entity and not _WILDCARDS.search(entity):
-            raise ValueError(f"the entity glob {entity!r} matches no entity id (ids are "
-                             f"<type>.<name>; did you mean '{entity}.*'?)")
-        if slash:
+        if field != "*":
             _check_glob(field, "field")
-        else:
-            field = "*"
         return cls(text, entity, field, env)
 
     def matches(self, entity_id: str | None, field: str | None, env: str | None) -> bool:
@@ -222,17 +309,31 @@ class Role:
 
 @dataclass(frozen=True)
 class Assignment:
-    """``[[assign]]``: the roles of every actor matching a pattern."""
+    """``[[assignment]]``: the roles of every actor matching a pattern (a glob over the actor
+    id, or over ``class:id`` when it holds a ``:``), and of ``cls`` only when given."""
 
     actor: str
     roles: tuple[str, ...]
     description: str = ""
     line: int | None = None
+    cls: str | None = None
+    #: how the file wrote it, for people: ``actor_pattern = "ci-*"``
+    source: str = ""
 
     def matches(self, actor: Actor) -> bool:
+        if self.cls is not None and actor.cls != self.cls:
+            return False
         if ":" in self.actor:
             return fnmatchcase(f"{actor.cls}:{actor.id}", self.actor)
         return fnmatchcase(actor.id, self.actor)
+
+    @property
+    def who(self) -> str:
+        """The actors it names, for listings: ``ci-*``, ``zara (human only)``."""
+        return self.actor + (f" ({self.cls} only)" if self.cls else "")
+
+    def __str__(self) -> str:
+        return self.source or f"actor = {self.actor!r}"
 
 
 @dataclass(frozen=True)
@@ -259,7 +360,7 @@ class Decision:
             perm = self.permission
             via = "" if perm.role == self.role else f", inherited through role {self.role!r}"
             return (f"role {perm.role!r} grants {'/'.join(perm.actions)} on "
-                    f"{perm.resource.text}{via} (assigned by actor = {self.assignment.actor!r})")
+                    f"{perm.resource.text}{via} (assigned by {self.assignment})")
         if not self.assigned_roles:
             return "no role is assigned to this actor"
         return f"none of its roles ({', '.join(self.assigned_roles)}) grants it"
@@ -268,7 +369,7 @@ class Decision:
         return {"allowed": self.allowed, "actor": f"{self.actor.cls}:{self.actor.id}",
                 "action": self.action, "resource": self.resource,
                 "role": self.permission.role if self.permission else None,
-                "via": self.role, "assignment": self.assignment.actor if self.assignment
+                "via": self.role, "assignment": str(self.assignment) if self.assignment
                 else None, "permission": self.permission.to_dict() if self.permission else None,
                 "enforced": self.enforced, "reason": self.reason()}
 
@@ -473,12 +574,50 @@ class _Loader:
         doc = self.doc
         for key in doc.data:
             if key not in _TOP_KEYS:
-                doc.fail(f"unknown top-level key {key!r} (allowed: [role.NAME] tables and "
-                         "[[assign]])", line=doc.top_key(key))
+                doc.fail(f"unknown top-level key {key!r} (allowed: [rbac], [role.NAME] tables "
+                         "and [[assignment]])", line=doc.top_key(key))
         roles = self._roles(doc.data.get("role", {}))
         self._check_cycles(roles)
-        assignments = self._assignments(doc.data.get("assign", []), roles)
+        assignments = self._defaults(doc.data.get("rbac", {}), roles)
+        for section in ("assignment", "assign"):
+            assignments += self._assignments(section, doc.data.get(section, []), roles)
         return Rbac(roles, assignments, path=doc.path)
+
+    def _defaults(self, table: Any, roles: dict[str, Role]) -> list[Assignment]:
+        """``[rbac]``: ``default_authenticated`` roles are held by every actor (the daemon
+        serves only authenticated ones, so ``default_anonymous`` must stay empty)."""
+        doc = self.doc
+        line = doc.top_key("rbac")
+        span = doc.table("rbac")
+        if not isinstance(table, dict):
+            doc.fail("'rbac' must be a table, written [rbac]", line=line)
+        for key in table:
+            if key not in _SETTINGS_KEYS:
+                doc.fail(f"[rbac]: unknown key {key!r} (allowed: {', '.join(_SETTINGS_KEYS)})",
+                         line=doc.first_line(doc.key(key, span), line))
+        if not isinstance(table.get("version", ""), str):
+            doc.fail("[rbac]: 'version' must be text, e.g. version = \"1.0\"",
+                     line=doc.first_line(doc.key("version", span), line))
+        anonymous = table.get("default_anonymous", [])
+        if anonymous != []:
+            doc.fail("[rbac]: default_anonymous must be empty: the daemon serves no "
+                     "unauthenticated request (give roles to actors of API keys or "
+                     "certificates instead)",
+                     line=doc.first_line(doc.key("default_anonymous", span), line))
+        names = table.get("default_authenticated", [])
+        where = doc.first_line(doc.key("default_authenticated", span), line)
+        if not isinstance(names, list) or not all(isinstance(r, str) for r in names):
+            doc.fail("[rbac]: 'default_authenticated' must be a list of role names",
+                     line=where)
+        for name in names:
+            if name not in roles:
+                doc.fail(f"[rbac]: default_authenticated names unknown role {name!r} "
+                         f"(declared: {', '.join(roles) or 'none'})",
+                         line=doc.first_line(doc.literal(name, span), where))
+        if not names:
+            return []
+        return [Assignment("*", tuple(dict.fromkeys(names)), "every authenticated actor",
+                           where, source="[rbac] default_authenticated")]
 
     # -- roles ---------------------------------------------------------------------------------
 
@@ -543,9 +682,16 @@ class _Loader:
             doc.fail(prefix + f"'actions' must be a non-empty list of {', '.join(ACTIONS)}",
                      line=line)
         for action in actions:
-            if action not in ACTIONS:
-                doc.fail(prefix + f"unknown action {action!r} (actions: {', '.join(ACTIONS)})",
+            if action in _FOLDED_ACTIONS:
+                doc.fail(prefix + f"Conflux has no {action!r} action: "
+                         f"{_FOLDED_ACTIONS[action]}",
                          line=doc.first_line(doc.literal(action, span), line))
+            if action not in ACTIONS and action != "*":
+                doc.fail(prefix + f"unknown action {action!r} (actions: {', '.join(ACTIONS)}, "
+                         "or \"*\" for all)",
+                         line=doc.first_line(doc.literal(action, span), line))
+        if "*" in actions:
+            actions = list(ACTIONS)
         text = raw.get("resource")
         if text is None:
             doc.fail(prefix + "has no 'resource' (e.g. resource = \"route.*/weight@production\""
@@ -606,32 +752,47 @@ class _Loader:
 
     # -- assignments ---------------------------------------------------------------------------
 
-    def _assignments(self, entries: Any, roles: dict[str, Role]) -> list[Assignment]:
+    def _assignments(self, section: str, entries: Any,
+                     roles: dict[str, Role]) -> list[Assignment]:
         doc = self.doc
         if not isinstance(entries, list):
-            doc.fail("'assign' must be a list of tables, written [[assign]]",
-                     line=doc.top_key("assign"))
+            doc.fail(f"'{section}' must be a list of tables, written [[{section}]]",
+                     line=doc.top_key(section))
         out = []
         for index, raw in enumerate(entries):
-            span = doc.table("assign", occurrence=index + 1, array=True)
-            line = doc.line_at(span[0]) if span else doc.top_key("assign")
+            span = doc.table(section, occurrence=index + 1, array=True)
+            line = doc.line_at(span[0]) if span else doc.top_key(section)
             prefix = f"assignment {index + 1}: "
             if not isinstance(raw, dict):
-                doc.fail(prefix + "must be a table with actor and roles", line=line)
+                doc.fail(prefix + "must be a table with actor_pattern (or actor) and roles",
+                         line=line)
             for key in raw:
                 if key not in _ASSIGN_KEYS:
                     doc.fail(prefix + f"unknown key {key!r} (allowed: "
                              f"{', '.join(_ASSIGN_KEYS)})",
                              line=doc.first_line(doc.key(key, span), line))
-            pattern = raw.get("actor")
-            where = doc.first_line(doc.key("actor", span), line)
+            given = [key for key in ("actor", "actor_pattern") if key in raw]
+            if len(given) != 1:
+                doc.fail(prefix + ("give one of 'actor' (an id) and 'actor_pattern' (a glob), "
+                                   "not both" if given else
+                                   "names no actor: add actor_pattern = \"ci-*\" (a glob over "
+                                   "actor ids, or class:id) or actor = \"alice\""),
+                         line=line)
+            key = given[0]
+            pattern = raw[key]
+            where = doc.first_line(doc.key(key, span), line)
             if not isinstance(pattern, str):
-                doc.fail(prefix + "'actor' must be an actor pattern, e.g. actor = "
-                         "\"autoscaler-*\" or \"pipeline:*\"", line=where)
+                doc.fail(prefix + f"'{key}' must be text, e.g. {key} = \"autoscaler-*\" or "
+                         "\"pipeline:*\"", line=where)
             try:
                 _check_actor_pattern(pattern)
             except ValueError as exc:
-                doc.fail(prefix + f"actor {pattern!r}: {exc}", line=where)
+                doc.fail(prefix + f"{key} {pattern!r}: {exc}", line=where)
+            cls = raw.get("actor_class")
+            if cls is not None and cls not in ACTOR_CLASSES:
+                doc.fail(prefix + f"actor_class {cls!r} is not one of "
+                         f"{', '.join(ACTOR_CLASSES)}",
+                         line=doc.first_line(doc.key("actor_class", span), line))
             names = raw.get("roles")
             where = doc.first_line(doc.key("roles", span), line)
             if not isinstance(names, list) or not names or not all(
@@ -645,7 +806,9 @@ class _Loader:
             description = raw.get("description", "")
             if not isinstance(description, str):
                 doc.fail(prefix + "'description' must be text", line=line)
-            out.append(Assignment(pattern, tuple(dict.fromkeys(names)), description, line))
+            source = f"{key} = {pattern!r}" + (f", actor_class = {cls!r}" if cls else "")
+            out.append(Assignment(pattern, tuple(dict.fromkeys(names)), description, line,
+                                  cls, source))
         return out
 
 

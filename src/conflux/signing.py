@@ -170,9 +170,16 @@ def _unb64(text: str, what: str) -> bytes:
 
 
 def write_private_key(path: str, seed: bytes) -> None:
-    """A PKCS#8 PEM file (as OpenSSL writes Ed25519 keys), mode 0600, never over a file."""
+    """A PKCS#8 PEM file (as OpenSSL writes Ed25519 keys), mode 0600, never over a file.
+    Missing parent directories are made, readable by their owner only (``~/.conflux/keys/``
+    on a new machine)."""
     body = base64.encodebytes(_PKCS8_PREFIX + seed).decode()
     pem = f"-----BEGIN PRIVATE KEY-----\n{body}-----END PRIVATE KEY-----\n"
+    parent = os.path.dirname(os.path.abspath(path))
+    try:
+        os.makedirs(parent, mode=0o700, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{path}: cannot make its directory: {exc.strerror or exc}") from None
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
@@ -254,19 +261,33 @@ class Registry:
     def __init__(self, path: str):
         self.path = path
         self._stamp = None
+        self._good = False  # a good file was read: later bad versions keep its keys
         self.keys: dict[str, Key] = {}
         self._verifiers: dict[str, object] = {}
 
     def refresh(self) -> "Registry":
+        """Read the file again if it changed. The first read of a bad file raises
+        ``InputError``; once a good one was read, a file that has become bad is logged (once
+        per change) and the keys read last stay in force, so a daemon keeps checking
+        signatures while someone fixes it."""
         try:
             st = os.stat(self.path)
             stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
         except FileNotFoundError:
             stamp = None
         if stamp != self._stamp:
-            self.keys = self._read() if stamp else {}
-            self._verifiers = {}
-            self._stamp = stamp
+            try:
+                keys = self._read() if stamp else {}
+            except InputError as exc:
+                if not self._good:
+                    raise
+                import logging
+
+                self._stamp = stamp
+                logging.getLogger("conflux.signing").error(
+                    "%s; the keys read before stay in force until the file is fixed", exc)
+                return self
+            self.keys, self._verifiers, self._stamp, self._good = keys, {}, stamp, True
         return self
 
     def _read(self) -> dict[str, Key]:

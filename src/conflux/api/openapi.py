@@ -158,9 +158,15 @@ def openapi_document() -> dict:
                      "requestBody": _body({"type": "object", "required": ["message"],
                                            "additionalProperties": False,
                                            "properties": {"message": {"type": "string"},
-                                                          "envs": {"type": "array",
-                                                                   "minItems": 1,
-                                                                   "items": {"type": "string"}},
+                                                          "environments": {
+                                                              "type": "array", "minItems": 1,
+                                                              "items": {"type": "string"}},
+                                                          "envs": {
+                                                              "type": "array", "minItems": 1,
+                                                              "items": {"type": "string"},
+                                                              "deprecated": True,
+                                                              "description": "the older name "
+                                                              "of environments"},
                                                           "force": {"type": "boolean"},
                                                           "push": {"type": "boolean"}}}),
                      "responses": {"201": {"description": "the milestone",

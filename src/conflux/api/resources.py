@@ -256,16 +256,20 @@ class MilestoneList:
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)
-        allowed = {"message", "envs", "force", "push"}
+        allowed = {"message", "environments", "envs", "force", "push"}
         if not isinstance(body, dict) or "message" not in body or set(body) - allowed:
-            raise ValidationError('a milestone takes {"message": "...", "envs": [ENV, ...], '
-                                  '"force": false, "push": false}')
+            raise ValidationError('a milestone takes {"message": "...", "environments": '
+                                  '[ENV, ...], "force": false, "push": false}')
         if not isinstance(body["message"], str):
             raise ValidationError("message must be text", field="message")
-        envs = body.get("envs")
+        if "environments" in body and "envs" in body:
+            raise ValidationError('give "environments" or its older name "envs", not both',
+                                  field="environments")
+        key = "envs" if "envs" in body else "environments"
+        envs = body.get(key)
         if envs is not None and not (isinstance(envs, list) and envs and
                                      all(isinstance(e, str) for e in envs)):
-            raise ValidationError("envs must be a non-empty list of environments", field="envs")
+            raise ValidationError(f"{key} must be a non-empty list of environments", field=key)
         for key in ("force", "push"):
             if not isinstance(body.get(key, False), bool):
                 raise ValidationError(f"{key} must be true or false", field=key)

@@ -19,7 +19,7 @@ def add_parser(sub):
                                    "key itself.")
     commands = p.add_subparsers(dest="auth_command", metavar="SUBCOMMAND", required=True)
     h = commands.add_parser("hash-key", help="print the sha256: hash of an API key",
-                            description="Print sha256:<hex> of KEY for a [[key]] entry of "
+                            description="Print sha256:<hex> of KEY for a [[keys]] entry of "
                                         "api-keys.toml. Pass - to read the key from standard "
                                         "input (or a hidden prompt), so it stays out of shell "
                                         "history. Use a long random key, e.g. from python -c "
@@ -35,8 +35,10 @@ def run_hash_key(args):
         key = key.strip()
     if not key:
         raise InputError("no key given (pass KEY, or - and the key on standard input)")
-    if len(key) < MIN_KEY_LENGTH:
-        raise InputError(f"a key of {len(key)} characters is guessable from its hash; use at "
-                         f"least {MIN_KEY_LENGTH} random characters (e.g. python -c 'import "
-                         "secrets; print(secrets.token_urlsafe(32))')")
     print(hash_key(key))
+    if len(key) < MIN_KEY_LENGTH:
+        # NOTE: a warning, not a refusal: placeholder keys in examples and tests must still
+        # hash, and the hash is printed either way for whoever already deployed the key.
+        print(f"conflux auth: warning: a key of {len(key)} characters is guessable from its "
+              f"hash; use at least {MIN_KEY_LENGTH} random characters (e.g. python -c 'import "
+              "secrets; print(secrets.token_urlsafe(32))')", file=sys.stderr)

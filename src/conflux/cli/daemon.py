@@ -31,13 +31,15 @@ def add_parser(sub):
 
 
 def run(args):
-    from conflux.daemon import Daemon, daemon_options
+    from conflux.daemon import Daemon, check_configuration, daemon_options
 
     options = daemon_options(host=args.host, port=args.port, workers=args.workers,
                              threads=args.threads, tls_cert=args.tls_cert,
                              tls_key=args.tls_key, client_ca=args.client_ca,
                              timeout=args.timeout, access_log=args.access_log)
-    open_engine(args)  # fail here, with one clear line, if there is no project
-    args.engine.close()
+    # Every configuration file is checked here, so that a bad one stops the daemon with one
+    # line naming file and line (exit 2) instead of each worker failing to boot.
+    access = check_configuration(open_engine(args))
+    args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
-    Daemon(os.path.abspath(args.dir), options).run()
+    Daemon(os.path.abspath(args.dir), options, access=access).run()

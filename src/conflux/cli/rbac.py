@@ -1,17 +1,13 @@
 """conflux rbac: inspect and check the access rules of .conflux/rbac.toml."""
 
 import os
-import re
 
 from conflux.actors import Actor
 from conflux.cli._output import add_json, print_json, table
 from conflux.core.engine import CONFLUX_DIR
 from conflux.errors import InputError
-from conflux.rbac import ACTIONS, RBAC_FILE, Rbac
+from conflux.rbac import ACTIONS, RBAC_FILE, Rbac, parse_target
 from conflux.schema import load_schema
-
-_ENTITY_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_.-]*")
-_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 def add_parser(sub):
@@ -35,14 +31,25 @@ def add_parser(sub):
                                            "1 deny)",
                              description="Say whether ACTOR may do ACTION on RESOURCE and which "
                                          "role grants it. Exit status 0 when allowed, 1 when "
-                                         "denied. RESOURCE is ENTITY[/FIELD][@ENV], e.g. "
-                                         "route.api/weight@production: without /FIELD it asks "
-                                         "about the entity as a whole, without @ENV about the "
-                                         "base environment; '*' as ENTITY or ENV asks about "
-                                         "every entity or environment.")
-    ck.add_argument("actor", metavar="ACTOR", help="[CLASS:]ID, e.g. autoscaler:autoscaler-7")
-    ck.add_argument("action", metavar="ACTION", help=", ".join(ACTIONS))
-    ck.add_argument("resource", metavar="RESOURCE", help="ENTITY[/FIELD][@ENV]")
+                                         "denied. Give the three positionally or as --actor, "
+                                         "--action and --resource. RESOURCE is "
+                                         "ENTITY[/FIELD][@ENV], where ENTITY is TYPE.NAME or "
+                                         "TYPE/NAME: service/api@staging is the entity "
+                                         "service.api in staging; route.api/weight and "
+                                         "route/api/weight are its weight field. Without "
+                                         "/FIELD it asks about the entity as a whole, without "
+                                         "@ENV about the base environment; '*' as ENTITY or "
+                                         "ENV asks about every entity or environment.")
+    ck.add_argument("actor", metavar="ACTOR", nargs="?",
+                    help="[CLASS:]ID, e.g. autoscaler:autoscaler-7 (a bare ID is human:ID)")
+    ck.add_argument("action", metavar="ACTION", nargs="?", help=", ".join(ACTIONS))
+    ck.add_argument("resource", metavar="RESOURCE", nargs="?",
+                    help="ENTITY[/FIELD][@ENV], e.g. service/api@staging")
+    ck.add_argument("--actor", dest="actor_opt", metavar="ACTOR", help="the same as ACTOR")
+    ck.add_argument("--action", dest="action_opt", metavar="ACTION",
+                    help="the same as ACTION")
+    ck.add_argument("--resource", dest="resource_opt", metavar="RESOURCE",
+                    help="the same as RESOURCE")
     _add_file(ck)
     add_json(ck)
     ck.set_defaults(handler=run_check)
@@ -87,10 +94,11 @@ def run_list_roles(args):
             "name": role.name, "description": role.description,
             "inherits": list(role.inherits), "inherited": list(rules.inherited(role.name)[1:]),
             "permissions": [p.to_dict() for p in rules.permissions(role.name)],
-            "assigned_to": [a.actor for a in rules.assignments if role.name in a.roles]})
+            "assigned_to": [a.who for a in rules.assignments if role.name in a.roles]})
     if args.json:
         print_json({"path": path, "enforced": rules.enforced, "roles": roles,
-                    "assignments": [{"actor": a.actor, "roles": list(a.roles)}
+                    "assignments": [{"actor": a.actor, "actor_class": a.cls,
+                                     "source": str(a), "roles": list(a.roles)}
                                     for a in rules.assignments]})
         return 0
     if not rules.enforced:
@@ -110,41 +118,27 @@ def run_list_roles(args):
 
 
 def run_check(args):
+    actor, action, resource = (_one_of(args, name) for name in ("actor", "action", "resource"))
     rules, schema, _ = _load(args, args.file)
-    actor = Actor.parse(args.actor)
-    entity, field, env = _resource(args.resource, schema)
-    decision = rules.decide(actor, args.action, entity, field, env)
+    entity, field, env = parse_target(resource, schema.base_env if schema else None)
+    decision = rules.decide(Actor.parse(actor), action, entity, field, env)
     if args.json:
         print_json(decision.to_dict())
     else:
         verdict = "allow" if decision.allowed else "deny"
-        print(f"{verdict}: {actor} {args.action} {decision.resource}: {decision.reason()}")
+        print(f"{verdict}: {decision.actor} {action} {decision.resource}: {decision.reason()}")
     return 0 if decision.allowed else 1
 
 
-def _resource(text, schema):
-    """ENTITY[/FIELD][@ENV] as (entity or None, field or None, env or None)."""
-    target, at, env = text.partition("@")
-    entity, slash, field = target.partition("/")
-    if "@" in env or "/" in field:
-        raise InputError(f"resource {text!r} is not ENTITY[/FIELD][@ENV]")
-    if entity in ("", "*"):
-        entity = None
-    elif not _ENTITY_ID.fullmatch(entity):
-        raise InputError(f"resource {text!r}: {entity!r} is not an entity id like route.api "
-                         "(or * for every entity)")
-    if slash and not _NAME.fullmatch(field):
-        raise InputError(f"resource {text!r}: {field!r} is not a field name")
-    if not at:
-        if schema is None:
-            raise InputError(f"resource {text!r} names no environment: add @ENV (outside a "
-                             "project there is no base environment to assume)")
-        env = schema.base_env
-    elif env == "*":
-        env = None
-    elif not _NAME.fullmatch(env):
-        raise InputError(f"resource {text!r}: {env!r} is not an environment name (or *)")
-    return entity, field or None, env
+def _one_of(args, name):
+    """ACTOR, ACTION or RESOURCE, given positionally or by its option, not both."""
+    positional, option = getattr(args, name), getattr(args, f"{name}_opt")
+    if positional is not None and option is not None:
+        raise InputError(f"{name.upper()} is given twice (positionally and as --{name})")
+    if positional is None and option is None:
+        raise InputError(f"no {name.upper()}: give ACTOR ACTION RESOURCE, or --actor, "
+                         "--action and --resource")
+    return positional if positional is not None else option
 
 
 def run_validate(args):

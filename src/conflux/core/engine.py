@@ -19,7 +19,7 @@ from dataclasses import dataclass, field as _field
 
 import msgpack
 
-from conflux._tomlfile import load_config
+from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
@@ -75,19 +75,56 @@ class Settings:
 
     @classmethod
     def load(cls, path: str) -> "Settings":
-        data = load_config(path)
-        clock = data.get("clock", {})
-        compaction = data.get("compaction", {})
+        """The settings of ``config.toml`` (the defaults without one). Unknown tables and keys
+        and values of the wrong kind are refused with the file and line: a misspelt setting
+        would otherwise be ignored in silence."""
+        try:
+            doc = TomlFile(path)
+        except FileNotFoundError:
+            return cls()
+        data = doc.data
+        for table, keys in CONFIG_KEYS.items():
+            if table not in data:
+                continue
+            span = doc.table(table)
+            if not isinstance(data[table], dict):
+                doc.fail(f"{table!r} must be a table, written [{table}]",
+                         line=doc.top_key(table))
+            for key in data[table]:
+                if keys is not None and key not in keys:
+                    doc.fail(f"[{table}]: unknown key {key!r} (known: {', '.join(keys)})",
+                             line=doc.first_line(doc.key(key, span), doc.top_key(table)))
+        for table in data:
+            if table not in CONFIG_KEYS:
+                doc.fail(f"unknown table {table!r} (known: "
+                         f"{', '.join(f'[{t}]' for t in CONFIG_KEYS)})", line=doc.top_key(table))
+
+        def number(table, key, default):
+            value = data.get(table, {}).get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                doc.fail(f"[{table}] {key} must be a whole number, 0 or more (got {value!r})",
+                         line=doc.first_line(doc.key(key, doc.table(table)),
+                                             doc.top_key(table)))
+            return value
+
         required = data.get("signatures", {}).get("require", [])
         if not isinstance(required, list) or not all(c in ACTOR_CLASSES for c in required):
-            raise InputError(f"{path}: [signatures] require must list actor classes "
-                             f"({', '.join(ACTOR_CLASSES)})")
-        try:
-            return cls(int(clock.get("max_clock_offset_ms", cls.max_clock_offset_ms)),
-                       int(compaction.get("stability_window_s", cls.stability_window_s)),
-                       frozenset(required))
-        except (TypeError, ValueError) as exc:
-            raise InputError(f"{path}: {exc}") from exc
+            doc.fail(f"[signatures] require must list actor classes ({', '.join(ACTOR_CLASSES)})",
+                     line=doc.first_line(doc.key("require", doc.table("signatures")),
+                                         doc.top_key("signatures")))
+        return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
+                   number("compaction", "stability_window_s", cls.stability_window_s),
+                   frozenset(required))
+
+
+#: The tables of ``config.toml`` and their keys (``[milestones]``'s are checked by
+#: ``conflux.milestones.MilestoneSettings``).
+CONFIG_KEYS = {
+    "clock": ("max_clock_offset_ms",),
+    "compaction": ("stability_window_s",),
+    "signatures": ("require",),
+    "milestones": None,
+}
 
 
 @dataclass
