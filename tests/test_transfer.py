@@ -666,7 +666,10 @@ def test_an_export_tree_imports_back_whole(tmp_path, layered, fmt):
     # importing it again, into the copy or the original, writes nothing
     for project in (copy, layered):
         code, out, err = conflux(project, "import", str(tmp_path / "out1"), "--json")
-        assert code == 0 and json.loads(out)["operations"] == 0, err
+        summary = json.loads(out)
+        assert code == 0 and summary["operations"] == 0, err
+        assert summary["environments"] == list(ENVS)
+        assert summary["unchanged_fields"] == summary["fields"] > 0
 
 
 def test_an_export_tree_dry_run_lists_each_environment(tmp_path, layered):
@@ -763,13 +766,25 @@ def test_one_bad_overlay_file_imports_nothing(tmp_path, layered):
         assert engine.state("production") == {}
 
 
-def test_a_directory_that_is_not_an_export_still_needs_entity_type(tmp_path, mixed_tree):
-    copy = tmp_path / "p"
-    assert conflux(copy, "init", "--schema", str(EXAMPLE_SCHEMA))[0] == 0
+def test_a_directory_that_is_not_an_export_still_needs_entity_type(tmp_path, mixed_tree,
+                                                                   layered):
+    copy = fresh(tmp_path)
     code, out, err = conflux(copy, "import", str(mixed_tree))
     assert code == 2 and err == (f"conflux import: error: {mixed_tree}: give --entity-type (the "
                                  "type of every document): only a tree written by 'conflux "
                                  "export' (ENV/TYPE/NAME files) needs none\n")
+    conflux(layered, "export", "-f", "yaml", "-o", str(tmp_path / "out"), "-q")
+    code, out, err = conflux(copy, "import", str(tmp_path / "out" / "staging"))
+    assert code == 2 and err == (f"conflux import: error: {tmp_path / 'out' / 'staging'}: one "
+                                 "environment of an export (TYPE/NAME files): import the "
+                                 "export's directory with --env ENV, or a type directory with "
+                                 "--entity-type\n")
+    # a type directory of an export is a plain tree of one type, as before
+    code, out, err = conflux(copy, "import", str(tmp_path / "out/staging/service"), "-t",
+                             "service", "--env", "staging")
+    assert code == 0, err
+    assert conflux(copy, "get", "service.checkout", "image", "--env", "staging")[1].strip() \
+        == "co:1.5-rc1"
 
 
 def test_a_plain_import_into_an_overlay_gives_a_set_field_every_element(eng, tmp_path):
@@ -790,3 +805,24 @@ def test_a_plain_import_into_an_overlay_gives_a_set_field_every_element(eng, tmp
         ("add_elements", [9090]), ("remove_elements", [8080])]
     assert eng.get("service.checkout", "staging")["ports"]["value"] == [80, 9090]
     assert eng.get("service.checkout")["ports"]["value"] == [80, 443]
+
+
+def test_own_values_are_what_each_environment_holds_itself(tmp_path, core):
+    schema = tmp_path / "layered.toml"
+    schema.write_text(LAYERED_SCHEMA)
+    with Engine.init(str(tmp_path / "p"), str(schema), core=core) as engine:
+        engine.apply(LAYERED_OPS, ZARA)
+        own = engine.own_values(["service.checkout", "service.cart", "route.old",
+                                 "service.nosuch"])
+        assert set(own) == set(ENVS)
+        assert own["staging"]["service.checkout"] == (False, {
+            "image": "co:1.5-rc1", "replicas": 3, "ports": [8080, 9090], "ratio": 0.5})
+        assert own["development"]["service.checkout"] == (False, {
+            "env_vars": {"LOG": "debug"}, "canary": True})
+        assert own["development"]["service.cart"] == (True, {})  # a delete marker only
+        assert own["development"]["route.old"] == (True, {"path": "/old-dev",
+                                                          "service": "service.checkout"})
+        assert "service.cart" not in own["staging"]  # holds nothing of it
+        assert all("service.nosuch" not in by_env for by_env in own.values())
+        assert engine.own_values(["route.api"], ["staging"]) == {
+            "staging": {"route.api": (False, {"timeout": 90_000})}}

@@ -656,6 +656,11 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
         files, skipped = export_files(schema, path, fmt, envs=[env] if env else None,
                                       types=[entity_type] if entity_type else None)
     elif entity_type is None:
+        if os.path.isdir(path) and any(name in schema.types and os.path.isdir(
+                os.path.join(path, name)) for name in _visible(path)):
+            raise InputError(f"{path}: one environment of an export (TYPE/NAME files): import "
+                             "the export's directory with --env ENV, or a type directory with "
+                             "--entity-type", path=path)
         raise InputError(f"{path}: give --entity-type (the type of every document): only a "
                          "tree written by 'conflux export' (ENV/TYPE/NAME files) needs none",
                          path=path)
