@@ -3,12 +3,15 @@ format against its real library, atomic imports with precise errors, round trips
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
+import io
 import json
 import os
 import pathlib
 import pty
 import select
+import shutil
 import struct
 import subprocess
 import sys
@@ -482,3 +485,344 @@ def test_forced_format(eng, tmp_path):
     assert eng.get("service.c")["replicas"]["value"] == 3
     with pytest.raises(Exception, match="cannot tell the format"):
         do_import(eng, conf)
+
+
+# ---------------------------------------------------------------------------------------------
+# an export tree imports back whole
+
+#: The sample project's environments (a base and two levels of overlays) with a field of every
+#: kind an export writes: map, set and grow lists, duration, ref, bool, float, defaults.
+LAYERED_SCHEMA = """\
+name = "layered"
+version = "1"
+
+[environments]
+base = "production"
+overlays = [
+    { name = "staging",     inherits = "production" },
+    { name = "development", inherits = "staging" },
+]
+
+[entity.route]
+fields = [
+    { name = "path",     type = "string",       merge = "lww", pattern = "^/" },
+    { name = "weight",   type = "int",          merge = "max", min = 0, max = 100 },
+    { name = "timeout",  type = "duration",     merge = "min" },
+    { name = "service",  type = "ref<service>", merge = "lww", required = true },
+]
+
+[entity.service]
+fields = [
+    { name = "image",    type = "string",       merge = "lww" },
+    { name = "replicas", type = "int",          merge = "max", default = 1, max = 500 },
+    { name = "env_vars", type = "map",          merge = "lww" },
+    { name = "ports",    type = "list<int>",    merge = "set" },
+    { name = "labels",   type = "list<string>", merge = "grow" },
+    { name = "canary",   type = "bool",         merge = "lww", default = false },
+    { name = "ratio",    type = "float",        merge = "lww" },
+]
+"""
+
+LAYERED_OPS = [
+    # the base
+    {"type": "set_field", "entity_id": "service.checkout", "field": "image", "value": "co:1.4"},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "replicas", "value": 3},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "env_vars",
+     "value": {"LOG": "info", "FEATURES": {"search": True, "ratio": 0.25}}},
+    {"type": "add_elements", "entity_id": "service.checkout", "field": "ports",
+     "elements": [8080, 8443]},
+    {"type": "add_elements", "entity_id": "service.checkout", "field": "labels",
+     "elements": ["team-a"]},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "ratio", "value": 0.25},
+    {"type": "set_field", "entity_id": "service.cart", "field": "image", "value": "cart:2"},
+    {"type": "set_field", "entity_id": "service.cart", "field": "replicas", "value": 1},
+    {"type": "add_elements", "entity_id": "service.cart", "field": "ports", "elements": [80]},
+    {"type": "set_field", "entity_id": "route.api", "field": "path", "value": "/api"},
+    {"type": "set_field", "entity_id": "route.api", "field": "weight", "value": 50},
+    {"type": "set_field", "entity_id": "route.api", "field": "timeout", "value": "30s"},
+    {"type": "set_field", "entity_id": "route.api", "field": "service", "value": "checkout"},
+    {"type": "set_field", "entity_id": "route.old", "field": "path", "value": "/old"},
+    {"type": "set_field", "entity_id": "route.old", "field": "weight", "value": 10},
+    {"type": "set_field", "entity_id": "route.old", "field": "service", "value": "cart"},
+    # staging: own values beside inherited ones; replicas set to the value it inherits
+    {"type": "set_field", "entity_id": "service.checkout", "field": "image",
+     "value": "co:1.5-rc1", "env": "staging"},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "ratio", "value": 0.5,
+     "env": "staging"},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "replicas", "value": 3,
+     "env": "staging"},
+    {"type": "add_elements", "entity_id": "service.checkout", "field": "ports",
+     "elements": [8080, 9090], "env": "staging"},
+    {"type": "set_field", "entity_id": "route.api", "field": "timeout", "value": "1m30s",
+     "env": "staging"},
+    {"type": "set_field", "entity_id": "service.preview", "field": "image", "value": "pv:0.1",
+     "env": "staging"},
+    # development, inheriting staging: its own bool and map, a deleted entity, and an entity
+    # deleted and then given values of its own (it no longer inherits route.old's weight)
+    {"type": "set_field", "entity_id": "service.checkout", "field": "canary", "value": True,
+     "env": "development"},
+    {"type": "set_field", "entity_id": "service.checkout", "field": "env_vars",
+     "value": {"LOG": "debug"}, "env": "development"},
+    {"type": "set_field", "entity_id": "route.api", "field": "path", "value": "/dev-api",
+     "env": "development"},
+    {"type": "delete_entity", "entity_id": "service.cart", "env": "development"},
+    {"type": "delete_entity", "entity_id": "route.old", "env": "development"},
+    {"type": "set_field", "entity_id": "route.old", "field": "path", "value": "/old-dev",
+     "env": "development"},
+    {"type": "set_field", "entity_id": "route.old", "field": "service", "value": "checkout",
+     "env": "development"},
+]
+
+ENVS = ("production", "staging", "development")
+
+
+@pytest.fixture
+def layered(tmp_path) -> pathlib.Path:
+    """A project with overlays, built operation by operation; returns its directory."""
+    schema = tmp_path / "layered.toml"
+    schema.write_text(LAYERED_SCHEMA)
+    project = tmp_path / "original"
+    with Engine.init(str(project), str(schema)) as engine:
+        engine.apply(LAYERED_OPS, ZARA)
+    return project
+
+
+def conflux(project, *args):
+    """The real command line in-process: ``(exit status, stdout, stderr)``."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["--dir", str(project), *args])
+        except SystemExit as exc:
+            code = exc.code
+    return code, out.getvalue(), err.getvalue()
+
+
+def fresh(tmp_path, name="copy") -> pathlib.Path:
+    project = tmp_path / name
+    assert conflux(project, "init", "--schema", str(tmp_path / "layered.toml"))[0] == 0
+    return project
+
+
+def where_from(project) -> dict:
+    """``(env, entity, field) -> the environment the value comes from`` (None: the default),
+    as ``conflux get --json`` tells it, for every entity of every environment."""
+    out = {}
+    with Engine(str(project)) as engine:
+        ids = {env: list(engine.state(env)) for env in ENVS}
+    for env in ENVS:
+        for entity_id in ids[env]:
+            code, text, err = conflux(project, "get", entity_id, "--env", env, "--json")
+            assert code == 0, err
+            for fname, item in json.loads(text)["fields"].items():
+                out[(env, entity_id, fname)] = item["env"]
+    return out
+
+
+def states(project) -> dict:
+    with Engine(str(project)) as engine:
+        return {env: engine.state(env) for env in ENVS}
+
+
+@pytest.mark.parametrize("fmt", ["yaml", "json", "toml", "kdl"])
+def test_an_export_tree_imports_back_whole(tmp_path, layered, fmt):
+    ext = "." + ("yaml" if fmt == "yaml" else fmt)
+    assert conflux(layered, "export", "-f", fmt, "-o", str(tmp_path / "out1"), "-q")[0] == 0
+    files = exported(tmp_path / "out1")
+    assert f"development/route/old{ext}" in files and f"staging/service/preview{ext}" in files
+    assert f"development/service/cart{ext}" not in files  # deleted there
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(tmp_path / "out1"), "--intent", "restore",
+                             "--actor", "human:zara")
+    assert code == 0, err
+    assert out.startswith(f"{len(files)} files, {len(files)} entities, ")
+    assert "operations into production, staging, development in " in out
+    assert conflux(copy, "export", "-f", fmt, "-o", str(tmp_path / "out2"), "-q")[0] == 0
+    assert exported(tmp_path / "out2") == files
+    assert states(copy) == states(layered)
+    # one batch: every operation by one actor with one intent, in one commit
+    code, text, _ = conflux(copy, "log", "--json")
+    log = json.loads(text)
+    assert {(e["actor"], e["intent"]) for e in log} == {("zara", "restore")}
+    # an overlay holds its own values, not the inherited ones
+    want = where_from(layered)
+    got = where_from(copy)
+    # the two things an export cannot tell: staging set replicas to the 3 it inherits, and
+    # the base set cart's replicas to the default: both resolve the same, now inherited
+    assert want.pop(("staging", "service.checkout", "replicas")) == "staging"
+    assert got.pop(("staging", "service.checkout", "replicas")) == "production"
+    assert want.pop(("development", "service.checkout", "replicas")) == "staging"
+    assert got.pop(("development", "service.checkout", "replicas")) == "production"
+    for env in ENVS:
+        if env != "development":
+            assert want.pop((env, "service.cart", "replicas")) == "production"
+            assert got.pop((env, "service.cart", "replicas")) is None
+    assert got == want
+    assert got[("development", "service.checkout", "env_vars")] == "development"
+    assert got[("development", "service.checkout", "labels")] == "production"
+    assert got[("development", "service.checkout", "ports")] == "staging"
+    assert got[("development", "route.old", "path")] == "development"
+    assert ("development", "route.old", "weight") not in got  # hidden by the delete
+    # importing it again, into the copy or the original, writes nothing
+    for project in (copy, layered):
+        code, out, err = conflux(project, "import", str(tmp_path / "out1"), "--json")
+        summary = json.loads(out)
+        assert code == 0 and summary["operations"] == 0, err
+        assert summary["environments"] == list(ENVS)
+        assert summary["unchanged_fields"] == summary["fields"] > 0
+
+
+def test_an_export_tree_dry_run_lists_each_environment(tmp_path, layered):
+    conflux(layered, "export", "-f", "yaml", "-o", str(tmp_path / "out"), "-q")
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"), "--dry-run")
+    assert code == 0, err
+    assert "  service.checkout.image@staging: unset → co:1.5-rc1\n" in out
+    assert "  service.checkout.ports@staging: +8080 +9090\n" in out
+    assert "  route.api.timeout@staging: unset → 1m30s\n" in out
+    assert "  service.cart@development: deleted (it hides what it inherits)\n" in out
+    assert "  route.old@development: deleted (it hides what it inherits)\n" in out
+    assert "  route.old.path@development: unset → /old-dev\n" in out
+    # inherited values are not written again in the overlays
+    assert "labels@" not in out and "env_vars@staging" not in out
+    assert "replicas@" not in out and "service.cart.image@" not in out
+    assert "would write" in out
+    assert conflux(copy, "log", "--json")[1].strip() == "[]"
+    code, out, _ = conflux(copy, "import", str(tmp_path / "out"), "--dry-run", "--json")
+    changes = json.loads(out)["changes"]
+    assert {"env": "development", "entity_id": "service.checkout", "field": "canary",
+            "op": "set_field", "old": False, "new": True} in changes
+    assert conflux(copy, "log", "--json")[1].strip() == "[]"
+
+
+def test_env_and_entity_type_restrict_an_export_tree(tmp_path, layered):
+    conflux(layered, "export", "-f", "json", "-o", str(tmp_path / "out"), "-q")
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"), "-t", "service",
+                             "--env", "production")
+    assert code == 0, err
+    with Engine(str(copy)) as engine:
+        assert set(engine.state("production")) == {"service.cart", "service.checkout"}
+        assert engine.state("staging") == engine.state("production")  # nothing of its own
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"), "--env", "staging")
+    assert code == 0, err
+    with Engine(str(copy)) as engine:
+        assert set(engine.state("staging")) == {"service.cart", "service.checkout",
+                                                "service.preview", "route.api", "route.old"}
+        assert engine.get("route.api", "staging")["path"]["env"] == "staging"  # no route base
+        assert engine.get("service.checkout", "staging")["labels"]["env"] == "production"
+        assert engine.state("development") == engine.state("staging")
+    for args, message in [(("--env", "qa"), "unknown environment 'qa'"),
+                          (("-t", "upstream"), "unknown entity type 'upstream'")]:
+        code, out, err = conflux(copy, "import", str(tmp_path / "out"), *args)
+        assert code == 2 and message in err and err.count("\n") == 1, err
+    shutil.rmtree(tmp_path / "out" / "staging")
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"), "--env", "staging")
+    assert code == 2 and err == (f"conflux import: error: {tmp_path / 'out'}: this export tree "
+                                 "has no files for environment 'staging' (it has development, "
+                                 "production)\n")
+
+
+@pytest.mark.parametrize("rel,named,what", [
+    ("qa/service/x.yaml", "qa", "'qa' is not an environment of the schema"),
+    ("README.md", "README.md", "a stray file"),
+    ("staging/notes.txt", "staging/notes.txt", "a stray file"),
+    ("staging/service/notes.txt", "staging/service/notes.txt",
+     "a stray file (no readable format has its extension"),
+    ("staging/widget/w.yaml", "staging/widget", "'widget' is not an entity type of the schema"),
+    ("staging/service/nested/x.yaml", "staging/service/nested",
+     "a directory inside an entity type directory"),
+])
+def test_a_tree_that_is_only_partly_an_export_is_refused(tmp_path, layered, rel, named, what):
+    conflux(layered, "export", "-f", "yaml", "-o", str(tmp_path / "out"), "-q")
+    write(tmp_path / "out", rel, "name: x\n")
+    named = tmp_path / "out" / named
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"))
+    assert code == 2 and out == ""
+    assert err.startswith(f"conflux import: error: {named}: {what}")
+    assert err.count("\n") == 1
+    assert "ENV/TYPE/NAME files" in err
+    assert conflux(copy, "log", "--json")[1].strip() == "[]"
+
+
+def test_one_bad_overlay_file_imports_nothing(tmp_path, layered):
+    conflux(layered, "export", "-f", "yaml", "-o", str(tmp_path / "out"), "-q")
+    bad = tmp_path / "out/development/service/checkout.yaml"
+    bad.write_text(bad.read_text().replace("canary: true", "canary: maybe"))
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"))
+    line = bad.read_text().splitlines().index("canary: maybe") + 1
+    assert code == 2 and err == (f"conflux import: error: {bad}:{line}: service.checkout.canary: "
+                                 "expected bool, got string 'maybe'\n")
+    bad.write_text(bad.read_text().replace("canary: maybe", "canary: true"))
+    again = write(tmp_path / "out", "staging/service/again.json", '{"name": "checkout"}')
+    code, out, err = conflux(copy, "import", str(tmp_path / "out"))
+    assert code == 2 and err == (
+        f"conflux import: error: {tmp_path / 'out/staging/service/checkout.yaml'}: entity "
+        f"service.checkout is also defined in {again}\n"), err
+    assert conflux(copy, "log", "--json")[1].strip() == "[]"
+    with Engine(str(copy)) as engine:
+        assert engine.state("production") == {}
+
+
+def test_a_directory_that_is_not_an_export_still_needs_entity_type(tmp_path, mixed_tree,
+                                                                   layered):
+    copy = fresh(tmp_path)
+    code, out, err = conflux(copy, "import", str(mixed_tree))
+    assert code == 2 and err == (f"conflux import: error: {mixed_tree}: give --entity-type (the "
+                                 "type of every document): only a tree written by 'conflux "
+                                 "export' (ENV/TYPE/NAME files) needs none\n")
+    conflux(layered, "export", "-f", "yaml", "-o", str(tmp_path / "out"), "-q")
+    code, out, err = conflux(copy, "import", str(tmp_path / "out" / "staging"))
+    assert code == 2 and err == (f"conflux import: error: {tmp_path / 'out' / 'staging'}: one "
+                                 "environment of an export (TYPE/NAME files): import the "
+                                 "export's directory with --env ENV, or a type directory with "
+                                 "--entity-type\n")
+    # a type directory of an export is a plain tree of one type, as before
+    code, out, err = conflux(copy, "import", str(tmp_path / "out/staging/service"), "-t",
+                             "service", "--env", "staging")
+    assert code == 0, err
+    assert conflux(copy, "get", "service.checkout", "image", "--env", "staging")[1].strip() \
+        == "co:1.5-rc1"
+
+
+def test_a_plain_import_into_an_overlay_gives_a_set_field_every_element(eng, tmp_path):
+    write(tmp_path, "a/checkout.yaml", "name: checkout\nports: [80, 443]\n")
+    do_import(eng, tmp_path / "a")
+    write(tmp_path, "b/checkout.yaml", "name: checkout\nports: [80, 8080]\n")
+    result = do_import(eng, tmp_path / "b", env="staging")
+    assert [(op["type"], op["elements"]) for op in result.ops] == [("add_elements", [80, 8080])]
+    ports = eng.get("service.checkout", "staging")["ports"]
+    assert (ports["value"], ports["env"]) == ([80, 8080], "staging")
+    # the same elements as inherited: nothing to write
+    write(tmp_path, "c/checkout.yaml", "name: checkout\nports: [8080, 80]\n")
+    assert do_import(eng, tmp_path / "c", env="development").ops == []
+    # a set the overlay holds itself changes by the difference
+    write(tmp_path, "d/checkout.yaml", "name: checkout\nports: [80, 9090]\n")
+    result = do_import(eng, tmp_path / "d", env="staging")
+    assert [(op["type"], op["elements"]) for op in result.ops] == [
+        ("add_elements", [9090]), ("remove_elements", [8080])]
+    assert eng.get("service.checkout", "staging")["ports"]["value"] == [80, 9090]
+    assert eng.get("service.checkout")["ports"]["value"] == [80, 443]
+
+
+def test_own_values_are_what_each_environment_holds_itself(tmp_path, core):
+    schema = tmp_path / "layered.toml"
+    schema.write_text(LAYERED_SCHEMA)
+    with Engine.init(str(tmp_path / "p"), str(schema), core=core) as engine:
+        engine.apply(LAYERED_OPS, ZARA)
+        own = engine.own_values(["service.checkout", "service.cart", "route.old",
+                                 "service.nosuch"])
+        assert set(own) == set(ENVS)
+        assert own["staging"]["service.checkout"] == (False, {
+            "image": "co:1.5-rc1", "replicas": 3, "ports": [8080, 9090], "ratio": 0.5})
+        assert own["development"]["service.checkout"] == (False, {
+            "env_vars": {"LOG": "debug"}, "canary": True})
+        assert own["development"]["service.cart"] == (True, {})  # a delete marker only
+        assert own["development"]["route.old"] == (True, {"path": "/old-dev",
+                                                          "service": "service.checkout"})
+        assert "service.cart" not in own["staging"]  # holds nothing of it
+        assert all("service.nosuch" not in by_env for by_env in own.values())
+        assert engine.own_values(["route.api"], ["staging"]) == {
+            "staging": {"route.api": (False, {"timeout": 90_000})}}

@@ -8,7 +8,9 @@ parser knows it, the entity and the field. Re-importing the same tree writes not
 
 ``export_state`` writes the resolved state, one file per entity
 (``<env>/<type>/<name>.<ext>``) or one stream, in any writable format
-(``conflux.formats``).
+(``conflux.formats``). Such a directory imports back whole: ``import_tree`` recognises the
+layout and writes each environment's files into that environment, an overlay getting only
+the values it does not inherit (``plan_export_import``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from conflux.helpers import without_gc
 from conflux.schema import format_duration
 
 __all__ = ["import_tree", "export_state", "ImportResult", "ExportResult", "documents_of",
-           "document"]
+           "document", "is_export_tree"]
 
 _OP_INDEX = re.compile(r"^op (\d+): ")
 
@@ -43,6 +45,8 @@ class Source:
     serializer: object
     data: bytes | None = None
     docs: list = field(default_factory=list)
+    env: str | None = None  # in an export tree: the environment and type its place names
+    entity_type: str | None = None
 
     def where(self, index: int, key: str | None = None) -> tuple[str, int | None]:
         """``path[:line]`` of a document (and a key of it), and the line."""
@@ -69,18 +73,19 @@ class ImportResult:
     fields: int = 0
     unchanged: int = 0
     ops: list = field(default_factory=list)
-    changes: list = field(default_factory=list)  # (entity, field, old, new) for display
+    changes: list = field(default_factory=list)  # (env, entity, field, old, op) for display
     acks: list = field(default_factory=list)
     seconds: float = 0.0
     dry_run: bool = False
-    where: list = field(default_factory=list)  # (entity, field) of each op
-    sources: dict = field(default_factory=dict)  # entity -> (Source, document index)
+    where: list = field(default_factory=list)  # (env, entity, field) of each op
+    sources: dict = field(default_factory=dict)  # (env, entity) -> (Source, document index)
+    envs: list = field(default_factory=list)  # the environments written into
 
     def summary(self) -> dict:
         return {"files": self.files, "skipped_files": self.skipped, "entities": self.entities,
                 "fields": self.fields, "unchanged_fields": self.unchanged,
-                "operations": len(self.ops), "seconds": round(self.seconds, 3),
-                "dry_run": self.dry_run}
+                "operations": len(self.ops), "environments": self.envs,
+                "seconds": round(self.seconds, 3), "dry_run": self.dry_run}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -119,6 +124,80 @@ def files_of(path: str, fmt: str | None) -> tuple[list[tuple[str, object]], int]
     return found, skipped
 
 
+def _visible(directory: str) -> list[str]:
+    return sorted(name for name in os.listdir(directory) if not name.startswith("."))
+
+
+def is_export_tree(schema, path: str) -> bool:
+    """Whether ``path`` is laid out as ``conflux export`` writes a directory: an environment
+    of the schema at the top that holds a directory named for an entity type. One such pair
+    is enough to tell; ``export_files`` then holds the rest of the tree to the layout."""
+    if not os.path.isdir(path):
+        return False
+    for env in _visible(path):
+        env_dir = os.path.join(path, env)
+        if env in schema.parents and os.path.isdir(env_dir) and any(
+                name in schema.types and os.path.isdir(os.path.join(env_dir, name))
+                for name in _visible(env_dir)):
+            return True
+    return False
+
+
+def export_files(schema, path: str, fmt: str | None, *, envs=None, types=None
+                 ) -> tuple[list[Source], int]:
+    """The files of an export tree (``ENV/TYPE/NAME.EXT``) as sources that know their
+    environment and type, in environment, type and path order, and how many files were
+    skipped (another readable format than ``fmt``). The whole tree must fit the layout: a
+    stray file, a directory that is not an environment or entity type of the schema, or a file
+    no format reads is refused, naming it. ``envs`` and ``types`` restrict what is returned."""
+    registry = formats.registry()
+    forced = registry.get(fmt, readable=True) if fmt else None
+    layout = (f"an export tree holds only ENV/TYPE/NAME files, ENV one of "
+              f"{', '.join(schema.environments)} and TYPE one of {', '.join(schema.types)}")
+    found, skipped, seen_envs, seen_types = [], 0, set(), set()
+    for env in _visible(path):
+        env_dir = os.path.join(path, env)
+        if not os.path.isdir(env_dir):
+            raise InputError(f"{env_dir}: a stray file: {layout}", path=env_dir)
+        if env not in schema.parents:
+            raise InputError(f"{env_dir}: {env!r} is not an environment of the schema: "
+                             f"{layout}", path=env_dir)
+        for type_name in _visible(env_dir):
+            type_dir = os.path.join(env_dir, type_name)
+            if not os.path.isdir(type_dir):
+                raise InputError(f"{type_dir}: a stray file: {layout}", path=type_dir)
+            if type_name not in schema.types:
+                raise InputError(f"{type_dir}: {type_name!r} is not an entity type of the "
+                                 f"schema: {layout}", path=type_dir)
+            for name in _visible(type_dir):
+                full = os.path.join(type_dir, name)
+                if os.path.isdir(full):
+                    raise InputError(f"{full}: a directory inside an entity type directory: "
+                                     f"{layout}", path=full)
+                serializer = registry.for_path(full)
+                if forced is not None and os.path.splitext(name)[1].lower() in \
+                        forced.extensions:
+                    serializer = forced
+                elif serializer is None:
+                    raise InputError(f"{full}: a stray file (no readable format has its "
+                                     f"extension: {', '.join(registry.names(readable=True))})"
+                                     f": {layout}", path=full)
+                elif forced is not None:
+                    skipped += 1
+                    continue
+                seen_envs.add(env)
+                seen_types.add(type_name)
+                if (envs and env not in envs) or (types and type_name not in types):
+                    continue
+                found.append(Source(full, serializer, env=env, entity_type=type_name))
+    for wanted, seen, what in ((envs, seen_envs, "environment"), (types, seen_types, "type")):
+        for name in wanted or ():
+            if name not in seen:
+                raise InputError(f"{path}: this export tree has no files for {what} {name!r} "
+                                 f"(it has {', '.join(sorted(seen)) or 'none'})", path=path)
+    return found, skipped
+
+
 #: Parsing moves to a pool of processes (one per core) from this many files on...
 _POOL_MIN_FILES = 200
 #: ...unless every file is in a format whose parser is faster than shipping its documents back.
@@ -127,9 +206,10 @@ _POOL_CHUNK = 64
 
 
 def read_sources(files, progress=None) -> list[Source]:
-    """Read and parse every file, in path order. A big tree of a slow format (YAML, TOML, KDL,
-    Jsonnet) is parsed on every core; a format with ``load_many`` gets its files at once."""
-    sources = [Source(path, serializer) for path, serializer in files]
+    """Read and parse every file (``(path, serializer)`` or a ``Source``), in order. A big
+    tree of a slow format (YAML, TOML, KDL, Jsonnet) is parsed on every core; a format with
+    ``load_many`` gets its files at once."""
+    sources = [item if isinstance(item, Source) else Source(*item) for item in files]
     batched, single = {}, []
     for i, source in enumerate(sources):
         if hasattr(source.serializer, "load_many"):
@@ -273,6 +353,10 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
                         entity=entity_id, field=str(key))
             wanted[entity_id] = (source, index, doc)
     current = engine.resolved(list(wanted), env)
+    # In an overlay a set field's value is its own record's elements, or else the whole
+    # inherited set: a field it does not hold itself gets every listed element, not the
+    # difference from what it inherits.
+    own = {} if env == schema.base_env else engine.own_values(list(current), [env])[env]
     ops, result.entities = result.ops, len(wanted)
     where = result.where
     for entity_id, (source, index, values) in wanted.items():
@@ -295,8 +379,8 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
                 else:
                     op["value"] = value
                 ops.append(op)
-                where.append((entity_id, fname))
-                result.changes.append((entity_id, fname, None, op))
+                where.append((env, entity_id, fname))
+                result.changes.append((env, entity_id, fname, None, op))
             continue
         for fname, value in values.items():
             result.fields += 1
@@ -323,6 +407,9 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
             elif spec.is_set:
                 have = {_packed(v): v for v in (old or [])}
                 want = {_packed(v): v for v in value}
+                if fname not in own.get(entity_id, (False, {}))[1] and \
+                        env != schema.base_env and want.keys() != have.keys():
+                    have = {}
                 added = [want[k] for k in sorted(want.keys() - have.keys())]
                 removed = [have[k] for k in sorted(have.keys() - want.keys())]
                 if added:
@@ -334,10 +421,185 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
             if len(ops) == before:
                 result.unchanged += 1
             for op in ops[before:]:
-                where.append((entity_id, fname))
-                result.changes.append((entity_id, fname, old, op))
-    result.sources = {entity_id: (source, index) for entity_id, (source, index, _) in
+                where.append((env, entity_id, fname))
+                result.changes.append((env, entity_id, fname, old, op))
+    result.sources = {(env, entity_id): (source, index) for entity_id, (source, index, _) in
                       wanted.items()}
+    result.envs = [env]
+    return result
+
+
+def _same(spec, a, b) -> bool:
+    """Whether two values of a field are the same value (a set's elements in any order)."""
+    if a is None or b is None:
+        return a is b
+    if spec.is_set:
+        return {_packed(v) for v in a} == {_packed(v) for v in b}
+    return _packed(a) == _packed(b)
+
+
+class _Layers:
+    """What each environment holds itself (``Engine.own_values``), with the import's plan laid
+    over it environment by environment, so an overlay is planned against what its parent will
+    hold once the batch is applied, not what it holds now."""
+
+    def __init__(self, schema, stored: dict):
+        self.schema, self.stored, self.planned = schema, stored, {}
+
+    def own(self, env: str, entity_id: str, *, planned: bool = True) -> tuple[bool, dict]:
+        if planned and (env, entity_id) in self.planned:
+            return self.planned[(env, entity_id)]
+        return self.stored[env].get(entity_id, (False, {}))
+
+    def view(self, env: str, entity_id: str, *, planned: bool = True) -> dict:
+        """The fields ``env`` resolves for the entity (no defaults), as ``Engine._view``."""
+        fields = {}
+        for level in self.schema.env_chain(env):
+            cut, own = self.own(level, entity_id, planned=planned)
+            for fname, value in own.items():
+                fields.setdefault(fname, value)
+            if cut:
+                break
+        return fields
+
+
+def plan_export_import(engine, sources: list[Source], *, name_from: str | None,
+                       intent: str) -> ImportResult:
+    """The operations that make every environment of an export tree resolve to what its files
+    say, environments in inheritance order (the base first).
+
+    A file holds the entity's resolved fields, inherited values and defaults included; an
+    environment is given only what differs from what it inherits once its ancestors are
+    planned (the default, at the base), so an inherited value is not pinned as the overlay's
+    own. A value the environment already holds itself is kept (and changed if the file says
+    otherwise). A field the file leaves out is unset; if the overlay would inherit it, or an
+    entity that an ancestor imported here has but the overlay's directory lacks, the overlay
+    deletes the entity (it hides what it inherits) and holds its own values from then on. An
+    entity whose values are all defaults at the base still gets them written, or it would
+    not exist."""
+    schema = engine.schema
+    result = ImportResult(files=len(sources))
+    wanted: dict[tuple, tuple] = {}  # (env, entity id) -> (source, index, {field: value})
+    for source in sources:
+        if name_from == "file" and len(source.docs) > 1:
+            raise ImportFailed(f"{source.path}: {len(source.docs)} documents in one file, but "
+                               "--name-from file names one entity per file; name them with "
+                               "--name-from KEY", path=source.path)
+        env, entity_type = source.env, source.entity_type
+        etype = schema.types[entity_type]
+        for index, doc in enumerate(source.docs):
+            doc = dict(doc)
+            name = _name_of(source, index, doc, name_from)
+            entity_id = f"{entity_type}.{name}"
+            label, line = source.where(index)
+            try:
+                schema.split_entity_id(entity_id)
+            except InputError as exc:
+                raise ImportFailed(f"{label}: {exc}", path=source.path, line=line) from None
+            if (env, entity_id) in wanted:
+                other = wanted[(env, entity_id)][0].where(wanted[(env, entity_id)][1])[0]
+                raise ImportFailed(f"{label}: entity {entity_id} is also defined in {other}",
+                                   path=source.path, line=line, entity=entity_id)
+            values = {}
+            for key, value in doc.items():
+                if not isinstance(key, str) or key not in etype.fields:
+                    label, line = source.where(index, str(key))
+                    raise ImportFailed(
+                        f"{label}: {entity_id}: unknown field {key!r} (fields of {entity_type}: "
+                        f"{', '.join(etype.fields)})", path=source.path, line=line,
+                        entity=entity_id, field=str(key))
+                result.fields += 1
+                if value is not None:
+                    try:
+                        value = etype.fields[key].coerce(value)
+                    except InputError as exc:
+                        label, line = source.where(index, key)
+                        raise ImportFailed(f"{label}: {_about(entity_id, key, exc.message)}",
+                                           path=source.path, line=line, entity=entity_id,
+                                           field=key) from None
+                # an empty set is no value: a set field left empty resolves as unset
+                values[key] = value if value != [] else None
+            wanted[(env, entity_id)] = (source, index, values)
+    result.entities = len(wanted)
+    result.sources = {key: (source, index) for key, (source, index, _) in wanted.items()}
+    envs = sorted({env for env, _ in wanted}, key=lambda e: len(schema.env_chain(e)))
+    result.envs = envs
+    entity_ids = sorted({entity_id for _, entity_id in wanted})
+    layers = _Layers(schema, engine.own_values(entity_ids))
+
+    def emit(env, entity_id, fname, op, old):
+        result.ops.append({**op, "env": env, "entity_id": entity_id, "intent": intent})
+        result.where.append((env, entity_id, fname))
+        result.changes.append((env, entity_id, fname, old, result.ops[-1]))
+
+    for env in envs:
+        parent = schema.parents[env]
+        ancestors = set(schema.env_chain(env)[1:])
+        for entity_id in entity_ids:
+            etype = schema.types[entity_id.partition(".")[0]]
+            before = layers.view(env, entity_id, planned=False)
+            if (env, entity_id) not in wanted:
+                # an ancestor imported here has it, this environment's directory does not:
+                # the environment hid it (a delete), unless it already does
+                if any((a, entity_id) in wanted for a in ancestors) and \
+                        layers.view(env, entity_id):
+                    emit(env, entity_id, None, {"type": "delete_entity"}, None)
+                    layers.planned[(env, entity_id)] = (True, {})
+                continue
+            source, index, values = wanted[(env, entity_id)]
+            cut, own = layers.own(env, entity_id)
+            inherited = {} if cut or parent is None else layers.view(parent, entity_id)
+            if any(values.get(fname) is None for fname in inherited):
+                emit(env, entity_id, None, {"type": "delete_entity"}, None)
+                cut, own, inherited = True, {}, {}
+            mine = dict(own)
+            for fname, spec in etype.fields.items():
+                want, have = values.get(fname), own.get(fname)
+                old = before.get(fname, spec.default)
+                if want is None:
+                    if have is not None:
+                        if spec.merge == "grow":
+                            label, line = source.where(index, fname)
+                            raise ImportFailed(f"{label}: {entity_id}.{fname} is grow-only: it "
+                                               "cannot be emptied", path=source.path,
+                                               line=line, entity=entity_id, field=fname)
+                        emit(env, entity_id, fname, {"type": "unset_field", "field": fname},
+                             old)
+                        del mine[fname]
+                    continue
+                if have is None and _same(spec, want, inherited.get(fname, spec.default)):
+                    continue  # inherited, or the default: not the environment's own
+                mine[fname] = want
+                if have is not None and _same(spec, want, have):
+                    continue
+                if spec.is_set:
+                    held = {_packed(v) for v in have or ()}
+                    added = [v for v in want if _packed(v) not in held]
+                    kept = {_packed(v) for v in want}
+                    removed = [v for v in have or () if _packed(v) not in kept]
+                    if added:
+                        emit(env, entity_id, fname, {"type": "add_elements", "field": fname,
+                                                     "elements": added}, old)
+                    if removed and spec.merge == "set":
+                        emit(env, entity_id, fname, {"type": "remove_elements",
+                                                     "field": fname, "elements": removed}, old)
+                else:
+                    emit(env, entity_id, fname, {"type": "set_field", "field": fname,
+                                                 "value": want}, old)
+            if not mine and not inherited:
+                # every value is the default: without one of them written, the entity would
+                # not exist (it exists once it holds a value)
+                for fname, want in values.items():
+                    if want is not None:
+                        spec = etype.fields[fname]
+                        op = {"type": "add_elements", "field": fname, "elements": want} \
+                            if spec.is_set else {"type": "set_field", "field": fname,
+                                                 "value": want}
+                        emit(env, entity_id, fname, op, before.get(fname, spec.default))
+                        mine[fname] = want
+            layers.planned[(env, entity_id)] = (cut, mine)
+    written = {(env, entity_id, fname) for env, entity_id, fname in result.where}
+    result.unchanged = result.fields - sum(1 for *_, fname in written if fname is not None)
     return result
 
 
@@ -371,25 +633,51 @@ def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> st
 
 
 @without_gc
-def import_tree(engine, path: str, *, entity_type: str, actor, env: str | None = None,
-                fmt: str | None = None, name_from: str | None = None, intent: str | None = None,
-                dry_run: bool = False, check=None, progress=None) -> ImportResult:
+def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
+                env: str | None = None, fmt: str | None = None, name_from: str | None = None,
+                intent: str | None = None, dry_run: bool = False, check=None,
+                progress=None) -> ImportResult:
     """Import ``path`` (a file or a tree). ``check(ops)`` may refuse the batch (access rules)
-    before anything is written; ``progress`` is a ``Progress`` (or None)."""
+    before anything is written; ``progress`` is a ``Progress`` (or None).
+
+    A directory that ``conflux export`` wrote (``ENV/TYPE/NAME.EXT``, see ``is_export_tree``)
+    imports each environment into that environment and each type as that type (see
+    ``plan_export_import``); ``env`` and ``entity_type`` then only restrict which of its
+    directories are read. Any other file or tree is of one ``entity_type``, imported into
+    ``env`` (default: the base)."""
     started = time.perf_counter()
-    env = env or engine.schema.base_env
-    engine.schema.entity_type(entity_type)
-    engine.schema.env_chain(env)  # NotFound for an unknown environment
-    files, skipped = files_of(path, fmt)
+    schema = engine.schema
+    if entity_type is not None:
+        schema.entity_type(entity_type)
+    if env is not None:
+        schema.env_chain(env)  # NotFound for an unknown environment
+    layout = is_export_tree(schema, path)
+    if layout:
+        files, skipped = export_files(schema, path, fmt, envs=[env] if env else None,
+                                      types=[entity_type] if entity_type else None)
+    elif entity_type is None:
+        if os.path.isdir(path) and any(name in schema.types and os.path.isdir(
+                os.path.join(path, name)) for name in _visible(path)):
+            raise InputError(f"{path}: one environment of an export (TYPE/NAME files): import "
+                             "the export's directory with --env ENV, or a type directory with "
+                             "--entity-type", path=path)
+        raise InputError(f"{path}: give --entity-type (the type of every document): only a "
+                         "tree written by 'conflux export' (ENV/TYPE/NAME files) needs none",
+                         path=path)
+    else:
+        files, skipped = files_of(path, fmt)
     if not files:
         raise InputError(f"{path}: no files to import (readable formats: "
                          f"{', '.join(formats.registry().names(readable=True))})")
     if progress is not None:
         progress.start("reading", len(files))
     sources = read_sources(files, progress.advance if progress is not None else None)
-    result = plan_import(engine, sources, entity_type=entity_type, env=env,
-                         name_from=name_from, intent=intent if intent is not None
-                         else f"import {path}")
+    intent = intent if intent is not None else f"import {path}"
+    if layout:
+        result = plan_export_import(engine, sources, name_from=name_from, intent=intent)
+    else:
+        result = plan_import(engine, sources, entity_type=entity_type,
+                             env=env or schema.base_env, name_from=name_from, intent=intent)
     result.skipped, result.dry_run = skipped, dry_run
     if result.ops:
         if check is not None:
@@ -411,12 +699,15 @@ def _located_error(exc: InputError, result: ImportResult) -> InputError:
     found = _OP_INDEX.match(exc.message)
     if found is None and len(result.where) != 1 or found and int(found[1]) >= len(result.where):
         return exc
-    entity_id, fname = result.where[int(found[1]) if found else 0]
-    source, index = result.sources[entity_id]
+    env, entity_id, fname = result.where[int(found[1]) if found else 0]
+    source, index = result.sources.get((env, entity_id), (None, None))
+    if source is None:  # a delete the tree implies: no file of its own to name
+        return exc
     label, line = source.where(index, fname)
     rest = exc.message[found.end():] if found else exc.message
-    return ImportFailed(f"{label}: {_about(entity_id, fname, rest)}", path=source.path,
-                        line=line, entity=entity_id, field=fname)
+    about = _about(entity_id, fname, rest) if fname else f"{entity_id}: {rest}"
+    return ImportFailed(f"{label}: {about}", path=source.path, line=line, entity=entity_id,
+                        field=fname)
 
 
 # ---------------------------------------------------------------------------------------------

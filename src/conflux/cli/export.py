@@ -14,7 +14,9 @@ def add_parser(sub):
         description="Write the resolved state of each environment, one file per entity "
                     "(ENV/TYPE/NAME.EXT in a directory) or one stream on stdout. Each document "
                     "has the entity's name and its fields (defaults included, durations as "
-                    "text), so an exported tree imports back as it is.",
+                    "text), so an exported tree imports back as it is: 'conflux import DIR' "
+                    "reads a directory written here (YAML, JSON, TOML or KDL) whole, each "
+                    "environment into itself, overlays keeping only what they do not inherit.",
         epilog=lambda: (
             f"Formats written: {', '.join(formats.registry().names(writable=True))} (plugins "
             "add more). A stream is YAML documents, a JSON array, TOML [[entity]] tables, KDL "

@@ -1,5 +1,7 @@
 """conflux import: files or a whole tree as operations, all or nothing."""
 
+import argparse
+
 from conflux import formats
 from conflux.cli._output import (actor_of, add_actor, add_json, count, open_engine,
                                  print_json, rules, show_value)
@@ -14,18 +16,34 @@ def add_parser(sub):
                     "given type, its keys are the schema's fields. Every field that differs "
                     "from the environment's resolved value becomes an operation, all applied "
                     "as one batch (one actor, one intent, one synced commit); one bad file "
-                    "imports nothing. Importing the same tree again writes nothing.",
+                    "imports nothing. Importing the same tree again writes nothing. A directory "
+                    "written by 'conflux export' (ENV/TYPE/NAME files) imports back whole, "
+                    "without --entity-type: see below.",
         epilog=lambda: (
             f"Formats read: {', '.join(formats.registry().names(readable=True))} (from the "
             "file extension unless --format; plugins add more). A document names its entity "
             "with a 'name' or 'metadata.name' key, or see --name-from. A null value unsets "
             "the field; set and grow fields take the listed elements (a set field drops the "
-            "others)."))
+            "others).\n\n"
+            "An export tree: PATH holds environment directories of the schema, each holding "
+            "entity type directories (what 'conflux export --output PATH' writes). Each "
+            "environment's files go into that environment, each type as that type, in one "
+            "batch. A file is the entity's whole resolved state: an overlay is given only the "
+            "values that differ from what it inherits (a value equal to the inherited one, or "
+            "to the default, is not written as its own), a field the file leaves out is "
+            "unset, and an entity an imported ancestor has but the overlay's directory lacks "
+            "is deleted in the overlay. With such a tree, --env and --entity-type (one each) "
+            "only choose which of its directories to import; a stray file or a directory "
+            "that is not an environment or entity type of the schema is refused, naming it."),
+        formatter_class=_Paragraphs)
     p.add_argument("path", metavar="PATH", help="a file or a directory (searched recursively; "
                                                 "hidden files skipped)")
-    p.add_argument("--entity-type", "-t", required=True, metavar="T",
-                   help="the entity type of every document")
-    p.add_argument("--env", help="environment (default: the base)")
+    p.add_argument("--entity-type", "-t", metavar="T",
+                   help="the entity type of every document (required, except for an export "
+                        "tree, where it imports only that type's directories)")
+    p.add_argument("--env", metavar="E",
+                   help="environment to import into (default: the base); for an export tree, "
+                        "import only E's directory into E")
     p.add_argument("--format", "-f", dest="fmt", metavar="F",
                    help="read as F: a file given as PATH whatever its extension; in a "
                         "directory, only the files with F's extensions")
@@ -54,22 +72,38 @@ def run(args):
     summary = result.summary()
     if args.json:
         print_json({**summary, "changes": [
-            {"entity_id": e, "field": f, "op": op["type"], "old": old,
-             "new": op.get("value", op.get("elements"))} for e, f, old, op in result.changes]})
+            {"env": env, "entity_id": e, "field": f, "op": op["type"], "old": old,
+             "new": op.get("value", op.get("elements"))}
+            for env, e, f, old, op in result.changes]})
         return 0
     if args.dry_run:
-        for entity_id, fname, old, op in result.changes:
-            print(f"  {entity_id}.{fname}: {_change(engine, entity_id, fname, old, op)}")
+        base = engine.schema.base_env
+        for env, entity_id, fname, old, op in result.changes:
+            at = "" if env == base else f"@{env}"
+            if fname is None:
+                print(f"  {entity_id}{at}: deleted (it hides what it inherits)")
+            else:
+                print(f"  {entity_id}.{fname}{at}: {_change(engine, entity_id, fname, old, op)}")
     if not args.quiet or args.dry_run:
         verb = "would write" if args.dry_run else "wrote"
         skipped = f" ({summary['skipped_files']} skipped: unknown extension)" \
             if summary["skipped_files"] else ""
+        envs = f" into {', '.join(result.envs)}" if len(result.envs) > 1 else ""
         print(f"{count(summary['files'], 'file')}{skipped}, "
               f"{count(summary['entities'], 'entity', 'entities')}, "
               f"{count(summary['fields'], 'field')} ({summary['unchanged_fields']} unchanged): "
-              f"{verb} {count(summary['operations'], 'operation')} in "
+              f"{verb} {count(summary['operations'], 'operation')}{envs} in "
               f"{summary['seconds']:.2f} s")
     return 0
+
+
+class _Paragraphs(argparse.HelpFormatter):
+    """Help wrapped as usual, with the epilog's paragraphs (split by a blank line) kept
+    apart."""
+
+    def _fill_text(self, text, width, indent):
+        return "\n\n".join(super(_Paragraphs, self)._fill_text(part, width, indent)
+                             for part in text.split("\n\n"))
 
 
 def _change(engine, entity_id, fname, old, op) -> str:

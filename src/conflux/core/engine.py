@@ -987,6 +987,46 @@ class Engine:
             out[entity_id] = fields
         return out
 
+    def own_values(self, entity_ids, envs=None) -> dict[str, dict[str, tuple[bool, dict]]]:
+        """What each environment holds itself, before inheritance: ``{env: {entity id: (cut,
+        {field: value})}}`` with the fields whose own value is visible there (no inherited
+        values, no defaults) and ``cut`` true when a delete marker in that environment hides
+        everything it would inherit. Entities an environment holds nothing of are left out.
+        ``envs`` defaults to every environment. An import planning several environments at
+        once resolves them from this, as ``_view`` does level by level."""
+        core = self.core
+        envs = list(envs) if envs is not None else list(self.schema.environments)
+        for env in envs:
+            self._env(env)
+        state = self.store.dbs["state"]
+        out = {env: {} for env in envs}
+        with self.store.read() as txn, txn.cursor(db=state) as cur:
+            for entity_id in entity_ids:
+                type_name, _, name = entity_id.partition(".")
+                if type_name not in self.schema.types:
+                    continue
+                type_id, fields = self._type_ids[type_name], self._field_names[type_name]
+                for env in envs:
+                    prefix = entity_prefix(self._env_ids[env], type_id, name)
+                    records = {}
+                    if cur.set_range(prefix):
+                        for key, rec in cur:
+                            if not key.startswith(prefix):
+                                break
+                            records[struct.unpack(">H", key[-2:])[0]] = rec
+                    d = _marker_hlc(records.pop(0, None))
+                    own = {}
+                    for fid, rec in records.items():
+                        fname = fields.get(fid)
+                        if fname is None:
+                            continue
+                        present, value, _ = core.resolve_record(rec, d)
+                        if present:
+                            own[fname] = self._decode_value(type_name, fname, value)
+                    if own or d:
+                        out[env][entity_id] = (bool(d), own)
+        return out
+
     def records(self) -> dict[tuple, bytes]:
         """Every state record by ``(env, entity id, field)`` (field '' for the delete
         marker): what replicas compare byte for byte."""
