@@ -1,4 +1,4 @@
-"""Role-based access control (SPEC §9): who may do what to which entity, field and environment.
+"""RBAC (docs/security.md): who may do what to which entity, field and environment.
 
 ``.conflux/rbac.toml`` declares roles and assigns them to actors::
 
