@@ -1,5 +1,6 @@
 """The documentation against the code: the generated references are current, every command,
-route and configuration key is documented, links lead somewhere."""
+route and configuration key is documented, links lead somewhere, and the README's tour runs
+as written."""
 
 from __future__ import annotations
 
@@ -247,7 +248,7 @@ def _anchors(path: pathlib.Path) -> set[str]:
     return {_slug(m) for m in re.findall(r"^#+ (.*)$", text, re.M)}
 
 
-MARKDOWN = sorted(DOCS.glob("*.md"))
+MARKDOWN = [README, ROOT / "bench" / "README.md", *sorted(DOCS.glob("*.md"))]
 
 
 @pytest.mark.parametrize("page", MARKDOWN, ids=lambda p: str(p.relative_to(ROOT)))
@@ -273,3 +274,63 @@ def test_slug_matches_the_generator():
     for heading in ("GET /v1/entities/{entity_id}", "conflux rbac list-roles",
                     "api-keys.toml", "Validation: before accept and after merge"):
         assert _slug(heading) == gen._anchor(heading)
+
+
+# ------------------------------------------------------------------------------------------
+# the README
+
+
+def test_readme_starts_with_the_two_setup_commands():
+    text = README.read_text()
+    first_block = re.search(r"```sh\n(.*?)```", text, re.S)[1]
+    assert first_block.startswith("make demo")
+    assert [line.split()[:2] for line in first_block.splitlines()] == [["make", "demo"],
+                                                                      ["make", "test"]]
+    assert text.index("Python 3.11") < text.index("make demo")
+
+
+def test_readme_performance_table_has_a_row_per_target():
+    text = README.read_text()
+    section = text[text.index("## Performance"):]
+    rows = [r for r in re.findall(r"^\|(.*)\|$", section, re.M) if "---" not in r][1:]
+    assert len(rows) >= 12
+    for row in rows:
+        assert row.split("|")[-1].strip().endswith("met"), row
+    assert "bench/README.md" in section
+
+
+def _tour_block() -> str:
+    text = README.read_text()
+    return re.search(r"```sh\n(.*?)```", text[text.index("## A five-minute tour"):], re.S)[1]
+
+
+def test_readme_tour_has_the_original_quick_start():
+    tour = _tour_block()
+    for command in ("conflux init --schema schema.toml",
+                    "conflux import ./configs/ --entity-type service",
+                    'conflux set route.api weight 80 --intent "shifting traffic for canary"',
+                    "conflux get route.api", "conflux status", "conflux log --limit 10",
+                    "conflux blame route.api",
+                    'conflux milestone create -m "post-canary traffic shift"'):
+        assert command + "\n" in tour, command
+    assert "conflux daemon --port 8080" in README.read_text()
+
+
+def test_readme_tour_runs_as_written(tmp_path):
+    """The tour's commands, in bash, from a copy of the repository's root (its examples)."""
+    (tmp_path / "examples").symlink_to(ROOT / "examples")
+    env = {**os.environ, "PATH": f"{pathlib.Path(sys.executable).parent}{os.pathsep}"
+                                 f"{os.environ['PATH']}"}
+    env.pop("CONFLUX_ACTOR", None)
+    env.pop("CONFLUX_PROJECT", None)
+    res = subprocess.run(["bash", "-euc", _tour_block()], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "route.api.weight: unset → 80 (shifting traffic for canary)" in res.stdout
+    assert "milestone 1:" in res.stdout
+    tour = Engine(str(tmp_path / "tour"))
+    try:
+        assert tour.get("route.api", "production")["weight"]["value"] == 80
+        assert tour.status()["violations"] == 0
+    finally:
+        tour.close()
