@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CONFLUX_REQUIRE_EXTENSIONS ?= 1
 
-.PHONY: demo test install bench man clean
+.PHONY: demo test install bench man docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,11 @@ test: install
 bench: install
 	$(BIN)/python bench/kernel.py
 	$(BIN)/python bench/ingest.py
+
+# docs/cli.md and docs/rest.md, generated from the argparse tree and the OpenAPI document
+# (the test suite fails while they are out of date).
+docs: install
+	$(BIN)/python docs/gen_docs.py
 
 # The manual page, built from the same argparse tree as --help.
 man: install

@@ -1,4 +1,4 @@
-"""Authentication: which actor is calling (SPEC §7, §9).
+"""Authentication: which actor is calling (see docs/security.md).
 
 The daemon knows a caller by an API key sent in ``X-API-Key`` or by a verified TLS client
 certificate. Both are mapped to an :class:`~conflux.actors.Actor` by ``.conflux/api-keys.toml``;

@@ -45,7 +45,7 @@ class ConfluxError(Exception):
         return self.message
 
     def to_dict(self) -> dict:
-        """The JSON error body of SPEC §7."""
+        """The JSON error body (docs/rest.md, "Errors")."""
         body = {"code": self.code, "message": self.message}
         if self.field is not None:
             body["field"] = self.field

@@ -2,7 +2,7 @@
 
 A milestone commits the resolved state of the chosen environments to the milestone
 repository (``<env>/<type>/<name>.<ext>``, the format of ``config.toml``, YAML by default) with
-a message naming every operation since the previous milestone (SPEC §8), and records the last
+a message naming every operation since the last milestone (docs/concepts.md), and records the last
 op-log sequence number it covers.
 
 It is incremental: only the entities that operations touched since the previous milestone
@@ -391,7 +391,7 @@ class Milestones:
         self.engine.store.write(body)
 
     def _message(self, milestone: Milestone, ops) -> str:
-        """The commit message, in the shape of SPEC §8."""
+        """The commit message, in the shape docs/concepts.md shows."""
         engine, core = self.engine, self.engine.core
         base = engine.schema.base_env
         lines = [f"milestone: {milestone.title}", "", "Operations since last milestone:"]

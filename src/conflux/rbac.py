@@ -1,4 +1,5 @@
-"""Role-based access control: who may do what to which entity, field and environment.
+"""Role-based access control (docs/security.md): who may do what to which entity, field and
+environment.
 
 ``.conflux/rbac.toml`` declares roles and assigns them to actors::
 

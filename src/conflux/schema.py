@@ -1,10 +1,10 @@
-"""Schema loading and validation (SPEC §4).
+"""Schema loading and validation (docs/concepts.md, docs/configuration.md).
 
 A schema is a TOML file declaring environments and entity types. ``load_schema`` and
 ``parse_schema`` turn it into a :class:`Schema`, refusing anything unknown or inconsistent with
 a :class:`~conflux.errors.SchemaError` that names the file, line, entity and field.
 
-Values are checked in the two stages of SPEC §4: :meth:`Field.coerce` (before an operation is
+Values are checked in two stages (docs/concepts.md): :meth:`Field.coerce` (before an operation is
 accepted: the value's type and the type's own range) and :meth:`Field.violations` (after a
 merge: ``min``/``max``/``pattern``/``one_of``).
 """
@@ -36,7 +36,7 @@ __all__ = [
 
 #: Field kinds; ``list`` and ``ref`` carry a parameter (``list<int>``, ``ref<service>``).
 KINDS = ("string", "int", "float", "bool", "duration", "ref", "map", "list")
-#: Merge strategies of SPEC §3.
+#: Merge strategies (docs/concepts.md).
 STRATEGIES = ("lww", "max", "min", "set", "grow", "review")
 
 INT64_MIN = -(2 ** 63)
@@ -64,7 +64,7 @@ _FIELD_KEYS = ("name", "type", "merge", "default", "min", "max", "pattern", "one
                "required", "description")
 
 # NOTE: maps hold client-supplied JSON; bound the nesting so a hostile body yields a
-# ValidationError rather than a RecursionError (SPEC §7: never a 500 for client input).
+# ValidationError rather than a RecursionError (docs/rest.md: never a 500 for client input).
 _MAX_MAP_DEPTH = 64
 
 

@@ -225,7 +225,7 @@ def openapi_document() -> dict:
         "openapi": "3.0.3",
         "info": {"title": "Conflux", "version": __version__,
                  "description": "Typed operations on infrastructure config, merged with CRDT "
-                                "rules (SPEC §7)."},
+                                "rules; see docs/rest.md."},
         "servers": [{"url": "/"}],
         "security": _SECURITY,
         "paths": paths,

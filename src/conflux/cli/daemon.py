@@ -7,7 +7,7 @@ from conflux.cli._output import open_engine
 
 def add_parser(sub):
     p = sub.add_parser("daemon", help="serve the REST API (gunicorn + Falcon)",
-                       description="Serve the project's REST API (SPEC §7) with gunicorn's "
+                       description="Serve the project's REST API (docs/rest.md) with gunicorn's "
                                    "threaded workers. Clients authenticate with X-API-Key "
                                    "(hashes in .conflux/api-keys.toml) or, with --client-ca, "
                                    "a TLS client certificate; .conflux/rbac.toml, when present, "

@@ -1531,7 +1531,7 @@ def _plans(schema, rules) -> dict:
 
 
 class _Validation:
-    """Post-merge validation of one batch (SPEC §4): constraints a merge can break although
+    """Post-merge validation of one batch (docs/concepts.md): constraints a merge can break although
     every op was valid, recorded as violations per environment.
 
     PERF: only fields with constraints are looked at, only for the entities the batch touched,
