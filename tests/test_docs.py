@@ -334,3 +334,38 @@ def test_readme_tour_runs_as_written(tmp_path):
         assert tour.status()["violations"] == 0
     finally:
         tour.close()
+
+
+# ------------------------------------------------------------------------------------------
+# the example files of configuration.md load with the real loaders
+
+
+def _toml_blocks(page: pathlib.Path) -> list[str]:
+    return re.findall(r"^```toml\n(.*?)^```", page.read_text(), re.MULTILINE | re.DOTALL)
+
+
+def test_configuration_examples_load(tmp_path, monkeypatch):
+    monkeypatch.setenv("CONFLUX_HOOK_SECRET", "a-secret-for-the-example")  # webhooks' env:VAR
+    blocks = _toml_blocks(DOCS / "configuration.md")
+    by_first_line = {}
+    for block in blocks:
+        first = block.splitlines()[0]
+        name = (first.removeprefix("# .conflux/") if first.startswith("# .conflux/")
+                else "schema.toml" if first.startswith("name = ") else
+                "config.toml" if first == "[clock]" else
+                "webhooks.toml" if first == "[[webhook]]" else None)
+        assert name, f"a toml example of configuration.md is not one of the files: {first!r}"
+        by_first_line[name] = block
+    assert set(by_first_line) == {"schema.toml", "config.toml", "api-keys.toml", "rbac.toml",
+                                  "webhooks.toml"}
+    paths = {}
+    for name, block in by_first_line.items():
+        paths[name] = tmp_path / name
+        paths[name].write_text(block)
+    doc_schema = schema.load_schema(str(paths["schema.toml"]))
+    engine_module.Settings.load(str(paths["config.toml"]))
+    keys, certs = auth.load_credentials(str(paths["api-keys.toml"]))
+    assert len(keys) >= 1
+    rules = rbac.Rbac.load(str(paths["rbac.toml"]), schema=doc_schema)
+    assert rules.roles
+    webhooks.load_webhooks(str(paths["webhooks.toml"]), schema=doc_schema)

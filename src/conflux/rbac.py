@@ -596,8 +596,9 @@ class _Loader:
             if key not in _SETTINGS_KEYS:
                 doc.fail(f"[rbac]: unknown key {key!r} (allowed: {', '.join(_SETTINGS_KEYS)})",
                          line=doc.first_line(doc.key(key, span), line))
-        if not isinstance(table.get("version", ""), str):
-            doc.fail("[rbac]: 'version' must be text, e.g. version = \"1.0\"",
+        version = table.get("version", "")
+        if not isinstance(version, (str, int, float)) or isinstance(version, bool):
+            doc.fail("[rbac]: 'version' must be text or a number, e.g. version = \"1.0\"",
                      line=doc.first_line(doc.key("version", span), line))
         anonymous = table.get("default_anonymous", [])
         if anonymous != []:
