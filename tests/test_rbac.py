@@ -628,24 +628,8 @@ def test_the_cli_obeys_rbac_toml_for_its_writes(tmp_path, capsys):
 # ------------------------------------------------------------------------------------------
 # the original Conflux's rbac.toml and rbac check, as its README writes them
 
-ORIGINAL_RULES = """\
-# rbac.toml
-[role.developer]
-permissions = [
-  { actions = ["read", "write"], resource = "*@development" },
-]
-
-[role.operator]
-inherits = ["developer"]
-permissions = [
-  { actions = ["write", "override"], resource = "*@staging" },
-  { actions = ["promote"], resource = "*@production" },
-]
-
-[[assignment]]
-actor_pattern = "ci-*"
-roles = ["developer"]
-"""
+# the rbac.toml of the original README, as written there
+from test_original_readme import RBAC as ORIGINAL_RULES  # noqa: E402
 
 
 @pytest.fixture
