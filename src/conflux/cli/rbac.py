@@ -5,10 +5,8 @@ import re
 
 from conflux.actors import Actor
 from conflux.cli._output import add_json, print_json, table
-from conflux.core.engine import CONFLUX_DIR
 from conflux.errors import InputError
 from conflux.rbac import ACTIONS, RBAC_FILE, Rbac
-from conflux.schema import load_schema
 
 _ENTITY_ID = re.compile(r"[A-Za-z][A-Za-z0-9_-]*\.[A-Za-z0-9][A-Za-z0-9_.-]*")
 _NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -64,6 +62,9 @@ def _add_file(parser):
 
 
 def _project_schema(args):
+    from conflux.core.engine import CONFLUX_DIR
+    from conflux.schema import load_schema
+
     path = os.path.join(args.dir, CONFLUX_DIR, "schema.toml")
     return load_schema(path) if os.path.exists(path) else None
 
@@ -71,6 +72,8 @@ def _project_schema(args):
 def _load(args, path=None, *, missing_ok=True):
     """The rules and the project's schema (if any). Only the project's own rbac.toml may be
     missing (everything allowed); a FILE named on the command line must exist."""
+    from conflux.core.engine import CONFLUX_DIR
+
     schema = _project_schema(args)
     if path:
         missing_ok = False
