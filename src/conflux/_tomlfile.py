@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
-from typing import Any, NoReturn
 
+from conflux._tomlcache import toml_document
 from conflux.errors import InputError
+
+# PERF: tomllib and typing are imported where they are needed (a project's config.toml and
+# schema.toml come from conflux._tomlcache): they took about 7 ms of every command's start
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import tomllib
+    from typing import Any, NoReturn
 
 # A table header on its own line: [a.b] or [[a.b]], optionally followed by a comment.
 _ANY_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[^\]\n]*\]\]?[ \t]*(?:#.*)?$", re.MULTILINE)
@@ -34,13 +40,16 @@ def syntax_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
 
 
 def load_config(path: str) -> dict:
-    """A project's ``config.toml`` as a dict; an empty one when the file does not exist."""
+    """A project's ``config.toml`` as a dict; an empty one when the file does not exist. Its
+    parsed TOML is kept for the next command (``conflux._tomlcache``)."""
     try:
         with open(path, "rb") as handle:
-            return tomllib.load(handle)
+            data = handle.read()
     except FileNotFoundError:
         return {}
-    except tomllib.TOMLDecodeError as exc:
+    try:
+        return toml_document(data.decode("utf-8"), path)
+    except ValueError as exc:  # tomllib.TOMLDecodeError, or not UTF-8
         raise InputError(f"{path}: {exc}") from None
 
 
@@ -65,6 +74,8 @@ class TomlFile:
                 self.fail(f"not UTF-8 text ({exc.reason} at byte {exc.start})",
                           line=self.line_at(len(raw[:exc.start].decode("utf-8", "replace"))))
         self.text = text
+        import tomllib
+
         try:
             self.data: dict[str, Any] = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
