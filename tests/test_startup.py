@@ -248,6 +248,16 @@ def test_a_project_whose_cache_cannot_be_written_opens(made):
         assert engine.settings == Settings()
 
 
+def test_an_entry_is_no_more_readable_than_its_file(made):
+    config = os.path.join(made, ".conflux", "config.toml")
+    os.chmod(config, 0o600)
+    os.unlink(_cache(made, "config.toml"))
+    Engine(made).close()
+    assert os.stat(_cache(made, "config.toml")).st_mode & 0o777 == 0o600
+    assert os.stat(_cache(made, "schema.toml")).st_mode & 0o777 == \
+        os.stat(os.path.join(made, ".conflux", "schema.toml")).st_mode & 0o777
+
+
 def test_a_bad_config_is_refused_in_one_line(made, capsys):
     with open(os.path.join(made, ".conflux", "config.toml"), "wb") as handle:
         handle.write(b"[clock]\nmax_clock_offset_ms = \xff\n")

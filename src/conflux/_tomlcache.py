@@ -45,7 +45,7 @@ def toml_document(text: str, path: str | None = None) -> dict:
 
     document = tomllib.loads(text)
     if entry is not None:
-        _keep(entry, text, document)
+        _keep(path, entry, text, document)
     return document
 
 
@@ -54,16 +54,20 @@ def _entry_path(path: str) -> str:
     return os.path.join(directory, CACHE_DIR, name + ".json")
 
 
-def _keep(entry: str, text: str, document: dict) -> None:
+def _keep(path: str, entry: str, text: str, document: dict) -> None:
     try:
         data = json.dumps({"layout": _LAYOUT, "text": text, "document": document},
-                          ensure_ascii=False)
+                          ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError):
         return  # a date or time value: JSON has none, so this file is parsed every time
     temporary = f"{entry}.{os.getpid()}-{threading.get_ident()}.tmp"
     try:
+        # the entry holds the file's text: no one may read it who may not read the file
+        # (a config.toml kept private for the credentials in a remote's URL)
+        mode = os.stat(path).st_mode & 0o666
         os.makedirs(os.path.dirname(entry), exist_ok=True)
-        with open(temporary, "w", encoding="utf-8") as handle:
+        with os.fdopen(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode),
+                       "wb") as handle:
             handle.write(data)
         os.replace(temporary, entry)
     except OSError:
