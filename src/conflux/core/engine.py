@@ -73,8 +73,9 @@ class Settings:
     stability_window_s: int = 7 * 24 * 3600
     require_signatures: frozenset = frozenset()
 
-    def __init__(self, max_clock_offset_ms: int = 500, stability_window_s: int = 7 * 24 * 3600,
-                 require_signatures: frozenset = frozenset()):
+    def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
+                 stability_window_s: int = stability_window_s,
+                 require_signatures: frozenset = require_signatures):
         self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
                              stability_window_s=stability_window_s,
                              require_signatures=require_signatures)
@@ -123,18 +124,18 @@ class Ack:
         self.duplicate = duplicate
         self.change = change
 
-    def _fields(self) -> tuple:
+    def _values(self) -> tuple:
         return self.op_id, self.hlc, self.seq, self.duplicate, self.change
 
     def __eq__(self, other):
         if other.__class__ is not self.__class__:
             return NotImplemented
-        return self._fields() == other._fields()
+        return self._values() == other._values()
 
     __hash__ = None  # mutable, as a dataclass without frozen=True
 
     def __repr__(self) -> str:
-        return ("Ack(" + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._fields()))
+        return ("Ack(" + ", ".join(f"{k}={v!r}" for k, v in zip(self.__slots__, self._values()))
                 + ")")
 
     def to_dict(self, core) -> dict:
