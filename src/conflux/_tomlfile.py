@@ -11,10 +11,16 @@ from __future__ import annotations
 
 import json
 import re
-import tomllib
-from typing import Any, NoReturn
 
+from conflux._tomlcache import toml_document
 from conflux.errors import InputError
+
+# PERF: tomllib and typing are imported where they are needed (a project's config.toml and
+# schema.toml come from conflux._tomlcache): they took about 7 ms of every command's start
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import tomllib
+    from typing import Any, NoReturn
 
 # A table header on its own line: [a.b] or [[a.b]], optionally followed by a comment.
 _ANY_HEADER = re.compile(r"^[ \t]*\[\[?[ \t]*[^\]\n]*\]\]?[ \t]*(?:#.*)?$", re.MULTILINE)
@@ -36,7 +42,9 @@ def syntax_error(exc: tomllib.TOMLDecodeError) -> tuple[str, int | None]:
 class TomlFile:
     """The parsed document (``data``) of one TOML file, with line lookups for messages."""
 
-    def __init__(self, path: str, text: str | None = None):
+    def __init__(self, path: str, text: str | None = None, *, keep: bool = False):
+        """``keep``: the file is one of a project's own (``.conflux/config.toml``), whose
+        parsed document ``conflux._tomlcache`` may keep for the next command."""
         self.path = str(path)
         if text is None:
             try:
@@ -55,8 +63,8 @@ class TomlFile:
                           line=self.line_at(len(raw[:exc.start].decode("utf-8", "replace"))))
         self.text = text
         try:
-            self.data: dict[str, Any] = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+            self.data: dict[str, Any] = toml_document(text, self.path if keep else None)
+        except ValueError as exc:  # tomllib.TOMLDecodeError
             message, line = syntax_error(exc)
             if line is None and message.endswith(" (at end of document)"):
                 line = self.line_at(len(text.rstrip()))

@@ -78,7 +78,7 @@ class MilestoneSettings:
     def load(cls, root: str) -> "MilestoneSettings":
         path = os.path.join(root, "config.toml")
         try:
-            doc = TomlFile(path)
+            doc = TomlFile(path, keep=True)  # config.toml: kept parsed for the next command
         except FileNotFoundError:
             return cls()
         table = doc.data.get("milestones", {})

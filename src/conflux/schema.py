@@ -11,13 +11,13 @@ merge: ``min``/``max``/``pattern``/``one_of``).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import re
-import tomllib
-from typing import Any, Callable, NoReturn
 
+from conflux._tomlcache import toml_document
 from conflux._tomlfile import TomlFile, syntax_error
 from conflux.errors import NotFound, SchemaError, ValidationError
 
@@ -66,6 +66,15 @@ _FIELD_KEYS = ("name", "type", "merge", "default", "min", "max", "pattern", "one
 # NOTE: maps hold client-supplied JSON; bound the nesting so a hostile body yields a
 # ValidationError rather than a RecursionError (docs/rest.md: never a 500 for client input).
 _MAX_MAP_DEPTH = 64
+
+# PERF: typing is imported for type checkers only (annotations are not evaluated); with
+# tomllib (conflux._tomlcache) it took about 3 ms of every command's start
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any, Callable, NoReturn
+
+    #: Where a schema error is: a line number, or a function that finds it (_SchemaParser)
+    Line = int | Callable[[], int | None] | None
 
 
 # --------------------------------------------------------------------------------------------
@@ -504,8 +513,10 @@ class Schema:
 # --------------------------------------------------------------------------------------------
 # Loading
 
-def load_schema(path: str | os.PathLike) -> Schema:
-    """Read and parse a schema file; ``SchemaError`` if it cannot be read or is invalid."""
+def load_schema(path: str | os.PathLike, *, cached: bool = False) -> Schema:
+    """Read and parse a schema file; ``SchemaError`` if it cannot be read or is invalid.
+    ``cached``: the file is a project's ``.conflux/schema.toml``, whose parsed TOML is kept
+    for the next command (``conflux._tomlcache``); it is validated all the same."""
     source = os.fspath(path)
     try:
         with open(source, "rb") as handle:
@@ -518,7 +529,7 @@ def load_schema(path: str | os.PathLike) -> Schema:
     except UnicodeDecodeError as exc:
         raise SchemaError(f"{source}: schema is not UTF-8 ({exc.reason} at byte {exc.start})",
                           path=source) from None
-    return parse_schema(text, source)
+    return _SchemaParser(text, source, cached=cached).parse()
 
 
 def parse_schema(text: str, source: str = "schema.toml") -> Schema:
@@ -617,16 +628,24 @@ def _strategy_fits(merge: str, kind: str) -> bool:
 
 
 class _SchemaParser:
-    """Turns schema TOML into a ``Schema``; every refusal says where, via ``_fail``."""
+    """Turns schema TOML into a ``Schema``; every refusal says where, via ``_fail``.
 
-    def __init__(self, text: str, source: str):
+    PERF: where something is written is looked up only when it is refused: a line is passed
+    as a function that finds it (``Line``). Looking each entity and field up in the text
+    first made parsing a valid schema several times slower, on every command's start.
+    """
+
+    def __init__(self, text: str, source: str, *, cached: bool = False):
         self.text = text
         self.source = source
+        self.cached = cached
 
     # -- errors and line numbers --------------------------------------------------------------
 
-    def _fail(self, message: str, *, line: int | None = None, entity: str | None = None,
+    def _fail(self, message: str, *, line: Line = None, entity: str | None = None,
               field: str | None = None, env: str | None = None) -> NoReturn:
+        if callable(line):
+            line = line()
         where = f"{self.source}:{line}" if line else self.source
         context = []
         if entity is not None:
@@ -718,8 +737,8 @@ class _SchemaParser:
 
     def parse(self) -> Schema:
         try:
-            document = tomllib.loads(self.text)
-        except tomllib.TOMLDecodeError as exc:
+            document = toml_document(self.text, self.source if self.cached else None)
+        except ValueError as exc:  # tomllib.TOMLDecodeError
             message, line = syntax_error(exc)
             self._fail(f"invalid TOML: {message}", line=line)
         for key in document:
@@ -756,7 +775,7 @@ class _SchemaParser:
         if base is None:
             self._fail("[environments] has no 'base' (the environment every overlay "
                        "inherits from, e.g. base = \"production\")", line=self._env_line())
-        self._check_env_name(base, self._env_line(key="base"))
+        self._check_env_name(base, functools.partial(self._env_line, key="base"))
         overlays = table.get("overlays", [])
         if not isinstance(overlays, list):
             self._fail("'overlays' must be a list of { name = ..., inherits = ... }",
@@ -772,9 +791,9 @@ class _SchemaParser:
             name = overlay.get("name")
             if isinstance(name, str):
                 seen_count[name] = seen_count.get(name, 0) + 1
-                line = self._env_line(env=name, occurrence=seen_count[name])
+                line = functools.partial(self._env_line, env=name, occurrence=seen_count[name])
             else:
-                line = self._env_line(key="overlays")
+                line = functools.partial(self._env_line, key="overlays")
             if name is None:
                 self._fail("an overlay has no 'name'", line=line)
             self._check_env_name(name, line)
@@ -808,7 +827,7 @@ class _SchemaParser:
                 current = parents[current]
         return base, parents, environments
 
-    def _check_env_name(self, name: Any, line: int | None) -> None:
+    def _check_env_name(self, name: Any, line: Line) -> None:
         if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
             self._fail(f"invalid environment name {name!r} (letters, digits, '_', '-', "
                        f"starting with a letter or digit)", line=line)
@@ -823,7 +842,7 @@ class _SchemaParser:
         declared = tuple(entities)  # file order, for messages
         types: dict[str, EntityType] = {}
         for type_name, table in entities.items():
-            line = self._entity_line(type_name)
+            line = functools.partial(self._entity_line, type_name)
             if not _TYPE_NAME_RE.fullmatch(type_name):
                 self._fail("invalid entity type name (letters, digits, '_', '-', starting "
                            "with a letter; no dots)", line=line, entity=type_name)
@@ -847,7 +866,8 @@ class _SchemaParser:
             for raw in raw_fields:
                 name = raw.get("name") if isinstance(raw, dict) else None
                 repeated = isinstance(name, str) and name in fields
-                field_line = self._field_line(type_name, name, 2 if repeated else 1)
+                field_line = functools.partial(self._field_line, type_name, name,
+                                               2 if repeated else 1)
                 if repeated:
                     self._fail("declared twice", line=field_line, entity=type_name,
                                field=name)
@@ -857,7 +877,7 @@ class _SchemaParser:
         return types
 
     def _parse_field(self, raw: Any, entity: str, declared: tuple[str, ...],
-                     line: int | None) -> Field:
+                     line: Line) -> Field:
         if not isinstance(raw, dict):
             self._fail(f"each field must be a table {{ name = ..., type = ..., merge = ... }}, "
                        f"got {_describe(raw)}", line=line, entity=entity)

@@ -3,6 +3,10 @@
 ``get_parser()`` builds the whole argparse tree without side effects (the man page is built
 from it); ``main(argv)`` runs one command and returns its exit status: 0, 2 for bad input, 1
 for other failures, with one line on stderr naming what was wrong.
+
+A command module defines ``add_parser(sub)`` and its handlers. Importing it must stay cheap
+(``main`` imports only the module of the command it runs, ``--help`` all of them): what a
+handler alone needs (the engine, HTTP, git, formats, signatures) is imported in the handler.
 """
 
 from __future__ import annotations
@@ -14,11 +18,15 @@ import sys
 from conflux import __version__
 from conflux.errors import ConfluxError
 
-from conflux.cli import (audit, auth, blame, conflicts, daemon, delete, diff, export, get,
-                         import_, init, keys, log, milestone, promote, rbac, resolve,
-                         set as set_cmd, status, watch)
-
 __all__ = ["get_parser", "main", "run", "COMMANDS"]
+
+#: Every command, in the order ``--help`` lists them, and its module in ``conflux.cli``.
+_MODULES = {"init": "init", "import": "import_", "export": "export", "set": "set",
+            "delete": "delete", "get": "get", "log": "log", "blame": "blame",
+            "status": "status", "promote": "promote", "conflicts": "conflicts",
+            "resolve": "resolve", "milestone": "milestone", "diff": "diff", "watch": "watch",
+            "daemon": "daemon", "auth": "auth", "rbac": "rbac", "keys": "keys",
+            "audit": "audit"}
 
 
 class UsageError(Exception):
@@ -56,12 +64,28 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: error: {message}")
 
 
-#: Every command, in the order ``--help`` lists them.
-COMMANDS = (init, import_, export, set_cmd, delete, get, log, blame, status, promote, conflicts,
-            resolve, milestone, diff, watch, daemon, auth, rbac, keys, audit)
+def _module(command: str):
+    name = f"conflux.cli.{_MODULES[command]}"
+    # NOTE: __import__ rather than importlib.import_module, which python -X importtime does
+    # not report
+    __import__(name)
+    return sys.modules[name]
+
+
+def __getattr__(name: str):
+    # COMMANDS, every command's module, is imported only when asked for: running one command
+    # imports that command's module alone (see main)
+    if name == "COMMANDS":
+        return tuple(_module(command) for command in _MODULES)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def get_parser() -> argparse.ArgumentParser:
+    """The whole command line: every command, with its options and help."""
+    return _build(_MODULES)
+
+
+def _build(commands) -> argparse.ArgumentParser:
     parser = _Parser(
         prog="conflux",
         description="Conflux: typed operations on infrastructure config, merged field by "
@@ -74,8 +98,8 @@ def get_parser() -> argparse.ArgumentParser:
                              "directory, or $CONFLUX_PROJECT)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    for module in COMMANDS:
-        module.add_parser(sub)
+    for command in commands:
+        _module(command).add_parser(sub)
     for command in sub.choices.values():
         _intermix(command)
     return parser
@@ -92,8 +116,24 @@ def _intermix(parser: argparse.ArgumentParser) -> None:
             _intermix(command)
 
 
+def _command_in(argv: list[str]) -> str | None:
+    """The command ``argv`` runs, when nothing but ``--dir PATH`` comes before it; else None
+    (no command, an unknown one, ``--help``, ``--version``...)."""
+    i = 0
+    while i < len(argv) and (argv[i] == "--dir" or argv[i].startswith("--dir=")):
+        i += 2 if argv[i] == "--dir" else 1
+    return argv[i] if i < len(argv) and argv[i] in _MODULES else None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = get_parser()
+    if argv is None:
+        argv = sys.argv[1:]
+    # PERF: when argv names a command, only its parser is built and only its module
+    # imported: importing and building all of them was about half of 'conflux get'. The
+    # words after a command go to its parser alone, so the result, the errors and every
+    # --help are the whole tree's (tests/test_startup.py compares them).
+    command = _command_in(argv)
+    parser = _build([command]) if command else get_parser()
     try:
         args = parser.parse_args(argv)
     except UsageError as exc:

@@ -1,9 +1,7 @@
 """conflux auth: API-key tooling for the daemon's api-keys.toml."""
 
-import getpass
 import sys
 
-from conflux.auth import hash_key
 from conflux.errors import InputError
 
 # NOTE: api-keys.toml keeps unsalted SHA-256 hashes, which protect a random key but not a
@@ -29,6 +27,10 @@ def add_parser(sub):
 
 
 def run_hash_key(args):
+    import getpass
+
+    from conflux.auth import hash_key
+
     key = args.key
     if key == "-":
         key = getpass.getpass("API key: ") if sys.stdin.isatty() else sys.stdin.read()

@@ -5,7 +5,6 @@ import sys
 from conflux import formats
 from conflux.cli._output import count, open_engine, print_json, require
 from conflux.cli._progress import Progress
-from conflux.transfer import export_state
 
 
 def add_parser(sub):
@@ -36,6 +35,8 @@ def add_parser(sub):
 
 
 def run(args):
+    from conflux.transfer import export_state
+
     engine = open_engine(args)
     to_stdout = args.output == "-"
     require(not (to_stdout and args.json), "--json reports on files written: give --output DIR")

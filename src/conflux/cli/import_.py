@@ -6,7 +6,6 @@ from conflux import formats
 from conflux.cli._output import (actor_of, add_actor, add_json, count, open_engine,
                                  print_json, rules, show_value)
 from conflux.cli._progress import Progress
-from conflux.transfer import import_tree
 
 
 def add_parser(sub):
@@ -61,6 +60,8 @@ def add_parser(sub):
 
 
 def run(args):
+    from conflux.transfer import import_tree
+
     engine = open_engine(args)
     actor = actor_of(args)
     access = rules(engine)

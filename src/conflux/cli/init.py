@@ -1,8 +1,5 @@
 """conflux init: create a project from a schema."""
 
-from conflux.core import Engine
-
-
 def add_parser(sub):
     p = sub.add_parser("init", help="create a project (.conflux/) from a schema",
                        description="Create .conflux/ in the project directory: the schema in "
@@ -14,6 +11,8 @@ def add_parser(sub):
 
 
 def run(args):
+    from conflux.core import Engine
+
     engine = Engine.init(args.dir, args.schema)
     envs = ", ".join(engine.schema.environments)
     print(f"initialised {engine.root} for '{engine.schema.name}' "

@@ -1,6 +1,5 @@
 """conflux keys: Ed25519 signing keys and the project's key registry (keys.json)."""
 
-import hashlib
 import os
 
 from conflux.cli._output import add_json, print_json, table
@@ -61,6 +60,8 @@ def _show(key) -> dict:
 
 
 def generate(args):
+    import hashlib
+
     from nacl.signing import SigningKey
 
     from conflux.actors import Actor

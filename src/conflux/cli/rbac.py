@@ -4,10 +4,8 @@ import os
 
 from conflux.actors import Actor
 from conflux.cli._output import add_json, print_json, table
-from conflux.core.engine import CONFLUX_DIR
 from conflux.errors import InputError
 from conflux.rbac import ACTIONS, RBAC_FILE, Rbac, parse_target
-from conflux.schema import load_schema
 
 
 def add_parser(sub):
@@ -71,6 +69,9 @@ def _add_file(parser):
 
 
 def _project_schema(args):
+    from conflux.core.engine import CONFLUX_DIR
+    from conflux.schema import load_schema
+
     path = os.path.join(args.dir, CONFLUX_DIR, "schema.toml")
     return load_schema(path) if os.path.exists(path) else None
 
@@ -78,6 +79,8 @@ def _project_schema(args):
 def _load(args, path=None, *, missing_ok=True):
     """The rules and the project's schema (if any). Only the project's own rbac.toml may be
     missing (everything allowed); a FILE named on the command line must exist."""
+    from conflux.core.engine import CONFLUX_DIR
+
     schema = _project_schema(args)
     if path:
         missing_ok = False

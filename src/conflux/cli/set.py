@@ -1,7 +1,6 @@
 """conflux set: one operation on one field."""
 
 import os
-import uuid
 
 from conflux.cli._output import (actor_of, add_actor, add_json, open_engine, parse_value,
                                  print_json, require, rules, show_value)
@@ -87,6 +86,8 @@ def run(args):
 def _sign(engine, op: dict, actor, key_file: str) -> None:
     """Complete the operation with what its signature covers (op id, HLC, environment, and
     for a review field the base it supersedes), then sign it (``conflux.signing``)."""
+    import uuid
+
     from conflux.errors import InputError
     from conflux.signing import load_private_key, public_key_text, sign_op
 

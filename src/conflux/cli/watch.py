@@ -6,9 +6,6 @@ import json
 import os
 import sys
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 
 from conflux.cli._output import add_json, open_engine
 from conflux.errors import ConfluxError, InputError
@@ -65,6 +62,10 @@ def _local(args, deadline):
 
 
 def _remote(args, deadline):
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
     params = {k: v for k, v in (("entity", args.entity), ("env", args.env)) if v}
     last = args.after
     if last is not None:
