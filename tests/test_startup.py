@@ -158,7 +158,7 @@ def test_every_help_is_the_whole_trees(capsys, monkeypatch, path):
 
 @pytest.mark.parametrize("argv", [
     ["get"], ["get", "--bogus", "route.a"], ["set", "route.a"], ["log", "--limit", "x"],
-    ["rbac"], ["rbac", "check", "a"], ["milestone", "nope"], ["--dir"], ["gte", "route.a"],
+    ["rbac"], ["rbac", "check", "a", "b", "c", "d"], ["milestone", "nope"], ["--dir"], ["gte", "route.a"],
     ["--dir", "p", "diff", "--format", "yaml"], ["-h", "get"], ["--version", "get"],
 ])
 def test_usage_errors_are_the_whole_trees(capsys, argv):
