@@ -85,6 +85,7 @@ OP_NAMES = {v: k for k, v in OP_TYPES.items()}
 
 F_ABSENT = 1
 F_OVERRIDE = 2
+F_CUTOFF = 4
 
 NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
 

@@ -101,8 +101,8 @@ def value_of(core, rec, d=0):
 
 
 def test_the_twins_export_the_same_names():
-    names = set(_core_py.__all__) | {"F_ABSENT", "F_OVERRIDE", "NUM_NONE", "NUM_INT",
-                                     "NUM_FLOAT"}
+    names = set(_core_py.__all__) | {"F_ABSENT", "F_OVERRIDE", "F_CUTOFF", "NUM_NONE",
+                                     "NUM_INT", "NUM_FLOAT"}
     assert _core_c.__all__ == _core_py.__all__
     for name in names:
         assert hasattr(_core_c, name), name
@@ -355,6 +355,33 @@ def test_max_unset_is_a_cutoff_on_the_maximum(core):
     rec = core.merge_op(rec, reset)
     assert reset.epoch == 25
     assert value_of(core, apply(core, rec, num(core, P.MAX, "d", 30, 2))) == 2
+
+
+def test_max_unset_record_layout(core):
+    rec = core.merge_op(None, unset(core, P.MAX, "u", 20, actor="a"))
+    assert rec == struct.pack("<BBBBBBHQQ8sQ", 1, P.MAX, P.F_ABSENT | P.F_CUTOFF, 0, 1, 1, 0,
+                              0, 20, bytes(8), 20) + b"au"
+    rec = core.merge_op(rec, num(core, P.MAX, "w", 30, 7, actor="b"))
+    assert rec == struct.pack("<BBBBBBHQQqQ", 1, P.MAX, P.F_CUTOFF, P.NUM_INT, 1, 1, 0, 0, 30,
+                              7, 20) + b"bw" + packed(7)
+    # compaction drops the cutoff once it is stable and below the value
+    assert core.compact_record(rec, 25, 0) == core.merge_op(None, num(core, P.MAX, "w", 30, 7,
+                                                                      actor="b"))
+
+
+def test_records_written_before_the_cutoff_flag_read_as_before(core):
+    # an unset of a max register as the previous release wrote it: ABSENT, epoch = its hlc
+    old = struct.pack("<BBBBBBHQQ8s", 1, P.MAX, P.F_ABSENT, 0, 1, 1, 0, 20, 20, bytes(8))
+    old += b"au"
+    assert core.resolve_record(old, 0) == (False, None, None)
+    w = num(core, P.MAX, "w", 30, 2)
+    rec = core.merge_op(old, w)
+    assert w.epoch == 20 and value_of(core, rec) == 2
+    # a write the previous release bound into a delete's epoch (50), though stamped before it
+    stale = struct.pack("<BBBBBBHQQ8s", 1, P.LWW, 0, 0, 1, 1, 0, 50, 40, bytes(8))
+    stale += b"as" + packed("v")
+    assert value_of(core, stale, d=0) == "v"
+    assert value_of(core, stale, d=50) is None  # a delete orders by hlc now
 
 
 def test_base_precondition(core):
