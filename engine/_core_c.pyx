@@ -725,7 +725,15 @@ cdef object merge_register(object rec, Op op):
         v_keep = bytes_of(op.vbytes, &cand.val, &cand.vlen)
     if rec is None:
         return reg_pack(&cand)
-    return reg_join(rec, &cur, &cand, None)
+    # PERF: reg_join inlined; a write carries no cutoff, so the common case is two compares
+    if reg_ge(&cur, &cand):
+        if cand.cutoff > cur.cutoff and _reg_wide(cur.kind):
+            cur.cutoff = cand.cutoff
+            return reg_pack(&cur)
+        return rec
+    if cur.cutoff > cand.cutoff and _reg_wide(cur.kind):
+        cand.cutoff = cur.cutoff
+    return reg_pack(&cand)
 
 
 cdef object merge_entity(object rec, Op op):
