@@ -29,13 +29,19 @@ duplicates, hold the same bytes:
 * ``lww``: an unset is a write of no value, ordered with the writes by (epoch, hlc, actor,
   op id) (``_merge_register``).
 * ``review``: an unset is a candidate of no value, superseding its ``base`` like a write.
+  Order-independent across stores when the client sends ``base`` (signed review writes
+  must); without it the base is bound to the candidates the accepting store holds.
 * ``max``/``min``: the register keeps the greatest (least) number ever written and the hlc
   of the latest unset; the value is read when stamped after that unset and after the
   delete marker, so after an unset or a delete the field has no value until a write reaches
   the old extreme (or an override opens an epoch). See ``_merge_register`` for why.
 * ``set``: an unset removes every element the accepting store holds, observing their live
-  tags (a concurrent add survives it); what it removes depends on what that store had
-  applied, as for a ``remove_elements`` without ``observed``. ``grow``: no unset.
+  tags (a concurrent add survives it). This one is not order-independent across stores: it
+  kills exactly the add tags live at the accepting store when it arrives, so a store that
+  had not yet applied an add, or that applies the unset before an add stamped earlier,
+  keeps that element. (Replaying the log converges: the observed tags are logged.) A client
+  that needs the same result everywhere sends ``remove_elements`` naming what it observed.
+  ``grow``: no unset (refused).
 
 Override epochs are the one arrival-ordered rule: an ``--override`` write opens an epoch
 bound at accept and beats every write the accepting store had, and writes accepted later

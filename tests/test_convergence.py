@@ -253,7 +253,7 @@ def _stamped(ops, origin_ms):
             for (ms, counter), who, op in ops]
 
 
-@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ops=client_stamped_ops(), seed=st.integers(0, 2 ** 32 - 1))
 def test_independent_stores_fed_client_stamped_ops_agree(ops, seed):
     import time
@@ -283,6 +283,12 @@ def test_independent_stores_fed_client_stamped_ops_agree(ops, seed):
                 expected = model.resolve_state(stores[0].schema, logged, env)
                 for store in stores:
                     assert store.state(env) == expected, env
+            # compaction past every op keeps what is read
+            before = {env: stores[0].state(env) for env in ENVS}
+            horizon = stores[0].core.hlc_parse(stores[0].status()["clock"]) + 1
+            for store in stores[:2]:
+                store.compact(horizon)
+                assert {env: store.state(env) for env in ENVS} == before
         finally:
             for store in stores:
                 store.close()
