@@ -627,7 +627,6 @@ cdef object reg_join(object a_rec, Reg* a, Reg* b, object b_rec):
     """``_core_py._join_register`` of ``a`` (its bytes ``a_rec``) and ``b`` (its bytes
     ``b_rec``, or None to pack it if it wins): the greater, with the greater cutoff for
     max/min."""
-    cdef uint64_t c
     if reg_ge(a, b):
         if _reg_wide(a.kind) and b.cutoff > a.cutoff:
             a.cutoff = b.cutoff
