@@ -12,11 +12,11 @@ Cases (each a packed record and a few thousand distinct, unbound operations on i
 ``max``        max register, ints; half win, half lose, like ``lww``
 ``orset add``  observed-remove set of 16 elements, each op adds one element
 
-Each round re-arms the ops (``bound = False``, outside the timing) and calls the kernel on
-every op through ``map`` so the interpreter's loop costs as little as possible for both
-twins; the garbage collector is off while timing (as ``timeit`` does) and the best round
-counts (a compiled round lasts about a millisecond, so it gets more rounds to dodge noise
-from other processes). Results are printed and written to ``bench/results/kernel.json``.
+Each round re-arms the ops (``bound = False``, ``observed = None``, outside the timing) and
+calls the kernel on every op through ``map`` so the interpreter's loop costs as little as
+possible for both twins; the garbage collector is off while timing (as ``timeit`` does) and
+the best round counts (a compiled round lasts about a millisecond, so it gets more rounds to
+dodge noise from other processes). Results are printed and written to ``bench/results/kernel.json``.
 
     PYTHONPATH=. python bench/kernel.py [--ops N] [--rounds R]
 """
@@ -96,6 +96,7 @@ def _measure(core, seed, descs, rounds):
         for _ in range(rounds):
             for op in ops:
                 op.bound = False
+                op.observed = None  # bound at the last round: now it would be a client's
             t0 = time.perf_counter()
             collections.deque(map(merge, itertools.repeat(rec, len(ops)), ops), maxlen=0)
             best = min(best, time.perf_counter() - t0)

@@ -33,6 +33,7 @@ cdef enum:
 cdef enum:
     FL_ABSENT = 1
     FL_OVERRIDE = 2
+    FL_CUTOFF = 4            # max/min: a u64 cutoff (the latest unset's hlc) follows the header
 
 cdef enum:
     TAG_NONE = 0
@@ -85,6 +86,7 @@ ctypedef struct Reg:
     int tag
     uint64_t epoch
     uint64_t hlc
+    uint64_t cutoff          # 0 unless FL_CUTOFF
     int64_t inum
     double fnum
     const uchar* actor

@@ -85,6 +85,7 @@ OP_NAMES = {v: k for k, v in OP_TYPES.items()}
 
 F_ABSENT = 1
 F_OVERRIDE = 2
+F_CUTOFF = 4
 
 NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
 
@@ -468,7 +469,7 @@ cdef inline Op _as_op(object o):
 # Registers: lww, max, min, and the entity delete marker.
 
 cdef int reg_load(Reg* r, const uchar* p, Py_ssize_t n) except -1:
-    cdef Py_ssize_t alen, olen
+    cdef Py_ssize_t alen, olen, pos = REG_HEAD
     need(0, REG_HEAD, n)
     r.kind = p[1]
     r.flags = p[2]
@@ -483,9 +484,14 @@ cdef int reg_load(Reg* r, const uchar* p, Py_ssize_t n) except -1:
         r.inum = <int64_t>ld64(p + 24)
     elif r.tag == TAG_FLOAT:
         r.fnum = ldf64(p + 24)
-    take(p, n, REG_HEAD, alen, &r.actor, &r.alen)
-    take(p, n, REG_HEAD + alen, olen, &r.oid, &r.olen)
-    take(p, n, REG_HEAD + alen + olen, n, &r.val, &r.vlen)
+    r.cutoff = 0
+    if r.flags & FL_CUTOFF:
+        need(REG_HEAD, 8, n)
+        r.cutoff = ld64(p + REG_HEAD)
+        pos = REG_HEAD + 8
+    take(p, n, pos, alen, &r.actor, &r.alen)
+    take(p, n, pos + alen, olen, &r.oid, &r.olen)
+    take(p, n, pos + alen + olen, n, &r.val, &r.vlen)
     return 0
 
 
@@ -578,12 +584,12 @@ cdef int reg_ge(const Reg* a, const Reg* b) except -1:
 
 
 cdef object reg_pack(const Reg* r):
-    cdef Py_ssize_t n = REG_HEAD + r.alen + r.olen + r.vlen
+    cdef Py_ssize_t n = REG_HEAD + (8 if r.cutoff else 0) + r.alen + r.olen + r.vlen
     cdef object out = PyBytes_FromStringAndSize(NULL, n)
     cdef uchar* w = <uchar*>PyBytes_AS_STRING(out)
     w[0] = VERSION
     w[1] = <uchar>r.kind
-    w[2] = <uchar>r.flags
+    w[2] = <uchar>((r.flags | FL_CUTOFF) if r.cutoff else (r.flags & ~FL_CUTOFF))
     w[3] = <uchar>r.tag
     w[4] = <uchar>r.alen
     w[5] = <uchar>r.olen
@@ -598,6 +604,9 @@ cdef object reg_pack(const Reg* r):
     else:
         memset(w + 24, 0, 8)
     w += REG_HEAD
+    if r.cutoff:
+        st64(w, r.cutoff)
+        w += 8
     if r.alen:
         memcpy(w, r.actor, r.alen)
     w += r.alen
@@ -607,6 +616,26 @@ cdef object reg_pack(const Reg* r):
     if r.vlen:
         memcpy(w, r.val, r.vlen)
     return out
+
+
+cdef inline bint reg_visible(const Reg* r, uint64_t d) noexcept nogil:
+    """``_core_py._register_visible``: a value stamped after the cutoff and the marker."""
+    return (r.flags & FL_ABSENT) == 0 and r.hlc > r.cutoff and r.hlc > d
+
+
+cdef object reg_join(object a_rec, Reg* a, Reg* b, object b_rec):
+    """``_core_py._join_register`` of ``a`` (its bytes ``a_rec``) and ``b`` (its bytes
+    ``b_rec``, or None to pack it if it wins): the greater, with the greater cutoff for
+    max/min."""
+    if reg_ge(a, b):
+        if _reg_wide(a.kind) and b.cutoff > a.cutoff:
+            a.cutoff = b.cutoff
+            return reg_pack(a)
+        return a_rec
+    if _reg_wide(a.kind) and a.cutoff > b.cutoff:
+        b.cutoff = a.cutoff
+        return reg_pack(b)
+    return b_rec if b_rec is not None else reg_pack(b)
 
 
 cdef int64_t _i64_of(object v) except? -1:
@@ -653,12 +682,12 @@ cdef object merge_register(object rec, Op op):
         buf = _buffer(rec)
         reg_load(&cur, bptr(buf), PyBytes_GET_SIZE(buf))
         cur_epoch = cur.epoch
-        visible = (cur.flags & FL_ABSENT) == 0 and cur.epoch >= d
+        visible = reg_visible(&cur, d)
     if not op.bound:
         if op.base is not None:
             _check_base(op, new_bytes(cur.oid, cur.olen) if visible else None)
-        e = cur_epoch if cur_epoch > d else d
-        if (op.type == T_UNSET_FIELD or op.override) and op.hlc > e:
+        e = cur_epoch
+        if op.override and op.hlc > e:
             e = op.hlc
         op.epoch = e
         op.bound = True
@@ -670,6 +699,7 @@ cdef object merge_register(object rec, Op op):
     cand.kind = op.kind
     cand.epoch = op.epoch
     cand.hlc = op.hlc
+    cand.cutoff = 0
     cand.inum = 0
     cand.fnum = 0.0
     if op.type == T_UNSET_FIELD:
@@ -677,6 +707,8 @@ cdef object merge_register(object rec, Op op):
         cand.tag = TAG_NONE
         cand.val = _EMPTY
         cand.vlen = 0
+        if cand.kind != K_LWW:
+            cand.cutoff = op.hlc  # a max/min unset raises the cutoff (see the reference)
     else:
         cand.flags = FL_OVERRIDE if op.override else 0
         cand.tag = op.num_tag
@@ -690,8 +722,16 @@ cdef object merge_register(object rec, Op op):
         _ubyte_error()
     if op.type != T_UNSET_FIELD:
         v_keep = bytes_of(op.vbytes, &cand.val, &cand.vlen)
-    if rec is not None and reg_ge(&cur, &cand):
+    if rec is None:
+        return reg_pack(&cand)
+    # PERF: reg_join inlined; a write carries no cutoff, so the common case is two compares
+    if reg_ge(&cur, &cand):
+        if cand.cutoff > cur.cutoff and _reg_wide(cur.kind):
+            cur.cutoff = cand.cutoff
+            return reg_pack(&cur)
         return rec
+    if cur.cutoff > cand.cutoff and _reg_wide(cur.kind):
+        cand.cutoff = cur.cutoff
     return reg_pack(&cand)
 
 
@@ -709,6 +749,7 @@ cdef object merge_entity(object rec, Op op):
     cand.flags = FL_ABSENT
     cand.tag = TAG_NONE
     cand.epoch = 0
+    cand.cutoff = 0
     cand.hlc = op.hlc
     cand.inum = 0
     cand.fnum = 0.0
@@ -1063,10 +1104,10 @@ cdef object review_encode(RCand* cands, Py_ssize_t ncand, STag* tombs, Py_ssize_
 
 
 cdef Py_ssize_t review_best(const RCand* c, Py_ssize_t n, uint64_t d) noexcept nogil:
-    """The effective candidate: the greatest (epoch, hlc, actor, op id) with epoch >= d."""
+    """The effective candidate: the greatest (epoch, hlc, actor, op id) stamped after d."""
     cdef Py_ssize_t i, best = -1
     for i in range(n):
-        if c[i].epoch < d:
+        if c[i].hlc <= d:
             continue
         if best < 0 or _cmp_cand_order(&c[i], &c[best]) > 0:
             best = i
@@ -1127,7 +1168,7 @@ cdef object merge_review(object rec, Op op):
             if op.base is None:
                 op.base = sorted([utf8_str(r.cands[i].oid, r.cands[i].olen)
                                   for i in range(r.ncand)])
-            op.epoch = (op.hlc if op.hlc > d else d) if op.override else d
+            op.epoch = op.hlc if op.override else 0
             op.bound = True
         best = review_best(r.cands, r.ncand, d)
         if best >= 0 and not (r.cands[best].flags & FL_ABSENT):
@@ -1484,16 +1525,13 @@ cdef inline bint _same_oid(const STag* t, const uchar* oid, Py_ssize_t olen) noe
 cdef object _bind_observed(const OrSet* s, object ebytes, object supplied, const uchar* own,
                            Py_ssize_t ownlen):
     """``_core_py._bind_observed``: per element of ``ebytes``, its live tags in this record
-    (sorted), never ``own`` (an add's own tag; NULL for other ops); a ``supplied`` list per
-    element is cut down to those tags."""
+    (sorted), never ``own`` (an add's own tag; NULL for other ops); or, from a ``supplied``
+    list per element, its plain tags and those of its sequenced tags live here."""
     cdef list out = []
-    cdef list row, wanted
-    cdef Py_ssize_t i, k, m, nw
+    cdef list row
+    cdef Py_ssize_t k, m
+    cdef uint64_t sq
     cdef const STag* t
-    cdef const uchar* wp_small[8]
-    cdef Py_ssize_t wn_small[8]
-    cdef const uchar** wp = wp_small
-    cdef Py_ssize_t* wn = wn_small
     cdef const SElem* e
     if supplied is None:
         # PERF: the common case (every add, most removes) without the reference's zip
@@ -1509,48 +1547,36 @@ cdef object _bind_observed(const OrSet* s, object ebytes, object supplied, const
                         row.append(utf8_str(t.oid, t.olen))
             out.append(row)
         return out
-    try:
-        for x, names in zip(ebytes, supplied):
-            k = _find_op_elem(s, x)
-            row = []
-            if names is None:
-                if k >= 0:
-                    e = &s.elems[k]
-                    for m in range(e.nlive):
-                        t = &s.tags[e.live0 + m]
-                        if not _same_oid(t, own, ownlen):
-                            row.append(utf8_str(t.oid, t.olen))
-            else:
-                wanted = list(names)
-                nw = len(wanted)
-                if wp != wp_small:
-                    PyMem_Free(wp)
-                    PyMem_Free(wn)
-                    wp = wp_small
-                    wn = wn_small
-                if nw > 8:
-                    wp = NULL
-                    wn = NULL
-                    wp = <const uchar**>_alloc(nw, sizeof(uchar*))
-                    wn = <Py_ssize_t*>_alloc(nw, sizeof(Py_ssize_t))
-                for i in range(nw):
-                    wanted[i] = utf8_of(wanted[i], &wp[i], &wn[i])
-                if k >= 0:
-                    e = &s.elems[k]
-                    for m in range(e.nlive):
-                        t = &s.tags[e.live0 + m]
-                        if _same_oid(t, own, ownlen):
-                            continue
-                        for i in range(nw):
-                            if t.olen == wn[i] and memcmp(t.oid, wp[i], <size_t>wn[i]) == 0:
-                                row.append(utf8_str(t.oid, t.olen))
-                                break
-            out.append(row)
-        return out
-    finally:
-        if wp != wp_small:
-            PyMem_Free(wp)
-            PyMem_Free(wn)
+    for x, names in zip(ebytes, supplied):
+        k = _find_op_elem(s, x)
+        row = []
+        if names is None:
+            if k >= 0:
+                e = &s.elems[k]
+                for m in range(e.nlive):
+                    t = &s.tags[e.live0 + m]
+                    if not _same_oid(t, own, ownlen):
+                        row.append(utf8_str(t.oid, t.olen))
+        else:
+            # A client's list: its plain tags as named, its sequenced ones if live here
+            # (see the reference). Rare, so plain Python.
+            live = set()
+            if k >= 0:
+                e = &s.elems[k]
+                for m in range(e.nlive):
+                    t = &s.tags[e.live0 + m]
+                    live.add(new_bytes(t.oid, t.olen))
+            seen = set()
+            for name in names:
+                tb = name.encode()
+                if own != NULL and PyBytes_GET_SIZE(tb) == ownlen and \
+                        memcmp(bptr(tb), own, <size_t>ownlen) == 0:
+                    continue
+                if tb in live or not tag_sequenced(bptr(tb), PyBytes_GET_SIZE(tb), &sq):
+                    seen.add(tb)
+            row = [y.decode() for y in sorted(seen)]
+        out.append(row)
+    return out
 
 
 cdef object merge_orset(object rec, Op op):
@@ -1570,7 +1596,6 @@ cdef object merge_orset(object rec, Op op):
     cdef Py_ssize_t count = 0
     cdef bint found, adding, fresh = False
     cdef int c
-    cdef uint64_t d = op.entity_epoch
     cdef uint64_t sq
     cdef SElem* e
     cdef STag* t
@@ -1587,15 +1612,16 @@ cdef object merge_orset(object rec, Op op):
         adding = op.type == T_ADD_ELEMENTS
         if not op.bound:
             if adding:
-                op.epoch = d
+                op.epoch = 0
             elif op.type == T_UNSET_FIELD:
                 eb = [new_bytes(s.elems[i].p, s.elems[i].n) for i in range(s.nelem)
                       if s.elems[i].nlive]
                 op.ebytes = eb
                 op.elements = [_unpackb(x) for x in eb]
-            fresh = adding or op.observed is None
-            if adding:  # an add's context is always this record's (see the reference)
-                op.observed = _bind_observed(&s, op.ebytes, None, tag, taglen)
+                op.observed = None
+            fresh = op.observed is None
+            if adding:
+                op.observed = _bind_observed(&s, op.ebytes, op.observed, tag, taglen)
             else:
                 op.observed = _bind_observed(&s, op.ebytes, op.observed, NULL, 0)
             op.bound = True
@@ -1937,7 +1963,7 @@ cdef object merge_grow(object rec, Op op):
             buf = _buffer(rec)
             grow_load(&g, bptr(buf), PyBytes_GET_SIZE(buf))
         if not op.bound:
-            op.epoch = op.entity_epoch
+            op.epoch = 0
             op.bound = True
         op.prev = None
         o_keep = utf8_of(op.op_id, &oid, &olen)
@@ -2055,7 +2081,7 @@ def join(a, b):
     if kind == K_LWW or kind == K_MAX or kind == K_MIN or kind == K_ENTITY:
         reg_load(&ra, bptr(ba), PyBytes_GET_SIZE(ba))
         reg_load(&rb, bptr(bb), PyBytes_GET_SIZE(bb))
-        return a if reg_ge(&ra, &rb) else b
+        return reg_join(a, &ra, &rb, b)
     if kind == K_REVIEW:
         memset(&va, 0, sizeof(Review))
         memset(&vb, 0, sizeof(Review))
@@ -2105,7 +2131,7 @@ def resolve_record(rec, uint64_t d):
     buf = _buffer(rec)
     if kind == K_LWW or kind == K_MAX or kind == K_MIN or kind == K_ENTITY:
         reg_load(&r, bptr(buf), PyBytes_GET_SIZE(buf))
-        if r.flags & FL_ABSENT or r.epoch < d:
+        if not reg_visible(&r, d):
             return False, None, None
         return True, new_bytes(r.val, r.vlen), (r.hlc, utf8_str(r.actor, r.alen),
                                                 utf8_str(r.oid, r.olen),
@@ -2133,7 +2159,7 @@ def resolve_record(rec, uint64_t d):
                 top = -1
                 for k in range(e.nlive):
                     t = &s.tags[e.live0 + k]
-                    if t.epoch < d:
+                    if t.hlc <= d:
                         continue
                     if top < 0 or _hlc_oid_cmp(t, &s.tags[e.live0 + top]) > 0:
                         top = k
@@ -2154,7 +2180,7 @@ def resolve_record(rec, uint64_t d):
             grow_load(&g, bptr(buf), PyBytes_GET_SIZE(buf))
             out = []
             for i in range(g.nelem):
-                if g.elems[i].epoch < d:
+                if g.elems[i].hlc <= d:
                     continue
                 out.append(new_bytes(g.elems[i].p, g.elems[i].n))
                 if gl == NULL or g.elems[i].hlc > gl.hlc or (
@@ -2191,7 +2217,7 @@ def review_candidates(rec, uint64_t d):
         out = []
         for i in range(v.ncand):
             c = &v.cands[i]
-            if c.epoch >= d:
+            if c.hlc > d:
                 out.append((c.hlc, utf8_str(c.actor, c.alen), utf8_str(c.oid, c.olen),
                             not (c.flags & FL_ABSENT), new_bytes(c.val, c.vlen)))
         return out
@@ -2217,8 +2243,13 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
     buf = _buffer(rec)
     if kind == K_LWW or kind == K_MAX or kind == K_MIN:
         reg_load(&r, bptr(buf), PyBytes_GET_SIZE(buf))
-        if (r.flags & FL_ABSENT and r.hlc < horizon) or r.epoch < hidden_below:
+        if r.flags & FL_ABSENT and r.hlc < horizon:
             return None
+        if kind == K_LWW:
+            return None if r.hlc <= hidden_below else rec
+        if r.cutoff and r.cutoff < horizon and r.hlc > r.cutoff:
+            r.cutoff = 0
+            return reg_pack(&r)
         return rec
     if kind == K_ENTITY:
         return rec  # the engine drops markers once nothing behind them is left
@@ -2228,7 +2259,7 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
             review_load(&v, bptr(buf), PyBytes_GET_SIZE(buf))
             nc = 0
             for i in range(v.ncand):
-                if v.cands[i].epoch >= hidden_below:
+                if v.cands[i].hlc > hidden_below:
                     v.cands[nc] = v.cands[i]
                     nc += 1
             nt = 0
@@ -2253,7 +2284,7 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
                 e = &s.elems[i]
                 nl = 0
                 for k in range(e.nlive):
-                    if s.tags[e.live0 + k].epoch >= hidden_below:
+                    if s.tags[e.live0 + k].hlc > hidden_below:
                         live[nl] = s.tags[e.live0 + k]
                         nl += 1
                 nt = 0
@@ -2282,7 +2313,7 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
             grow_load(&g, bptr(buf), PyBytes_GET_SIZE(buf))
             nc = 0
             for i in range(g.nelem):
-                if g.elems[i].epoch >= hidden_below:
+                if g.elems[i].hlc > hidden_below:
                     g.elems[nc] = g.elems[i]
                     nc += 1
             return grow_encode(g.elems, nc) if nc else None

@@ -16,7 +16,36 @@ elements it observed, a ``review`` write supersedes exactly the candidates named
 ``base``, an ordinary write competes in the override epoch it was written in. That context is
 *bound* once, when the operation is accepted (``op.bound`` becomes true), and stored with it in
 the op log, so replaying the log anywhere reaches the same state. A client may name what a
-remove observed; binding keeps only the tags live at the accepting store (``_bind_observed``).
+remove or an add observed (``_bind_observed``) and what a review write supersedes (``base``).
+
+Unset and delete are ordered by their HLC, not by when they arrive, so independent stores fed
+the same client-stamped operations (their own ``hlc`` and ``op_id``) in any order, with
+duplicates, hold the same bytes:
+
+* ``delete_entity`` is the entity's lww tombstone: its marker keeps the latest delete, and
+  every field reads only what was stamped after the marker's hlc (a delete wins an hlc tie).
+  A write stamped later revives the entity whenever it arrives; one stamped earlier stays
+  hidden. In an overlay, a marker also stops inheritance from the parent.
+* ``lww``: an unset is a write of no value, ordered with the writes by (epoch, hlc, actor,
+  op id) (``_merge_register``).
+* ``review``: an unset is a candidate of no value, superseding its ``base`` like a write.
+  Order-independent across stores when the client sends ``base`` (signed review writes
+  must); without it the base is bound to the candidates the accepting store holds.
+* ``max``/``min``: the register keeps the greatest (least) number ever written and the hlc
+  of the latest unset; the value is read when stamped after that unset and after the
+  delete marker, so after an unset or a delete the field has no value until a write reaches
+  the old extreme (or an override opens an epoch). See ``_merge_register`` for why.
+* ``set``: an unset removes every element the accepting store holds, observing their live
+  tags (a concurrent add survives it). This one is not order-independent across stores: it
+  kills exactly the add tags live at the accepting store when it arrives, so a store that
+  had not yet applied an add, or that applies the unset before an add stamped earlier,
+  keeps that element. (Replaying the log converges: the observed tags are logged.) A client
+  that needs the same result everywhere sends ``remove_elements`` naming what it observed.
+  ``grow``: no unset (refused).
+
+Override epochs are the one arrival-ordered rule: an ``--override`` write opens an epoch
+bound at accept and beats every write the accepting store had, and writes accepted later
+compete in it. Without overrides every epoch is 0.
 """
 
 from __future__ import annotations
@@ -57,6 +86,7 @@ OP_NAMES = {v: k for k, v in OP_TYPES.items()}
 # Register flags.
 F_ABSENT = 1     # the winner is an unset (or the entity marker): no value
 F_OVERRIDE = 2   # the winner was written with override=true
+F_CUTOFF = 4     # max/min: a u64 cutoff (the latest unset's hlc) follows the header
 
 NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
 
@@ -70,6 +100,7 @@ _TAG = struct.Struct("<QQB")            # or-set live tag: epoch, hlc, op id len
 _TOMB = struct.Struct("<QB")            # tombstone: remover's hlc, op id length
 _GROW_ELEM = struct.Struct("<IQQB")     # grow element: length, epoch, hlc, op id length
 _I64 = struct.Struct("<q")
+_U64 = struct.Struct("<Q")
 _F64 = struct.Struct("<d")
 
 # --------------------------------------------------------------------------------------------
@@ -204,40 +235,48 @@ class Op:
 # Registers: lww, max, min, and the entity delete marker.
 
 
-def _pack_register(kind, flags, epoch, hlc, actor, op_id, num_tag, num, value):
+def _pack_register(kind, flags, epoch, hlc, actor, op_id, num_tag, num, value, cutoff=0):
     if num_tag == NUM_INT:
         numb = _I64.pack(num)
     elif num_tag == NUM_FLOAT:
         numb = _F64.pack(num)
     else:
         numb = bytes(8)
-    return (_REG.pack(FORMAT_VERSION, kind, flags, num_tag, len(actor), len(op_id), 0, epoch,
-                      hlc, numb) + actor + op_id + value)
+    if cutoff:
+        flags |= F_CUTOFF
+        return (_REG.pack(FORMAT_VERSION, kind, flags, num_tag, len(actor), len(op_id), 0,
+                          epoch, hlc, numb) + _U64.pack(cutoff) + actor + op_id + value)
+    return (_REG.pack(FORMAT_VERSION, kind, flags & ~F_CUTOFF, num_tag, len(actor),
+                      len(op_id), 0, epoch, hlc, numb) + actor + op_id + value)
 
 
 def _unpack_register(rec):
-    """(kind, flags, epoch, hlc, actor, op_id, num, value bytes)."""
+    """(kind, flags, epoch, hlc, actor, op_id, num, value bytes, cutoff)."""
     _, kind, flags, tag, alen, olen, _, epoch, hlc, numb = _REG.unpack_from(rec)
-    actor = rec[32:32 + alen]
-    op_id = rec[32 + alen:32 + alen + olen]
+    pos, cutoff = 32, 0
+    if flags & F_CUTOFF:
+        cutoff = _U64.unpack_from(rec, 32)[0]
+        pos = 40
+    actor = rec[pos:pos + alen]
+    op_id = rec[pos + alen:pos + alen + olen]
     if tag == NUM_INT:
         num = _I64.unpack(numb)[0]
     elif tag == NUM_FLOAT:
         num = _F64.unpack(numb)[0]
     else:
         num = 0
-    return kind, flags, epoch, hlc, actor, op_id, num, rec[32 + alen + olen:]
+    return kind, flags, epoch, hlc, actor, op_id, num, rec[pos + alen + olen:], cutoff
 
 
 def _register_order(rec):
     """The total order registers merge by: override epoch first, then the strategy.
 
-    ``lww``: (epoch, hlc, actor, op id). ``max``: (epoch, has value, number, hlc, actor, op id);
-    ``min`` the same with the number negated. An unset opens an epoch of its own, so it wins
-    over every older epoch; within its epoch a max/min value beats it, and under lww the later
-    hlc wins.
+    ``lww`` and the entity marker: (epoch, hlc, actor, op id), an unset competing like any
+    write. ``max``: (epoch, present, number, hlc, actor, op id); ``min`` the same with the
+    number negated: within an epoch any number beats an unset, which instead raises the
+    register's cutoff (``_merge_register``).
     """
-    kind, flags, epoch, hlc, actor, op_id, num, _ = _unpack_register(rec)
+    kind, flags, epoch, hlc, actor, op_id, num, _, _ = _unpack_register(rec)
     if kind == MAX or kind == MIN:
         present = 0 if flags & F_ABSENT else 1
         if not present:
@@ -247,14 +286,51 @@ def _register_order(rec):
 
 
 def _join_register(a, b):
-    return a if _register_order(a) >= _register_order(b) else b
+    win = a if _register_order(a) >= _register_order(b) else b
+    if a[1] != MAX and a[1] != MIN:
+        return win
+    ca, cb = _unpack_register(a)[8], _unpack_register(b)[8]
+    if ca == cb or (win is a and ca > cb) or (win is b and cb > ca):
+        return win
+    kind, flags, epoch, hlc, actor, op_id, num, value, _ = _unpack_register(win)
+    return _pack_register(kind, flags, epoch, hlc, actor, op_id, win[3], num, value,
+                          max(ca, cb))
+
+
+def _register_visible(flags, hlc, cutoff, d):
+    """Whether a register's winner is read: a value stamped after the register's cutoff and
+    after the entity's delete marker ``d`` (an hlc tie goes to the unset or the delete)."""
+    return not flags & F_ABSENT and hlc > cutoff and hlc > d
 
 
 def _merge_register(rec, op):
+    """An lww, max or min register: the winner by ``_register_order``, and for max/min the
+    *cutoff*, the greatest hlc of the unsets applied to it.
+
+    Unset and delete are tombstones ordered by hlc, not by arrival:
+
+    * ``lww``: an unset is a write of no value; the register holds the last write by
+      (epoch, hlc, actor, op id), so a stale unset loses to a later-stamped write whatever
+      the order they arrive in.
+    * ``max``/``min``: the register holds the greatest (least) number ever written, and an
+      unset raises the cutoff instead of competing: the value is read only when it was
+      stamped after the cutoff (and after the entity's delete marker). A max register never
+      forgets its maximum, so after an unset or a delete the field has no value until a
+      write stamped after it reaches the old maximum (ties go to the later write), or an
+      ``--override`` opens a new epoch. Keeping the winner and one hlc makes this a join,
+      order-independent for client-stamped ops; the reading "the greatest number written
+      since the unset" would need every write that could become that value once a
+      late-stamped unset arrives (for a falling series, all of them): unbounded history.
+
+    An ``--override`` write (and an unset with override) opens an epoch, bound at accept:
+    ``max(hlc, cur_epoch)``, so it beats every write the accepting store had, and writes
+    accepted after it compete in its epoch (``cur_epoch``). Without overrides every epoch is
+    0 and the register is a pure function of the set of operations.
+    """
     d = op.entity_epoch
     if rec is not None:
-        _, flags, cur_epoch, _, _, cur_id, _, cur_value = _unpack_register(rec)
-        visible = not (flags & F_ABSENT) and cur_epoch >= d
+        _, flags, cur_epoch, cur_hlc, _, cur_id, _, cur_value, cutoff = _unpack_register(rec)
+        visible = _register_visible(flags, cur_hlc, cutoff, d)
     else:
         cur_epoch, cur_id, visible, cur_value = 0, b"", False, b""
     if not op.bound:
@@ -264,15 +340,13 @@ def _merge_register(rec, op):
                 raise PreconditionFailed(
                     f"{op.entity}.{op.field}: base {list(op.base)} does not match the current "
                     f"value's op {expected}", field=op.field)
-        if op.type == UNSET_FIELD or op.override:
-            op.epoch = max(op.hlc, cur_epoch, d)
-        else:
-            op.epoch = max(cur_epoch, d)
+        op.epoch = max(op.hlc, cur_epoch) if op.override else cur_epoch
         op.bound = True
     op.prev = cur_value if visible else None
     if op.type == UNSET_FIELD:
         cand = _pack_register(op.kind, F_ABSENT, op.epoch, op.hlc, op.actor.encode(),
-                              op.op_id.encode(), NUM_NONE, 0, b"")
+                              op.op_id.encode(), NUM_NONE, 0, b"",
+                              op.hlc if op.kind != LWW else 0)
     else:
         cand = _pack_register(op.kind, F_OVERRIDE if op.override else 0, op.epoch, op.hlc,
                               op.actor.encode(), op.op_id.encode(), op.num_tag,
@@ -281,6 +355,9 @@ def _merge_register(rec, op):
 
 
 def _merge_entity(rec, op):
+    """A delete is the entity's lww tombstone: the marker keeps the latest delete by (hlc,
+    actor, op id), and every field reads only what was stamped after its hlc. A write stamped
+    later revives the entity, whenever it arrives; one stamped earlier stays hidden."""
     op.bound = True
     op.prev = None
     cand = _pack_register(ENTITY, F_ABSENT, 0, op.hlc, op.actor.encode(), op.op_id.encode(),
@@ -344,10 +421,11 @@ def _join_review_parts(cands, tombs, cands2, tombs2):
 
 
 def _review_winner(cands, d):
-    """The effective candidate: the LWW winner among the visible ones."""
+    """The effective candidate: the LWW winner among the visible ones (stamped after the
+    entity's delete marker ``d``)."""
     best = None
     for op_id, (epoch, hlc, actor, flags, value) in cands.items():
-        if epoch < d:
+        if hlc <= d:
             continue
         order = (epoch, hlc, actor, op_id)
         if best is None or order > best[0]:
@@ -356,12 +434,17 @@ def _review_winner(cands, d):
 
 
 def _merge_review(rec, op):
+    """A review write (or unset: a candidate of no value) supersedes the candidates named in
+    its ``base`` (bound at accept to every candidate the store holds unless the client sent
+    one) and becomes a candidate. The effective one is the last by (epoch, hlc, actor, op
+    id) among those stamped after the entity's delete marker; an unset is an lww tombstone
+    like any other candidate. Its epoch is its hlc with ``--override``, else 0."""
     cands, tombs = _decode_review(rec)
     d = op.entity_epoch
     if not op.bound:
         if op.base is None:
             op.base = sorted(i.decode() for i in cands)
-        op.epoch = max(op.hlc, d) if op.override else d
+        op.epoch = op.hlc if op.override else 0
         op.bound = True
     best = _review_winner(cands, d)
     op.prev = best[2] if best is not None and not best[1] & F_ABSENT else None
@@ -492,46 +575,56 @@ def _encode_orset(elems):
 
 
 def _bind_observed(elems, ebytes, supplied, own):
-    """What an op observed, per element of ``ebytes``: the element's live tags in this
-    record (the origin's), sorted; none of an element the record does not have.
+    """What an op observed, per element of ``ebytes``, sorted: without a client's list, the
+    element's live tags in this record (the origin's); none of an element it does not have.
 
-    A client-supplied list (``supplied``, one list per element) is cut down to the tags live
-    here: a client cannot kill what the accepting store does not hold (a crafted id such as
+    A client-supplied list (``supplied``, one list per element, for a remove or an add) keeps
+    its *plain* tags as named, live here or not, so that an op naming an add it saw kills
+    that add whether it arrives before or after it: the same client ops give the same record
+    in any order. Its *sequenced* tags are cut down to the tags live here: a client cannot
+    kill what the accepting store does not hold (a crafted id such as
     ``deadbeef-ffffffffffff`` would otherwise raise that node's watermark and kill its future
-    adds for good). ``own``, an add's own tag, is never observed: an op cannot see itself.
+    adds for good), while a plain tombstone kills one op id and nothing else. ``own``, an
+    add's own tag, is never observed: an op cannot see itself.
     """
     out = []
     for elem, names in zip(ebytes, [None] * len(ebytes) if supplied is None else supplied):
         live = elems[elem][0] if elem in elems else {}
         if names is None:
-            seen = [t for t in live if t != own]
+            seen = {t for t in live if t != own}
         else:
-            wanted = {t.encode() for t in names}
-            seen = [t for t in live if t != own and t in wanted]
+            seen = set()
+            for name in names:
+                t = name.encode()
+                if t != own and (t in live or _sequenced(t) is None):
+                    seen.add(t)
         out.append([t.decode() for t in sorted(seen)])
     return out
 
 
 def _merge_orset(rec, op):
-    """Bind (at the origin: the add's epoch; an unset's elements, every element with a live
-    tag; every op's ``observed``, see ``_bind_observed``), then kill what the op observed and,
-    for an add, add its tag to each of its elements unless that tag is dead there.
+    """Bind (at the origin: an unset's elements, every element with a live tag; every op's
+    ``observed``, see ``_bind_observed``), then kill what the op observed and, for an add,
+    add its tag to each of its elements unless that tag is dead there.
 
-    Only a remove's ``observed`` may come from the client (cut down to what is live here);
-    an add always observes every live tag of its elements, whatever it carried unbound."""
+    A remove or an add may carry the client's ``observed``; without it the op observes every
+    live tag of its elements here. An unset observes every live tag of every element here:
+    it is a remove of what the accepting store holds, so a concurrent add survives it, and
+    its effect depends on what that store had applied (a client that needs the same result
+    in any order sends ``remove_elements`` with ``observed``). Add epochs are 0: a delete of
+    the entity hides the tags stamped at or before it, by hlc (``resolve_record``)."""
     elems = _decode_orset(rec)
     op.prev = None
     tag = op.op_id.encode()
     adding = op.type == ADD_ELEMENTS
     if not op.bound:
         if adding:
-            op.epoch = op.entity_epoch
+            op.epoch = 0
         elif op.type == UNSET_FIELD:
             op.ebytes = [e for e in sorted(elems) if elems[e][0]]
             op.elements = [msgpack.unpackb(e) for e in op.ebytes]
-        # an add's context is always this record's: only a remove takes a client's list
-        op.observed = (_bind_observed(elems, op.ebytes, None, tag) if adding else
-                       _bind_observed(elems, op.ebytes, op.observed, None))
+            op.observed = None
+        op.observed = _bind_observed(elems, op.ebytes, op.observed, tag if adding else None)
         op.bound = True
     touched = []
     for elem, observed in zip(op.ebytes, op.observed or ()):
@@ -580,9 +673,12 @@ def _encode_grow(elems):
 
 
 def _merge_grow(rec, op):
+    """Each element keeps its greatest (epoch, hlc, op id); adds have epoch 0, so that is
+    its latest add, read when stamped after the entity's delete marker. A grow field cannot
+    be unset (the engine refuses it)."""
     elems = _decode_grow(rec)
     if not op.bound:
-        op.epoch = op.entity_epoch
+        op.epoch = 0
         op.bound = True
     op.prev = None
     mark = (op.epoch, op.hlc, op.op_id.encode())
@@ -673,7 +769,8 @@ def join(a, b):
 
 
 def resolve_record(rec, d):
-    """The record's own value as seen through an entity delete marker at hlc ``d``.
+    """The record's own value as seen through an entity delete marker at hlc ``d``: what was
+    stamped at or before ``d`` is hidden (a delete wins an hlc tie), whenever it arrived.
 
     Returns ``(present, value, winner)``: ``value`` is the msgpack bytes of the value (for
     sets, a list of the visible elements' msgpack bytes), ``winner`` is ``(hlc, actor, op id,
@@ -681,8 +778,8 @@ def resolve_record(rec, d):
     """
     kind = rec[1]
     if kind in (LWW, MAX, MIN, ENTITY):
-        _, flags, epoch, hlc, actor, op_id, _, value = _unpack_register(rec)
-        if flags & F_ABSENT or epoch < d:
+        _, flags, epoch, hlc, actor, op_id, _, value, cutoff = _unpack_register(rec)
+        if not _register_visible(flags, hlc, cutoff, d):
             return False, None, None
         return True, value, (hlc, actor.decode(), op_id.decode(), bool(flags & F_OVERRIDE))
     if kind == REVIEW:
@@ -694,7 +791,7 @@ def resolve_record(rec, d):
     if kind == ORSET:
         out, latest = [], None
         for elem, (live, _, _) in sorted(_decode_orset(rec).items()):
-            marks = [(hlc, op_id) for op_id, (epoch, hlc) in live.items() if epoch >= d]
+            marks = [(hlc, op_id) for op_id, (epoch, hlc) in live.items() if hlc > d]
             if marks:
                 out.append(elem)
                 top = max(marks)
@@ -706,7 +803,7 @@ def resolve_record(rec, d):
     if kind == GROW:
         out, latest = [], None
         for elem, (epoch, hlc, op_id) in sorted(_decode_grow(rec).items()):
-            if epoch >= d:
+            if hlc > d:
                 out.append(elem)
                 if latest is None or (hlc, op_id) > latest:
                     latest = (hlc, op_id)
@@ -723,16 +820,19 @@ def review_candidates(rec, d):
     out = []
     for op_id, (epoch, hlc, actor, flags, value) in sorted(
             cands.items(), key=lambda kv: (kv[1][0], kv[1][1], kv[1][2], kv[0])):
-        if epoch >= d:
+        if hlc > d:
             out.append((hlc, actor.decode(), op_id.decode(), not flags & F_ABSENT, value))
     return out
 
 
 def compact_record(rec, horizon, d):
     """Drop what is causally stable (older than ``horizon``) and cannot change the resolved
-    state any more: tombstones and or-set watermarks, unset registers, and anything hidden
-    behind an entity delete marker ``d`` older than the horizon. Returns the new record, or
-    None to delete it.
+    state any more: tombstones and or-set watermarks, unset registers, max/min cutoffs below
+    their value, and anything stamped at or before an entity delete marker ``d`` older than
+    the horizon. Returns the new record, or None to delete it.
+
+    A max/min value stays even when hidden (by its cutoff or a marker): a later write is
+    read only once it reaches that value, so dropping it would change what later ops do.
 
     NOTE: a watermark goes as a tombstone does. Every tag it kills belongs to an op its node
     stamped before the tag some op with the watermark's hlc observed, so that op is older than
@@ -741,28 +841,33 @@ def compact_record(rec, horizon, d):
     kind = rec[1]
     hidden_below = d if 0 < d < horizon else 0
     if kind in (LWW, MAX, MIN):
-        _, flags, epoch, hlc, _, _, _, _ = _unpack_register(rec)
-        if (flags & F_ABSENT and hlc < horizon) or epoch < hidden_below:
+        _, flags, epoch, hlc, actor, op_id, num, value, cutoff = _unpack_register(rec)
+        if flags & F_ABSENT and hlc < horizon:
             return None
+        if kind == LWW:
+            return None if hlc <= hidden_below else rec
+        if cutoff and cutoff < horizon and hlc > cutoff:
+            # every op still to come is stamped after the cutoff, and so is the value
+            return _pack_register(kind, flags, epoch, hlc, actor, op_id, rec[3], num, value)
         return rec
     if kind == ENTITY:
         return rec  # the engine drops markers once nothing behind them is left
     if kind == REVIEW:
         cands, tombs = _decode_review(rec)
-        cands = {i: c for i, c in cands.items() if c[0] >= hidden_below}
+        cands = {i: c for i, c in cands.items() if c[1] > hidden_below}
         tombs = {i: h for i, h in tombs.items() if h >= horizon}
         return _encode_review(cands, tombs) if cands or tombs else None
     if kind == ORSET:
         elems = {}
         for elem, (live, tombs, wms) in _decode_orset(rec).items():
-            live = {t: m for t, m in live.items() if m[0] >= hidden_below}
+            live = {t: m for t, m in live.items() if m[1] > hidden_below}
             tombs = {t: h for t, h in tombs.items() if h >= horizon}
             wms = {n: m for n, m in wms.items() if m[1] >= horizon}
             elems[elem] = (live, tombs, wms)
         out = _encode_orset(elems)
         return out if _SET_HEAD.unpack_from(out)[3] else None
     if kind == GROW:
-        elems = {e: m for e, m in _decode_grow(rec).items() if m[0] >= hidden_below}
+        elems = {e: m for e, m in _decode_grow(rec).items() if m[1] > hidden_below}
         return _encode_grow(elems) if elems else None
     raise ValueError(f"unknown record kind {kind}")
 

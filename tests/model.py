@@ -65,6 +65,8 @@ def _order(op):
 
 
 def _field(merge, ops, d):
+    """A field's value from every op that touched it, ``d`` the hlc of the latest delete of
+    the entity: whatever was stamped at or before ``d`` is hidden."""
     if merge in ("lww", "max", "min"):
         writes = [op for op in ops if op.type in (SET_FIELD, UNSET_FIELD, RESOLVE)]
         if not writes:
@@ -78,13 +80,16 @@ def _field(merge, ops, d):
             return (op.epoch, int(present), num if merge == "max" else -num, op.hlc,
                     op.actor.encode(), op.op_id.encode())
         win = max(writes, key=key)
-        if win.type == UNSET_FIELD or win.epoch < d:
+        # max/min: an unset hides the extreme stamped before it, which is not forgotten
+        cutoff = max([op.hlc for op in writes if op.type == UNSET_FIELD and merge != "lww"],
+                     default=0)
+        if win.type == UNSET_FIELD or win.hlc <= max(d, cutoff):
             return False, None
         return True, win.value
     if merge == "review":
         writes = [op for op in ops if op.type in (SET_FIELD, UNSET_FIELD, RESOLVE)]
         superseded = {b for op in writes for b in op.base}
-        live = [op for op in writes if op.op_id not in superseded and op.epoch >= d]
+        live = [op for op in writes if op.op_id not in superseded and op.hlc > d]
         if not live:
             return False, None
         win = max(live, key=_order)
@@ -104,7 +109,7 @@ def _field(merge, ops, d):
                             latest[key] = max(latest.get(key, 0), seq)
         present = {}
         for op in ops:
-            if op.type == ADD and op.epoch >= d:
+            if op.type == ADD and op.hlc > d:
                 node, seq = _store_seq(op.op_id)
                 for elem in op.elements:
                     if (_b(elem), op.op_id) in named:
@@ -118,7 +123,7 @@ def _field(merge, ops, d):
     if merge == "grow":
         present = {}
         for op in ops:
-            if op.type == ADD and op.epoch >= d:
+            if op.type == ADD and op.hlc > d:
                 for elem in op.elements:
                     present[_b(elem)] = elem
         if not present:

@@ -182,3 +182,113 @@ def test_compaction_keeps_the_resolved_state(script, seed):
         finally:
             for origin in origins:
                 origin.close()
+
+
+# --------------------------------------------------------------------------------------------
+# Independent stores fed client-stamped operations.
+#
+# Here no store binds anything another store depends on: every op carries its own hlc and op
+# id, and the context that would otherwise be bound from the accepting store (a review write's
+# base, what an add or a remove observed). Unset and delete are then ordered by their hlc
+# alone, so fresh stores fed the same ops in any order, with duplicates, hold the same records.
+# Left out: overrides (an epoch is bound at accept, by design), promotions (they copy what the
+# accepting store resolves), and unset on a set field (it removes what the accepting store
+# holds, like a remove without observed).
+
+_SET_FIELDS = {("service", "ports"), ("upstream", "targets")}
+
+
+@st.composite
+def client_stamped_ops(draw):
+    count = draw(st.integers(1, 28))
+    ops, adds = [], {}
+    for i in range(count):
+        entity = draw(st.sampled_from(ENTITIES))
+        type_name = entity.partition(".")[0]
+        env = draw(st.sampled_from(ENVS))
+        op = {"entity_id": entity, "env": env, "op_id": f"op-{i}"}
+        # offsets in ms, with a counter: hlc ties between ops happen
+        stamp = (draw(st.integers(0, 30)), draw(st.integers(0, 2)))
+        who = draw(st.integers(0, 2))
+        kind = draw(st.sampled_from(["set", "set", "unset", "delete", "add", "remove"]))
+        if kind == "delete":
+            ops.append((stamp, who, {**op, "type": "delete_entity"}))
+            continue
+        fields = [f for (t, f) in list(_VALUES) + list(_ELEMENTS) if t == type_name]
+        fname = draw(st.sampled_from(fields))
+        op["field"] = fname
+        if (type_name, fname) in _ELEMENTS:
+            elems = draw(st.lists(_ELEMENTS[(type_name, fname)], min_size=1, max_size=2,
+                                  unique=True))
+            op["elements"] = elems
+            seen = adds.setdefault((env, entity, fname), [])
+            if (type_name, fname) in _SET_FIELDS:
+                op["type"] = "remove_elements" if kind in ("remove", "unset") else \
+                    "add_elements"
+                # what the client saw: some of the earlier adds of the field
+                op["observed"] = [draw(st.lists(st.sampled_from(seen), unique=True))
+                                  if seen else [] for _ in elems]
+            else:
+                op["type"] = "add_elements"
+            if op["type"] == "add_elements":
+                seen.append(op["op_id"])
+        elif kind == "unset":
+            op["type"] = "unset_field"
+        else:
+            op["type"] = "set_field"
+            op["value"] = draw(_VALUES[(type_name, fname)])
+        if fname == "tier":
+            earlier = [o["op_id"] for _, _, o in ops
+                       if o.get("field") == "tier" and o["entity_id"] == entity
+                       and o["env"] == env]
+            op["base"] = draw(st.lists(st.sampled_from(earlier), unique=True)) if earlier \
+                else []
+        ops.append((stamp, who, op))
+    return ops
+
+
+def _stamped(ops, origin_ms):
+    from conflux.engine import _core_py
+    return [(who, {**op, "hlc": _core_py.hlc_pack(origin_ms + ms, counter)})
+            for (ms, counter), who, op in ops]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(ops=client_stamped_ops(), seed=st.integers(0, 2 ** 32 - 1))
+def test_independent_stores_fed_client_stamped_ops_agree(ops, seed):
+    import time
+    stamped = _stamped(ops, int(time.time() * 1000) - 60_000)
+    rng = random.Random(seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        stores = []
+        try:
+            for s, twin in enumerate(["c", "py", "c"]):
+                store = Engine.init(f"{tmp}/store{s}", str(EXAMPLE_SCHEMA),
+                                    core=load_twin(twin), sync=False)
+                stores.append(store)
+                feed = stamped + rng.sample(stamped, k=len(stamped) // 3)  # duplicates
+                rng.shuffle(feed)
+                while feed:
+                    # a batch: consecutive ops of one actor, each op id once
+                    who, batch = feed[0][0], []
+                    while feed and feed[0][0] == who and len(batch) < rng.randint(1, 5) and \
+                            feed[0][1]["op_id"] not in {o["op_id"] for o in batch}:
+                        batch.append(feed.pop(0)[1])
+                    store.apply(batch, ACTORS[who])
+            reference = stores[0].records()
+            for store in stores[1:]:
+                assert store.records() == reference
+            logged = [stores[0].core.decode_entry(e) for _, e in stores[0].entries()]
+            for env in ENVS:
+                expected = model.resolve_state(stores[0].schema, logged, env)
+                for store in stores:
+                    assert store.state(env) == expected, env
+            # compaction past every op keeps what is read
+            before = {env: stores[0].state(env) for env in ENVS}
+            horizon = stores[0].core.hlc_parse(stores[0].status()["clock"]) + 1
+            for store in stores[:2]:
+                store.compact(horizon)
+                assert {env: store.state(env) for env in ENVS} == before
+        finally:
+            for store in stores:
+                store.close()

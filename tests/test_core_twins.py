@@ -101,8 +101,8 @@ def value_of(core, rec, d=0):
 
 
 def test_the_twins_export_the_same_names():
-    names = set(_core_py.__all__) | {"F_ABSENT", "F_OVERRIDE", "NUM_NONE", "NUM_INT",
-                                     "NUM_FLOAT"}
+    names = set(_core_py.__all__) | {"F_ABSENT", "F_OVERRIDE", "F_CUTOFF", "NUM_NONE",
+                                     "NUM_INT", "NUM_FLOAT"}
     assert _core_c.__all__ == _core_py.__all__
     for name in names:
         assert hasattr(_core_c, name), name
@@ -270,7 +270,7 @@ def test_register_binds_prev_and_epoch(core):
     assert op.bound and op.epoch == 0 and op.prev == packed("one")
     op = lww(core, "c", 30, "three", entity_epoch=50)  # the current value is behind the marker
     core.merge_op(rec, op)
-    assert op.epoch == 50 and op.prev is None
+    assert op.epoch == 0 and op.prev is None  # a delete opens no epoch
 
 
 def test_override_opens_an_epoch_later_writes_cannot_beat(core):
@@ -293,10 +293,24 @@ def test_unset_hides_the_value_and_a_later_write_brings_one_back(core):
     rec = apply(core, None, lww(core, "a", 10, "v"))
     u = unset(core, P.LWW, "u", 20)
     rec = core.merge_op(rec, u)
-    assert u.epoch == 20 and u.prev == packed("v")
+    assert u.epoch == 0 and u.prev == packed("v")
     assert core.resolve_record(rec, 0) == (False, None, None)
     rec = core.merge_op(rec, lww(core, "w", 30, "again"))
     assert value_of(core, rec) == "again"
+    # a write stamped before the unset stays hidden, though it arrives after it
+    assert core.merge_op(apply(core, None, u), lww(core, "s", 15, "stale")) == \
+        apply(core, None, u)
+
+
+def test_a_stale_unset_loses_to_a_later_write_in_any_order(core):
+    ops = lambda: [lww(core, "new", 50, "new"), unset(core, P.LWW, "u", 10),  # noqa: E731
+                   lww(core, "older", 20, "older")]
+    records = set()
+    for order in itertools.permutations(range(3)):
+        fresh = ops()
+        records.add(apply(core, None, *[fresh[i] for i in order]))
+    assert len(records) == 1
+    assert value_of(core, records.pop()) == "new"
 
 
 def test_max_and_min_registers(core):
@@ -314,13 +328,60 @@ def test_max_and_min_registers(core):
     assert value_of(core, mixed) == (1 << 53) + 1
 
 
-def test_max_unset_loses_to_a_value_of_its_own_epoch(core):
+def test_max_unset_is_a_cutoff_on_the_maximum(core):
+    rec = apply(core, None, num(core, P.MAX, "a", 10, 9))
     u = unset(core, P.MAX, "u", 20)
-    rec = core.merge_op(None, u)
-    assert u.epoch == 20
-    # a value written after seeing the unset is in its epoch and wins, whatever its hlc
-    rec = core.merge_op(rec, num(core, P.MAX, "v", 5, 1, bound=True, epoch=20))
-    assert value_of(core, rec) == 1
+    rec = core.merge_op(rec, u)
+    assert u.epoch == 0 and u.prev == packed(9)
+    assert value_of(core, rec) is None
+    # the maximum is remembered: a smaller write after the unset stays hidden, a write
+    # stamped before it too; one reaching the maximum after it is read
+    low = apply(core, None, num(core, P.MAX, "b", 30, 4))
+    assert value_of(core, apply(core, rec, num(core, P.MAX, "b", 30, 4))) is None
+    assert value_of(core, apply(core, rec, num(core, P.MAX, "s", 15, 99))) is None
+    assert value_of(core, apply(core, rec, num(core, P.MAX, "c", 30, 9))) == 9
+    # the same in any order, to the byte
+    for kind, vals in ((P.MAX, (9, 4, 12)), (P.MIN, (3, 8, 1))):
+        records = set()
+        for order in itertools.permutations(range(4)):
+            fresh = [num(core, kind, "a", 10, vals[0]), unset(core, kind, "u", 20),
+                     num(core, kind, "b", 30, vals[1]), num(core, kind, "c", 40, vals[2])]
+            records.add(apply(core, None, *[fresh[i] for i in order]))
+        assert len(records) == 1
+        assert value_of(core, records.pop()) == vals[2]
+    assert value_of(core, low) == 4
+    # with --override an unset opens an epoch: a reset, and later writes compete in it
+    reset = unset(core, P.MAX, "r", 25, override=True)
+    rec = core.merge_op(rec, reset)
+    assert reset.epoch == 25
+    assert value_of(core, apply(core, rec, num(core, P.MAX, "d", 30, 2))) == 2
+
+
+def test_max_unset_record_layout(core):
+    rec = core.merge_op(None, unset(core, P.MAX, "u", 20, actor="a"))
+    assert rec == struct.pack("<BBBBBBHQQ8sQ", 1, P.MAX, P.F_ABSENT | P.F_CUTOFF, 0, 1, 1, 0,
+                              0, 20, bytes(8), 20) + b"au"
+    rec = core.merge_op(rec, num(core, P.MAX, "w", 30, 7, actor="b"))
+    assert rec == struct.pack("<BBBBBBHQQqQ", 1, P.MAX, P.F_CUTOFF, P.NUM_INT, 1, 1, 0, 0, 30,
+                              7, 20) + b"bw" + packed(7)
+    # compaction drops the cutoff once it is stable and below the value
+    assert core.compact_record(rec, 25, 0) == core.merge_op(None, num(core, P.MAX, "w", 30, 7,
+                                                                      actor="b"))
+
+
+def test_records_written_before_the_cutoff_flag_read_as_before(core):
+    # an unset of a max register as the previous release wrote it: ABSENT, epoch = its hlc
+    old = struct.pack("<BBBBBBHQQ8s", 1, P.MAX, P.F_ABSENT, 0, 1, 1, 0, 20, 20, bytes(8))
+    old += b"au"
+    assert core.resolve_record(old, 0) == (False, None, None)
+    w = num(core, P.MAX, "w", 30, 2)
+    rec = core.merge_op(old, w)
+    assert w.epoch == 20 and value_of(core, rec) == 2
+    # a write the previous release bound into a delete's epoch (50), though stamped before it
+    stale = struct.pack("<BBBBBBHQQ8s", 1, P.LWW, 0, 0, 1, 1, 0, 50, 40, bytes(8))
+    stale += b"as" + packed("v")
+    assert value_of(core, stale, d=0) == "v"
+    assert value_of(core, stale, d=50) is None  # a delete orders by hlc now
 
 
 def test_base_precondition(core):
@@ -382,8 +443,13 @@ def test_entity_marker_hides_older_fields(core):
     assert value_of(core, before, d=0) == "old"
     after = lww(core, "b", 60, "new", entity_epoch=50)
     rec = core.merge_op(before, after)
-    assert after.epoch == 50 and after.prev is None
+    assert after.epoch == 0 and after.prev is None
     assert value_of(core, rec, d=50) == "new"
+    # a write stamped before the delete stays hidden, though it arrives after it; the
+    # delete wins an hlc tie
+    stale = apply(core, None, lww(core, "s", 40, "stale", entity_epoch=50))
+    assert value_of(core, stale, d=50) is None
+    assert value_of(core, apply(core, None, lww(core, "t", 50, "tie")), d=50) is None
     # the latest delete wins the marker; an older one leaves it alone
     later = core.merge_op(marker, make_op(core, op_id="del2", hlc=70, kind=P.ENTITY,
                                           type=P.DELETE_ENTITY))
@@ -652,14 +718,23 @@ def test_orset_concurrent_add_survives_a_remove(core):
                                        {S: (1, 30)})}
 
 
-def test_orset_client_observed_is_filtered_to_live_tags(core):
+def test_orset_client_observed_keeps_plain_tags_and_live_sequenced_ones(core):
     rec = apply(core, None, add(core, sid(S, 1), 10, "x"), add(core, "mine", 11, "y"))
     crafted = f"deadbeef-{'f' * 12}"
     r = remove(core, "r", 30, "x", "y", "z",
                observed=[[crafted, sid(S, 1), sid(S, 9)], ["gone", "mine", "mine"], ["a"]])
     rec = core.merge_op(rec, r)
-    assert r.observed == [[sid(S, 1)], ["mine"], []]
-    assert orset_layout(rec) == {"x": ({}, {}, {S: (1, 30)}), "y": ({}, {"mine": 30}, {})}
+    # plain tags stay as named (an add named before it arrives dies when it does); store
+    # tags only if live here
+    assert r.observed == [[sid(S, 1)], ["gone", "mine"], ["a"]]
+    assert orset_layout(rec) == {"x": ({}, {}, {S: (1, 30)}),
+                                 "y": ({}, {"gone": 30, "mine": 30}, {}),
+                                 "z": ({}, {"a": 30}, {})}
+    assert elements_of(core, apply(core, rec, add(core, "a", 20, "z"))) == []
+    # an add may carry what it observed too: then it supersedes only that
+    a = add(core, "a2", 40, "y", observed=[["mine", "other"]])
+    core.merge_op(apply(core, None, add(core, "kept", 12, "y")), a)
+    assert a.observed == [["mine", "other"]]
     # the store whose id was forged still adds "x" and "z"
     rec = core.merge_op(rec, add(core, "deadbeef-5", 40, "x", "z"))
     assert elements_of(core, rec) == ["x", "z"]
@@ -1069,6 +1144,64 @@ def test_join_is_a_semilattice_join_on_both_twins(setup, rnd):
         assert j(j(a, b), j(c, full)) == full
         per_twin[name] = (a, b, c, j(a, b), j(j(a, b), c), full)
     assert per_twin["c"] == per_twin["py"]
+
+
+@st.composite
+def client_stamped(draw):
+    """Ops as a client stamps them (own hlc and op id, no override) with the context a client
+    sends: a review write's base, what an add or a remove observed (plain ids)."""
+    kind = draw(st.sampled_from([P.LWW, P.MAX, P.MIN, P.REVIEW, P.ORSET, P.GROW, P.ENTITY]))
+    n = draw(st.integers(1, 7))
+    ids = [f"c{i}" for i in range(n)]
+    descs = []
+    for op_id in ids:
+        d = {"op_id": op_id, "actor": draw(st.sampled_from(ACTORS)),
+             "hlc": draw(st.integers(1, 40)), "kind": kind}
+        if kind in REGISTER_KINDS or kind == P.REVIEW:
+            d["type"] = draw(st.sampled_from([P.SET_FIELD, P.SET_FIELD, P.UNSET_FIELD]))
+            if d["type"] == P.SET_FIELD:
+                value = draw(st.integers(-5, 5))
+                d["value"], d["vbytes"] = value, packed(value)
+                if kind in (P.MAX, P.MIN):
+                    d["num_tag"] = P.NUM_INT
+            if kind == P.REVIEW:
+                d["base"] = draw(st.lists(st.sampled_from(ids), unique=True, max_size=3))
+        elif kind == P.ORSET:
+            d["type"] = draw(st.sampled_from([P.ADD_ELEMENTS, P.REMOVE_ELEMENTS]))
+            d["ebytes"] = sorted(set(draw(st.lists(st.sampled_from(ELEMENTS[:4]), min_size=1,
+                                                   max_size=3))))
+            d["elements"] = [msgpack.unpackb(e) for e in d["ebytes"]]
+            d["observed"] = [draw(st.lists(st.sampled_from(ids), unique=True, max_size=3))
+                             for _ in d["ebytes"]]
+        elif kind == P.GROW:
+            d["type"] = P.ADD_ELEMENTS
+            d["ebytes"] = sorted(set(draw(st.lists(st.sampled_from(ELEMENTS[:4]), min_size=1,
+                                                   max_size=3))))
+        else:
+            d["type"] = P.DELETE_ENTITY
+        descs.append(d)
+    return kind, descs
+
+
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(client_stamped(), st.randoms(use_true_random=False))
+def test_client_stamped_ops_give_the_same_record_in_any_order(setup, rnd):
+    """Unbound ops bound afresh by each store, whatever entity marker it has at the time:
+    unset and delete are ordered by hlc, so every order gives the same bytes on both twins."""
+    kind, descs = setup
+    records = set()
+    for t in TWINS.values():
+        for _ in range(3):
+            feed = list(descs) + rnd.sample(descs, min(len(descs), 3))
+            rnd.shuffle(feed)
+            rec = None
+            for d in feed:
+                rec = t.merge_op(rec, make_op(t, **d, entity_epoch=rnd.choice([0, 0, 10, 25])))
+            records.add(rec)
+    assert len(records) == 1
+    rec = records.pop()
+    for d in READ_AT:
+        assert outcome(_core_c.resolve_record, rec, d) == outcome(_core_py.resolve_record, rec, d)
 
 
 # ============================================================================================

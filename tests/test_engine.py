@@ -3,8 +3,10 @@ review conflicts, sets, deletes, promotion, the log, idempotence, clocks and val
 
 from __future__ import annotations
 
+import itertools
 import multiprocessing
 import os
+import time
 
 import pytest
 
@@ -78,12 +80,52 @@ def test_unset_reverts_overlay_to_inherited_value(engine):
     assert value(engine, "service.s", "image", "development") == "base:1"
 
 
-def test_unset_on_max_field_then_revive(engine):
+def test_unset_on_max_field_hides_the_maximum_until_a_write_reaches_it(engine):
     engine.apply([set_op("service.s", "replicas", 9), set_op("service.s", "image", "i")], ZARA)
-    engine.apply([{"type": "unset_field", "entity_id": "service.s", "field": "replicas"}], ZARA)
+    unset = {"type": "unset_field", "entity_id": "service.s", "field": "replicas"}
+    engine.apply([unset], ZARA)
     assert engine.get("service.s", field="replicas")["replicas"]["default"]
     engine.apply([set_op("service.s", "replicas", 2)], ZARA)
+    assert engine.get("service.s", field="replicas")["replicas"]["default"]
+    engine.apply([set_op("service.s", "replicas", 9)], ZARA)
+    assert value(engine, "service.s", "replicas") == 9
+    # an unset with --override opens an epoch: a reset, after which writes compete afresh
+    engine.apply([{**unset, "override": True}], ZARA)
+    engine.apply([set_op("service.s", "replicas", 2)], ZARA)
     assert value(engine, "service.s", "replicas") == 2
+
+
+def _client_ops(engine, *ops):
+    """Client-stamped ops: ``(offset seconds, op id, op dict)`` stamped a minute ago + offset."""
+    t = engine.core.hlc_pack(int(time.time() * 1000) - 60_000, 0)
+    return [{**op, "op_id": op_id, "hlc": t + (offset * 1000 << 16)}
+            for offset, op_id, op in ops]
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(3))))
+def test_a_stale_unset_loses_to_the_last_writer_whatever_the_order(engine, order):
+    unset = {"type": "unset_field", "entity_id": "service.s", "field": "image"}
+    ops = _client_ops(engine, (5, "w-new", set_op("service.s", "image", "new")),
+                      (0, "u-stale", unset),
+                      (1, "w-older", set_op("service.s", "image", "older")))
+    for i in order:
+        engine.apply([ops[i]], ZARA)
+    assert value(engine, "service.s", "image") == "new"
+    assert engine.get("service.s")["image"]["op_id"] == "w-new"
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations(range(4))))
+def test_delete_is_ordered_by_hlc_and_a_later_write_revives(engine, order):
+    delete = {"type": "delete_entity", "entity_id": "service.s"}
+    ops = _client_ops(engine, (0, "w-image", set_op("service.s", "image", "before")),
+                      (2, "d", delete),
+                      (1, "w-stale", set_op("service.s", "tier", "web", base=[])),
+                      (3, "w-after", add_op("service.s", "ports", 80, observed=[[]])))
+    for i in order:
+        engine.apply([ops[i]], ZARA)
+    got = engine.get("service.s")
+    assert got["ports"]["value"] == [80]
+    assert "image" not in got and "tier" not in got
 
 
 def test_review_conflict_then_resolve(engine):

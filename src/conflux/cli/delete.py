@@ -6,7 +6,10 @@ from conflux.cli._output import actor_of, add_actor, add_json, open_engine, prin
 def add_parser(sub):
     p = sub.add_parser("delete", help="delete an entity in an environment",
                        description="Delete an entity: an LWW tombstone over all its fields in "
-                                   "the environment. A later write revives it.")
+                                   "the environment. Everything stamped before the delete is "
+                                   "hidden, whenever it arrives; a write stamped after it "
+                                   "revives the entity (a max/min field once it reaches its "
+                                   "old extreme).")
     p.add_argument("entity", metavar="ENTITY")
     p.add_argument("--env", help="environment (default: the base)")
     p.add_argument("--intent", default="", help="why")

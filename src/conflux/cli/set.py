@@ -20,7 +20,11 @@ def add_parser(sub):
     mode.add_argument("--add", action="store_true", help="add the values to a set field")
     mode.add_argument("--remove", action="store_true",
                       help="remove the values from a set field")
-    mode.add_argument("--unset", action="store_true", help="remove the field's own value")
+    mode.add_argument("--unset", action="store_true",
+                      help="remove the field's own value: a tombstone ordered by its time like "
+                           "any write (on a max/min field it hides the extreme until a write "
+                           "reaches it; with --override it resets the field; on a set field it "
+                           "removes the elements this store holds)")
     p.add_argument("--env", help="environment (default: the base)")
     p.add_argument("--intent", default="", help="why: kept in the log with the operation")
     p.add_argument("--override", action="store_true",

@@ -478,11 +478,13 @@ class Engine:
     def _field_op(self, op_type, env, entity_id, field_name, raw, where=""):
         """A core ``Op`` for one entity or field, with value, kind and key material set.
 
-        A ``remove_elements`` may name the add tags it observed (``observed``, one list per
-        element); otherwise it observes every live tag, as an ``add_elements`` always does.
-        A client's list is only checked for shape here: when the op is accepted, the core
-        keeps just the tags live in this store's record of the element, so a client cannot
-        kill a tag this store does not hold (see ``_bind_observed`` in the core).
+        A ``remove_elements`` or an ``add_elements`` may name the add tags it observed
+        (``observed``, one list per element); otherwise it observes every live tag of its
+        elements in this store. A client's list is only checked for shape here: when the op
+        is accepted, the core keeps its plain tags (client op ids) as named, so the op kills
+        them whether it arrives before or after them, and its store-generated tags only if
+        live here, so a client cannot kill what this store does not hold (see
+        ``_bind_observed`` in the core).
         """
         core = self.core
         op = core.Op()
@@ -554,12 +556,12 @@ class Engine:
             op.elements = [by_bytes[b] for b in op.ebytes]
             observed = raw.get("observed")
             if observed is not None:
-                if op_type != core.REMOVE_ELEMENTS or not (
+                if spec.merge == "grow" or not (
                         isinstance(observed, list) and len(observed) == len(elements)
                         and all(isinstance(o, list) and all(isinstance(t, str) for t in o)
                                 for o in observed)):
                     raise ValidationError(f"{label}: observed must be a list of op-id lists, "
-                                          "one per element of a remove_elements",
+                                          f"one per element of the {name} on a set field",
                                           field="observed")
                 paired = {}
                 for item, tags in zip(elements, observed):
