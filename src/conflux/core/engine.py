@@ -43,8 +43,9 @@ _MAX_OP_ID = 128
 _STORE_OP_ID = re.compile(r"[0-9a-f]{8}-[1-9a-f][0-9a-f]{0,15}")
 _MAX_INTENT = 4096
 #: Requests of at most this many ops are told, per op, whether it won and the field's value
-#: after the commit (``Ack.applied``, ``Ack.value``). PERF: two or three reads per op in the
-#: commit; a 1,000-op batch does without (see ``Engine._outcome``).
+#: after the commit (``Ack.applied``, ``Ack.value``). PERF: ``Engine._outcome`` costs about
+#: 3 us of CPU per op (measured over 2,000 single-op commits of the bench workload), a third
+#: of what a 1,000-op batch spends per op in all: large batches do without.
 OUTCOME_OPS = 64
 
 _DEFAULT_CONFIG = """\
