@@ -331,13 +331,15 @@ request that finds no room within a minute is answered 503 `busy` (retry).
 **Operations.** An operation on the wire is an [Op](#op) object: `type`, `entity_id`,
 `field`, `value` (for `set_field` and `resolve`) or `elements` (for `add_elements` and
 `remove_elements`), and optionally `env` (default: the base environment), `intent`, `op_id`
-(a client id of at most 128 bytes makes retries safe: an op whose id is already logged is
-acknowledged again, `"duplicate": true`, and not applied twice; reuse an id only to retry the
-same operation), `hlc` (text `hlc:<ms>.<counter>`
+(a client id of at most 128 bytes makes retries safe: the same operation sent again by the
+same actor is acknowledged again, `"duplicate": true`, and not applied twice; any other
+operation under a logged id is refused, 409 `op_id_conflict`), `hlc` (text `hlc:<ms>.<counter>`
 or the packed 64-bit integer), `base`, `observed`, `override`, `signature` and `key_id`.
 `POST /v1/ops` takes one op or a batch `{"ops": [...]}`; a batch is atomic: one bad or
 refused op refuses it whole, naming the op's index. See [concepts.md](concepts.md) for what
-each type and option does.
+each type and option does. The [Ack](#ack) of each op of a request of at most 64 ops also says
+what the merge made of it: `applied` (false when the field kept another value, e.g. a lower
+write to a `max` field) and `value`, the field's resolved value after the commit.
 
 **Errors.** Every error is a JSON (or msgpack) body `{"error": {"code": ..., "message": ...,
 "field": ...}}` ([Error](#error)); `field` names the offending key or field where there is one.
@@ -348,10 +350,10 @@ each type and option does.
 | 401 | no credentials, or an unknown API key or certificate |
 | 403 | denied by `rbac.toml`, or a signature refused (`signature_refused`); nothing written |
 | 404 | no such entity, environment or milestone |
-| 409 | a `base` precondition failed (`precondition_failed`); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
+| 409 | a `base` precondition failed (`precondition_failed`); an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
 | 413 | the body is over @BODY@ (`body_too_large`) |
 | 415 | a content type other than JSON or msgpack (`unsupported_media_type`) |
-| 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |
+| 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |
 | 503 | busy with other large bodies (`busy`), or the store unavailable (`store_unavailable`): retry |
 
 Nothing a client sends is answered with a 500.

@@ -2638,9 +2638,10 @@ def prepare_ops(raws, table, actor, actor_class, slow):
     PERF: the common shapes, a ``set_field`` of an int, float, string, bool, duration or
     plain JSON map, or an ``add_elements`` of such scalars, with nothing but ``env`` and
     ``intent`` besides, are checked and built here against ``table`` (see
-    ``Engine._fast_table``) without Python code; anything else, and anything doubtful, goes
-    to ``slow``, the engine's full validator and the source of every error message. Both
-    paths give equal ops (tested).
+    ``Engine._fast_table``) without Python code, their field's own constraints (min, max,
+    one_of, pattern) included; anything else, anything doubtful and any value breaking a
+    constraint goes to ``slow``, the engine's full validator and the source of every error
+    message (and refusal). Both paths give equal ops (tested).
     """
     cdef list out = []
     cdef Py_ssize_t i = 0
@@ -2790,6 +2791,19 @@ cdef int _json_pack(Writer* w, object o, int depth) except -1:
     return 1
 
 
+cdef bint _breaks(object value, tuple limits) except -1:
+    """Whether a normalised value breaks its field's own constraints, ``limits`` being
+    ``(min, max, allowed values, pattern's search)`` (``Engine._fast_table``)."""
+    low, high, allowed, search = limits
+    if low is not None and value < low:
+        return True
+    if high is not None and value > high:
+        return True
+    if allowed is not None and value not in allowed:
+        return True
+    return search is not None and search(value) is None
+
+
 cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     """The ``Op`` of a common ``set_field``, or None for the full validator to judge."""
     cdef Py_ssize_t n, tn, i, dot, nlen
@@ -2867,7 +2881,7 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     finfo = (<dict>fields).get(field)
     if finfo is None:
         return None
-    field_id, kind, num_tag, vk = <tuple>finfo
+    field_id, kind, num_tag, vk, limits = <tuple>finfo
     vkind = vk
     op = Op.__new__(Op)
     if adding:
@@ -2879,8 +2893,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
         try:
             for item in <list>value:
                 item = _fast_scalar(item, vkind - 16)
-                if item is _DOUBT:
-                    return None
+                if item is _DOUBT or (limits is not None and _breaks(item, <tuple>limits)):
+                    return None  # the validator names what is wrong
                 w.pos = 0
                 mp_obj(&w, item, 0)
                 by_bytes[PyBytes_FromStringAndSize(<char*>w.buf, w.pos)] = item
@@ -2902,8 +2916,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
                 PyMem_Free(w.buf)
         else:
             value = _fast_scalar(value, vkind)
-            if value is _DOUBT:
-                return None
+            if value is _DOUBT or (limits is not None and _breaks(value, <tuple>limits)):
+                return None  # the validator names what is wrong
             w_init(&w, 16)
             try:
                 mp_obj(&w, value, 0)

@@ -913,7 +913,8 @@ def prepare_ops(raws, table, actor, actor_class, slow):
     """Client operation dicts -> ``Op`` objects, in order, written by ``actor``.
 
     ``slow(raw, index)`` is the engine's full validator: the reference for every shape and
-    the source of every error message. This twin sends every op through it. The compiled twin
+    the source of every error message, and of every refusal of a value that breaks its
+    field's own constraints. This twin sends every op through it. The compiled twin
     builds the common shape itself (a ``set_field`` of a scalar, described by ``table``: see
     ``Engine._fast_table``) and sends the rest to ``slow``; both give equal ops.
     """

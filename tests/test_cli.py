@@ -279,13 +279,17 @@ def test_int_round_trip(initialised, ok):
     ok("set", "route.api", "weight", "50")
     assert ok("get", "route.api", "weight").out == "50\n"
     assert get_json(ok, "route.api")["fields"]["weight"]["value"] == 50
-    ok("set", "route.api", "weight", "-3")  # accepted: min is a post-merge constraint
-    assert get_json(ok, "route.api")["fields"]["weight"]["value"] == 50  # max field
+    ok("set", "route.api", "weight", "3")  # a max field: 50 is kept
+    assert get_json(ok, "route.api")["fields"]["weight"]["value"] == 50
     ok("set", "route.api", "weight", "70")
     assert get_json(ok, "route.api")["fields"]["weight"]["value"] == 70
 
 
-def test_int64_bounds_are_accepted(initialised, ok):
+def test_int64_bounds_are_accepted(on_core, ok, tmp_path):
+    schema = tmp_path / "schema.toml"
+    schema.write_text('[environments]\nbase = "prod"\n\n[entity.route]\nfields = [\n'
+                      '    { name = "weight", type = "int", merge = "max" },\n]\n')
+    ok("init", "--schema", str(schema))
     ok("set", "route.a", "weight", str(2 ** 63 - 1))
     assert get_json(ok, "route.a")["fields"]["weight"]["value"] == 2 ** 63 - 1
     ok("set", "route.b", "weight", str(-2 ** 63))
@@ -598,13 +602,13 @@ def test_status_json(populated, ok, core):
 
 
 def test_status_shows_violations(initialised, ok):
-    ok("set", "route.api", "weight", "120")  # accepted, above max 100 after the merge
+    ok("set", "route.api", "weight", "20")  # a route without its required service
     doc = ok("status", "--json").json()
     assert doc["violations"] >= 1
-    assert any(v["entity_id"] == "route.api" and v["field"] == "weight"
+    assert any(v["entity_id"] == "route.api" and v["field"] == "service"
                for v in doc["violation_list"])
     text = ok("status").out
-    assert re.search(r"production: route\.api\.weight: .*120.*100", text)
+    assert re.search(r"production: route\.api\.service: required field 'service'", text)
 
 
 # ------------------------------------------------------------------------------------------

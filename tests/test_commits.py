@@ -209,7 +209,10 @@ def test_a_group_is_merged_in_one_pass_and_each_batch_answered(engine):
     assert not any(a.duplicate for a in [*first, second[0]])
     assert (second[1].op_id, second[1].seq, second[1].duplicate) == ("ci-1", 1, True)
     assert [o.seq for o in engine.log(reverse=False)] == [1, 2, 3]
-    assert rows == [[[a.op_id, a.hlc, a.seq, a.duplicate] for a in part]
+    # small requests are told each op's outcome: it won, and the field's value now
+    assert [(a.applied, a.value) for a in [*first, *second]] == [
+        (True, "a:1"), (True, 2), (True, "b:1"), (True, "a:1")]
+    assert rows == [[[a.op_id, a.hlc, a.seq, a.duplicate, a.applied, a.value] for a in part]
                     for part in (first, second)]
 
 

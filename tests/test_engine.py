@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import multiprocessing
 import os
+import re
 import time
 
 import pytest
@@ -281,13 +282,12 @@ def test_delete_in_overlay_stops_inheritance(engine):
 
 
 def test_violations_are_recorded_after_merge(engine):
-    engine.apply([set_op("route.r", "weight", 120), set_op("route.r", "path", "nope")], ZARA)
+    # what only the merged state can break: a required field, a ref to a missing entity
+    engine.apply([set_op("route.r", "weight", 20), set_op("route.r", "path", "/r")], ZARA)
     found = {(v["env"], v["field"]): v["message"] for v in engine.violations("production")}
-    assert "above max 100" in found[("production", "weight")]
+    assert list(found) == [("production", "service")]
     assert "required field 'service'" in found[("production", "service")]
-    assert ("production", "path") in found
-    engine.apply([set_op("route.r", "weight", 10, override=True),
-                  set_op("route.r", "path", "/ok"), set_op("route.r", "service", "s")], ZARA)
+    engine.apply([set_op("route.r", "service", "s")], ZARA)
     assert [v["field"] for v in engine.violations("production")] == ["service"]  # dangling
     engine.apply([set_op("service.s", "image", "x")], ZARA)
     assert engine.violations() == []
@@ -512,25 +512,56 @@ fields = [
 """
 
 
-def test_violations_of_fields_checked_from_their_record(tmp_path, core):
-    """In an environment nothing inherits from, a constrained field of a type with no
-    cross-entity rules is checked straight from its new record."""
+def _tightened(tmp_path, core, writes):
+    """A project whose values were written before the schema gained its constraints
+    (SIMPLE_SCHEMA): they stay, and are checked when their record changes."""
+    loose = re.sub(r", (min|max|one_of) = [^}]*", " ", SIMPLE_SCHEMA)
+    path = tmp_path / "schema.toml"
+    path.write_text(loose)
+    eng = Engine.init(str(tmp_path / "p"), str(path), core=core, sync=False)
+    eng.apply(writes, ZARA)
+    eng.close()
+    (tmp_path / "p" / ".conflux" / "schema.toml").write_text(SIMPLE_SCHEMA)
+    return Engine(str(tmp_path / "p"), core=core, sync=False)
+
+
+def test_values_breaking_their_field_constraints_are_refused(tmp_path, core):
     path = tmp_path / "schema.toml"
     path.write_text(SIMPLE_SCHEMA)
     eng = Engine.init(str(tmp_path / "p"), str(path), core=core, sync=False)
-    eng.apply([set_op("svc.a", "replicas", 20, env="dev"), set_op("svc.a", "tier", "x",
-                                                                    env="dev"),
-               add_op("svc.a", "ports", 80, 8080, env="dev"),
-               set_op("svc.a", "note", "anything", env="dev")], ZARA)
+    for ops, message in [
+            ([set_op("svc.a", "replicas", 20, env="dev")],
+             "svc.a.replicas: value 20 is above max 10"),
+            ([set_op("svc.a", "replicas", 0)], "svc.a.replicas: value 0 is below min 1"),
+            ([set_op("svc.a", "tier", "x")], "svc.a.tier: value 'x' is not one of 'web', "
+                                             "'batch'"),
+            ([add_op("svc.a", "ports", 80, 8080)], "svc.a.ports: element 8080 is above max "
+                                                   "1024"),
+            ([set_op("svc.a", "note", "fine"), set_op("svc.a", "replicas", 11)],
+             "op 1: svc.a.replicas: value 11 is above max 10")]:
+        with pytest.raises(ValidationError) as exc:
+            eng.apply(ops, ZARA)
+        assert exc.value.message == message
+    assert eng.last_seq() == 0 and eng.records() == {}  # nothing was written
+    eng.apply([remove_op("svc.a", "ports", 8080)], ZARA)  # a removal is never refused
+    eng.close()
+
+
+def test_violations_of_fields_checked_from_their_record(tmp_path, core):
+    """In an environment nothing inherits from, a constrained field of a type with no
+    cross-entity rules is checked straight from its new record."""
+    eng = _tightened(tmp_path, core, [
+        set_op("svc.a", "replicas", 20, env="dev"), set_op("svc.a", "tier", "x", env="dev"),
+        add_op("svc.a", "ports", 80, 8080, env="dev"), add_op("svc.b", "ports", 2000)])
+    assert eng.violations() == []  # checked when written again
+    eng.apply([set_op("svc.a", "note", "anything", env="dev"),
+               add_op("svc.a", "ports", 81, env="dev")], ZARA)
     found = {v["field"]: v["message"] for v in eng.violations("dev")}
-    assert set(found) == {"replicas", "tier", "ports"}
-    assert "above max 10" in found["replicas"] and "8080" in found["ports"]
-    eng.apply([set_op("svc.a", "replicas", 5, env="dev", override=True),
-               set_op("svc.a", "tier", "web", env="dev"),
-               remove_op("svc.a", "ports", 8080, env="dev")], ZARA)
+    assert set(found) == {"ports"} and "8080" in found["ports"]
+    eng.apply([remove_op("svc.a", "ports", 8080, env="dev")], ZARA)
     assert eng.violations() == []
     # the base environment is inherited by dev: checked the full way, in both
-    eng.apply([set_op("svc.b", "replicas", 11)], ZARA)
+    eng.apply([add_op("svc.b", "ports", 80)], ZARA)
     assert {(v["env"], v["entity_id"]) for v in eng.violations()} == {
         ("prod", "svc.b"), ("dev", "svc.b")}
     eng.close()
@@ -660,3 +691,27 @@ def test_entity_blobs_twins_agree(engine):
         names = [n for blob in blobs for n in blob.split(b"\n")]
         assert sorted(names) == sorted({op.entity.encode() for op in ops})
         assert all(len(blob) <= 200 for blob in blobs)
+
+
+def test_acks_tell_whether_the_op_won_and_the_value_after_it(engine):
+    def outcome(ops, actor=ZARA):
+        return [(a.applied, a.value) for a in engine.apply(ops, actor)]
+
+    assert outcome([set_op("route.r", "weight", 80)], AUTOSCALER) == [(True, 80)]
+    assert outcome([set_op("route.r", "weight", 70)], AUTOSCALER) == [(False, 80)]
+    assert outcome([set_op("route.r", "weight", 60, override=True)]) == [(True, 60)]
+    # an overlay's unset: the value it inherits now
+    assert outcome([set_op("route.r", "weight", 90, env="staging")]) == [(True, 90)]
+    assert outcome([{"type": "unset_field", "entity_id": "route.r", "field": "weight",
+                     "env": "staging"}]) == [(True, 60)]
+    # a last-writer-wins write stamped before the value it meets: recorded, not shown
+    first = engine.apply([set_op("service.s", "image", "a")], ZARA)[0]
+    older = first.hlc - (1000 << 16)
+    assert outcome([set_op("service.s", "image", "b", hlc=older)]) == [(False, "a")]
+    assert outcome([add_op("service.s", "ports", 443, 80)]) == [(True, [80, 443])]
+    assert outcome([remove_op("service.s", "ports", 80)]) == [(True, [443])]
+    assert outcome([{"type": "delete_entity", "entity_id": "service.s"}]) == [(True, None)]
+    # a retry is told too; a batch over OUTCOME_OPS ops is not told (it stays fast)
+    assert outcome([set_op("route.q", "weight", 5, op_id="q-1")] * 2) == [(True, 5)] * 2
+    acks = engine.apply([set_op(f"route.b{i}", "weight", 1) for i in range(65)], ZARA)
+    assert acks[0].applied is None and "applied" not in acks[0].to_dict(engine.core)

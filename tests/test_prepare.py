@@ -137,3 +137,40 @@ def test_fast_path_is_taken_for_common_ops(engines):
 def test_durations_parse_alike(engines, value):
     raw = {"type": "set_field", "entity_id": "route.r", "field": "timeout", "value": value}
     assert _prepare(engines["c"], raw) == _prepare(engines["py"], raw)
+
+
+def test_fast_path_refuses_nothing_it_should_not_and_passes_no_breach(tmp_path):
+    """A value (or element) within its field's constraints is built by the fast path; one
+    breaking them reaches the validator, which refuses it, on both twins alike."""
+    schema = tmp_path / "schema.toml"
+    schema.write_text(EXAMPLE_SCHEMA.read_text().replace(
+        '{ name = "ports",    type = "list<int>",    merge = "set" }',
+        '{ name = "ports",    type = "list<int>",    merge = "set", min = 1, max = 65535 }'))
+    for twin in ("c", "py"):
+        engine = Engine.init(str(tmp_path / twin), str(schema), core=load_twin(twin),
+                             sync=False)
+        calls = []
+
+        def slow(raw, i):
+            calls.append(i)
+            return engine.prepare(raw, ACTOR)
+        good = [{"type": "set_field", "entity_id": "route.r", "field": "weight", "value": 100},
+                {"type": "set_field", "entity_id": "route.r", "field": "path", "value": "/a"},
+                {"type": "set_field", "entity_id": "service.s", "field": "tier",
+                 "value": "web"},
+                {"type": "add_elements", "entity_id": "service.s", "field": "ports",
+                 "elements": [1, 65535]}]
+        engine.core.prepare_ops(good, engine._table, ACTOR.id, ACTOR.cls, slow)
+        assert calls == ([] if twin == "c" else [0, 1, 2, 3])
+        for raw, message in [
+                ({**good[0], "value": 101}, "route.r.weight: value 101 is above max 100"),
+                ({**good[0], "value": -1}, "route.r.weight: value -1 is below min 0"),
+                ({**good[1], "value": "a"}, "route.r.path: value 'a' does not match pattern "
+                                            "'^/'"),
+                ({**good[2], "value": "gpu"}, "service.s.tier: value 'gpu' is not one of "
+                                              "'web', 'batch'"),
+                ({**good[3], "elements": [80, 0]}, "service.s.ports: element 0 is below min 1")]:
+            with pytest.raises(ValidationError) as exc:
+                engine.core.prepare_ops([raw], engine._table, ACTOR.id, ACTOR.cls, slow)
+            assert exc.value.message == message
+        engine.close()

@@ -17,6 +17,7 @@ __all__ = [
     "ClockSkewError",
     "NotFound",
     "PreconditionFailed",
+    "OpIdConflict",
     "AuthError",
     "PermissionDenied",
     "StoreError",
@@ -92,6 +93,14 @@ class PreconditionFailed(InputError):
 
     http_status = 409
     code = "precondition_failed"
+
+
+class OpIdConflict(InputError):
+    """An operation reuses the op id of another operation (another actor's, or other
+    content): an op id names one operation, so only an identical retry is acknowledged."""
+
+    http_status = 409
+    code = "op_id_conflict"
 
 
 class AuthError(InputError, PermissionError):

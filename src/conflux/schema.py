@@ -348,18 +348,19 @@ class Field:
 
     # -- after merge --------------------------------------------------------------------------
 
-    def violations(self, value: Any) -> list[str]:
+    def violations(self, value: Any, *, label: str | None = None) -> list[str]:
         """Constraint breaches (min/max/pattern/one_of) of a resolved value; [] if none.
 
         A list's constraints apply to each element. ``required`` and dangling refs are the
-        engine's to check, since they need the rest of the state.
+        engine's to check, since they need the rest of the state. ``label`` names the value
+        or element in the messages (default: the field's name).
         """
         if value is None:
             return []
         if self.kind == "list":
-            items, label = value, f"{self.name} element"
+            items, label = value, label or f"{self.name} element"
         else:
-            items, label = [value], self.name
+            items, label = [value], label or self.name
         found = []
         for item in items:
             if not self._breaks(item):  # PERF: the common case formats nothing

@@ -15,9 +15,10 @@ def _errors(*codes):
 
 _REASONS = {400: "malformed request", 401: "no or bad credentials", 403: "denied by RBAC",
             404: "no such entity, environment, operation or milestone",
-            409: "a precondition failed, or nothing to commit / schema violations (milestones)",
+            409: "a precondition failed, an op id already names another operation, or nothing "
+                 "to commit / schema violations (milestones)",
             413: "body over the limit", 415: "unsupported content type",
-            422: "the schema refused the value",
+            422: "the schema refused the value (its type, or its field's constraints)",
             503: "busy with other large bodies, or the store unavailable: retry"}
 
 
@@ -62,7 +63,14 @@ def openapi_document() -> dict:
     ack = {"type": "object", "required": ["op_id", "hlc", "seq"],
            "properties": {"op_id": {"type": "string"}, "hlc": {"type": "string"},
                           "seq": {"type": "integer"}, "duplicate": {"type": "boolean"},
-                          "dry_run": {"type": "boolean"}, "change": {"type": "object"}}}
+                          "dry_run": {"type": "boolean"}, "change": {"type": "object"},
+                          "applied": {"type": "boolean", "description":
+                                      "whether the op's write is what its field shows after "
+                                      "the commit (false: the merge kept another value); in "
+                                      "answers to requests of at most 64 ops"},
+                          "value": {"description": "with applied: the field's resolved value "
+                                                   "in the op's environment after the commit "
+                                                   "(null: none)"}}}
     fields = {"type": "object", "additionalProperties": {"type": "object"}}
     entity_view = {"type": "object", "required": ["entity_id", "env", "fields"],
                    "properties": {"entity_id": {"type": "string"}, "env": {"type": "string"},

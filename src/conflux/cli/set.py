@@ -29,7 +29,9 @@ def add_parser(sub):
     p.add_argument("--intent", default="", help="why: kept in the log with the operation")
     p.add_argument("--override", action="store_true",
                    help="override the merge strategy (e.g. bring a max field down)")
-    p.add_argument("--op-id", help="a client op id, for safe retries")
+    p.add_argument("--op-id", help="a client op id, for safe retries: the same operation "
+                                   "sent again is acknowledged once; another one under a "
+                                   "used id is refused")
     p.add_argument("--base", metavar="OPIDS",
                    help="comma-separated op ids of the value(s) you saw (\"\" for none): a "
                         "precondition, or for review fields the candidates you supersede")
@@ -74,17 +76,28 @@ def run(args):
         print_json(ack.to_dict(engine.core))
         return 0
     env = args.env or engine.schema.base_env
+    spec = engine.schema.field(args.entity.partition(".")[0], args.field)
     if op["type"] == "set_field":
-        what = f"= {show_value(engine, args.entity, args.field, op['value'])}"
+        mine = show_value(engine, args.entity, args.field, op["value"])
+        what = f"= {mine}"
     elif op["type"] == "unset_field":
-        what = "unset"
+        mine = what = "unset"
     else:
         sign = "+" if args.add else "-"
-        spec = engine.schema.field(args.entity.partition(".")[0], args.field)
-        what = " ".join(sign + spec.format_element(v) for v in op["elements"])
+        mine = what = " ".join(sign + spec.format_element(v) for v in op["elements"])
+    target = f"{args.entity}.{args.field}"
+    where = f"op {ack.op_id}, seq {ack.seq}, {engine.core.hlc_format(ack.hlc)}"
+    if ack.applied is False:
+        # the merge kept another value: say so, as 'conflux log' does for the logged op
+        now = "unset" if ack.value is None else spec.format(ack.value)
+        verb = "would keep" if args.dry_run else "kept"
+        recorded = ("would be recorded" if args.dry_run else
+                    "was already recorded" if ack.duplicate else "is recorded")
+        print(f"{verb} {now} ({spec.merge}): {target} stays {now} in {env}; your {mine} "
+              f"{recorded} ({where})")
+        return 0
     prefix = "would write" if args.dry_run else ("already applied" if ack.duplicate else "ok")
-    print(f"{prefix}: {args.entity}.{args.field} {what} in {env} "
-          f"(op {ack.op_id}, seq {ack.seq}, {engine.core.hlc_format(ack.hlc)})")
+    print(f"{prefix}: {target} {what} in {env} ({where})")
 
 
 def _sign(engine, op: dict, actor, key_file: str) -> None:
@@ -104,9 +117,14 @@ def _sign(engine, op: dict, actor, key_file: str) -> None:
                          f"{public}'")
     op["env"] = op.get("env") or engine.schema.base_env
     op["op_id"] = op.get("op_id") or f"cli-{uuid.uuid4()}"
-    op["hlc"] = engine.next_hlc()
+    # a retry of a logged op (same --op-id) signs the same hlc again, so that it is that op
+    logged = engine.op(op["op_id"])
+    if logged is not None and logged.actor != actor.id:
+        logged = None  # not a retry: the engine refuses the op id
+    op["hlc"] = logged.hlc if logged is not None else engine.next_hlc()
     spec = engine.schema.field(op["entity_id"].partition(".")[0], op["field"])
     if spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
             op.get("base") is None:
-        op["base"] = engine.review_base(op["entity_id"], op["field"], op["env"])
+        op["base"] = (list(logged.base or []) if logged is not None else
+                      engine.review_base(op["entity_id"], op["field"], op["env"]))
     sign_op(op, signing_key, key.key_id, actor.id)

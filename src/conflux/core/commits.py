@@ -132,7 +132,8 @@ class GroupCommitter:
 # ---------------------------------------------------------------------------------------------
 # The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
 #   request: [actor id, actor class, [op, ...]]
-#   answer:  [0, [[op id, hlc, seq, duplicate], ...]]
+#   answer:  [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value
+#            for requests of at most OUTCOME_OPS ops: conflux.core.engine)
 #            [1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
@@ -378,7 +379,8 @@ class CommitClient:
                              "batch may or may not be stored") from None
         if answer[0] != 0:
             _raise_answer(answer)
-        return [Ack(op_id, hlc, seq, duplicate) for op_id, hlc, seq, duplicate in answer[1]]
+        return [Ack(*row[:4]) if len(row) == 4 else
+                Ack(*row[:4], applied=row[4], value=row[5]) for row in answer[1]]
 
     def _drop(self, sock) -> None:
         if sock is not None:
