@@ -19,7 +19,8 @@ __all__ = ["MAX_NESTING", "MAX_VALUE_NESTING", "MAX_EXPANSION", "DEFAULT_MAX_VAL
 #: Levels of lists and maps in one request body, one file's documents or one command-line
 #: value: room for a batch's own levels around values of ``MAX_VALUE_NESTING``.
 MAX_NESTING = 100
-#: Levels of lists and maps in one field value (a map field's JSON).
+#: Levels of lists and maps in one field value (a map field's JSON), the value itself the
+#: first: ``schema._MAX_MAP_DEPTH`` and the compiled fast path allow as many.
 MAX_VALUE_NESTING = 64
 #: What one file's documents may hold once YAML aliases are expanded (bytes, as
 #: ``value_extent`` counts them): this, or the file's own size if that is more. Without

@@ -498,11 +498,11 @@ class Engine:
             if raw.get("elements") is not None:
                 raise ValidationError(f"{label}: elements go with add_elements and "
                                       "remove_elements", field=field_name)
-            self._check_size(raw["value"], label, field_name)
+            self._check_value(raw["value"], label, field_name)
             value = _located(spec.coerce, raw["value"], where)
             op.value = value
             op.vbytes = _packed(value, label)
-            self._check_size(op.vbytes, label, field_name)
+            self._check_stored(len(op.vbytes), label, field_name)
             if op.kind in (core.MAX, core.MIN):
                 op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
         elif op_type == core.UNSET_FIELD:
@@ -528,13 +528,13 @@ class Engine:
             if not isinstance(elements, list) or not elements:
                 raise ValidationError(f"{label}: {name} needs a non-empty list of elements",
                                       field=field_name)
-            self._check_size(elements, label, field_name)
+            self._check_value(elements, label, field_name)
             by_bytes = {}
             for item in elements:
                 item = _located(spec.coerce_element, item, where)
                 by_bytes[_packed(item, label)] = item
             op.ebytes = sorted(by_bytes)
-            self._check_size(b"".join(op.ebytes), label, field_name)
+            self._check_stored(sum(map(len, op.ebytes)), label, field_name)
             op.elements = [by_bytes[b] for b in op.ebytes]
             observed = raw.get("observed")
             if observed is not None:
@@ -552,15 +552,19 @@ class Engine:
                 op.observed = [paired[b] for b in op.ebytes]
         return op
 
-    def _check_size(self, value, label, field_name) -> None:
-        """``value`` as sent (walked, stopping at the bound) or as stored (its bytes)."""
-        limit = self.settings.max_value_bytes
-        if isinstance(value, bytes):
-            problem = None if len(value) <= limit else value_problem(value, limit)
-        else:
-            problem = value_problem(value, limit)
+    def _check_value(self, value, label, field_name) -> None:
+        """A value as sent, before anything copies or encodes it (a walk that stops at the
+        bounds): the depth, and the size as a lower bound of what it will be stored as."""
+        problem = value_problem(value, self.settings.max_value_bytes)
         if problem is not None:
             raise ValidationError(f"{label}: {problem}", field=field_name)
+
+    def _check_stored(self, size: int, label, field_name) -> None:
+        limit = self.settings.max_value_bytes
+        if size > limit:
+            raise ValidationError(f"{label}: the value is {size:,} bytes stored, larger than "
+                                  f"{limit:,} bytes, the most a field value may be (config.toml: "
+                                  "[limits] max_value_bytes)", field=field_name)
 
     # -- writing ------------------------------------------------------------------------------
 
