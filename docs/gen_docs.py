@@ -324,8 +324,11 @@ it may not do is refused with 403 and nothing is written.
 
 **Bodies.** Requests are JSON (`Content-Type: application/json`) or msgpack
 (`Content-Type: application/msgpack`); answers are JSON unless the request's `Accept` header
-names `application/msgpack`. msgpack is the faster form for large batches. A body is at most
-@BODY@ (413 beyond); each worker parses and holds at most @BUDGET@ of bodies at once, and a
+names `application/msgpack`. msgpack is the faster form for large batches. A body is sent
+with a `Content-Length` or `Transfer-Encoding: chunked`, and is at most @BODY@ (413 beyond, as
+soon as a chunked body passes it); it nests at most 100 levels of lists and maps (400 beyond),
+and a field value in it at most 64 levels and `[limits] max_value_bytes` (1 MiB by default;
+422 beyond). Each worker parses and holds at most @BUDGET@ of bodies at once, and a
 request that finds no room within a minute is answered 503 `busy` (retry).
 
 **Operations.** An operation on the wire is an [Op](#op) object: `type`, `entity_id`,
@@ -346,17 +349,18 @@ write to a `max` field) and `value`, the field's resolved value after the commit
 
 | status | meaning |
 |---|---|
-| 400 | malformed request: no body, a body that is not valid JSON or msgpack, a bad query parameter or header |
+| 400 | malformed request: no body, a body that is not valid JSON or msgpack or nested too deep, a bad query parameter or header |
 | 401 | no credentials, or an unknown API key or certificate |
 | 403 | denied by `rbac.toml`, or a signature refused (`signature_refused`); nothing written |
 | 404 | no such entity, environment or milestone |
 | 409 | a `base` precondition failed (`precondition_failed`); an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
 | 413 | the body is over @BODY@ (`body_too_large`) |
 | 415 | a content type other than JSON or msgpack (`unsupported_media_type`) |
-| 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |
+| 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a name or value over its limit, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |
 | 503 | busy with other large bodies (`busy`), or the store unavailable (`store_unavailable`): retry |
 
-Nothing a client sends is answered with a 500.
+Nothing a client sends is answered with a 500, and no answer names a path of the server (the
+project's directory, its store, its rules): the daemon's log keeps them.
 
 ## Example
 

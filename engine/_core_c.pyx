@@ -42,6 +42,11 @@ cdef extern from "Python.h":
     Py_ssize_t PyBytes_GET_SIZE(object o)
     object PyBytes_FromStringAndSize(const char* v, Py_ssize_t n)
     bint PyUnicode_CheckExact(object o)
+    bint PyUnicode_Check(object o)
+    Py_ssize_t PyUnicode_GET_LENGTH(object o)
+    bint PyList_Check(object o)
+    bint PyTuple_Check(object o)
+    bint PyDict_Check(object o)
     const char* PyUnicode_AsUTF8AndSize(object o, Py_ssize_t* size) except NULL
     const char* _AsUTF8AndSize_noexc "PyUnicode_AsUTF8AndSize" (object o, Py_ssize_t* size)
     bint PyFloat_CheckExact(object o)
@@ -68,6 +73,7 @@ __all__ = [
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
     "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
+    "value_extent",
 ]
 
 IMPLEMENTATION = "c"
@@ -2662,6 +2668,7 @@ cdef extern from "math.h":
     bint isfinite(double x) nogil
 
 cdef int _MAX_INTENT = 4096
+cdef Py_ssize_t _MAX_ENTITY_NAME = 200  # schema._ENTITY_NAME_RE (store keys hold <= 511 bytes)
 
 
 cdef inline bint _name_char(uchar c, bint first) noexcept nogil:
@@ -2844,7 +2851,7 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     if not ((adding or typ == "set_field") and PyUnicode_CheckExact(entity)
             and PyUnicode_CheckExact(field)):
         return None
-    envs, base, types = table
+    envs, base, types, max_value = table
     if env is None or (PyUnicode_CheckExact(env) and len(env) == 0):
         env = base
     elif not PyUnicode_CheckExact(env):
@@ -2869,6 +2876,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     if dot <= 0 or dot == tn - 1:
         return None
     nlen = tn - dot - 1
+    if nlen > _MAX_ENTITY_NAME:
+        return None
     if not _name_char(<uchar>ent[dot + 1], True):
         return None
     for i in range(dot + 2, tn):
@@ -2901,6 +2910,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
         finally:
             PyMem_Free(w.buf)
         op.ebytes = sorted(by_bytes)
+        if sum([PyBytes_GET_SIZE(b) for b in op.ebytes]) > <Py_ssize_t>max_value:
+            return None
         op.elements = [by_bytes[b] for b in op.ebytes]
         op.type = T_ADD_ELEMENTS
     else:
@@ -2924,6 +2935,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
                 op.vbytes = PyBytes_FromStringAndSize(<char*>w.buf, w.pos)
             finally:
                 PyMem_Free(w.buf)
+        if PyBytes_GET_SIZE(op.vbytes) > <Py_ssize_t>max_value:
+            return None
         op.value = value
         op.type = T_SET_FIELD
     op.env = env
@@ -3083,3 +3096,49 @@ def encode_chunks(ops, clock, limit):
     finally:
         PyMem_Free(w.buf)
         PyMem_Free(ends)
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed input: how deep and how big, before anything encodes it
+
+
+def value_extent(value, int max_depth, Py_ssize_t budget):
+    """``_core_py.value_extent``: the size (a lower bound of the msgpack encoding, shared parts
+    counted each time they are reached), -1 past ``max_depth`` levels, -2 past ``budget``."""
+    return _extent(value, 1, max_depth, budget, 0)
+
+
+cdef Py_ssize_t _extent(object value, int depth, int max_depth, Py_ssize_t budget,
+                        Py_ssize_t size) except -3:
+    if PyUnicode_Check(value):
+        size += PyUnicode_GET_LENGTH(value) + 1
+    elif PyBytes_Check(value):
+        size += PyBytes_GET_SIZE(value) + 1
+    elif PyList_Check(value) or PyTuple_Check(value):
+        if depth > max_depth:
+            return -1
+        size += 1
+        if size > budget:
+            return -2
+        for item in value:
+            size = _extent(item, depth + 1, max_depth, budget, size)
+            if size < 0:
+                return size
+        return size
+    elif PyDict_Check(value):
+        if depth > max_depth:
+            return -1
+        size += 1
+        if size > budget:
+            return -2
+        for key, item in (<dict>value).items():
+            size += PyUnicode_GET_LENGTH(key) + 1 if PyUnicode_Check(key) else 1
+            if size > budget:
+                return -2
+            size = _extent(item, depth + 1, max_depth, budget, size)
+            if size < 0:
+                return size
+        return size
+    else:
+        size += 1
+    return -2 if size > budget else size

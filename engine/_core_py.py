@@ -66,6 +66,7 @@ __all__ = [
     "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
     "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
+    "value_extent",
 ]
 
 IMPLEMENTATION = "py"
@@ -1041,3 +1042,57 @@ def encode_chunks(ops, clock, limit):
                     + b"".join(group)))
         a += k
     return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsed input: how deep and how big, before anything encodes it
+
+
+def value_extent(value, max_depth, budget):
+    """How deep and how big a parsed value (as a parser gives it: None, bool, numbers, text,
+    bytes, lists and maps) is, without encoding it.
+
+    The size is a lower bound of the value's msgpack encoding: one byte for each scalar, list
+    and map, plus the characters of each text (map keys included). A part reached twice (a
+    YAML alias) counts each time it is reached, as an encoder would write it again. Returns the
+    size, or -1 as soon as a list or map lies deeper than ``max_depth`` levels (the value
+    itself, if a list or map, is level 1), or -2 as soon as the size passes ``budget``. The
+    walk stops there: a value whose aliases expand to gigabytes costs at most ``budget`` steps
+    and ``max_depth`` frames. Both twins walk in the same order and stop at the same place.
+    """
+    return _extent(value, 1, max_depth, budget, 0)
+
+
+def _extent(value, depth, max_depth, budget, size):
+    if isinstance(value, str):
+        size += len(value) + 1
+    elif isinstance(value, bytes):
+        size += len(value) + 1
+    elif isinstance(value, (list, tuple)):
+        if depth > max_depth:
+            return -1
+        size += 1
+        if size > budget:
+            return -2
+        for item in value:
+            size = _extent(item, depth + 1, max_depth, budget, size)
+            if size < 0:
+                return size
+        return size
+    elif isinstance(value, dict):
+        if depth > max_depth:
+            return -1
+        size += 1
+        if size > budget:
+            return -2
+        for key, item in value.items():
+            size += len(key) + 1 if isinstance(key, str) else 1
+            if size > budget:
+                return -2
+            size = _extent(item, depth + 1, max_depth, budget, size)
+            if size < 0:
+                return size
+        return size
+    else:
+        size += 1
+    return -2 if size > budget else size

@@ -1442,3 +1442,37 @@ def test_entry_values_pack_as_msgpack_does(value):
     out = [outcome(t.encode_entry, make_op(t, value=value, elements=[value], op_id="x"))
            for t in (_core_c, _core_py)]
     assert out[0] == out[1]
+
+
+# ============================================================================================
+# value_extent: how deep and how big a parsed value is, stopping at the bounds
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2 ** 63), 2 ** 63 - 1) | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=10),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=40)
+
+
+@given(json_values, st.integers(0, 6), st.integers(0, 400))
+@settings(max_examples=400)
+def test_the_twins_agree_on_value_extent(value, max_depth, budget):
+    found = _core_c.value_extent(value, max_depth, budget)
+    assert found == _core_py.value_extent(value, max_depth, budget)
+    if found >= 0:  # a lower bound of the encoding
+        assert found <= len(msgpack.packb(value, use_bin_type=True))
+
+
+def test_value_extent_counts_shared_parts_each_time_and_stops_at_the_budget(core):
+    level = ["lol"] * 9
+    for _ in range(12):  # 9**12 strings once expanded: only the budget keeps this short
+        level = [level] * 9
+    assert core.value_extent(level, 64, 1 << 20) == -2
+    assert core.value_extent(["ab", {"k": [1, 2.5, None]}], 64, 100) == 1 + 3 + 1 + 2 + 1 + 3
+    deep = []
+    for _ in range(70):
+        deep = [deep]
+    assert core.value_extent(deep, 64, 1 << 20) == -1
+    assert core.value_extent(deep, 71, 1 << 20) == 71

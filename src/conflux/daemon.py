@@ -19,7 +19,45 @@ from gunicorn.app.base import BaseApplication
 
 from conflux.errors import InputError
 
-__all__ = ["Daemon", "daemon_options", "check_configuration"]
+__all__ = ["Daemon", "daemon_options", "check_configuration", "check_tls"]
+
+
+def check_tls(cert: str, key: str, client_ca: str | None = None) -> None:
+    """Load the certificate, its key and the client CA as the server will, before it serves:
+    otherwise a key that is not the certificate's (or not a key at all) starts a daemon whose
+    every handshake fails. ``InputError`` naming the file and what is wrong with it."""
+    for flag, path in (("--tls-cert", cert), ("--tls-key", key), ("--client-ca", client_ca)):
+        if path is None:
+            continue
+        try:
+            with open(path, "rb") as handle:
+                handle.read(1)
+        except OSError as exc:
+            raise InputError(f"{flag} {path}: cannot read: {exc.strerror or exc}") from None
+    probe = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        probe.load_verify_locations(cafile=cert)
+    except (ssl.SSLError, ValueError):
+        raise InputError(f"--tls-cert {cert}: no PEM certificate in it") from None
+
+    def no_password():
+        raise InputError(f"--tls-key {key}: the key is encrypted; give the daemon an "
+                         "unencrypted key (readable only by its user)")
+
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=no_password)
+    except ssl.SSLError as exc:
+        if "KEY_VALUES_MISMATCH" in str(exc) or "key values mismatch" in str(exc):
+            raise InputError(f"--tls-key {key}: this private key does not belong to the "
+                             f"certificate in {cert}") from None
+        raise InputError(f"--tls-key {key}: no PEM private key in it ({exc.reason or exc})"
+                         ) from None
+    if client_ca is not None:
+        try:
+            context.load_verify_locations(cafile=client_ca)
+        except (ssl.SSLError, ValueError):
+            raise InputError(f"--client-ca {client_ca}: no PEM CA certificate in it") from None
 
 
 def check_configuration(engine):
@@ -52,6 +90,8 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
     for path in (tls_cert, tls_key, client_ca):
         if path is not None and not os.path.isfile(path):
             raise InputError(f"{path}: no such file")
+    if tls_cert is not None:
+        check_tls(tls_cert, tls_key, client_ca)
     if not 1 <= workers <= 64 or not 1 <= threads <= 256:
         raise InputError("--workers must be 1 to 64 and --threads 1 to 256")
     if not 0 <= port <= 65535:

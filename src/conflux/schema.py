@@ -45,8 +45,8 @@ INT64_MAX = 2 ** 63 - 1
 # Entity names and type names go into LMDB keys (at most 511 bytes; a dangling-ref key holds
 # two of them): hence their lengths.
 _TYPE_NAME_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,63}")
-_FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-_ENV_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+_FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+_ENV_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 _ENTITY_NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,199}")
 _NAME_RULE = ("letters, digits, '_', '.', '-', starting with a letter or digit, at most 200 "
               "characters")
@@ -254,7 +254,7 @@ class Field:
         kind = "list" if self.kind == "list" and not element else (self.item_kind or self.kind)
         try:
             if kind in ("map", "list"):
-                value: Any = json.loads(text)
+                value: Any = _json_text(text, self._label, self.name)
             elif kind == "int":
                 value = int(text) if re.fullmatch(r"\s*[+-]?\d+\s*", text) else text
             elif kind == "float":
@@ -263,6 +263,8 @@ class Field:
                 value = {"true": True, "false": False}.get(text.strip().lower(), text)
             else:
                 value = text
+        except _NotText:
+            raise
         except ValueError:
             value = text  # let coerce report it with the usual message
         return self.coerce_element(value) if element else self.coerce(value)
@@ -473,8 +475,9 @@ class Schema:
             return self.types[name]
         except (KeyError, TypeError):
             raise ValidationError(
-                f"unknown entity type {name!r} (declared: {', '.join(self.types)})",
-                entity=name if isinstance(name, str) else None) from None
+                f"unknown entity type {_clip(repr(name))} (declared: "
+                f"{', '.join(self.types)})",
+                entity=_clip(name) if isinstance(name, str) else None) from None
 
     def field(self, type_name: str, field_name: str) -> Field:
         """The declared field; ``ValidationError`` naming the type and its fields if unknown."""
@@ -483,31 +486,32 @@ class Schema:
             return entity_type.fields[field_name]
         except (KeyError, TypeError):
             raise ValidationError(
-                f"entity type {type_name!r} has no field {field_name!r} "
+                f"entity type {type_name!r} has no field {_clip(repr(field_name))} "
                 f"(fields: {', '.join(entity_type.fields) or 'none'})",
-                field=field_name if isinstance(field_name, str) else None,
+                field=_clip(field_name) if isinstance(field_name, str) else None,
                 entity=type_name) from None
 
     def split_entity_id(self, entity_id: str) -> tuple[str, str]:
         """``"route.api.v1"`` -> ``("route", "api.v1")``: the type is before the first dot."""
         if not isinstance(entity_id, str) or "." not in entity_id:
             raise ValidationError(
-                f"entity id {entity_id!r} must be '<type>.<name>', e.g. 'route.api-v1'",
-                entity=entity_id if isinstance(entity_id, str) else None)
+                f"entity id {_clip(repr(entity_id))} must be '<type>.<name>', e.g. "
+                "'route.api-v1'", entity=_clip(entity_id) if isinstance(entity_id, str) else None)
         type_name, name = entity_id.split(".", 1)
         if type_name not in self.types:
             raise ValidationError(
-                f"entity id {entity_id!r}: unknown entity type {type_name!r} "
-                f"(declared: {', '.join(self.types)})", entity=entity_id)
+                f"entity id {_clip(repr(entity_id))}: unknown entity type "
+                f"{_clip(repr(type_name))} (declared: {', '.join(self.types)})",
+                entity=_clip(entity_id))
         if not _ENTITY_NAME_RE.fullmatch(name):
             raise ValidationError(
                 f"entity id {_clip(repr(entity_id))}: {_clip(repr(name))} is not a valid "
-                f"entity name ({_NAME_RULE})", entity=entity_id)
+                f"entity name ({_NAME_RULE})", entity=_clip(entity_id))
         return type_name, name
 
     def _check_env(self, env: str) -> None:
         if env not in self.parents:
-            raise NotFound(f"unknown environment {env!r} "
+            raise NotFound(f"unknown environment {_clip(repr(env))} "
                            f"(known: {', '.join(self.environments)})")
 
 
@@ -577,6 +581,24 @@ def _unique(items: list) -> list:
         if item not in seen:
             seen.append(item)
     return seen
+
+
+def _json_text(text: str, label: str, field: str) -> Any:
+    """A command-line word read as JSON (``ValueError`` if it is not JSON), refused as a
+    ``ValidationError`` if nested deeper than the limit (``conflux.limits``)."""
+    from conflux.limits import MAX_NESTING, check_parsed
+
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise _NotText(f"{label}: the value is nested deeper than {MAX_NESTING} levels of "
+                       "lists and maps", field=field) from None
+    check_parsed(value, f"{label}: the value", error=_NotText)
+    return value
+
+
+class _NotText(ValidationError):
+    """Refused outright: not to be read as plain text instead."""
 
 
 def _normalize_json(value: Any, label: str, depth: int) -> Any:
@@ -830,8 +852,9 @@ class _SchemaParser:
 
     def _check_env_name(self, name: Any, line: Line) -> None:
         if not isinstance(name, str) or not _ENV_NAME_RE.fullmatch(name):
-            self._fail(f"invalid environment name {name!r} (letters, digits, '_', '-', "
-                       f"starting with a letter or digit)", line=line)
+            self._fail(f"invalid environment name {_clip(repr(name))} (letters, digits, '_', "
+                       f"'-', starting with a letter or digit, at most 64 characters)",
+                       line=line)
 
     # -- entity types -------------------------------------------------------------------------
 
@@ -886,8 +909,9 @@ class _SchemaParser:
         if name is None:
             self._fail("a field has no 'name'", line=line, entity=entity)
         if not isinstance(name, str) or not _FIELD_NAME_RE.fullmatch(name):
-            self._fail(f"invalid field name {name!r} (letters, digits and '_', not starting "
-                       f"with a digit)", line=line, entity=entity)
+            self._fail(f"invalid field name {_clip(repr(name))} (letters, digits and '_', not "
+                       f"starting with a digit, at most 64 characters)", line=line,
+                       entity=entity)
 
         def fail(message: str) -> NoReturn:
             self._fail(message, line=line, entity=entity, field=name)

@@ -25,6 +25,7 @@ import msgpack
 from conflux import formats
 from conflux.errors import InputError, ValidationError
 from conflux.helpers import without_gc
+from conflux.limits import MAX_EXPANSION, check_parsed, value_problem
 from conflux.schema import format_duration
 
 __all__ = ["import_tree", "export_state", "ImportResult", "ExportResult", "documents_of",
@@ -205,10 +206,14 @@ _FAST_FORMATS = frozenset({"json"})
 _POOL_CHUNK = 64
 
 
-def read_sources(files, progress=None) -> list[Source]:
+def read_sources(files, progress=None, *, max_value: int | None = None) -> list[Source]:
     """Read and parse every file (``(path, serializer)`` or a ``Source``), in order. A big
     tree of a slow format (YAML, TOML, KDL, Jsonnet) is parsed on every core; a format with
-    ``load_many`` gets its files at once."""
+    ``load_many`` gets its files at once. Every file's documents are held to the limits
+    (``bounded``; field values to ``max_value`` bytes) before anything else reads them."""
+    from conflux.limits import DEFAULT_MAX_VALUE_BYTES
+
+    max_value = max_value or DEFAULT_MAX_VALUE_BYTES
     sources = [item if isinstance(item, Source) else Source(*item) for item in files]
     batched, single = {}, []
     for i, source in enumerate(sources):
@@ -219,31 +224,38 @@ def read_sources(files, progress=None) -> list[Source]:
     workers = min(os.cpu_count() or 1, 8)
     if workers > 1 and len(single) >= _POOL_MIN_FILES and any(
             sources[i].serializer.name not in _FAST_FORMATS for i in single):
-        _parse_in_pool(sources, single, workers, progress)
+        _parse_in_pool(sources, single, workers, progress, max_value)
     else:
         for i in single:
             source = sources[i]
             source.data = _read(source.path)
-            source.docs = _load(source.serializer, source.data, source.path)
+            source.docs = _load(source.serializer, source.data, source.path, max_value)
             if progress is not None:
                 progress(1)
     for serializer, indexes in batched.values():
         for i in indexes:
             sources[i].data = _read(sources[i].path)
-        loaded = serializer.load_many([(sources[i].data, sources[i].path) for i in indexes])
+        try:
+            loaded = serializer.load_many([(sources[i].data, sources[i].path)
+                                           for i in indexes])
+        except RecursionError:
+            raise ImportFailed(f"{serializer.name}: a file is nested too deeply to read "
+                               f"(one of {sources[indexes[0]].path}, ...)") from None
         for i, docs in zip(indexes, loaded):
-            sources[i].docs = docs
+            sources[i].docs = bounded(serializer, sources[i].data, sources[i].path,
+                                      _checked(serializer, docs, sources[i].path), max_value)
         if progress is not None:
             progress(len(indexes))
     return sources
 
 
-def _parse_in_pool(sources, indexes, workers, progress) -> None:
+def _parse_in_pool(sources, indexes, workers, progress, max_value) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
     chunks = [indexes[i:i + _POOL_CHUNK] for i in range(0, len(indexes), _POOL_CHUNK)]
-    work = [[(sources[i].path, sources[i].serializer.name) for i in chunk] for chunk in chunks]
+    work = [[(sources[i].path, sources[i].serializer.name, max_value) for i in chunk]
+            for chunk in chunks]
     # fork: the workers inherit the format registry, plugins included
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
         for chunk, parsed in zip(chunks, pool.map(_parse_chunk, work)):
@@ -259,9 +271,9 @@ def _parse_in_pool(sources, indexes, workers, progress) -> None:
 def _parse_chunk(items) -> list:
     """In a pool worker: ``(documents, None)`` or ``(None, (message, line))`` per file."""
     out = []
-    for path, name in items:
+    for path, name, max_value in items:
         try:
-            out.append((_load(formats.for_name(name), _read(path), path), None))
+            out.append((_load(formats.for_name(name), _read(path), path, max_value), None))
         except InputError as exc:
             out.append((None, (str(exc), exc.line)))
     return out
@@ -275,17 +287,49 @@ def _read(path: str) -> bytes:
         raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
 
 
-def _load(serializer, data: bytes, path: str) -> list:
+def _load(serializer, data: bytes, path: str, max_value: int) -> list:
     try:
         docs = serializer.load(data, path)
     except InputError:
         raise
+    except RecursionError:
+        raise ImportFailed(f"{path}: {serializer.name}: nested too deeply to read",
+                           path=path) from None
     except Exception as exc:  # a plugin's parser: still one clear line, naming the file
         raise ImportFailed(f"{path}: {serializer.name}: {type(exc).__name__}: {exc}",
                            path=path) from None
+    return bounded(serializer, data, path, _checked(serializer, docs, path), max_value)
+
+
+def _checked(serializer, docs, path: str) -> list:
     if not isinstance(docs, list) or not all(isinstance(d, dict) for d in docs):
         raise ImportFailed(f"{path}: format {serializer.name!r} did not give a list of "
                            "mappings", path=path)
+    return docs
+
+
+def bounded(serializer, data: bytes, path: str, docs: list, max_value: int) -> list:
+    """``docs`` if they keep to the limits, else ``ImportFailed`` naming the file (and the
+    line of the field, where the format can tell it): a file's documents, YAML aliases
+    expanded, hold at most its own size or ``MAX_EXPANSION`` bytes, nest at most
+    ``MAX_NESTING`` levels, and each field value is at most ``max_value`` bytes. The checks
+    walk no further than their bounds, so a few hundred bytes of nested aliases that would
+    expand to gigabytes are refused at once, before any copy or encoding of them."""
+    check_parsed(docs, path, budget=max(len(data), MAX_EXPANSION), error=ImportFailed)
+    for index, doc in enumerate(docs):
+        for key, value in doc.items():
+            problem = value_problem(value, max_value)
+            if problem is not None:
+                line = None
+                try:
+                    line = serializer.locate(data, index, str(key))
+                except Exception:  # a plugin's locate is a nicety, never a failure
+                    pass
+                label = path if line is None else f"{path}:{line}"
+                if len(docs) > 1:
+                    label += f" (document {index + 1})"
+                raise ImportFailed(f"{label}: field {str(key)[:64]!r}: {problem}", path=path,
+                                   line=line, field=str(key)[:64])
     return docs
 
 
@@ -671,7 +715,8 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
                          f"{', '.join(formats.registry().names(readable=True))})")
     if progress is not None:
         progress.start("reading", len(files))
-    sources = read_sources(files, progress.advance if progress is not None else None)
+    sources = read_sources(files, progress.advance if progress is not None else None,
+                           max_value=engine.settings.max_value_bytes)
     intent = intent if intent is not None else f"import {path}"
     if layout:
         result = plan_export_import(engine, sources, name_from=name_from, intent=intent)

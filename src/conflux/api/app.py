@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import re
 
 import falcon
 
@@ -51,13 +53,50 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
         app.add_route(path, resource)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
-    app.add_error_handler(ConfluxError, _conflux_error)
+    app.add_error_handler(ConfluxError, _ConfluxErrors(engine.root))
     app.set_error_serializer(_serialize_http_error)
     return app
 
 
-def _conflux_error(req, resp, exc, params):
-    write_body(req, resp, exc.to_dict(), exc.http_status)
+class _ConfluxErrors:
+    """Conflux's errors as JSON answers, without the server's paths: where the project, its
+    store or its rules live is the server's business. Messages keep their paths in the
+    daemon's log (always, for the server's own failures, 5xx)."""
+
+    def __init__(self, root: str):
+        project = os.path.dirname(os.path.abspath(root))
+        self.projects = sorted({project, os.path.realpath(project)}, key=len, reverse=True)
+
+    def __call__(self, req, resp, exc, params):
+        body = exc.to_dict()
+        message = body["error"]["message"]
+        public = self.public(message, server=exc.http_status >= 500)
+        if exc.http_status >= 500:
+            log.error("%s %s: %s", req.method, req.path, message)
+        elif public != message:
+            log.info("%s %s: %s", req.method, req.path, message)
+        body["error"]["message"] = public
+        write_body(req, resp, body, exc.http_status)
+
+    def public(self, message: str, *, server: bool) -> str:
+        for project in self.projects:
+            message = message.replace(project + os.sep, "").replace(project, "the project")
+        if server:
+            # the server's own failure: no client value is quoted, so any absolute path of
+            # this machine (a milestone repository, a remote) is cut to its last part
+            message = _ABSOLUTE_PATH.sub(_last_part, message)
+        return message
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])/[^\s'\"()<>,;]+")
+
+
+def _last_part(found) -> str:
+    path = found[0].rstrip(".:")
+    tail = found[0][len(path):]
+    if os.path.exists(path) or os.path.exists(os.path.dirname(path)):
+        return os.path.basename(path.rstrip("/")) + tail
+    return found[0]
 
 
 def _http_error(req, resp, exc, params):

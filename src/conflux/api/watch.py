@@ -16,6 +16,7 @@ from conflux.engine import op_parts
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0
+_MAX_SEQ = 2 ** 63
 
 
 class Watch:
@@ -36,11 +37,15 @@ class Watch:
         ctx.access.authorize(actor, "read", entity or "*", None, env or "*")
         last = req.get_header("Last-Event-ID")
         if last is not None:
-            if not (last.strip().isascii() and last.strip().isdigit()):
-                raise InputError("Last-Event-ID must be a sequence number", field="Last-Event-ID")
+            last = last.strip()
+            # the same range as ?after=: a sequence number the log's keys can hold
+            if not (last.isascii() and last.isdigit() and len(last) <= 19
+                    and int(last) <= _MAX_SEQ):
+                raise InputError(f"Last-Event-ID must be a sequence number from 0 to "
+                                 f"{_MAX_SEQ}", field="Last-Event-ID")
             start = int(last)
         else:
-            start = _int_param(req, "after", -1, 0, 2 ** 63)
+            start = _int_param(req, "after", -1, 0, _MAX_SEQ)
             if start < 0:  # from now on
                 start = engine.last_seq()
         timeout = _int_param(req, "timeout", 0, 0, 86_400)

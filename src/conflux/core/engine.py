@@ -21,7 +21,8 @@ from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, OpIdConflict, StoreError,
                             ValidationError)
-from conflux.schema import Schema, is_utf8, load_schema
+from conflux.limits import DEFAULT_MAX_VALUE_BYTES, value_problem
+from conflux.schema import Schema, _clip, is_utf8, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
 
 __all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR", "project_root"]
@@ -56,6 +57,11 @@ max_clock_offset_ms = {max_clock_offset_ms}
 # Tombstones older than this are causally stable and may be dropped by 'compaction'.
 stability_window_s = {stability_window_s}
 
+[limits]
+# The largest field value, in bytes as stored (a set's elements of one operation together):
+# a bigger one is refused, whichever way it comes (REST, command line, import).
+max_value_bytes = {max_value_bytes}
+
 [signatures]
 # Actor classes whose operations must be signed (keys in keys.json: 'conflux keys').
 # require = ["human", "pipeline"]
@@ -78,13 +84,16 @@ class Settings:
     max_clock_offset_ms: int = 500
     stability_window_s: int = 7 * 24 * 3600
     require_signatures: frozenset = frozenset()
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
 
     def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
                  stability_window_s: int = stability_window_s,
-                 require_signatures: frozenset = require_signatures):
+                 require_signatures: frozenset = require_signatures,
+                 max_value_bytes: int = max_value_bytes):
         self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
                              stability_window_s=stability_window_s,
-                             require_signatures=require_signatures)
+                             require_signatures=require_signatures,
+                             max_value_bytes=max_value_bytes)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
@@ -139,9 +148,14 @@ class Settings:
             doc.fail(f"[signatures] require must list actor classes ({', '.join(ACTOR_CLASSES)})",
                      line=doc.first_line(doc.key("require", doc.table("signatures")),
                                          doc.top_key("signatures")))
+        max_value = number("limits", "max_value_bytes", cls.max_value_bytes)
+        if not 1 <= max_value <= _MAX_VALUE_CEILING:
+            doc.fail(f"[limits] max_value_bytes must be 1 to {_MAX_VALUE_CEILING:,} (got "
+                     f"{max_value!r})", line=doc.first_line(doc.key(
+                         "max_value_bytes", doc.table("limits")), doc.top_key("limits")))
         return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
                    number("compaction", "stability_window_s", cls.stability_window_s),
-                   frozenset(required))
+                   frozenset(required), max_value)
 
 
 #: The tables of ``config.toml`` and their keys (``[milestones]``'s are checked by
@@ -150,8 +164,12 @@ CONFIG_KEYS = {
     "clock": ("max_clock_offset_ms",),
     "compaction": ("stability_window_s",),
     "signatures": ("require",),
+    "limits": ("max_value_bytes",),
     "milestones": None,
 }
+#: A field value is one LMDB record with its merge metadata, read whole on every get: keep
+#: even a configured limit well below what a request body may carry.
+_MAX_VALUE_CEILING = 64 << 20
 
 
 class Ack:
@@ -399,7 +417,8 @@ class Engine:
                 fields[f.name] = (self._field_ids[(type_name, f.name)], kind, num, vkind,
                                   limits)
             types[type_name] = (self._type_ids[type_name], fields)
-        return (dict(self._env_ids), self.schema.base_env, types)
+        return (dict(self._env_ids), self.schema.base_env, types,
+                self.settings.max_value_bytes)
 
     # -- creating and opening -----------------------------------------------------------------
 
@@ -453,9 +472,10 @@ class Engine:
                                   f"{type(raw).__name__}")
         unknown = raw.keys() - _OP_KEYS
         if unknown:
-            raise ValidationError(f"{where}unknown key(s) {', '.join(sorted(map(str, unknown)))}"
+            names = sorted(_clip(str(k)) for k in unknown)
+            raise ValidationError(f"{where}unknown key(s) {_clip(', '.join(names), 200)}"
                                   f" (allowed: {', '.join(sorted(_OP_KEYS))})",
-                                  field=sorted(map(str, unknown))[0])
+                                  field=names[0])
         type_name = raw.get("type")
         op_type = core.OP_TYPES.get(type_name) if isinstance(type_name, str) else None
         if op_type is None or op_type == core.PROMOTE:
@@ -464,7 +484,7 @@ class Engine:
                                   f"({allowed}; promotions go through promote)", field="type")
         env = raw.get("env") or self.schema.base_env
         if not isinstance(env, str) or env not in self.schema.parents:
-            raise ValidationError(f"{where}unknown environment {env!r} (declared: "
+            raise ValidationError(f"{where}unknown environment {_clip(repr(env))} (declared: "
                                   f"{', '.join(self.schema.environments)})", field="env")
         entity_id = raw.get("entity_id")
         if not isinstance(entity_id, str):
@@ -518,6 +538,8 @@ class Engine:
     def _field_op(self, op_type, env, entity_id, field_name, raw, where="", *,
                   constrained=True):
         """A core ``Op`` for one entity or field, with value, kind and key material set.
+        Values bigger than ``[limits] max_value_bytes`` or nested too deep are refused before
+        they are copied or encoded (a YAML alias can make a small document a huge value).
 
         With ``constrained``, a value (or added element) that breaks its field's own
         constraints (``min``, ``max``, ``pattern``, ``one_of``) is refused: it could only ever
@@ -565,11 +587,13 @@ class Engine:
             if raw.get("elements") is not None:
                 raise ValidationError(f"{label}: elements go with add_elements and "
                                       "remove_elements", field=field_name)
+            self._check_value(raw["value"], label, field_name)
             value = _located(spec.coerce, raw["value"], where)
             if constrained:
                 _within(spec, value, label)
             op.value = value
             op.vbytes = _packed(value, label)
+            self._check_stored(len(op.vbytes), label, field_name)
             if op.kind in (core.MAX, core.MIN):
                 op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
         elif op_type == core.UNSET_FIELD:
@@ -595,11 +619,13 @@ class Engine:
             if not isinstance(elements, list) or not elements:
                 raise ValidationError(f"{label}: {name} needs a non-empty list of elements",
                                       field=field_name)
+            self._check_value(elements, label, field_name)
             by_bytes = {}
             for item in elements:
                 item = _located(spec.coerce_element, item, where)
                 by_bytes[_packed(item, label)] = item
             op.ebytes = sorted(by_bytes)
+            self._check_stored(sum(map(len, op.ebytes)), label, field_name)
             op.elements = [by_bytes[b] for b in op.ebytes]
             if constrained and op_type == core.ADD_ELEMENTS:
                 _within(spec, op.elements, label)
@@ -618,6 +644,20 @@ class Engine:
                     paired[key] = sorted(set(paired.get(key, [])) | set(tags))
                 op.observed = [paired[b] for b in op.ebytes]
         return op
+
+    def _check_value(self, value, label, field_name) -> None:
+        """A value as sent, before anything copies or encodes it (a walk that stops at the
+        bounds): the depth, and the size as a lower bound of what it will be stored as."""
+        problem = value_problem(value, self.settings.max_value_bytes)
+        if problem is not None:
+            raise ValidationError(f"{label}: {problem}", field=field_name)
+
+    def _check_stored(self, size: int, label, field_name) -> None:
+        limit = self.settings.max_value_bytes
+        if size > limit:
+            raise ValidationError(f"{label}: the value is {size:,} bytes stored, larger than "
+                                  f"{limit:,} bytes, the most a field value may be (config.toml: "
+                                  "[limits] max_value_bytes)", field=field_name)
 
     # -- writing ------------------------------------------------------------------------------
 
