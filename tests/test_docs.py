@@ -174,7 +174,7 @@ def _config_toml_keys() -> set[str]:
     text = re.sub(r"^# ?(\[?\w+\]? ?=?)", r"\1", engine_module._DEFAULT_CONFIG, flags=re.M)
     data = tomllib.loads("\n".join(line for line in text.splitlines()
                                    if re.match(r"\s*(\[\w+\]|\w+ =)", line)).format(
-        **{f.name: 1 for f in dataclasses.fields(engine_module.Settings)}))
+        **{name: 1 for name in vars(engine_module.Settings())}))
     keys = set(data)
     for table in data.values():
         keys |= set(table)
