@@ -22,7 +22,8 @@ import msgpack
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
-from conflux.errors import (ConfluxError, InputError, NotFound, StoreError, ValidationError)
+from conflux.errors import (ConfluxError, InputError, NotFound, PreconditionFailed, StoreError,
+                            ValidationError)
 from conflux.schema import Schema, is_utf8, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
 
@@ -41,6 +42,16 @@ _MAX_OP_ID = 128
 # it kills that node's earlier adds of the element too), so clients may not send one.
 _STORE_OP_ID = re.compile(r"[0-9a-f]{8}-[1-9a-f][0-9a-f]{0,15}")
 _MAX_INTENT = 4096
+
+
+# What the state, not the request, makes pointless: 409, as a failed base is (the same request
+# can succeed later), where a malformed one is 400/422.
+class NothingToPromote(PreconditionFailed):
+    code = "nothing_to_promote"
+
+
+class NoConflict(PreconditionFailed):
+    code = "no_conflict"
 
 _DEFAULT_CONFIG = """\
 # Conflux settings for this project.
@@ -1371,7 +1382,8 @@ class Engine:
                         op.override = True
                         children.append(op)
             if not children:
-                raise InputError(f"nothing to promote: {target} already has {source}'s values")
+                raise NothingToPromote(f"nothing to promote: {target} already has {source}'s "
+                                       "values")
             for child in children:
                 child.actor, child.actor_class, child.intent = actor.id, actor.cls, intent
             ops[0].children = children
@@ -1389,7 +1401,7 @@ class Engine:
             item = view.get(field)
             if item is None or item["env"] != env or len(
                     self.core.review_candidates(item["record"], item["marker"])) < 2:
-                raise InputError(f"{entity_id}.{field} has no conflict to resolve in {env}",
+                raise NoConflict(f"{entity_id}.{field} has no conflict to resolve in {env}",
                                  field=field)
         return self._write(lambda: [self.prepare(raw, actor)], expand=expand)[0]
 
