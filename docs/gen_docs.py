@@ -214,6 +214,8 @@ def _type(schema: dict) -> str:
         limits.append(f"≥ {schema['minimum']}")
     if "maxLength" in schema:
         limits.append(f"at most {schema['maxLength']} characters")
+    if "pattern" in schema and "](" not in schema["pattern"]:  # (the link checker's blind spot)
+        limits.append(f"matching `{schema['pattern']}`")
     if "minItems" in schema:
         limits.append(f"at least {schema['minItems']}")
     if kind == "array":
@@ -233,9 +235,11 @@ def _properties(schema: dict) -> list[str]:
     if not props:
         return []
     required = set(schema.get("required", ()))
-    rows = ["| key | type | |", "|---|---|---|"]
+    rows = ["| key | type | | description |", "|---|---|---|---|"]
     for name, sub in props.items():
-        rows.append(f"| `{name}` | {_type(sub)} | {'required' if name in required else ''} |")
+        rows.append(f"| `{name}` | {_cell(_type(sub))} | "
+                    f"{'required' if name in required else ''} | "
+                    f"{_cell(sub.get('description', ''))} |")
     if schema.get("additionalProperties") is False:
         rows.append("")
         rows.append("No other keys are accepted.")
@@ -276,7 +280,7 @@ def _operation(path: str, method: str, op: dict, default_security) -> list[str]:
     if params:
         out += ["| parameter | in | type | | description |", "|---|---|---|---|---|"]
         for p in params:
-            out.append(f"| `{p['name']}` | {p['in']} | {_type(p.get('schema', {}))} | "
+            out.append(f"| `{p['name']}` | {p['in']} | {_cell(_type(p.get('schema', {})))} | "
                        f"{'required' if p.get('required') else 'optional'} | "
                        f"{_cell(p.get('description', ''))} |")
         out.append("")
@@ -311,6 +315,15 @@ _REST_INTRO = """\
 The daemon (`conflux daemon`, see [operations.md](operations.md)) serves this API under `/v1`,
 on `http://127.0.0.1:9400` by default. The OpenAPI 3 document it is generated from is served at
 `/v1/openapi.json` and matches the routes exactly (a test compares them).
+
+The request bodies below are JSON Schemas declared once (`conflux.api.bodies`): the daemon
+checks every body against them before anything else (422 naming the key), and the document
+serves them. A daemon serves them refined with its project's schema: its environments, entity
+types and fields, each operation type with the fields it applies to, and each field's value
+type, range, pattern and allowed values. A client generated from a daemon's document sends
+what that daemon takes (a test runs Schemathesis over it and measures this). Query parameters
+are held to the document too: one a route does not list, or a text parameter that does not
+fit its pattern, is a 400; an environment or entity the project lacks is a 404.
 
 ## Conventions
 
@@ -349,11 +362,11 @@ write to a `max` field) and `value`, the field's resolved value after the commit
 
 | status | meaning |
 |---|---|
-| 400 | malformed request: no body, a body that is not valid JSON or msgpack or nested too deep, a bad query parameter or header |
+| 400 | malformed request: no body, a body that is not valid JSON or msgpack or nested too deep, an unknown or bad query parameter, a bad header |
 | 401 | no credentials, or an unknown API key or certificate |
-| 403 | denied by `rbac.toml`, or a signature refused (`signature_refused`); nothing written |
+| 403 | denied by `rbac.toml`, or a signature refused (`signature_refused`); nothing written. `GET /v1/status` and `GET /v1/ops` show the whole store: they need `read` on every entity in every environment |
 | 404 | no such entity, environment or milestone |
-| 409 | a `base` precondition failed (`precondition_failed`); an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
+| 409 | the state, not the request, is in the way: a `base` precondition failed (`precondition_failed`), an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor), nothing to promote (`nothing_to_promote`), no conflict to resolve (`no_conflict`); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
 | 413 | the body is over @BODY@ (`body_too_large`) |
 | 415 | a content type other than JSON or msgpack (`unsupported_media_type`) |
 | 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a name or value over its limit, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |

@@ -243,6 +243,25 @@ class Key:
         return VerifyKey(base64.b64decode(self.public_key))
 
 
+def _check_key(key: Key) -> None:
+    """A registry entry usable when a signature is checked (a hand-edited file could hold a
+    number for a date, or a key that is not base64): ``ValueError`` naming what is wrong."""
+    for name in ("key_id", "actor", "public_key", "created"):
+        if not isinstance(getattr(key, name), str):
+            raise ValueError(f"key {key.key_id!r}: {name} must be text")
+    for name in ("revoked", "reason"):
+        if getattr(key, name) is not None and not isinstance(getattr(key, name), str):
+            raise ValueError(f"key {key.key_id!r}: {name} must be text")
+    try:
+        raw = base64.b64decode(key.public_key, validate=True)
+    except ValueError:
+        raw = b""
+    if len(raw) != 32:
+        raise ValueError(f"key {key.key_id!r}: public_key must be an Ed25519 public key "
+                         "(32 bytes, base64)")
+    key.valid_at(0)  # created and revoked as ISO times, else ValueError
+
+
 def _iso(ms: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(ms / 1000)) + f".{ms % 1000:03d}Z"
 
@@ -297,6 +316,7 @@ class Registry:
             keys = {}
             for entry in data["keys"]:
                 key = Key(**entry)
+                _check_key(key)
                 keys[key.key_id] = key
             return keys
         except (OSError, ValueError, KeyError, TypeError) as exc:

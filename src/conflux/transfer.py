@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 import time
 from dataclasses import dataclass, field
 
@@ -93,26 +94,74 @@ class ImportResult:
 # reading
 
 
+def _top(path: str) -> str:
+    """The real place of PATH itself: a link given as PATH is followed (the user named it),
+    and the tree under it is then held to that place (see ``_admit``)."""
+    try:
+        return os.path.realpath(path, strict=True)
+    except OSError as exc:
+        if os.path.islink(path):
+            raise InputError(f"{path}: a symbolic link that leads nowhere (a loop, or a "
+                             "missing target)", path=path) from None
+        raise InputError(f"{path}: no such file or directory", path=path) from None
+
+
+_SPECIAL = ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
+            (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def _admit(full: str, top: str) -> str:
+    """``"file"`` or ``"dir"`` for an entry of the imported tree (``top``: its real place), or
+    ``"link-dir"`` for a link to a directory inside it, which is not followed (its files are
+    read where they are, once). Refused, naming the entry and never reading it: a link whose
+    target is outside the tree (an import must not read, and then quote in an error, a file
+    such as /etc/passwd that someone linked into a tree), a link that leads nowhere, and
+    anything but regular files and directories (a FIFO or a device would block the read)."""
+    try:
+        st = os.lstat(full)
+        linked = stat.S_ISLNK(st.st_mode)
+        if linked:
+            real = os.path.realpath(full, strict=True)
+            if os.path.commonpath([real, top]) != top:
+                raise InputError(f"{full}: a symbolic link to a place outside the imported "
+                                 "tree; import reads only files inside PATH (link the tree "
+                                 "itself, or copy the file in)", path=full)
+            st = os.stat(real)
+    except OSError:
+        raise InputError(f"{full}: a symbolic link that leads nowhere (a loop, or a missing "
+                         "target)", path=full) from None
+    if stat.S_ISDIR(st.st_mode):
+        return "link-dir" if linked else "dir"
+    if stat.S_ISREG(st.st_mode):
+        return "file"
+    what = next((name for test, name in _SPECIAL if test(st.st_mode)), "not a regular file")
+    raise InputError(f"{full}: {what}, not a regular file: import reads only regular files",
+                     path=full)
+
+
 def files_of(path: str, fmt: str | None) -> tuple[list[tuple[str, object]], int]:
     """The files to import under ``path`` with their serializers, in path order, and how many
-    were skipped (no known extension). Hidden files and directories are skipped."""
+    were skipped (no known extension). Hidden files and directories are skipped; links are
+    held to the tree (``_admit``)."""
     registry = formats.registry()
     forced = registry.get(fmt, readable=True) if fmt else None
-    if os.path.isfile(path):
+    top = _top(path)
+    if not os.path.isdir(top):
+        _admit(top, top)  # a FIFO or device given as PATH is refused as in a tree
         serializer = forced or registry.for_path(path)
         if serializer is None:
             raise InputError(f"{path}: cannot tell the format from the extension (readable: "
                              f"{', '.join(registry.names(readable=True))}); give --format")
         return [(path, serializer)], 0
-    if not os.path.isdir(path):
-        raise InputError(f"{path}: no such file or directory")
     found, skipped = [], 0
-    for root, dirs, names in os.walk(path):
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+    for root, dirs, names in os.walk(path):  # links to directories are not descended
+        dirs[:] = sorted(d for d in dirs if not d.startswith(".") and
+                         _admit(os.path.join(root, d), top) == "dir")
         for name in sorted(names):
             if name.startswith("."):
                 continue
             full = os.path.join(root, name)
+            _admit(full, top)
             if forced is None:
                 serializer = registry.for_path(full)
             else:  # a directory read as F: only the files with F's extensions
@@ -156,23 +205,28 @@ def export_files(schema, path: str, fmt: str | None, *, envs=None, types=None
     layout = (f"an export tree holds only ENV/TYPE/NAME files, ENV one of "
               f"{', '.join(schema.environments)} and TYPE one of {', '.join(schema.types)}")
     found, skipped, seen_envs, seen_types = [], 0, set(), set()
+    top = _top(path)
+
+    def isdir(entry):
+        return _admit(entry, top) != "file"
+
     for env in _visible(path):
         env_dir = os.path.join(path, env)
-        if not os.path.isdir(env_dir):
+        if not isdir(env_dir):
             raise InputError(f"{env_dir}: a stray file: {layout}", path=env_dir)
         if env not in schema.parents:
             raise InputError(f"{env_dir}: {env!r} is not an environment of the schema: "
                              f"{layout}", path=env_dir)
         for type_name in _visible(env_dir):
             type_dir = os.path.join(env_dir, type_name)
-            if not os.path.isdir(type_dir):
+            if not isdir(type_dir):
                 raise InputError(f"{type_dir}: a stray file: {layout}", path=type_dir)
             if type_name not in schema.types:
                 raise InputError(f"{type_dir}: {type_name!r} is not an entity type of the "
                                  f"schema: {layout}", path=type_dir)
             for name in _visible(type_dir):
                 full = os.path.join(type_dir, name)
-                if os.path.isdir(full):
+                if isdir(full):
                     raise InputError(f"{full}: a directory inside an entity type directory: "
                                      f"{layout}", path=full)
                 serializer = registry.for_path(full)
@@ -280,11 +334,21 @@ def _parse_chunk(items) -> list:
 
 
 def _read(path: str) -> bytes:
+    # O_NONBLOCK: a file swapped for a FIFO since the walk is refused, not waited on
     try:
-        with open(path, "rb") as handle:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    except OSError as exc:
+        raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise ImportFailed(f"{path}: not a regular file: import reads only regular files",
+                               path=path)
+        with os.fdopen(fd, "rb", closefd=False) as handle:
             return handle.read()
     except OSError as exc:
         raise ImportFailed(f"{path}: cannot read: {exc.strerror or exc}", path=path) from None
+    finally:
+        os.close(fd)
 
 
 def _load(serializer, data: bytes, path: str, max_value: int) -> list:

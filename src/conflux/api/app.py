@@ -9,9 +9,10 @@ import re
 import falcon
 
 from conflux.api import resources, watch
+from conflux.api.bodies import check_value
 from conflux.api.media import BodyBudget, write_body
 from conflux.api.openapi import openapi_document
-from conflux.errors import ConfluxError
+from conflux.errors import ConfluxError, InputError
 
 log = logging.getLogger("conflux.api")
 
@@ -27,14 +28,18 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
     ``committer`` shares synced commits among concurrent requests (the daemon's
     ``CommitClient``, or a ``GroupCommitter``); with none, each request commits on its own.
     """
-    app = falcon.App(middleware=[access.middleware()], cors_enable=False)
+    document = openapi_document(engine.schema)
+    # parameters are held to the generic document: an environment or entity the project
+    # does not have is then 404, as the routes answer it, not a 400 from the enumeration
+    app = falcon.App(middleware=[_KnownParameters(openapi_document()), access.middleware()],
+                     cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     # a worker parses at most two largest bodies' worth of batches at once (see BodyBudget)
     ctx = resources.Context(engine=engine, access=access, committer=committer,
                             body_limit=body_limit, bodies=BodyBudget(2 * body_limit))
     routes = {
         "/v1/health": resources.Health(ctx),
-        "/v1/openapi.json": resources.OpenApi(openapi_document()),
+        "/v1/openapi.json": resources.OpenApi(document),
         "/v1/ops": resources.Ops(ctx),
         "/v1/state": resources.State(ctx),
         "/v1/entities/{entity_id}": resources.Entity(ctx),
@@ -97,6 +102,39 @@ def _last_part(found) -> str:
     if os.path.exists(path) or os.path.exists(os.path.dirname(path)):
         return os.path.basename(path.rstrip("/")) + tail
     return found[0]
+
+
+class _KnownParameters:
+    """Refuse a query parameter the document does not list for the route (400): a typo such
+    as ``?envv=staging`` would otherwise be ignored, and the answer be about the base."""
+
+    def __init__(self, document):
+        self.allowed = {(path, method.upper()): {
+            p["name"]: p["schema"] for p in op.get("parameters", ()) if p["in"] == "query"}
+            for path, item in document["paths"].items() for method, op in item.items()}
+
+    def process_resource(self, req, resp, resource, params):
+        allowed = self.allowed.get((req.uri_template, req.method))
+        if allowed is None:
+            return
+        unknown = sorted(set(req.params) - set(allowed))
+        if unknown:
+            listed = ", ".join(sorted(allowed)) or "none"
+            raise InputError(f"unknown query parameter {unknown[0][:60]!r} (this route takes: "
+                             f"{listed})", field=unknown[0][:60])
+        for name, schema in allowed.items():
+            value = req.params.get(name)
+            if isinstance(value, list):
+                raise InputError(f"query parameter {name!r} is given more than once",
+                                 field=name)
+            # text parameters are held to their documented pattern or values here; numbers
+            # and flags are parsed (and range-checked) where they are read
+            if value is not None and schema.get("type") == "string":
+                check_value(schema, value, name)
+
+
+def _conflux_error(req, resp, exc, params):
+    write_body(req, resp, exc.to_dict(), exc.http_status)
 
 
 def _http_error(req, resp, exc, params):

@@ -1,22 +1,31 @@
 """The OpenAPI 3 document served at ``/v1/openapi.json``: exactly the routes ``create_app``
-serves (a test compares the two)."""
+serves (a test compares the two), with the request bodies of ``conflux.api.bodies``, the
+schemas every body is checked against.
+
+``openapi_document()`` is the form any project serves (docs/rest.md is generated from it);
+``openapi_document(schema)``, what a daemon serves, names that project's environments, entity
+types, fields and value types, so that a client generated from it sends what the daemon takes.
+"""
 
 from __future__ import annotations
 
 from conflux import __version__
+from conflux.api.bodies import ENTITY_ID, ENV_NAME, OP_TYPES, body_schemas
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
 
 def _errors(*codes):
     return {str(c): {"description": _REASONS[c],
-                     "content": {"application/json": {"schema": _ERROR}}} for c in codes}
+                     "content": {"application/json": {"schema": _ERROR},
+                                 "application/msgpack": {"schema": _ERROR}}} for c in codes}
 
 
 _REASONS = {400: "malformed request", 401: "no or bad credentials", 403: "denied by RBAC",
             404: "no such entity, environment, operation or milestone",
-            409: "a precondition failed, an op id already names another operation, or nothing "
-                 "to commit / schema violations (milestones)",
+            409: "the state makes it pointless or unsafe: a base that no longer matches, an op "
+                 "id that already names another operation, nothing to promote, no conflict to "
+                 "resolve, nothing to commit or schema violations (milestones)",
             413: "body over the limit", 415: "unsupported content type",
             422: "the schema refused the value (its type, or its field's constraints)",
             503: "busy with other large bodies, or the store unavailable: retry"}
@@ -34,32 +43,31 @@ def _body(schema):
                         "application/msgpack": {"schema": schema}}}
 
 
-_ENV = {"name": "env", "in": "query", "required": False, "schema": {"type": "string"},
-        "description": "environment (default: the base)"}
-_ENTITY = {"name": "entity_id", "in": "path", "required": True,
-           "schema": {"type": "string"}, "description": "entity id, e.g. route.api-v1"}
 _SECURITY = [{"apiKey": []}]
+#: A point in the log: a sequence number, an hlc, or an ISO 8601 date or date and time.
+_POINT = {"type": "string", "pattern": (
+    r"^([0-9]{1,18}|hlc:[0-9]{1,14}\.[0-9]{1,5}|[1-9][0-9]{3}-(0[1-9]|1[0-2])-"
+    r"(0[1-9]|1[0-9]|2[0-8])(T([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9])?"
+    r"(Z|[+-](0[0-9]|1[0-3]):[0-5][0-9])?)?)$")}
+#: A milestone: its number, 'latest', or its commit id or a prefix of it (7 hex digits on);
+#: any other text names no milestone (404), so no pattern refuses it first.
+_MILESTONE_REF = {"type": "string", "description": "a milestone's number, 'latest', or its "
+                                                   "commit id (or 7 hex digits or more of it)"}
 
 
-def openapi_document() -> dict:
-    any_value = {}
-    op = {
-        "type": "object", "required": ["type", "entity_id"], "additionalProperties": False,
-        "properties": {
-            "type": {"type": "string", "enum": ["set_field", "unset_field", "add_elements",
-                                                "remove_elements", "delete_entity",
-                                                "resolve"]},
-            "entity_id": {"type": "string"}, "field": {"type": "string"},
-            "value": any_value, "elements": {"type": "array", "items": any_value},
-            "env": {"type": "string"}, "intent": {"type": "string"},
-            "op_id": {"type": "string", "maxLength": 128},
-            "hlc": {"oneOf": [{"type": "string"}, {"type": "integer", "minimum": 0}]},
-            "base": {"type": "array", "items": {"type": "string"}},
-            "observed": {"type": "array", "items": {"type": "array",
-                                                    "items": {"type": "string"}}},
-            "override": {"type": "boolean"}, "signature": {"type": "string"},
-            "key_id": {"type": "string"},
-        }}
+def openapi_document(schema=None) -> dict:
+    """The document; refined by a project's ``Schema`` when given (see the module's doc)."""
+    bodies = body_schemas(schema)
+    if schema is None:
+        env_schema = {"type": "string", "pattern": ENV_NAME}
+        entity_schema = {"type": "string", "pattern": ENTITY_ID, "maxLength": 265}
+    else:
+        env_schema = {"type": "string", "enum": list(schema.environments)}
+        entity_schema = bodies["Promote"]["properties"]["entities"]["items"]
+    env_param = {"name": "env", "in": "query", "required": False, "schema": env_schema,
+                 "description": "environment (default: the base)"}
+    entity_param = {"name": "entity_id", "in": "path", "required": True,
+                    "schema": entity_schema, "description": "entity id, e.g. route.api-v1"}
     ack = {"type": "object", "required": ["op_id", "hlc", "seq"],
            "properties": {"op_id": {"type": "string"}, "hlc": {"type": "string"},
                           "seq": {"type": "integer"}, "duplicate": {"type": "boolean"},
@@ -75,10 +83,36 @@ def openapi_document() -> dict:
     entity_view = {"type": "object", "required": ["entity_id", "env", "fields"],
                    "properties": {"entity_id": {"type": "string"}, "env": {"type": "string"},
                                   "fields": fields}}
-    log_entry = {"type": "object", "required": ["seq", "op_id", "type", "actor", "hlc"],
-                 "properties": {"seq": {"type": "integer"}, "op_id": {"type": "string"},
-                                "type": {"type": "string"}, "actor": {"type": "string"},
-                                "hlc": {"type": "string"}}}
+    text, count = {"type": "string"}, {"type": "integer", "minimum": 0}
+    log_entry = {"type": "object",
+                 "required": ["seq", "op_id", "type", "env", "entity_id", "field", "actor",
+                              "actor_class", "intent", "hlc", "override"],
+                 "properties": {"seq": count, "op_id": text,
+                                "type": {"type": "string",
+                                         "enum": [*OP_TYPES, "promote"]},
+                                "env": text, "entity_id": {"type": "string", "nullable": True},
+                                "field": {"type": "string", "nullable": True},
+                                "actor": text, "actor_class": text, "intent": text,
+                                "hlc": text, "override": {"type": "boolean"},
+                                "value": {"description": "set_field, resolve: the value"},
+                                "elements": {"type": "array"},
+                                "previous": {"description": "the value it replaced"},
+                                "base": {"type": "array", "items": text},
+                                "signature": text, "key_id": text,
+                                "operations": {"type": "array",
+                                               "items": {"$ref": "#/components/schemas/"
+                                                                 "LogEntry"},
+                                               "description": "a promotion's operations"}}}
+    watch_event = {
+        "type": "object", "required": ["id", "event", "data"],
+        "description": "one server-sent event: the lines 'id: <id>', 'event: op' and "
+                       "'data: <data as one line of JSON>', then a blank line. Lines starting "
+                       "with ':' are comments (a greeting, keepalives every 15 s).",
+        "properties": {"id": {"type": "integer", "minimum": 1,
+                              "description": "the operation's sequence number: send it back "
+                                             "as Last-Event-ID to resume after it"},
+                       "event": {"type": "string", "enum": ["op"]},
+                       "data": {"$ref": "#/components/schemas/LogEntry"}}}
     milestone = {"type": "object", "required": ["id", "commit", "seq", "operations", "title"],
                  "properties": {"id": {"type": "integer"}, "commit": {"type": "string"},
                                 "seq": {"type": "integer"}, "first_seq": {"type": "integer"},
@@ -94,12 +128,8 @@ def openapi_document() -> dict:
             "post": {"summary": "submit one operation or an atomic batch",
                      "parameters": [{"name": "dry_run", "in": "query", "required": False,
                                      "schema": {"type": "boolean"}}],
-                     "requestBody": _body({"oneOf": [
-                         {"$ref": "#/components/schemas/Op"},
-                         {"type": "object", "required": ["ops"], "additionalProperties": False,
-                          "properties": {"ops": {"type": "array", "minItems": 1,
-                                                 "items": {"$ref": "#/components/schemas/Op"}}}}
-                     ]}),
+                     "requestBody": _body({"oneOf": [{"$ref": "#/components/schemas/Op"},
+                                                     {"$ref": "#/components/schemas/OpBatch"}]}),
                      "responses": {**_ok({"oneOf": [
                          {"$ref": "#/components/schemas/Ack"},
                          {"type": "object", "required": ["ops"],
@@ -114,48 +144,40 @@ def openapi_document() -> dict:
                          "schema": {"type": "integer", "minimum": 1, "maximum": 10000}}],
                     "responses": {**_ok({"type": "object", "required": ["ops", "next"],
                                          "properties": {"ops": {"type": "array",
-                                                                "items": log_entry},
+                                                                "items": {"$ref": "#/components/schemas/LogEntry"}},
                                                         "next": {"type": "integer"}}}),
                                   **_errors(400, 401, 403)}}},
         "/v1/state": {"get": {"summary": "resolved state of an environment",
-                              "parameters": [_ENV],
+                              "parameters": [env_param],
                               "responses": {**_ok({"type": "object",
                                                    "required": ["env", "entities"]}),
                                             **_errors(400, 401, 404)}}},
         "/v1/entities/{entity_id}": {"get": {
-            "summary": "an entity's resolved fields", "parameters": [_ENTITY, _ENV],
+            "summary": "an entity's resolved fields", "parameters": [entity_param, env_param],
             "responses": {**_ok(entity_view), **_errors(400, 401, 403, 404, 422)}}},
         "/v1/blame/{entity_id}": {"get": {
-            "summary": "per field, the operation that set it", "parameters": [_ENTITY, _ENV],
+            "summary": "per field, the operation that set it", "parameters": [entity_param, env_param],
             "responses": {**_ok(entity_view), **_errors(400, 401, 403, 404, 422)}}},
-        "/v1/status": {"get": {"summary": "project status",
-                               "responses": {**_ok({"type": "object"}), **_errors(401)}}},
+        "/v1/status": {"get": {"summary": "project status: op counts, conflicts and violations "
+                                          "of the whole store (read on every entity in every "
+                                          "environment)",
+                               "responses": {**_ok({"type": "object", "required": [
+                                   "operations", "conflicts", "violations",
+                                   "violation_list"]}), **_errors(401, 403)}}},
         "/v1/promote": {"post": {
             "summary": "copy resolved values to another environment as one operation",
-            "requestBody": _body({"type": "object", "required": ["from", "to"],
-                                  "additionalProperties": False,
-                                  "properties": {"from": {"type": "string"},
-                                                 "to": {"type": "string"},
-                                                 "entities": {"type": "array",
-                                                              "items": {"type": "string"}},
-                                                 "intent": {"type": "string"},
-                                                 "dry_run": {"type": "boolean"}}}),
+            "requestBody": _body({"$ref": "#/components/schemas/Promote"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
-                          **_errors(400, 401, 403, 404, 413, 415, 422)}}},
-        "/v1/conflicts": {"get": {"summary": "review-field conflicts", "parameters": [_ENV],
+                          **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
+        "/v1/conflicts": {"get": {"summary": "review-field conflicts", "parameters": [env_param],
                                   "responses": {**_ok({"type": "object",
                                                        "required": ["conflicts"]}),
                                                 **_errors(400, 401, 404)}}},
         "/v1/conflicts/resolve": {"post": {
             "summary": "settle a review conflict",
-            "requestBody": _body({"type": "object", "required": ["entity_id", "field", "value"],
-                                  "additionalProperties": False,
-                                  "properties": {"entity_id": {"type": "string"},
-                                                 "field": {"type": "string"}, "value": any_value,
-                                                 "env": {"type": "string"},
-                                                 "intent": {"type": "string"}}}),
+            "requestBody": _body({"$ref": "#/components/schemas/Resolve"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
-                          **_errors(400, 401, 403, 404, 413, 415, 422)}}},
+                          **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
         "/v1/milestones": {
             "get": {"summary": "milestones, newest first",
                     "responses": {**_ok({"type": "object", "required": ["milestones"],
@@ -163,20 +185,7 @@ def openapi_document() -> dict:
                                              "type": "array", "items": milestone}}}),
                                   **_errors(401, 403)}},
             "post": {"summary": "commit the resolved state to git as the next milestone",
-                     "requestBody": _body({"type": "object", "required": ["message"],
-                                           "additionalProperties": False,
-                                           "properties": {"message": {"type": "string"},
-                                                          "environments": {
-                                                              "type": "array", "minItems": 1,
-                                                              "items": {"type": "string"}},
-                                                          "envs": {
-                                                              "type": "array", "minItems": 1,
-                                                              "items": {"type": "string"},
-                                                              "deprecated": True,
-                                                              "description": "the older name "
-                                                              "of environments"},
-                                                          "force": {"type": "boolean"},
-                                                          "push": {"type": "boolean"}}}),
+                     "requestBody": _body({"$ref": "#/components/schemas/MilestoneCreate"}),
                      "responses": {"201": {"description": "the milestone",
                                            "content": {"application/json": {"schema": milestone},
                                                        "application/msgpack": {
@@ -185,14 +194,14 @@ def openapi_document() -> dict:
         "/v1/milestones/{milestone_id}": {"get": {
             "summary": "one milestone, by number or commit id ('latest' for the newest)",
             "parameters": [{"name": "milestone_id", "in": "path", "required": True,
-                            "schema": {"type": "string"}}],
+                            "schema": _MILESTONE_REF}],
             "responses": {**_ok(milestone), **_errors(400, 401, 403, 404)}}},
         "/v1/diff": {"get": {
             "summary": "per entity and field: the value at a milestone and now, with the "
                        "operations in between",
             "parameters": [{"name": "milestone", "in": "query", "required": False,
-                            "schema": {"type": "string"},
-                            "description": "number or commit id (default: the latest)"}, _ENV],
+                            "schema": _MILESTONE_REF,
+                            "description": "number or commit id (default: the latest)"}, env_param],
             "responses": {**_ok({"type": "object", "required": ["milestone", "env", "changes"],
                                  "properties": {"milestone": {"type": "integer"},
                                                 "commit": {"type": "string"},
@@ -204,10 +213,9 @@ def openapi_document() -> dict:
             "summary": "the op log as JSON Lines, one operation a line, with signatures",
             "parameters": [
                 {"name": "since", "in": "query", "required": False,
-                 "schema": {"type": "string"}, "description": "a sequence number, hlc:... or "
-                                                              "ISO date/time"},
-                {"name": "until", "in": "query", "required": False,
-                 "schema": {"type": "string"}}],
+                 "schema": _POINT, "description": "a sequence number, hlc:... or "
+                                                  "ISO date/time"},
+                {"name": "until", "in": "query", "required": False, "schema": _POINT}],
             "responses": {"200": {"description": "JSON Lines",
                                   "content": {"application/x-ndjson": {
                                       "schema": {"type": "string"}}}},
@@ -216,17 +224,19 @@ def openapi_document() -> dict:
             "summary": "changes as server-sent events; resume with Last-Event-ID",
             "parameters": [
                 {"name": "entity", "in": "query", "required": False,
-                 "schema": {"type": "string"}}, _ENV,
+                 "schema": entity_schema}, env_param,
                 {"name": "after", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 0}},
                 {"name": "timeout", "in": "query", "required": False,
                  "schema": {"type": "integer", "minimum": 0, "maximum": 86400},
                  "description": "close the stream after this many seconds (0: never)"},
                 {"name": "Last-Event-ID", "in": "header", "required": False,
-                 "schema": {"type": "string"}}],
-            "responses": {"200": {"description": "an event stream",
-                                  "content": {"text/event-stream": {"schema":
-                                                                    {"type": "string"}}}},
+                 "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"},
+                 "description": "the id of the last event seen: resume after it"}],
+            "responses": {"200": {"description": "an event stream: WatchEvent after WatchEvent",
+                                  "content": {"text/event-stream": {"schema": {
+                                      "type": "array",
+                                      "items": {"$ref": "#/components/schemas/WatchEvent"}}}}},
                           **_errors(400, 401, 403, 404, 422)}}},
     }
     return {
@@ -244,7 +254,7 @@ def openapi_document() -> dict:
                                           "client certificate mapped to an actor (OpenAPI "
                                           "3.0 has no scheme for mutual TLS)"}},
             "schemas": {
-                "Op": op, "Ack": ack,
+                **bodies, "Ack": ack, "LogEntry": log_entry, "WatchEvent": watch_event,
                 "Error": {"type": "object", "required": ["error"],
                           "properties": {"error": {
                               "type": "object", "required": ["code", "message"],

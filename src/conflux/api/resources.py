@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from conflux.api.bodies import check
 from conflux.api.media import BodyBudget, parse_body, read_body, read_bytes, write_body
 from conflux.errors import InputError, ValidationError
 
@@ -18,9 +19,17 @@ class Context:
 
 
 def _env(req, engine) -> str:
-    env = req.get_param("env") or engine.schema.base_env
+    env = req.get_param("env")
+    if env is None:  # "?env=" names no environment: 404, not the base
+        env = engine.schema.base_env
     engine.schema.env_chain(env)  # 404 for an unknown environment
     return env
+
+
+def _or(value, default):
+    """A query parameter's value, ``default`` only when it is absent (an empty value names
+    nothing and is refused downstream, not taken for the default)."""
+    return default if value is None else value
 
 
 def _flag(req, name: str) -> bool:
@@ -80,11 +89,14 @@ class Ops:
         single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
         if single:
             raw_ops = [body]
+            check("Op", body)
         else:
             if set(body) != {"ops"} or not isinstance(body["ops"], list) or not body["ops"]:
                 raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',
                                       field="ops")
             raw_ops = body["ops"]
+            for index, op in enumerate(raw_ops):
+                check("Op", op, where=f"op {index}: ")
         actor = req.context.actor
         ctx.access.authorize_ops(actor, raw_ops, ctx.engine)
         dry_run = _flag(req, "dry_run")
@@ -162,6 +174,9 @@ class Status:
         self.ctx = ctx
 
     def on_get(self, req, resp):
+        # the figures count every entity of every environment (op counts, violations), so
+        # they need what the whole op log needs: read on everything, everywhere
+        self.ctx.access.authorize(req.context.actor, "read", "*", None, "*")
         status = self.ctx.engine.status()
         status["violation_list"] = self.ctx.engine.violations()
         status.pop("directory", None)  # a server path is not the client's business
@@ -175,17 +190,8 @@ class Promote:
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)
-        if not isinstance(body, dict) or not {"from", "to"} <= set(body) or \
-                set(body) - {"from", "to", "entities", "intent", "dry_run"}:
-            raise ValidationError('promote takes {"from": ENV, "to": ENV, "entities": [...], '
-                                  '"intent": "..."}')
+        check("Promote", body)
         entities = body.get("entities")
-        if entities is not None and not (isinstance(entities, list) and
-                                         all(isinstance(e, str) for e in entities)):
-            raise ValidationError("entities must be a list of entity ids", field="entities")
-        for key in ("from", "to", "intent"):
-            if body.get(key) is not None and not isinstance(body[key], str):
-                raise ValidationError(f"{key} must be text", field=key)
         actor = req.context.actor
         ctx.access.rbac.require_promote(actor, body["to"], entities)
         ack = ctx.engine.promote(body["from"], body["to"], entities or None, actor,
@@ -219,14 +225,7 @@ class Resolve:
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)
-        allowed = {"entity_id", "field", "value", "env", "intent"}
-        if not isinstance(body, dict) or not {"entity_id", "field", "value"} <= set(body) or \
-                set(body) - allowed:
-            raise ValidationError('resolve takes {"entity_id", "field", "value", "env", '
-                                  '"intent"}')
-        for key in ("entity_id", "field", "env", "intent"):
-            if body.get(key) is not None and not isinstance(body[key], str):
-                raise ValidationError(f"{key} must be text", field=key)
+        check("Resolve", body)
         env = body.get("env") or ctx.engine.schema.base_env
         ctx.access.authorize_ops(req.context.actor, [{**body, "type": "resolve", "env": env}],
                                  ctx.engine)
@@ -256,23 +255,8 @@ class MilestoneList:
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)
-        allowed = {"message", "environments", "envs", "force", "push"}
-        if not isinstance(body, dict) or "message" not in body or set(body) - allowed:
-            raise ValidationError('a milestone takes {"message": "...", "environments": '
-                                  '[ENV, ...], "force": false, "push": false}')
-        if not isinstance(body["message"], str):
-            raise ValidationError("message must be text", field="message")
-        if "environments" in body and "envs" in body:
-            raise ValidationError('give "environments" or its older name "envs", not both',
-                                  field="environments")
-        key = "envs" if "envs" in body else "environments"
-        envs = body.get(key)
-        if envs is not None and not (isinstance(envs, list) and envs and
-                                     all(isinstance(e, str) for e in envs)):
-            raise ValidationError(f"{key} must be a non-empty list of environments", field=key)
-        for key in ("force", "push"):
-            if not isinstance(body.get(key, False), bool):
-                raise ValidationError(f"{key} must be true or false", field=key)
+        check("MilestoneCreate", body)
+        envs = body.get("envs" if "envs" in body else "environments")
         for env in envs or ():
             ctx.engine.schema.env_chain(env)  # 404 for an unknown environment
         ctx.access.rbac.require_milestone(req.context.actor,
@@ -305,7 +289,7 @@ class Diff:
         env = _env(req, ctx.engine)
         ctx.access.authorize(req.context.actor, "read", None, None, env)
         milestones = _milestones(ctx)
-        m = milestones.get(req.get_param("milestone") or "latest")
+        m = milestones.get(_or(req.get_param("milestone"), "latest"))
         write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
                                "changes": milestones.diff(m.id, env)})
 

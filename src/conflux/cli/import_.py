@@ -33,10 +33,17 @@ def add_parser(sub):
             "unset, and an entity an imported ancestor has but the overlay's directory lacks "
             "is deleted in the overlay. With such a tree, --env and --entity-type (one each) "
             "only choose which of its directories to import; a stray file or a directory "
-            "that is not an environment or entity type of the schema is refused, naming it."),
+            "that is not an environment or entity type of the schema is refused, naming it."
+            "\n\n"
+            "Links: PATH itself may be a symbolic link (the tree is where it leads). Inside "
+            "it, a link to a file in the tree is read; a link to a directory in the tree is "
+            "not followed (its files are read where they are); a link to anything outside "
+            "the tree, a link that leads nowhere (a loop, a missing target), and a FIFO, "
+            "device or socket refuse the whole import, naming the entry, without reading "
+            "it."),
         formatter_class=_Paragraphs)
     p.add_argument("path", metavar="PATH", help="a file or a directory (searched recursively; "
-                                                "hidden files skipped)")
+                                                "hidden files skipped; see Links below)")
     p.add_argument("--entity-type", "-t", metavar="T",
                    help="the entity type of every document (required, except for an export "
                         "tree, where it imports only that type's directories)")

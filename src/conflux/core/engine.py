@@ -19,8 +19,8 @@ import msgpack
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES, Actor
 from conflux.engine import core as default_core, op_parts, TWINS
-from conflux.errors import (ConfluxError, InputError, NotFound, OpIdConflict, StoreError,
-                            ValidationError)
+from conflux.errors import (ConfluxError, InputError, NotFound, OpIdConflict,
+                            PreconditionFailed, StoreError, ValidationError)
 from conflux.limits import DEFAULT_MAX_VALUE_BYTES, value_problem
 from conflux.schema import Schema, _clip, is_utf8, load_schema
 from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
@@ -45,6 +45,16 @@ _MAX_INTENT = 4096
 #: 3 us of CPU per op (measured over 2,000 single-op commits of the bench workload), a third
 #: of what a 1,000-op batch spends per op in all: large batches do without.
 OUTCOME_OPS = 64
+
+
+# What the state, not the request, makes pointless: 409, as a failed base is (the same request
+# can succeed later), where a malformed one is 400/422.
+class NothingToPromote(PreconditionFailed):
+    code = "nothing_to_promote"
+
+
+class NoConflict(PreconditionFailed):
+    code = "no_conflict"
 
 _DEFAULT_CONFIG = """\
 # Conflux settings for this project.
@@ -1597,7 +1607,8 @@ class Engine:
                         op.override = True
                         children.append(op)
             if not children:
-                raise InputError(f"nothing to promote: {target} already has {source}'s values")
+                raise NothingToPromote(f"nothing to promote: {target} already has {source}'s "
+                                       "values")
             for child in children:
                 child.actor, child.actor_class, child.intent = actor.id, actor.cls, intent
             ops[0].children = children
@@ -1615,7 +1626,7 @@ class Engine:
             item = view.get(field)
             if item is None or item["env"] != env or len(
                     self.core.review_candidates(item["record"], item["marker"])) < 2:
-                raise InputError(f"{entity_id}.{field} has no conflict to resolve in {env}",
+                raise NoConflict(f"{entity_id}.{field} has no conflict to resolve in {env}",
                                  field=field)
         return self._write(lambda: [self.prepare(raw, actor)], expand=expand)[0]
 
