@@ -243,8 +243,8 @@ def test_audit_export_and_verify(signed, tmp_path):
     signed.apply([wire(signed, "service.a", "env_vars", {"B": [1, 2.5], "A": None},
                        op_id="m-1")], ZARA)
     path = audit_file(signed, tmp_path / "audit.jsonl")
-    lines = [json.loads(x) for x in open(path)]
-    assert [x["seq"] for x in lines] == [1, 2, 3, 4]
+    *lines, checkpoint = [json.loads(x) for x in open(path)]
+    assert [x["seq"] for x in lines] == [1, 2, 3, 4] and checkpoint["checkpoint"]["count"] == 4
     assert lines[0]["actor"] == "zara" and lines[0]["new"] == 50 and lines[0]["intent"] == "load"
     assert lines[0]["key_id"] == "zara-1" and "signature" not in lines[1]
     report = verify(open(path, "rb"), signed.signatures)
@@ -262,8 +262,10 @@ def test_a_changed_byte_fails_at_its_line_and_a_removed_line_is_a_gap(signed, tm
     tampered = list(text)
     tampered[2] = tampered[2].replace('"new":12', '"new":13')
     report = verify(tampered, signed.signatures)
-    assert [(n, s) for n, s, _ in report.failures] == [(3, 3)] and not report.sequence
-    assert "does not match" in report.failures[0][2]
+    assert {(n, s) for n, s, _ in report.failures} == {(3, 3)} and not report.sequence
+    assert [r for _, _, r in report.failures] == [
+        "hash mismatch: the line was changed, or a line before it removed, added or moved",
+        "the signature does not match the operation"]
     removed = text[:1] + text[2:]
     report = verify(removed, signed.signatures)
     assert report.sequence == [(2, "gap: seq 2 missing before seq 3")] and not report.ok
@@ -275,8 +277,9 @@ def test_export_since_and_until(signed):
     for i in range(6):
         signed.apply([{"type": "set_field", "entity_id": "route.api", "field": "weight",
                        "value": i}], BOT)
-    seqs = [json.loads(x)["seq"] for x in export_lines(signed, since=3, until=5)]
-    assert seqs == [3, 4, 5]
+    *lines, checkpoint = [json.loads(x) for x in export_lines(signed, since=3, until=5)]
+    assert [x["seq"] for x in lines] == [3, 4, 5]
+    assert checkpoint["checkpoint"]["prev_seq"] == 2 and checkpoint["checkpoint"]["count"] == 3
     for bad in ("yesterday", "³", "٣"):
         with pytest.raises(InputError, match="not a sequence number"):
             export_lines(signed, since=bad)
@@ -358,8 +361,9 @@ def test_daemon_verifies_signatures_and_streams_the_audit(tmp_path):
         assert r.status_code == 403 and "belongs to zara" in r.json()["error"]["message"]
         r = requests.get(f"{url}/v1/audit/export", headers=key("zara"))
         assert r.status_code == 200 and r.headers["Content-Type"] == "application/x-ndjson"
-        lines = [json.loads(x) for x in r.text.splitlines()]
+        *lines, checkpoint = [json.loads(x) for x in r.text.splitlines()]
         assert [x["op_id"] for x in lines] == ["d-1"] and lines[0]["signature"]
+        assert checkpoint["checkpoint"]["head_hash"] == lines[0]["hash"]
         assert verify(r.text.splitlines(), Registry(os.path.join(
             project, ".conflux", "keys.json"))).ok
         r = requests.get(f"{url}/v1/audit/export", headers=key("reader-1"))
