@@ -301,6 +301,28 @@ def test_a_later_export_extends_an_earlier_checkpoint(project, tmp_path, capsys)
                              for f in fails)
 
 
+def test_since_starts_from_the_full_log_s_chain_however_far_in(tmp_path):
+    """Past 4,096 lines the chain's hash is kept in the store every 4,096 lines, so that an
+    export from --since hashes only the lines since the last one kept: the same hashes."""
+    from conflux.audit import chain_hash, export_lines
+
+    engine = Engine.init(str(tmp_path / "long"), str(EXAMPLE_SCHEMA))
+    for start in range(0, 9000, 1000):
+        engine.apply([{"type": "set_field", "entity_id": f"route.r{i % 50}", "field": "weight",
+                       "value": i % 100} for i in range(start, start + 1000)], BOT)
+    first = [json.loads(x) for x in export_lines(engine, since=8193)]  # none kept yet
+    with engine.store.read() as txn:
+        kept = [engine.store.meta_get(txn, f"audit-chain/1:{n}") for n in (4096, 8192)]
+    assert all(kept) and kept[1] == bytes.fromhex(first[-1]["checkpoint"]["prev_hash"])
+    full = [json.loads(x) for x in export_lines(engine)]
+    later = [json.loads(x) for x in export_lines(engine, since=8193)]  # from the kept 8192
+    assert first[-1]["checkpoint"]["prev_hash"] == full[8191]["hash"] == \
+        later[-1]["checkpoint"]["prev_hash"] == chain_hash(engine, 8192).hex()
+    assert [x.get("hash") for x in first[:-1]] == [x["hash"] for x in full[8192:-1]]
+    assert full[-1]["checkpoint"]["head_hash"] == later[-1]["checkpoint"]["head_hash"]
+    engine.close()
+
+
 def test_a_later_export_that_rewrote_history_does_not_extend(project, tmp_path, capsys):
     d, key = project
     export(capsys, d, tmp_path / "first.jsonl")  # makes the project's audit key
