@@ -21,6 +21,7 @@ __all__ = [
     "AuthError",
     "PermissionDenied",
     "StoreError",
+    "OutputError",
     "Busy",
     "CoreMissing",
 ]
@@ -122,6 +123,14 @@ class StoreError(ConfluxError, OSError):
 
     http_status = 503
     code = "store_unavailable"
+
+
+class OutputError(ConfluxError, OSError):
+    """What a command writes to a file or stream could not be written whole (a full disk, an
+    I/O error): not bad input, exit status 1; nothing was left half-written in its place."""
+
+    http_status = 503
+    code = "output_failed"
 
 
 class Busy(ConfluxError):

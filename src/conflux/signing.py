@@ -65,16 +65,17 @@ class SignatureRefused(PermissionDenied):
 # canonical encoding
 
 
-def canonical(value) -> bytes:
-    """The canonical msgpack bytes of a value (see the module's documentation)."""
+def canonical(value, *, max_depth: int = 64) -> bytes:
+    """The canonical msgpack bytes of a value (see the module's documentation); nested at
+    most ``max_depth`` levels (an audit line holds a value one or more levels down)."""
     out = bytearray()
-    _encode(value, out, 0)
+    _encode(value, out, 0, max_depth)
     return bytes(out)
 
 
-def _encode(value, out: bytearray, depth: int) -> None:
-    if depth > 64:
-        raise InputError("signed content nested deeper than 64 levels")
+def _encode(value, out: bytearray, depth: int, limit: int = 64) -> None:
+    if depth > limit:
+        raise InputError(f"signed content nested deeper than {limit} levels")
     if value is None or value is True or value is False or isinstance(value, int):
         if isinstance(value, int) and not isinstance(value, bool) and \
                 not -(1 << 63) <= value < (1 << 64):
@@ -92,7 +93,7 @@ def _encode(value, out: bytearray, depth: int) -> None:
     elif isinstance(value, (list, tuple)):
         out += _header(len(value), 0x90, 0xdc, 0xdd)
         for item in value:
-            _encode(item, out, depth + 1)
+            _encode(item, out, depth + 1, limit)
     elif isinstance(value, dict):
         keys = []
         for key in value:
@@ -102,8 +103,8 @@ def _encode(value, out: bytearray, depth: int) -> None:
         keys.sort()
         out += _header(len(keys), 0x80, 0xde, 0xdf)
         for raw, key in keys:
-            _encode(key, out, depth + 1)
-            _encode(value[key], out, depth + 1)
+            _encode(key, out, depth + 1, limit)
+            _encode(value[key], out, depth + 1, limit)
     else:
         raise InputError(f"signed content: {type(value).__name__} has no canonical encoding")
 
@@ -186,8 +187,18 @@ def write_private_key(path: str, seed: bytes) -> None:
         raise InputError(f"{path} already exists: a key file is never overwritten") from None
     except OSError as exc:
         raise InputError(f"{path}: cannot write: {exc.strerror or exc}") from None
-    with os.fdopen(fd, "w") as handle:
-        handle.write(pem)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(pem)
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # a truncated key file would only fail later, less clearly
+        from conflux.errors import OutputError
+
+        raise OutputError(f"{path}: cannot write: {exc.strerror or exc}; nothing was left "
+                          "there") from None
 
 
 def public_key_text(signing_key) -> str:

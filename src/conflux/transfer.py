@@ -914,16 +914,8 @@ def _dump(serializer, doc: dict, entity_id: str) -> bytes:
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Write ``path`` whole or not at all (a temporary file renamed over it)."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    try:
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise InputError(f"{path}: cannot write: {exc.strerror or exc}", path=path) from None
+    """Write ``path`` whole or not at all; only a regular file there is replaced
+    (``conflux.destination``)."""
+    from conflux.destination import replace_file
+
+    replace_file(path, data)

@@ -210,16 +210,18 @@ def openapi_document(schema=None) -> dict:
                                                             "items": {"type": "object"}}}}),
                           **_errors(400, 401, 403, 404)}}},
         "/v1/audit/export": {"get": {
-            "summary": "the op log as JSON Lines, one operation a line, with signatures",
+            "summary": "the op log as JSON Lines, one operation a line, with signatures, "
+                       "hash-chained, ending with a signed checkpoint",
             "parameters": [
                 {"name": "since", "in": "query", "required": False,
                  "schema": _POINT, "description": "a sequence number, hlc:... or "
                                                   "ISO date/time"},
                 {"name": "until", "in": "query", "required": False, "schema": _POINT}],
-            "responses": {"200": {"description": "JSON Lines",
+            "responses": {"200": {"description": "JSON Lines: one operation a line, then "
+                                                 "the signed checkpoint (docs/security.md)",
                                   "content": {"application/x-ndjson": {
                                       "schema": {"type": "string"}}}},
-                          **_errors(400, 401, 403, 422)}}},
+                          **_errors(400, 401, 403, 422, 503)}}},
         "/v1/watch": {"get": {
             "summary": "changes as server-sent events; resume with Last-Event-ID",
             "parameters": [

@@ -26,7 +26,8 @@ def add_parser(sub):
     p.add_argument("--entity-type", "-t", action="append", metavar="T",
                    help="only entities of this type (repeatable)")
     p.add_argument("--output", "-o", default="-", metavar="DIR|-",
-                   help="a directory to write into (files are replaced, others left alone), "
+                   help="a directory to write into (its regular files are replaced, others left "
+                        "alone; a link or FIFO in the way is refused), "
                         "or '-' for one stream on stdout (the default)")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress bar, no summary")
     p.add_argument("--json", action="store_true",
@@ -35,17 +36,19 @@ def add_parser(sub):
 
 
 def run(args):
+    from conflux.destination import open_destination
     from conflux.transfer import export_state
 
     engine = open_engine(args)
     to_stdout = args.output == "-"
     require(not (to_stdout and args.json), "--json reports on files written: give --output DIR")
-    result = export_state(engine, args.fmt, envs=args.env, types=args.entity_type,
-                          output=sys.stdout.buffer if to_stdout else args.output,
-                          progress=Progress(quiet=args.quiet))
     if to_stdout:
-        sys.stdout.flush()
+        with open_destination("-") as out:
+            export_state(engine, args.fmt, envs=args.env, types=args.entity_type, output=out,
+                         progress=Progress(quiet=args.quiet))
         return 0
+    result = export_state(engine, args.fmt, envs=args.env, types=args.entity_type,
+                          output=args.output, progress=Progress(quiet=args.quiet))
     summary = result.summary()
     if args.json:
         print_json(summary)
