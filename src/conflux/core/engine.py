@@ -389,6 +389,18 @@ class Engine:
             _plan_id(state_key(self._env_ids[env], self._type_ids[t], "", self._field_ids[
                 (t, f)])): plan for (env, t, f), plan in _plans(self.schema, self._rules).items()}
 
+    def common_shapes(self, raw_ops: list, actor: Actor) -> list[bool]:
+        """Which of ``raw_ops`` (client op dicts) the compiled core builds as they are: the
+        common shape (a ``set_field`` or ``add_elements`` of plain values with nothing but
+        ``env`` and ``intent`` besides, on a declared field, within its constraints), checked
+        without Python code. The REST API holds only the others to its request-body schemas:
+        an op of the common shape fits them by construction. PERF: the schema check, in
+        Python, cost about 27 us per op of a 1,000-op batch, more than the whole commit;
+        this costs about 1 us. On the pure-Python core no op is taken here."""
+        ops = self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls,
+                                    lambda raw, index: None)
+        return [op is not None for op in ops]
+
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
         ``(env ids, base env, {type: (type id, {field: (field id, record kind, number tag,
