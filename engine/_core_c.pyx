@@ -1528,6 +1528,21 @@ cdef inline bint _same_oid(const STag* t, const uchar* oid, Py_ssize_t olen) noe
     return oid != NULL and t.olen == olen and memcmp(t.oid, oid, <size_t>olen) == 0
 
 
+cdef list _live_tags(const OrSet* s, Py_ssize_t k, const uchar* own, Py_ssize_t ownlen):
+    """The live tags of element ``k`` of ``s`` (none for -1), in order, but ``own``."""
+    cdef list row = []
+    cdef Py_ssize_t m
+    cdef const STag* t
+    cdef const SElem* e
+    if k >= 0:
+        e = &s.elems[k]
+        for m in range(e.nlive):
+            t = &s.tags[e.live0 + m]
+            if not _same_oid(t, own, ownlen):
+                row.append(utf8_str(t.oid, t.olen))
+    return row
+
+
 cdef object _bind_observed(const OrSet* s, object ebytes, object supplied, const uchar* own,
                            Py_ssize_t ownlen):
     """``_core_py._bind_observed``: per element of ``ebytes``, its live tags in this record
@@ -1543,26 +1558,12 @@ cdef object _bind_observed(const OrSet* s, object ebytes, object supplied, const
         # PERF: the common case (every add, most removes) without the reference's zip
         len(ebytes)
         for x in ebytes:
-            k = _find_op_elem(s, x)
-            row = []
-            if k >= 0:
-                e = &s.elems[k]
-                for m in range(e.nlive):
-                    t = &s.tags[e.live0 + m]
-                    if not _same_oid(t, own, ownlen):
-                        row.append(utf8_str(t.oid, t.olen))
-            out.append(row)
+            out.append(_live_tags(s, _find_op_elem(s, x), own, ownlen))
         return out
     for x, names in zip(ebytes, supplied):
         k = _find_op_elem(s, x)
-        row = []
         if names is None:
-            if k >= 0:
-                e = &s.elems[k]
-                for m in range(e.nlive):
-                    t = &s.tags[e.live0 + m]
-                    if not _same_oid(t, own, ownlen):
-                        row.append(utf8_str(t.oid, t.olen))
+            row = _live_tags(s, k, own, ownlen)
         else:
             # A client's list: its plain tags as named, its sequenced ones if live here
             # (see the reference). Rare, so plain Python.
