@@ -210,20 +210,20 @@ def export_files(schema, path: str, fmt: str | None, *, envs=None, types=None
     def isdir(entry):
         return _admit(entry, top) != "file"
 
+    def level(parent, name, known, what):
+        """The directory ``parent/name``, which must be one of ``known`` (the schema's)."""
+        full = os.path.join(parent, name)
+        if not isdir(full):
+            raise InputError(f"{full}: a stray file: {layout}", path=full)
+        if name not in known:
+            raise InputError(f"{full}: {name!r} is not {what} of the schema: {layout}",
+                             path=full)
+        return full
+
     for env in _visible(path):
-        env_dir = os.path.join(path, env)
-        if not isdir(env_dir):
-            raise InputError(f"{env_dir}: a stray file: {layout}", path=env_dir)
-        if env not in schema.parents:
-            raise InputError(f"{env_dir}: {env!r} is not an environment of the schema: "
-                             f"{layout}", path=env_dir)
+        env_dir = level(path, env, schema.parents, "an environment")
         for type_name in _visible(env_dir):
-            type_dir = os.path.join(env_dir, type_name)
-            if not isdir(type_dir):
-                raise InputError(f"{type_dir}: a stray file: {layout}", path=type_dir)
-            if type_name not in schema.types:
-                raise InputError(f"{type_dir}: {type_name!r} is not an entity type of the "
-                                 f"schema: {layout}", path=type_dir)
+            type_dir = level(env_dir, type_name, schema.types, "an entity type")
             for name in _visible(type_dir):
                 full = os.path.join(type_dir, name)
                 if isdir(full):
