@@ -182,6 +182,11 @@ CONFIG_KEYS = {
 _MAX_VALUE_CEILING = 64 << 20
 
 
+def _plain_extras(raw: dict) -> bool:
+    env, intent = raw.get("env", "-"), raw.get("intent", "")
+    return type(env) is str and env != "" and type(intent) is str
+
+
 class Ack:
     """What a writer is told about one accepted operation."""
 
@@ -399,7 +404,9 @@ class Engine:
         this costs about 1 us. On the pure-Python core no op is taken here."""
         ops = self.core.prepare_ops(raw_ops, self._table, actor.id, actor.cls,
                                     lambda raw, index: None)
-        return [op is not None for op in ops]
+        # the core reads a missing, null or empty env as the base and a null intent as none;
+        # the body schemas want them absent or text
+        return [op is not None and _plain_extras(raw) for op, raw in zip(ops, raw_ops)]
 
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
