@@ -434,32 +434,12 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
     etype = schema.entity_type(entity_type)
     result = ImportResult(files=len(sources))
     wanted: dict[str, tuple] = {}  # entity id -> (source, index, fields)
-    for source in sources:
-        if name_from == "file" and len(source.docs) > 1:
-            raise ImportFailed(f"{source.path}: {len(source.docs)} documents in one file, but "
-                               "--name-from file names one entity per file; name them with "
-                               "--name-from KEY", path=source.path)
-        for index, doc in enumerate(source.docs):
-            doc = dict(doc)
-            name = _name_of(source, index, doc, name_from)
-            entity_id = f"{entity_type}.{name}"
-            label, line = source.where(index)
-            try:
-                schema.split_entity_id(entity_id)
-            except InputError as exc:
-                raise ImportFailed(f"{label}: {exc}", path=source.path, line=line) from None
-            if entity_id in wanted:
-                other = wanted[entity_id][0].where(wanted[entity_id][1])[0]
-                raise ImportFailed(f"{label}: entity {entity_id} is also defined in {other}",
-                                   path=source.path, line=line, entity=entity_id)
-            for key in doc:
-                if not isinstance(key, str) or key not in etype.fields:
-                    label, line = source.where(index, str(key))
-                    raise ImportFailed(
-                        f"{label}: {entity_id}: unknown field {key!r} (fields of {entity_type}: "
-                        f"{', '.join(etype.fields)})", path=source.path, line=line,
-                        entity=entity_id, field=str(key))
-            wanted[entity_id] = (source, index, doc)
+    for entity_id, source, index, doc in _entity_docs(schema, sources, name_from,
+                                                      lambda source: entity_type):
+        for key in doc:
+            if not isinstance(key, str) or key not in etype.fields:
+                _unknown_field(source, index, entity_id, etype, key)
+        wanted[entity_id] = (source, index, doc)
     current = engine.resolved(list(wanted), env)
     # In an overlay a set field's value is its own record's elements, or else the whole
     # inherited set: a field it does not hold itself gets every listed element, not the
@@ -588,46 +568,27 @@ def plan_export_import(engine, sources: list[Source], *, name_from: str | None,
     schema = engine.schema
     result = ImportResult(files=len(sources))
     wanted: dict[tuple, tuple] = {}  # (env, entity id) -> (source, index, {field: value})
-    for source in sources:
-        if name_from == "file" and len(source.docs) > 1:
-            raise ImportFailed(f"{source.path}: {len(source.docs)} documents in one file, but "
-                               "--name-from file names one entity per file; name them with "
-                               "--name-from KEY", path=source.path)
+    for entity_id, source, index, doc in _entity_docs(
+            schema, sources, name_from, lambda source: source.entity_type,
+            lambda source, entity_id: (source.env, entity_id)):
         env, entity_type = source.env, source.entity_type
         etype = schema.types[entity_type]
-        for index, doc in enumerate(source.docs):
-            doc = dict(doc)
-            name = _name_of(source, index, doc, name_from)
-            entity_id = f"{entity_type}.{name}"
-            label, line = source.where(index)
-            try:
-                schema.split_entity_id(entity_id)
-            except InputError as exc:
-                raise ImportFailed(f"{label}: {exc}", path=source.path, line=line) from None
-            if (env, entity_id) in wanted:
-                other = wanted[(env, entity_id)][0].where(wanted[(env, entity_id)][1])[0]
-                raise ImportFailed(f"{label}: entity {entity_id} is also defined in {other}",
-                                   path=source.path, line=line, entity=entity_id)
-            values = {}
-            for key, value in doc.items():
-                if not isinstance(key, str) or key not in etype.fields:
-                    label, line = source.where(index, str(key))
-                    raise ImportFailed(
-                        f"{label}: {entity_id}: unknown field {key!r} (fields of {entity_type}: "
-                        f"{', '.join(etype.fields)})", path=source.path, line=line,
-                        entity=entity_id, field=str(key))
-                result.fields += 1
-                if value is not None:
-                    try:
-                        value = etype.fields[key].coerce(value)
-                    except InputError as exc:
-                        label, line = source.where(index, key)
-                        raise ImportFailed(f"{label}: {_about(entity_id, key, exc.message)}",
-                                           path=source.path, line=line, entity=entity_id,
-                                           field=key) from None
-                # an empty set is no value: a set field left empty resolves as unset
-                values[key] = value if value != [] else None
-            wanted[(env, entity_id)] = (source, index, values)
+        values = {}
+        for key, value in doc.items():
+            if not isinstance(key, str) or key not in etype.fields:
+                _unknown_field(source, index, entity_id, etype, key)
+            result.fields += 1
+            if value is not None:
+                try:
+                    value = etype.fields[key].coerce(value)
+                except InputError as exc:
+                    label, line = source.where(index, key)
+                    raise ImportFailed(f"{label}: {_about(entity_id, key, exc.message)}",
+                                       path=source.path, line=line, entity=entity_id,
+                                       field=key) from None
+            # an empty set is no value: a set field left empty resolves as unset
+            values[key] = value if value != [] else None
+        wanted[(env, entity_id)] = (source, index, values)
     result.entities = len(wanted)
     result.sources = {key: (source, index) for key, (source, index, _) in wanted.items()}
     envs = sorted({env for env, _ in wanted}, key=lambda e: len(schema.env_chain(e)))
@@ -718,6 +679,43 @@ def _about(entity_id: str, fname: str, message: str) -> str:
     if message.startswith(own):
         return f"{entity_id}.{fname}{message[len(own):]}"
     return f"{entity_id}.{fname}: {message}"
+
+
+def _entity_docs(schema, sources, name_from, type_of,
+                 key_of=lambda source, entity_id: entity_id):
+    """Each document of ``sources`` as ``(entity id, source, index, document)``: named (by
+    ``name_from``) as an entity of ``type_of(source)``, its id checked, and refused when
+    another document names the same entity (``key_of`` says what counts as the same: the id,
+    or the environment and the id)."""
+    seen: dict = {}
+    for source in sources:
+        if name_from == "file" and len(source.docs) > 1:
+            raise ImportFailed(f"{source.path}: {len(source.docs)} documents in one file, but "
+                               "--name-from file names one entity per file; name them with "
+                               "--name-from KEY", path=source.path)
+        entity_type = type_of(source)
+        for index, doc in enumerate(source.docs):
+            doc = dict(doc)
+            entity_id = f"{entity_type}.{_name_of(source, index, doc, name_from)}"
+            label, line = source.where(index)
+            try:
+                schema.split_entity_id(entity_id)
+            except InputError as exc:
+                raise ImportFailed(f"{label}: {exc}", path=source.path, line=line) from None
+            key = key_of(source, entity_id)
+            if key in seen:
+                other = seen[key][0].where(seen[key][1])[0]
+                raise ImportFailed(f"{label}: entity {entity_id} is also defined in {other}",
+                                   path=source.path, line=line, entity=entity_id)
+            seen[key] = (source, index)
+            yield entity_id, source, index, doc
+
+
+def _unknown_field(source, index, entity_id, etype, key):
+    label, line = source.where(index, str(key))
+    raise ImportFailed(f"{label}: {entity_id}: unknown field {key!r} (fields of {etype.name}: "
+                       f"{', '.join(etype.fields)})", path=source.path, line=line,
+                       entity=entity_id, field=str(key))
 
 
 def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> str:

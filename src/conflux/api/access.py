@@ -42,10 +42,12 @@ def _stamp(path: str):
 
 class Access:
     def __init__(self, keys: ApiKeys, certs: CertMap, rbac: Rbac, base_env: str, *,
-                 root: str | None = None, schema=None):
+                 root: str | None = None, schema=None, stamps=None):
+        """``stamps``: the files' stamps as they were when read (``root``'s are looked at
+        again by :meth:`refresh`)."""
         self.keys, self.certs, self.rbac, self.base_env = keys, certs, rbac, base_env
         self.root, self.schema = root, schema
-        self._stamps = self._current_stamps()
+        self._stamps = stamps
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
@@ -59,9 +61,8 @@ class Access:
         stamps = cls._stamps_of(root)
         keys, certs = load_credentials(os.path.join(root, API_KEYS_FILE))
         rbac = Rbac.load(os.path.join(root, RBAC_FILE), schema=schema)
-        access = cls(keys, certs, rbac, schema.base_env, root=root, schema=schema)
-        access._stamps = stamps  # as read: a change while reading is picked up next time
-        return access
+        # stamped before reading: a change while reading is picked up at the next look
+        return cls(keys, certs, rbac, schema.base_env, root=root, schema=schema, stamps=stamps)
 
     # -- reloading ------------------------------------------------------------------------------
 
@@ -70,9 +71,6 @@ class Access:
         if root is None:
             return None
         return (_stamp(os.path.join(root, API_KEYS_FILE)), _stamp(os.path.join(root, RBAC_FILE)))
-
-    def _current_stamps(self):
-        return self._stamps_of(self.root)
 
     def watch(self) -> threading.Thread:
         """Refresh every ``RELOAD_INTERVAL`` seconds, in a daemon thread, for as long as the
@@ -99,7 +97,7 @@ class Access:
             return
         try:
             self._checked = now
-            stamps = self._current_stamps()
+            stamps = self._stamps_of(self.root)
             if stamps == self._stamps:
                 return
             self._stamps = stamps  # a bad version is reported once, not at every look

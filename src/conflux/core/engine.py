@@ -132,14 +132,15 @@ class Settings:
         for table, keys in CONFIG_KEYS.items():
             if table not in data:
                 continue
-            span = doc.table(table)
             if not isinstance(data[table], dict):
                 doc.fail(f"{table!r} must be a table, written [{table}]",
                          line=doc.top_key(table))
             for key in data[table]:
                 if keys is not None and key not in keys:
+                    # (lines are looked up only to report: every command reads this file)
                     doc.fail(f"[{table}]: unknown key {key!r} (known: {', '.join(keys)})",
-                             line=doc.first_line(doc.key(key, span), doc.top_key(table)))
+                             line=doc.first_line(doc.key(key, doc.table(table)),
+                                                 doc.top_key(table)))
         for table in data:
             if table not in CONFIG_KEYS:
                 doc.fail(f"unknown table {table!r} (known: "
