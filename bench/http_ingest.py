@@ -111,12 +111,12 @@ def _import_retrying(what, attempts=5):
 import lmdb  # noqa: E402
 import msgpack  # noqa: E402
 
-_import_retrying(lambda: __import__("conflux.core.engine"))
+_import_retrying(lambda: __import__("conflux.engine.engine"))
 from conflux.actors import Actor  # noqa: E402
 from conflux.auth import hash_key  # noqa: E402
-from conflux.core.engine import Engine  # noqa: E402
+from conflux.engine.engine import Engine  # noqa: E402
 from conflux.daemon import daemon_options  # noqa: E402
-from conflux.engine import TWINS  # noqa: E402
+from conflux.kernel import TWINS  # noqa: E402
 
 SCHEMA = os.path.join(HERE, "schema.toml")
 BARE_APP = os.path.join(HERE, "http_bare_app.py")
@@ -766,7 +766,7 @@ def main(argv=None) -> int:
           f"wrk -t{args.wrk_threads} -c{{{','.join(map(str, args.connections))}}}, "
           f"{args.rounds} round(s) of {args.duration} s per run, 127.0.0.1 only")
     if compiled is None:
-        print("WARNING: the compiled core conflux.engine._core_c is not importable here: the "
+        print("WARNING: the compiled core conflux.kernel._core_c is not importable here: the "
               "daemon may be running the pure-Python twin (its /v1/health says which).")
     if "d" in only and not have_etcd:
         print(f"NOTE: {args.etcd} is missing (Debian: apt-get install etcd-server): (d) is "

@@ -152,7 +152,7 @@ def step_parse(tree: str, fmt: str, collector: str = "gc") -> dict:
 
 def step_import(tree: str, fmt: str, project: str, again: bool = False) -> dict:
     from conflux.actors import Actor
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.transfer import import_tree
 
     schema = os.path.join(project, "schema.toml")
@@ -166,7 +166,7 @@ def step_import(tree: str, fmt: str, project: str, again: bool = False) -> dict:
 
 
 def step_export(fmt: str, project: str, out: str) -> dict:
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.transfer import export_state
 
     engine = Engine(project)
@@ -178,7 +178,7 @@ def step_export(fmt: str, project: str, out: str) -> dict:
 
 
 def step_floor(project: str, scratch: str) -> dict:
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.store import open_env
 
     engine = Engine(project)
@@ -233,7 +233,7 @@ def main(argv=None) -> int:
         print(json.dumps(figures))
         return 0
 
-    from conflux.core import Engine  # noqa: F401  (fail early if Conflux is not installed)
+    from conflux.engine import Engine  # noqa: F401  (fail early if Conflux is not installed)
 
     print(f"Conflux import benchmark: Python {platform.python_version()}, {os.cpu_count()} CPUs, "
           f"{args.files:,} files per format")

@@ -74,8 +74,8 @@ import msgpack  # noqa: E402
 with warnings.catch_warnings(record=True) as _import_warnings:
     warnings.simplefilter("always")
     from conflux.actors import Actor  # noqa: E402
-    from conflux.core.engine import Engine  # noqa: E402
-    from conflux.engine import TWINS  # noqa: E402
+    from conflux.engine.engine import Engine  # noqa: E402
+    from conflux.kernel import TWINS  # noqa: E402
     from conflux.store import open_env, state_key  # noqa: E402
 
 SCHEMA = os.path.join(HERE, "schema.toml")
@@ -631,7 +631,7 @@ def main(argv=None) -> int:
     compiled = TWINS.get("c")
     pure = TWINS["py"]
     if args.core == "c" and compiled is None:
-        parser.error("--core c: the compiled twin conflux.engine._core_c is not built")
+        parser.error("--core c: the compiled twin conflux.kernel._core_c is not built")
     broken = None
     if compiled is not None and args.core != "py":
         broken = preflight(args, compiled)
@@ -656,7 +656,7 @@ def main(argv=None) -> int:
               f"with this engine ({broken}): running on the pure-Python twin instead. The "
               "'engine' figures below are marked '*' and are not Conflux's real figures.")
     elif compiled is None:
-        print("WARNING: the compiled core conflux.engine._core_c is not built: the 'engine' "
+        print("WARNING: the compiled core conflux.kernel._core_c is not built: the 'engine' "
               "figures below are the pure-Python twin's, marked '*', and are not Conflux's "
               "real figures (build it with 'pip install .' or 'make install').")
     elif core is pure:

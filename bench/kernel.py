@@ -36,7 +36,7 @@ import time
 
 import msgpack
 
-from conflux.engine import _core_c, _core_py
+from conflux.kernel import _core_c, _core_py
 
 TWINS = {"c": _core_c, "py": _core_py}
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "kernel.json")

@@ -85,7 +85,7 @@ def timed(fn):
 
 def measure_conflux(work: str, entities: int, seed: int) -> dict:
     from conflux.actors import Actor
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.milestones import Milestones
 
     path = os.path.join(work, "conflux")

@@ -59,7 +59,7 @@ def measure_ingest(work: str, n: int) -> dict:
     from nacl.signing import SigningKey
 
     from conflux.actors import Actor
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.signing import content_of_op, public_key_text, sign_op
 
     actor = Actor("ci-pipeline", "pipeline")
@@ -89,7 +89,7 @@ def measure_ingest(work: str, n: int) -> dict:
 
 def fill(path: str, n: int) -> None:
     from conflux.actors import Actor
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     engine = Engine.init(path, SCHEMA)
     actor = Actor("autoscaler-7", "autoscaler")
@@ -102,7 +102,7 @@ def fill(path: str, n: int) -> None:
 
 def export_in_child(path: str) -> dict:
     """``conflux audit export`` in a fresh process: seconds, lines and peak RSS."""
-    code = ("import sys, time; from conflux.core import Engine; from conflux.audit import "
+    code = ("import sys, time; from conflux.engine import Engine; from conflux.audit import "
             "export_lines; e = Engine(sys.argv[1]); out = open('/dev/null', 'wb')\n"
             "def status(key):\n"
             "    return int([l for l in open('/proc/self/status') if l.startswith(key)][0]"

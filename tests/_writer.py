@@ -66,7 +66,7 @@ def batch_ops(tag: str, n: int) -> list[dict]:
 
 def main(argv: list[str]) -> int:
     from conflux.actors import Actor
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     project, tag = argv[0], argv[1]
     seconds = float(argv[2]) if len(argv) > 2 else 60.0

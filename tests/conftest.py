@@ -11,7 +11,7 @@ import pytest
 
 from conflux.actors import Actor
 from conflux.cli import main
-from conflux.core import Engine
+from conflux.engine import Engine
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 EXAMPLE_SCHEMA = ROOT / "examples" / "schema.toml"
@@ -23,7 +23,7 @@ AUTOSCALER = Actor("autoscaler-7", "autoscaler")
 
 def load_twin(name: str):
     """The core twin ``c`` or ``py``, imported directly so that a broken build fails."""
-    return importlib.import_module(f"conflux.engine._core_{name}")
+    return importlib.import_module(f"conflux.kernel._core_{name}")
 
 
 @pytest.fixture(params=["c", "py"])

@@ -21,7 +21,7 @@ import pytest
 import conflux
 from conflux.actors import default_actor
 from conflux.cli import COMMANDS, get_parser, main
-from conflux.core import Engine
+from conflux.engine import Engine
 
 from conftest import EXAMPLE_SCHEMA, ROOT
 
@@ -71,7 +71,7 @@ def _hermetic(monkeypatch):
 @pytest.fixture
 def on_core(monkeypatch, core):
     """The engine the CLI opens runs on the twin under test."""
-    engine_module = importlib.import_module("conflux.core.engine")
+    engine_module = importlib.import_module("conflux.engine.engine")
     monkeypatch.setattr(engine_module, "default_core", core)
     return core
 

@@ -16,7 +16,7 @@ import tempfile
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from conflux.actors import Actor
-from conflux.core import Engine
+from conflux.engine import Engine
 from conftest import EXAMPLE_SCHEMA, load_twin
 import model
 
@@ -249,7 +249,7 @@ def client_stamped_ops(draw):
 
 
 def _stamped(ops, origin_ms):
-    from conflux.engine import _core_py
+    from conflux.kernel import _core_py
     return [(who, {**op, "hlc": _core_py.hlc_pack(origin_ms + ms, counter)})
             for (ms, counter), who, op in ops]
 

@@ -23,10 +23,10 @@ from hypothesis import strategies as st
 
 from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
 
-# The submodules themselves: ``from conflux.engine import _core_c`` would quietly give None
+# The submodules themselves: ``from conflux.kernel import _core_c`` would quietly give None
 # (the package's fallback marker) when the compiled twin is not built.
-_core_c = importlib.import_module("conflux.engine._core_c")
-_core_py = importlib.import_module("conflux.engine._core_py")
+_core_c = importlib.import_module("conflux.kernel._core_c")
+_core_py = importlib.import_module("conflux.kernel._core_py")
 TWINS = {"c": _core_c, "py": _core_py}
 P = _core_py  # constants are the same in both; the reference spells them here
 
@@ -113,7 +113,7 @@ def test_the_twins_export_the_same_names():
 
 
 def test_the_engine_package_picks_the_compiled_twin():
-    import conflux.engine as engine
+    import conflux.kernel as engine
 
     assert engine.TWINS["c"] is _core_c
     assert engine.TWINS["py"] is _core_py

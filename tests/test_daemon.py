@@ -21,7 +21,7 @@ from conflux.api import create_app
 from conflux.api.media import BodyBudget
 from conflux.api.openapi import openapi_document
 from conflux.auth import hash_key
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import Busy
 from conftest import EXAMPLE_SCHEMA
 

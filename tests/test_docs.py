@@ -22,8 +22,8 @@ from conflux.api import create_app
 from conflux.api.access import Access
 from conflux.api.openapi import openapi_document
 from conflux.cli import get_parser
-from conflux.core import Engine
-from conflux.core import engine as engine_module
+from conflux.engine import Engine
+from conflux.engine import engine as engine_module
 from conflux.milestones import MilestoneSettings
 
 from conftest import EXAMPLE_SCHEMA, ROOT

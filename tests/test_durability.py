@@ -22,7 +22,7 @@ import pytest
 
 import conflux
 from conflux.actors import Actor
-from conflux.core import Engine
+from conflux.engine import Engine
 
 import _writer
 from conftest import EXAMPLE_SCHEMA
@@ -198,7 +198,7 @@ def check_writable(project: str, last_seq: int, core, tag: str) -> None:
     """The killed writers left no lock behind: another process can write (bounded wait),
     and a retry of an acknowledged op id is acknowledged without a second log entry."""
     code = ("import sys\n"
-            "from conflux.core import Engine\n"
+            "from conflux.engine import Engine\n"
             "from conflux.actors import Actor\n"
             "e = Engine(sys.argv[1])\n"
             "ack = e.apply([{'type': 'set_field', 'entity_id': 'service.after-crash',\n"

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from conflux.actors import Actor
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import (ClockSkewError, InputError, NotFound, PreconditionFailed,
                             SchemaError, ValidationError)
 from conftest import AUTOSCALER, CI, EXAMPLE_SCHEMA, ZARA, add_op, remove_op, set_op
@@ -681,7 +681,7 @@ def test_entity_log_on_a_store_made_before_the_index(engine, small_ranges):
 
 
 def test_entity_blobs_twins_agree(engine):
-    from conflux.engine import _core_py
+    from conflux.kernel import _core_py
 
     ops = engine.core.prepare_ops(
         [set_op(f"service.{'n' * (i % 40)}{i}", "image", "x") for i in range(300)],

@@ -25,8 +25,8 @@ from conflux.api import create_app
 from conflux.api.access import Access
 from conflux.api.bodies import body_schemas, check
 from conflux.auth import load_credentials
-from conflux.core import Engine
-from conflux.core.engine import Settings
+from conflux.engine import Engine
+from conflux.engine.engine import Settings
 from conflux.errors import ConfluxError
 from conflux.rbac import Rbac
 from conflux.schema import load_schema

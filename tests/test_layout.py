@@ -14,7 +14,7 @@ import sys
 
 from conftest import ROOT
 
-PROBE = ("import conflux, conflux.engine as e, conflux.cli; "
+PROBE = ("import conflux, conflux.kernel as e, conflux.cli; "
          "print(conflux.__file__); print(e.IMPLEMENTATION)")
 
 

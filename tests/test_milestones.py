@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from conflux.actors import Actor
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.milestones import LIST_LIMIT, Milestones, NothingToCommit, ViolationsPresent
 

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from conflux.actors import Actor
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import ValidationError
 from conftest import EXAMPLE_SCHEMA, load_twin
 

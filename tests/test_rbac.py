@@ -599,7 +599,7 @@ def test_the_cli_obeys_rbac_toml_for_its_writes(tmp_path, capsys):
     """With an rbac.toml, local writes are checked like the daemon's: a denied one writes
     nothing and exits 2 naming the actor and the resource."""
     from conflux.cli import main
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conftest import EXAMPLE_SCHEMA
 
     project = tmp_path / "p"

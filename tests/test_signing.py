@@ -14,7 +14,7 @@ from nacl.signing import SigningKey
 
 from conflux.actors import Actor
 from conflux.audit import export_lines, verify
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.signing import (Registry, SignatureRefused, canonical, load_private_key, op_content,
                              sign_op, write_private_key)

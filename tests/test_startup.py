@@ -20,7 +20,7 @@ import pytest
 
 from conflux.actors import Actor
 from conflux.cli import UsageError, get_parser, main
-from conflux.core import Engine, Settings
+from conflux.engine import Engine, Settings
 from conflux.errors import SchemaError
 
 from conftest import EXAMPLE_SCHEMA
@@ -37,7 +37,7 @@ NOT_FOR_GET_OR_SET = (
     "uuid", "secrets", "hashlib", "importlib.metadata",
     "conflux.transfer", "conflux.formats", "conflux.milestones", "conflux.signing",
     "conflux.rbac", "conflux.auth", "conflux.audit", "conflux.daemon", "conflux.helpers",
-    "conflux.webhooks", "conflux.api", "conflux.core.commits",
+    "conflux.webhooks", "conflux.api", "conflux.engine.commits",
     "conflux.cli.import_", "conflux.cli.export", "conflux.cli.watch", "conflux.cli.daemon",
     "conflux.cli.milestone", "conflux.cli.keys", "conflux.cli.audit", "conflux.cli.rbac",
     "conflux.cli.auth", "conflux.cli._progress",
@@ -83,7 +83,7 @@ def test_get_imports_only_what_it_needs(made):
     done, imported = console("get", "route.api-v1", cwd=made)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["route.api-v1 in production", "  weight  70"]
-    assert {"conflux.cli.get", "conflux.core.engine", "lmdb", "argparse"} <= imported
+    assert {"conflux.cli.get", "conflux.engine.engine", "lmdb", "argparse"} <= imported
     assert heavy(imported) == []
 
 
@@ -92,7 +92,7 @@ def test_set_imports_only_what_it_needs(made):
                              cwd=made)
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("ok: service.checkout.replicas = 3 in production")
-    assert {"conflux.cli.set", "conflux.core.engine", "lmdb"} <= imported
+    assert {"conflux.cli.set", "conflux.engine.engine", "lmdb"} <= imported
     assert heavy(imported) == []
     with Engine(made) as engine:
         assert engine.get("service.checkout", "production", "replicas")["replicas"]["value"] == 3
@@ -118,7 +118,7 @@ def test_help_imports_no_handler_dependencies(made):
     assert all(f"    {name}" in done.stdout for name in ("get", "set", "import", "watch"))
     assert not [name for name in imported if name.split(".")[0] in
                 ("http", "urllib", "pygit2", "nacl", "falcon", "gunicorn", "yaml", "tqdm",
-                 "lmdb", "msgpack") or name in ("conflux.transfer", "conflux.core.engine")]
+                 "lmdb", "msgpack") or name in ("conflux.transfer", "conflux.engine.engine")]
 
 
 # ------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from conflux.cli import main
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.formats import FormatError, builtin, registry
 from conflux.transfer import export_state, import_tree
 

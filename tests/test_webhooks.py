@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conflux.cli import main
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.schema import load_schema
 from conflux.webhooks import Deliverer, load_webhooks

@@ -61,7 +61,7 @@ import time
 
 import msgpack
 
-from conflux.engine import core
+from conflux.kernel import core
 from conflux.errors import ConfluxError, InputError
 from conflux.signing import Registry, canonical, op_content
 

@@ -2,7 +2,7 @@
 
 Gunicorn's own application class runs threaded workers (``gthread``); each worker opens the
 LMDB store after the fork. Writes go to the daemon's one commit service, a process beside the
-workers (``conflux.core.commits``), so concurrent requests in every worker share synced
+workers (``conflux.engine.commits``), so concurrent requests in every worker share synced
 commits; reads are served by the workers themselves.
 Slow clients cannot starve the workers: requests have line, header and time limits, and
 keep-alive connections are closed when idle. SIGTERM stops accepting connections and lets the
@@ -148,7 +148,7 @@ class Daemon(BaseApplication):
         # config.toml has a schedule. Started before gunicorn binds,
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
-        from conflux.core.commits import CommitProcess
+        from conflux.engine.commits import CommitProcess
         from conflux.milestones import scheduler_start
         from conflux.webhooks import DeliveryProcess
 
@@ -170,8 +170,8 @@ class Daemon(BaseApplication):
         # Runs in each worker after the fork: LMDB environments must not cross a fork.
         from conflux.api import create_app
         from conflux.api.access import Access
-        from conflux.core import Engine
-        from conflux.core.commits import CommitClient, GroupCommitter
+        from conflux.engine import Engine
+        from conflux.engine.commits import CommitClient, GroupCommitter
 
         engine = Engine(self.directory)
         committer = CommitClient(self.commits.path, GroupCommitter(engine))

@@ -1,5 +1,5 @@
 """The daemon's helper processes, beside gunicorn's workers: the commit service
-(``conflux.core.commits``) and webhook delivery (``conflux.webhooks``).
+(``conflux.engine.commits``) and webhook delivery (``conflux.webhooks``).
 
 Each is a fresh interpreter (``multiprocessing`` spawn), so no LMDB environment crosses a
 fork; a thread of the daemon's master starts it again, after a pause, if it ever dies. A

@@ -10,7 +10,7 @@ max_value_bytes`` in ``config.toml``), since every write passes through it.
 
 from __future__ import annotations
 
-from conflux.engine import core
+from conflux.kernel import core
 from conflux.errors import InputError
 
 __all__ = ["MAX_NESTING", "MAX_VALUE_NESTING", "MAX_EXPANSION", "DEFAULT_MAX_VALUE_BYTES",

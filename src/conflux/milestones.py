@@ -30,7 +30,7 @@ import msgpack
 
 from conflux import formats
 from conflux._tomlfile import TomlFile
-from conflux.engine import op_parts
+from conflux.kernel import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.helpers import HelperProcess
 from conflux.schema import is_utf8
@@ -555,7 +555,7 @@ class SchedulerProcess(HelperProcess):
 def scheduler_start(directory: str):
     """Start the daemon's milestone scheduler (``conflux.helpers``) when ``config.toml`` sets
     ``every_ops`` or ``every_seconds``; None otherwise."""
-    from conflux.core import CONFLUX_DIR
+    from conflux.engine import CONFLUX_DIR
 
     settings = MilestoneSettings.load(os.path.join(directory, CONFLUX_DIR))
     if not settings.every_ops and not settings.every_seconds:
@@ -571,7 +571,7 @@ def _schedule(directory: str, parent: int) -> None:
     refused (schema violations) is retried at the next tick, and logged once per change."""
     import logging
 
-    from conflux.core import Engine
+    from conflux.engine import Engine
     from conflux.helpers import helper_stop_event
 
     log = logging.getLogger("conflux.milestones")

@@ -2,7 +2,7 @@
 
 Named databases:
 
-``state``       state key -> packed record (see ``engine/FORMAT.md``)
+``state``       state key -> packed record (see ``kernel/FORMAT.md``)
 ``log``         first sequence number (u64 big-endian) -> a chunk of op-log entries
 ``opids``       op id -> sequence number (u64 big-endian), for idempotent retries and blame
 ``names``       interned names: ``e:<env>``, ``t:<type>``, ``f:<type>.<field>`` -> u16 id

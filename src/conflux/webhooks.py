@@ -90,7 +90,7 @@ from typing import Any
 
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
-from conflux.engine import op_parts
+from conflux.kernel import op_parts
 from conflux.errors import InputError
 from conflux.helpers import HelperProcess, helper_stop_event
 
@@ -739,7 +739,7 @@ class DeliveryProcess(HelperProcess):
         new webhooks are recorded before this returns, so every operation the daemon accepts
         afterwards is delivered, however long the new interpreter takes to start.
         """
-        from conflux.core import Engine
+        from conflux.engine import Engine
 
         with Engine(directory) as engine:
             hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
@@ -759,7 +759,7 @@ def _serve(directory: str, parent: int) -> None:
     until the daemon that started it is gone."""
     import fcntl
 
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     logging.basicConfig(level=logging.INFO, format="[conflux-webhooks %(process)d] "
                                                    "%(levelname)s %(message)s")

@@ -17,7 +17,7 @@ import pytest
 import requests
 
 from conflux.auth import hash_key
-from conflux.core import Engine
+from conflux.engine import Engine
 from conftest import EXAMPLE_SCHEMA, run_cli
 from test_daemon import daemon, key, make_project
 

@@ -21,7 +21,7 @@ from nacl.signing import SigningKey
 
 from conflux.actors import Actor
 from conflux.audit import line_digest
-from conflux.core import Engine
+from conflux.engine import Engine
 from conflux.signing import sign_op
 
 from conftest import EXAMPLE_SCHEMA, run_cli

@@ -9,7 +9,7 @@ import threading
 import pytest
 import requests
 
-from conflux.core import Engine
+from conflux.engine import Engine
 from conftest import EXAMPLE_SCHEMA, run_cli
 from test_daemon import daemon, key, make_project, op
 

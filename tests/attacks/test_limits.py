@@ -19,7 +19,7 @@ import msgpack
 import pytest
 import requests
 
-from conflux.core import Engine
+from conflux.engine import Engine
 from conftest import EXAMPLE_SCHEMA, ZARA, run_cli, set_op
 from test_daemon import KEYS, daemon, make_project
 

@@ -12,7 +12,7 @@ import json
 import time
 
 from conflux.api.resources import _int_param
-from conflux.engine import op_parts
+from conflux.kernel import op_parts
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0

@@ -14,7 +14,7 @@ from conflux.errors import InputError
 
 def open_engine(args):
     """The project's engine; ``main`` closes it when the command is done."""
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     args.engine = Engine(args.dir)
     return args.engine

@@ -11,7 +11,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     engine = Engine.init(args.dir, args.schema)
     envs = ", ".join(engine.schema.environments)

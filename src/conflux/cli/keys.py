@@ -47,7 +47,7 @@ def add_parser(sub):
 
 
 def _registry(args):
-    from conflux.core import project_root
+    from conflux.engine import project_root
     from conflux.signing import REGISTRY_FILE, Registry
 
     return Registry(os.path.join(project_root(args.dir), REGISTRY_FILE))

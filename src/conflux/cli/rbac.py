@@ -69,7 +69,7 @@ def _add_file(parser):
 
 
 def _project_schema(args):
-    from conflux.core.engine import CONFLUX_DIR
+    from conflux.engine.engine import CONFLUX_DIR
     from conflux.schema import load_schema
 
     path = os.path.join(args.dir, CONFLUX_DIR, "schema.toml")
@@ -79,7 +79,7 @@ def _project_schema(args):
 def _load(args, path=None, *, missing_ok=True):
     """The rules and the project's schema (if any). Only the project's own rbac.toml may be
     missing (everything allowed); a FILE named on the command line must exist."""
-    from conflux.core.engine import CONFLUX_DIR
+    from conflux.engine.engine import CONFLUX_DIR
 
     schema = _project_schema(args)
     if path:

@@ -18,7 +18,7 @@ import msgpack
 
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES, Actor
-from conflux.engine import core as default_core, op_parts, TWINS
+from conflux.kernel import core as default_core, op_parts, TWINS
 from conflux.errors import (ConfluxError, InputError, NotFound, OpIdConflict,
                             PreconditionFailed, StoreError, ValidationError)
 from conflux.limits import DEFAULT_MAX_VALUE_BYTES, value_problem
@@ -28,7 +28,7 @@ from conflux.store import SEQ, Store, entity_prefix, split_state_key, state_key
 __all__ = ["Engine", "Ack", "Settings", "CONFLUX_DIR", "project_root"]
 
 CONFLUX_DIR = ".conflux"
-#: The store's layout (tables, keys, log chunks, record format; engine/FORMAT.md). A store of
+#: The store's layout (tables, keys, log chunks, record format; kernel/FORMAT.md). A store of
 #: another layout is refused at open rather than misread.
 STORE_LAYOUT = b"conflux-store-1"
 _HLC_AT = struct.Struct("<Q")

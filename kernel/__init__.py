@@ -23,7 +23,7 @@ else:
     _import_error = None
 
 if _core_c is None and os.environ.get("CONFLUX_REQUIRE_EXTENSIONS") == "1":
-    raise CoreMissing(f"the compiled core conflux.engine._core_c did not load ({_import_error}); "
+    raise CoreMissing(f"the compiled core conflux.kernel._core_c did not load ({_import_error}); "
                       "build it with 'pip install .' or unset CONFLUX_REQUIRE_EXTENSIONS")
 
 if os.environ.get("CONFLUX_CORE") == "py" or _core_c is None:

@@ -35,7 +35,7 @@ import msgpack
 
 from conflux import errors
 from conflux.actors import Actor
-from conflux.core.engine import Ack
+from conflux.engine.engine import Ack
 from conflux.errors import ConfluxError, StoreError
 from conflux.helpers import HelperProcess, exited, helper_stop_event, without_gc
 
@@ -133,7 +133,7 @@ class GroupCommitter:
 # The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
 #   request: [actor id, actor class, [op, ...]]
 #   answer:  [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value
-#            for requests of at most OUTCOME_OPS ops: conflux.core.engine)
+#            for requests of at most OUTCOME_OPS ops: conflux.engine.engine)
 #            [1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
@@ -462,7 +462,7 @@ def _listening(path: str) -> bool:
 def _serve(directory: str, path: str, parent: int) -> None:
     """The commit process: serve until SIGTERM or until the daemon is gone, then finish the
     group in hand."""
-    from conflux.core import Engine
+    from conflux.engine import Engine
 
     logging.basicConfig(level=logging.INFO, format="[conflux-commits %(process)d] "
                                                    "%(levelname)s %(message)s")
