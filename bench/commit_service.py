@@ -44,7 +44,7 @@ import msgpack  # noqa: E402
 
 from conflux.actors import Actor  # noqa: E402
 from conflux.engine.commits import _frame, commit_group  # noqa: E402
-from conflux.engine.engine import Engine  # noqa: E402
+from conflux.engine import Engine  # noqa: E402
 from conflux.kernel import IMPLEMENTATION  # noqa: E402
 from conflux.store import open_env  # noqa: E402
 
@@ -91,7 +91,7 @@ class Service:
             t0 = time.perf_counter()
             requests = [msgpack.unpackb(f, raw=False) for f in frames]
             t1 = time.perf_counter()
-            makers = [self.engine.validated(r[2], CLIENT, signatures_checked=bool(r[3]))
+            makers = [self.engine.validated(r[2], CLIENT, admitted=bool(r[3]))
                       for r in requests]
             t2 = time.perf_counter()
             outcomes = commit_group(self.engine, makers)

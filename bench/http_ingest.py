@@ -114,7 +114,7 @@ import msgpack  # noqa: E402
 _import_retrying(lambda: __import__("conflux.engine.engine"))
 from conflux.actors import Actor  # noqa: E402
 from conflux.auth import hash_key  # noqa: E402
-from conflux.engine.engine import Engine  # noqa: E402
+from conflux.engine import Engine  # noqa: E402
 from conflux.daemon import daemon_options  # noqa: E402
 from conflux.kernel import TWINS  # noqa: E402
 

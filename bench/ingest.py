@@ -74,7 +74,7 @@ import msgpack  # noqa: E402
 with warnings.catch_warnings(record=True) as _import_warnings:
     warnings.simplefilter("always")
     from conflux.actors import Actor  # noqa: E402
-    from conflux.engine.engine import Engine  # noqa: E402
+    from conflux.engine import Engine  # noqa: E402
     from conflux.kernel import TWINS  # noqa: E402
     from conflux.store import open_env, state_key  # noqa: E402
 

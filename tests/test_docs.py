@@ -23,7 +23,7 @@ from conflux.api.access import Access
 from conflux.api.openapi import openapi_document
 from conflux.cli import get_parser
 from conflux.engine import Engine
-from conflux.engine import engine as engine_module
+from conflux.engine import settings as settings_module
 from conflux.milestones import MilestoneSettings
 
 from conftest import EXAMPLE_SCHEMA, ROOT
@@ -171,10 +171,10 @@ def _constants(module, *, skip=()) -> set[str]:
 def _config_toml_keys() -> set[str]:
     """config.toml's tables and keys: those of the file 'conflux init' writes (with the
     optional ones uncommented) and of the [milestones] settings."""
-    text = re.sub(r"^# ?(\[?\w+\]? ?=?)", r"\1", engine_module._DEFAULT_CONFIG, flags=re.M)
+    text = re.sub(r"^# ?(\[?\w+\]? ?=?)", r"\1", settings_module._DEFAULT_CONFIG, flags=re.M)
     data = tomllib.loads("\n".join(line for line in text.splitlines()
                                    if re.match(r"\s*(\[\w+\]|\w+ =)", line)).format(
-        **{name: 1 for name in vars(engine_module.Settings())}))
+        **{name: 1 for name in vars(settings_module.Settings())}))
     keys = set(data)
     for table in data.values():
         keys |= set(table)
@@ -363,7 +363,7 @@ def test_configuration_examples_load(tmp_path, monkeypatch):
         paths[name] = tmp_path / name
         paths[name].write_text(block)
     doc_schema = schema.load_schema(str(paths["schema.toml"]))
-    engine_module.Settings.load(str(paths["config.toml"]))
+    settings_module.Settings.load(str(paths["config.toml"]))
     keys, certs = auth.load_credentials(str(paths["api-keys.toml"]))
     assert len(keys) >= 1
     rules = rbac.Rbac.load(str(paths["rbac.toml"]), schema=doc_schema)

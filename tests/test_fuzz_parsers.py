@@ -26,7 +26,7 @@ from conflux.api.access import Access
 from conflux.api.bodies import body_schemas, check
 from conflux.auth import load_credentials
 from conflux.engine import Engine
-from conflux.engine.engine import Settings
+from conflux.engine import Settings
 from conflux.errors import ConfluxError
 from conflux.rbac import Rbac
 from conflux.schema import load_schema
@@ -69,7 +69,7 @@ _bodies = _ops | st.fixed_dictionaries({"ops": st.lists(_ops, max_size=4)}) | _v
 def client(tmp_path_factory):
     project = make_project(tmp_path_factory.mktemp("fuzz"))
     engine = Engine(project)
-    app = create_app(engine, Access.load(f"{project}/.conflux", engine.schema))
+    app = create_app(engine, Access.load(f"{project}/.conflux"))
     yield testing.TestClient(app)
     engine.close()
 

@@ -107,11 +107,13 @@ def _first_at(engine, when) -> int:
     return ops[0].seq if ops else engine.last_seq() + 1
 
 
-def export_lines(engine, since=None, until=None):
+def export_lines(engine, since=None, until=None, *, reader=None):
     """The audit trail as an iterator of JSON lines (bytes, each ending with a newline), the
     signed checkpoint last; ``since`` and ``until`` (a sequence number, an hlc:... or an ISO
     date) are checked, and the project's audit key made or read, at once, before the first
-    line."""
+    line. A ``reader`` needs ``admin`` in the base environment."""
+    if reader is not None:
+        engine.policy.require(reader, "admin", None, None, engine.schema.base_env)
     log_last = engine.last_seq()
     start = 1 if since is None else max(1, int(since)) if _is_seq(since) else \
         _first_at(engine, since)

@@ -65,8 +65,8 @@ def check_configuration(engine):
     ``schema.toml`` and ``config.toml`` (read by opening ``engine``), the ``[milestones]``
     settings, ``api-keys.toml``, ``rbac.toml``, ``webhooks.toml`` and ``keys.json``. The first
     problem is raised as an ``InputError`` naming the file and line, so that a bad file stops
-    the daemon with one line instead of every worker failing to boot. Returns the access
-    rules, which the workers inherit and keep up to date (``conflux.api.access``)."""
+    the daemon with one line instead of every worker failing to boot. Returns the
+    credentials, which the workers inherit and keep up to date (``conflux.api.access``)."""
     from conflux.api.access import Access
     from conflux.milestones import Milestones
     from conflux.signing import REGISTRY_FILE, Registry
@@ -75,7 +75,8 @@ def check_configuration(engine):
     Milestones(engine)
     load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE), schema=engine.schema)
     Registry(os.path.join(engine.root, REGISTRY_FILE)).refresh()
-    return Access.load(engine.root, engine.schema)
+    engine.policy.load()
+    return Access.load(engine.root)
 
 
 def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
@@ -175,7 +176,9 @@ class Daemon(BaseApplication):
 
         engine = Engine(self.directory)
         committer = CommitClient(self.commits.path, GroupCommitter(engine))
-        access = self.access or Access.load(engine.root, engine.schema)
+        access = self.access or Access.load(engine.root)
+        engine.policy.load()
+        access.also.append(engine.policy.refresh)  # rbac.toml followed by the same thread
         access.watch()
         return create_app(engine, access, committer=committer)
 

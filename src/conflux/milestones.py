@@ -225,7 +225,10 @@ class Milestones:
         with self._locked():
             pass
 
-    def list(self) -> list[Milestone]:
+    def list(self, *, reader=None) -> list[Milestone]:
+        """Every milestone, oldest first; a ``reader`` needs ``read`` in the base
+        environment."""
+        self._require_read(reader, None)
         store = self.engine.store
         with store.read() as txn:
             return read_milestones(store, txn)
@@ -235,8 +238,15 @@ class Milestones:
         with store.read() as txn:
             return last_milestone(store, txn)
 
-    def get(self, ref: str | int | None = None) -> Milestone:
-        """A milestone by number, commit id (or a prefix of 7+ hex digits), or the latest."""
+    def _require_read(self, reader, env) -> None:
+        if reader is not None:
+            engine = self.engine
+            engine.policy.require_read(reader, None, None, env or engine.schema.base_env)
+
+    def get(self, ref: str | int | None = None, *, reader=None, env=None) -> Milestone:
+        """A milestone by number, commit id (or a prefix of 7+ hex digits), or the latest; a
+        ``reader`` needs ``read`` in ``env`` (default: the base environment)."""
+        self._require_read(reader, env)
         if ref is None or ref == "latest":
             found = self.last()
             if found is None:
@@ -260,8 +270,14 @@ class Milestones:
     # -- creating -----------------------------------------------------------------------------
 
     def create(self, title: str, *, envs: list[str] | None = None, force: bool = False,
-               clock=time.time) -> Milestone:
-        """Commit the resolved state of ``envs`` (default: all) as the next milestone."""
+               clock=time.time, actor=None) -> Milestone:
+        """Commit the resolved state of ``envs`` (default: all) as the next milestone. An
+        ``actor`` needs ``milestone`` on every environment projected."""
+        if actor is not None:
+            schema = self.engine.schema
+            for env in envs or ():
+                schema.env_chain(env)  # NotFound for an unknown environment
+            self.engine.policy.require_milestone(actor, envs or list(schema.environments))
         if not isinstance(title, str) or not title.strip() or "\n" in title.strip():
             raise InputError("a milestone needs a one-line message (-m)")
         title = title.strip()
@@ -455,9 +471,10 @@ class Milestones:
                 out[f"{type_entry.name}.{name}"] = docs[0] if docs else {}
         return out
 
-    def diff(self, ref=None, env: str | None = None) -> list[dict]:
+    def diff(self, ref=None, env: str | None = None, *, reader=None) -> list[dict]:
         """Per entity and field of ``env``: the value at the milestone and now, with the
-        operations in between (oldest first)."""
+        operations in between (oldest first); a ``reader`` needs ``read`` in ``env``."""
+        self._require_read(reader, env)
         from conflux.transfer import documents_of
 
         engine = self.engine

@@ -1,16 +1,17 @@
-"""Who is calling, and what they may do: the daemon's authentication and access control.
+"""Who is calling: the daemon's authentication.
 
 An actor is the holder of an API key (``X-API-Key``, checked in constant time against the
 hashes in ``api-keys.toml``) or of a verified TLS client certificate mapped to an actor; the
 actor of every operation is the authenticated one, never one taken from the body. What an
-actor may do is ``rbac.toml``'s to say (everything, while there is none).
+actor may do is the engine's to decide (``conflux.engine.policy``), given that actor.
 
-Both files are checked before the daemon starts (a bad one stops it with the file and line).
-While it runs, each worker looks at them again every second (a thread of its own, so that a
-worker that serves no request still follows every version) and reloads a file that changed,
-so keys can be added, rotated and revoked, and roles changed, without a restart. A file that
-has become bad is logged, once per change, and the last good rules stay in force until it is
-fixed: a typo never locks everyone out, nor lets everyone in.
+The file is checked before the daemon starts (a bad one stops it with the file and line).
+While it runs, each worker looks at it again every second (a thread of its own, so that a
+worker that serves no request still follows every version; the access rules in
+``rbac.toml`` are looked at by the same thread) and reloads it when it changed, so keys can
+be added, rotated and revoked without a restart. A file that has become bad is logged, once
+per change, and the last good keys stay in force until it is fixed: a typo never locks
+everyone out, nor lets anyone in.
 """
 
 from __future__ import annotations
@@ -22,7 +23,6 @@ import time
 
 from conflux.auth import API_KEYS_FILE, ApiKeys, CertMap, load_credentials
 from conflux.errors import AuthError, ConfluxError
-from conflux.rbac import RBAC_FILE, Rbac
 
 __all__ = ["Access"]
 
@@ -41,36 +41,29 @@ def _stamp(path: str):
 
 
 class Access:
-    def __init__(self, keys: ApiKeys, certs: CertMap, rbac: Rbac, base_env: str, *,
-                 root: str | None = None, schema=None, stamps=None):
-        """``stamps``: the files' stamps as they were when read (``root``'s are looked at
-        again by :meth:`refresh`)."""
-        self.keys, self.certs, self.rbac, self.base_env = keys, certs, rbac, base_env
-        self.root, self.schema = root, schema
-        self._stamps = stamps
+    def __init__(self, keys: ApiKeys, certs: CertMap, *, root: str | None = None, stamp=None,
+                 also=()):
+        """``stamp``: the file's stamp as it was when read (``root``'s is looked at again by
+        :meth:`refresh`); ``also``: more refreshers the watcher calls (the engine's access
+        rules)."""
+        self.keys, self.certs = keys, certs
+        self.root = root
+        self.also = list(also)
+        self._stamp = stamp
         self._checked = time.monotonic()
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, root: str, schema=None) -> "Access":
-        """The access rules of a project's ``.conflux/`` directory; ``InputError`` naming the
+    def load(cls, root: str, *, also=()) -> "Access":
+        """The credentials of a project's ``.conflux/`` directory; ``InputError`` naming the
         file and line of anything wrong."""
-        from conflux.schema import load_schema
-
-        schema = schema or load_schema(os.path.join(root, "schema.toml"))
-        stamps = cls._stamps_of(root)
-        keys, certs = load_credentials(os.path.join(root, API_KEYS_FILE))
-        rbac = Rbac.load(os.path.join(root, RBAC_FILE), schema=schema)
+        path = os.path.join(root, API_KEYS_FILE)
+        stamp = _stamp(path)
+        keys, certs = load_credentials(path)
         # stamped before reading: a change while reading is picked up at the next look
-        return cls(keys, certs, rbac, schema.base_env, root=root, schema=schema, stamps=stamps)
+        return cls(keys, certs, root=root, stamp=stamp, also=also)
 
     # -- reloading ------------------------------------------------------------------------------
-
-    @staticmethod
-    def _stamps_of(root):
-        if root is None:
-            return None
-        return (_stamp(os.path.join(root, API_KEYS_FILE)), _stamp(os.path.join(root, RBAC_FILE)))
 
     def watch(self) -> threading.Thread:
         """Refresh every ``RELOAD_INTERVAL`` seconds, in a daemon thread, for as long as the
@@ -78,18 +71,19 @@ class Access:
         def loop():
             while True:
                 time.sleep(RELOAD_INTERVAL)
-                try:
-                    self.refresh()
-                except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
-                    log.exception("checking %s and %s", API_KEYS_FILE, RBAC_FILE)
+                for refresh in (self.refresh, *self.also):
+                    try:
+                        refresh()
+                    except Exception:  # noqa: BLE001 - the watcher must outlive any surprise
+                        log.exception("checking the access files")
 
         thread = threading.Thread(target=loop, name="conflux-access-watch", daemon=True)
         thread.start()
         return thread
 
     def refresh(self, now: float | None = None) -> None:
-        """Reload the files if they changed since they were last read (looked at once per
-        ``RELOAD_INTERVAL``); a bad file is logged and the rules in force are kept."""
+        """Reload the file if it changed since it was last read (looked at once per
+        ``RELOAD_INTERVAL``); a bad file is logged and the keys in force are kept."""
         if self.root is None:
             return
         now = time.monotonic() if now is None else now
@@ -97,18 +91,17 @@ class Access:
             return
         try:
             self._checked = now
-            stamps = self._stamps_of(self.root)
-            if stamps == self._stamps:
+            stamp = _stamp(os.path.join(self.root, API_KEYS_FILE))
+            if stamp == self._stamp:
                 return
-            self._stamps = stamps  # a bad version is reported once, not at every look
+            self._stamp = stamp  # a bad version is reported once, not at every look
             try:
-                fresh = Access.load(self.root, self.schema)
+                fresh = Access.load(self.root)
             except ConfluxError as exc:
-                log.error("%s; the daemon keeps the access rules it had until the file is "
-                          "fixed", exc)
+                log.error("%s; the daemon keeps the keys it had until the file is fixed", exc)
                 return
-            self.keys, self.certs, self.rbac = fresh.keys, fresh.certs, fresh.rbac
-            log.info("reloaded %s and %s", API_KEYS_FILE, RBAC_FILE)
+            self.keys, self.certs = fresh.keys, fresh.certs
+            log.info("reloaded %s", API_KEYS_FILE)
         finally:
             self._lock.release()
 
@@ -127,18 +120,6 @@ class Access:
 
     def middleware(self):
         return _Authenticate(self)
-
-    # -- authorisation ------------------------------------------------------------------------
-
-    def allowed(self, actor, action, entity_id, field, env) -> bool:
-        return self.rbac.check(actor, action, entity_id, field, env)
-
-    def authorize(self, actor, action, entity_id, field, env) -> None:
-        self.rbac.require(actor, action, entity_id, field, env)
-
-    def authorize_ops(self, actor, raw_ops, engine) -> None:
-        """A batch with one denied op is refused whole, before anything is written."""
-        self.rbac.require_ops(actor, raw_ops, base_env=self.base_env)
 
 
 class _Authenticate:

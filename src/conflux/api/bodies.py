@@ -24,7 +24,7 @@ from __future__ import annotations
 import math
 import re
 
-from conflux.engine.engine import _MAX_INTENT, _MAX_OP_ID, _STORE_OP_ID
+from conflux.engine.ops import _MAX_INTENT, _MAX_OP_ID, _STORE_OP_ID
 from conflux.errors import InputError, ValidationError
 from conflux.schema import (_ENTITY_NAME_RE, _ENV_NAME_RE, _FIELD_NAME_RE, _TYPE_NAME_RE,
                             INT64_MAX, INT64_MIN)

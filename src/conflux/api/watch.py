@@ -12,7 +12,6 @@ import json
 import time
 
 from conflux.api.resources import _int_param
-from conflux.kernel import op_parts
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0
@@ -28,13 +27,8 @@ class Watch:
         ctx = self.ctx
         engine = ctx.engine
         actor = req.context.actor
-        entity = req.get_param("entity")
-        env = req.get_param("env")
-        if env is not None:
-            engine.schema.env_chain(env)
-        if entity is not None:
-            engine.schema.split_entity_id(entity)
-        ctx.access.authorize(actor, "read", entity or "*", None, env or "*")
+        poll = engine.feed(entity=req.get_param("entity"), env=req.get_param("env"),
+                           reader=actor)
         last = req.get_header("Last-Event-ID")
         if last is not None:
             last = last.strip()
@@ -52,19 +46,16 @@ class Watch:
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
-        resp.stream = self._events(actor, start, entity, env, timeout)
+        resp.stream = self._events(poll, start, timeout)
 
-    def _events(self, actor, seq, entity, env, timeout):
-        engine, access = self.ctx.engine, self.ctx.access
+    def _events(self, poll, seq, timeout):
+        engine = self.ctx.engine
         deadline = time.monotonic() + timeout if timeout else None
         quiet_since = time.monotonic()
         yield b": conflux watch\n\n"
         while deadline is None or time.monotonic() < deadline:
-            ops, read_to = engine.changes(seq, entity=entity, env=env)
+            ops, read_to = poll(seq)
             for op in ops:
-                if not all(access.allowed(actor, "read", t.entity or "*", t.field or None,
-                                          t.env) for t in op_parts(op)):
-                    continue
                 data = json.dumps(engine.op_dict(op), default=str, separators=(",", ":"))
                 yield f"id: {op.seq}\nevent: op\ndata: {data}\n\n".encode()
                 quiet_since = time.monotonic()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 from conflux.errors import InputError
@@ -29,35 +28,6 @@ def actor_of(args):
     from conflux.actors import Actor, default_actor
 
     return Actor.parse(args.actor) if args.actor else default_actor()
-
-
-def rules(engine):
-    """The project's access rules (``rbac.toml``): the CLI's writes obey them as the daemon's
-    do; with no file, everything is allowed."""
-    path = os.path.join(engine.root, "rbac.toml")
-    if not os.path.exists(path):
-        # PERF: nothing to check, so conflux.rbac is not imported: it and the dataclasses
-        # module it needs were about a tenth of a 'conflux set' (python -X importtime)
-        return _UNRESTRICTED
-    from conflux.rbac import Rbac
-
-    return Rbac.load(path, schema=engine.schema)
-
-
-class _Unrestricted:
-    """The access rules without an ``rbac.toml`` (``Rbac.allow_all()``): every check passes."""
-
-    def require_ops(self, actor, ops, *, base_env) -> None:
-        pass
-
-    def require_promote(self, actor, target, entities) -> None:
-        pass
-
-    def require_milestone(self, actor, envs) -> None:
-        pass
-
-
-_UNRESTRICTED = _Unrestricted()
 
 
 def add_json(parser) -> None:

@@ -4,7 +4,7 @@ import argparse
 
 from conflux import formats
 from conflux.cli._output import (actor_of, add_actor, add_json, count, open_engine,
-                                 print_json, rules, show_value)
+                                 print_json, show_value)
 from conflux.cli._progress import Progress
 
 
@@ -71,11 +71,9 @@ def run(args):
 
     engine = open_engine(args)
     actor = actor_of(args)
-    access = rules(engine)
     result = import_tree(
         engine, args.path, entity_type=args.entity_type, env=args.env, fmt=args.fmt,
         name_from=args.name_from, intent=args.intent, dry_run=args.dry_run, actor=actor,
-        check=lambda ops: access.require_ops(actor, ops, base_env=engine.schema.base_env),
         progress=Progress(quiet=args.quiet or args.json))
     summary = result.summary()
     if args.json:

@@ -1,11 +1,8 @@
 """conflux rbac: inspect and check the access rules of .conflux/rbac.toml."""
 
-import os
-
-from conflux.actors import Actor
 from conflux.cli._output import add_json, print_json, table
 from conflux.errors import InputError
-from conflux.rbac import ACTIONS, RBAC_FILE, Rbac, parse_target
+from conflux.rbac import ACTIONS
 
 
 def add_parser(sub):
@@ -68,25 +65,13 @@ def _add_file(parser):
                         help="the rules (default: .conflux/rbac.toml in the project)")
 
 
-def _project_schema(args):
-    from conflux.engine.engine import CONFLUX_DIR
-    from conflux.schema import load_schema
-
-    path = os.path.join(args.dir, CONFLUX_DIR, "schema.toml")
-    return load_schema(path) if os.path.exists(path) else None
-
-
 def _load(args, path=None, *, missing_ok=True):
-    """The rules and the project's schema (if any). Only the project's own rbac.toml may be
-    missing (everything allowed); a FILE named on the command line must exist."""
-    from conflux.engine.engine import CONFLUX_DIR
+    """The rules, the project's schema (if any) and the file read. Only the project's own
+    rbac.toml may be missing (everything allowed); a FILE named on the command line must
+    exist."""
+    from conflux.engine.policy import load_rules
 
-    schema = _project_schema(args)
-    if path:
-        missing_ok = False
-    else:
-        path = os.path.join(args.dir, CONFLUX_DIR, RBAC_FILE)
-    return Rbac.load(path, missing_ok=missing_ok, schema=schema), schema, path
+    return load_rules(args.dir, path, missing_ok=missing_ok)
 
 
 def run_list_roles(args):
@@ -122,9 +107,10 @@ def run_list_roles(args):
 
 def run_check(args):
     actor, action, resource = (_one_of(args, name) for name in ("actor", "action", "resource"))
+    from conflux.engine.policy import explain
+
     rules, schema, _ = _load(args, args.file)
-    entity, field, env = parse_target(resource, schema.base_env if schema else None)
-    decision = rules.decide(Actor.parse(actor), action, entity, field, env)
+    decision = explain(rules, schema, actor, action, resource)
     if args.json:
         print_json(decision.to_dict())
     else:

@@ -1,7 +1,7 @@
 """conflux resolve: settle a review conflict with a chosen value."""
 
 from conflux.cli._output import (actor_of, add_actor, add_json, open_engine, parse_value,
-                                 print_json, rules)
+                                 print_json)
 
 
 def add_parser(sub):
@@ -22,9 +22,6 @@ def run(args):
     engine = open_engine(args)
     value = parse_value(engine, args.entity, args.field, args.value)
     actor = actor_of(args)
-    rules(engine).require_ops(actor, [{"type": "resolve", "entity_id": args.entity,
-                                       "field": args.field, "env": args.env}],
-                              base_env=engine.schema.base_env)
     ack = engine.resolve(args.entity, args.field, value, actor, env=args.env,
                          intent=args.intent)
     if args.json:

@@ -35,7 +35,7 @@ import msgpack
 
 from conflux import errors
 from conflux.actors import Actor
-from conflux.engine.engine import Ack
+from conflux.engine.acks import Ack
 from conflux.errors import ConfluxError, StoreError
 from conflux.helpers import HelperProcess, exited, helper_stop_event, without_gc
 
@@ -133,7 +133,7 @@ class GroupCommitter:
 # The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
 #   request: [actor id, actor class, [op, ...]]
 #   answer:  [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value
-#            for requests of at most OUTCOME_OPS ops: conflux.engine.engine)
+#            for requests of at most OUTCOME_OPS ops: conflux.engine.acks)
 #            [1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
@@ -301,7 +301,7 @@ class CommitService:
             try:
                 actor_id, actor_cls, raw_ops, checked = msgpack.unpackb(frame, raw=False)
                 makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls),
-                                               signatures_checked=bool(checked)))
+                                               admitted=bool(checked)))
                 waiting.append(sock)
             except ConfluxError as exc:
                 self._answer(sock, _error_answer(exc))
@@ -349,12 +349,12 @@ class CommitClient:
             sock.close()
 
     def apply(self, raw_ops, actor):
-        engine = getattr(self.fallback, "engine", None)  # None: the service verifies
+        engine = getattr(self.fallback, "engine", None)  # None: the service checks
         checked = engine is not None and isinstance(raw_ops, list)
-        if checked and engine.signatures_to_check(raw_ops, actor):
-            # PERF: Ed25519 in this worker, in parallel with the others, not in the service;
-            # a batch with nothing to verify spares the service its pass over the ops too
-            engine.check_signatures(raw_ops, actor)
+        if checked:
+            # PERF: access and Ed25519 in this worker, in parallel with the others, not in
+            # the service; a batch so admitted spares the service its pass over the ops too
+            engine.admit(raw_ops, actor)
         try:
             frame = _frame([actor.id, actor.cls, raw_ops, checked])
         except (TypeError, ValueError, OverflowError):

@@ -1,0 +1,156 @@
+"""A project's directory and its settings (``.conflux/config.toml``)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from conflux._tomlfile import TomlFile
+from conflux.actors import ACTOR_CLASSES
+from conflux.errors import StoreError
+from conflux.limits import DEFAULT_MAX_VALUE_BYTES
+
+
+CONFLUX_DIR = ".conflux"
+
+
+_DEFAULT_CONFIG = """\
+# Conflux settings for this project.
+
+[clock]
+# An operation stamped further than this ahead of the store's wall clock is refused.
+max_clock_offset_ms = {max_clock_offset_ms}
+
+[compaction]
+# Tombstones older than this are causally stable and may be dropped by 'compaction'.
+stability_window_s = {stability_window_s}
+
+[limits]
+# The largest field value, in bytes as stored (a set's elements of one operation together):
+# a bigger one is refused, whichever way it comes (REST, command line, import).
+max_value_bytes = {max_value_bytes}
+
+[signatures]
+# Actor classes whose operations must be signed (keys in keys.json: 'conflux keys').
+# require = ["human", "pipeline"]
+
+# [milestones]
+# repository = "milestones.git"   # inside .conflux/, or any path
+# branch = "main"
+# format = "yaml"
+# remote = "/srv/git/infra-config.git"   # pushed after scheduled milestones
+# every_ops = 1000                # the daemon makes a milestone every N operations...
+# every_seconds = 3600            # ...or every T seconds, when something changed
+"""
+
+
+class Settings:
+    """The project's settings (``config.toml``); immutable."""
+
+    # PERF: Settings and Ack are plain classes rather than dataclasses: the dataclasses
+    # module imports inspect, about 10 ms of every command's start (python -X importtime)
+    max_clock_offset_ms: int = 500
+    stability_window_s: int = 7 * 24 * 3600
+    require_signatures: frozenset = frozenset()
+    max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+
+    def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
+                 stability_window_s: int = stability_window_s,
+                 require_signatures: frozenset = require_signatures,
+                 max_value_bytes: int = max_value_bytes):
+        self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
+                             stability_window_s=stability_window_s,
+                             require_signatures=require_signatures,
+                             max_value_bytes=max_value_bytes)
+
+    def __setattr__(self, name, value):
+        raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
+
+    def __eq__(self, other):
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
+    def __hash__(self):
+        return hash(tuple(self.__dict__.values()))
+
+    def __repr__(self) -> str:
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.__dict__.items()) + ")"
+
+    @classmethod
+    def load(cls, path: str) -> "Settings":
+        """The settings of ``config.toml`` (the defaults without one). Unknown tables and keys
+        and values of the wrong kind are refused with the file and line: a misspelt setting
+        would otherwise be ignored in silence."""
+        try:
+            doc = TomlFile(path, keep=True)  # config.toml: kept parsed for the next command
+        except FileNotFoundError:
+            return cls()
+        data = doc.data
+        for table, keys in CONFIG_KEYS.items():
+            if table not in data:
+                continue
+            if not isinstance(data[table], dict):
+                doc.fail(f"{table!r} must be a table, written [{table}]",
+                         line=doc.top_key(table))
+            for key in data[table]:
+                if keys is not None and key not in keys:
+                    # (lines are looked up only to report: every command reads this file)
+                    doc.fail(f"[{table}]: unknown key {key!r} (known: {', '.join(keys)})",
+                             line=doc.first_line(doc.key(key, doc.table(table)),
+                                                 doc.top_key(table)))
+        for table in data:
+            if table not in CONFIG_KEYS:
+                doc.fail(f"unknown table {table!r} (known: "
+                         f"{', '.join(f'[{t}]' for t in CONFIG_KEYS)})", line=doc.top_key(table))
+
+        def number(table, key, default):
+            value = data.get(table, {}).get(key, default)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                doc.fail(f"[{table}] {key} must be a whole number, 0 or more (got {value!r})",
+                         line=doc.first_line(doc.key(key, doc.table(table)),
+                                             doc.top_key(table)))
+            return value
+
+        required = data.get("signatures", {}).get("require", [])
+        if not isinstance(required, list) or not all(c in ACTOR_CLASSES for c in required):
+            doc.fail(f"[signatures] require must list actor classes ({', '.join(ACTOR_CLASSES)})",
+                     line=doc.first_line(doc.key("require", doc.table("signatures")),
+                                         doc.top_key("signatures")))
+        max_value = number("limits", "max_value_bytes", cls.max_value_bytes)
+        if not 1 <= max_value <= _MAX_VALUE_CEILING:
+            doc.fail(f"[limits] max_value_bytes must be 1 to {_MAX_VALUE_CEILING:,} (got "
+                     f"{max_value!r})", line=doc.first_line(doc.key(
+                         "max_value_bytes", doc.table("limits")), doc.top_key("limits")))
+        return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
+                   number("compaction", "stability_window_s", cls.stability_window_s),
+                   frozenset(required), max_value)
+
+
+#: The tables of ``config.toml`` and their keys (``[milestones]``'s are checked by
+#: ``conflux.milestones.MilestoneSettings``).
+CONFIG_KEYS = {
+    "clock": ("max_clock_offset_ms",),
+    "compaction": ("stability_window_s",),
+    "signatures": ("require",),
+    "limits": ("max_value_bytes",),
+    "milestones": None,
+}
+
+
+#: A field value is one LMDB record with its merge metadata, read whole on every get: keep
+#: even a configured limit well below what a request body may carry.
+_MAX_VALUE_CEILING = 64 << 20
+
+
+def project_root(directory: str) -> str:
+    """The ``.conflux`` directory of the project in ``directory``, which must have one."""
+    root = os.path.join(directory, CONFLUX_DIR)
+    if not os.path.isdir(root):
+        raise StoreError(f"no Conflux project in {os.path.abspath(directory)} "
+                         f"(run 'conflux init --schema schema.toml' there, or pass --dir)")
+    return root
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
