@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 import msgpack
 
 from conflux import formats
+from conflux._gcpause import without_gc
 from conflux.errors import InputError, ValidationError
-from conflux.helpers import without_gc
 from conflux.limits import MAX_EXPANSION, check_parsed, value_problem
 from conflux.schema import format_duration
 

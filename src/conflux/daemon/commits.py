@@ -34,10 +34,11 @@ import time
 import msgpack
 
 from conflux import errors
+from conflux._gcpause import without_gc
 from conflux.actors import Actor
-from conflux.engine.engine import Ack
+from conflux.daemon.supervisor import HelperProcess, exited, helper_stop_event
+from conflux.engine import Ack
 from conflux.errors import ConfluxError, StoreError
-from conflux.helpers import HelperProcess, exited, helper_stop_event, without_gc
 
 __all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group",
            "take_frames"]
@@ -133,7 +134,7 @@ class GroupCommitter:
 # The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
 #   request: [actor id, actor class, [op, ...]]
 #   answer:  [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value
-#            for requests of at most OUTCOME_OPS ops: conflux.engine.engine)
+#            for requests of at most OUTCOME_OPS ops: conflux.engine)
 #            [1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
@@ -391,9 +392,9 @@ class CommitClient:
 
 
 class CommitProcess(HelperProcess):
-    """The daemon's commit service, in a helper process (``conflux.helpers``) listening on a
-    Unix socket in a private directory of its own (mode 0700). ``path`` is what the workers'
-    ``CommitClient`` connect to."""
+    """The daemon's commit service, in a helper process (``conflux.daemon.supervisor``)
+    listening on a Unix socket in a private directory of its own (mode 0700). ``path`` is what
+    the workers' ``CommitClient`` connect to."""
 
     name = "conflux-commits"
     START_S = 30.0
