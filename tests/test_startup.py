@@ -37,7 +37,7 @@ NOT_FOR_GET_OR_SET = (
     "uuid", "secrets", "hashlib", "importlib.metadata",
     "conflux.transfer", "conflux.formats", "conflux.milestones", "conflux.signing",
     "conflux.rbac", "conflux.auth", "conflux.audit", "conflux.daemon", "conflux.webhooks",
-    "conflux.api",
+    "conflux.status", "conflux.api",
     "conflux.cli.import_", "conflux.cli.export", "conflux.cli.watch", "conflux.cli.daemon",
     "conflux.cli.milestone", "conflux.cli.keys", "conflux.cli.audit", "conflux.cli.rbac",
     "conflux.cli.auth", "conflux.cli._progress",

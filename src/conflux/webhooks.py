@@ -383,7 +383,7 @@ def _read_stats(store, txn, name: str) -> dict:
 
 def webhook_status(store, txn) -> dict[str, dict]:
     """Per webhook the store has seen: its cursor, how far behind the log it is, what was
-    delivered and what failed. Read inside ``txn`` (``Engine.status`` calls this)."""
+    delivered and what failed. Read inside ``txn`` (``conflux.status`` calls this)."""
     last = store.log_tail(txn)[0]
     prefix = _META_PREFIX.encode()
     found: dict[str, dict] = {}
@@ -448,8 +448,8 @@ def sign(secret: bytes, body: bytes) -> str:
 
 @functools.cache
 def _opener():
-    # Imported here: urllib.request brings ssl and email along, and Engine.status imports
-    # this module on every CLI command.
+    # Imported here: urllib.request brings ssl and email along, and the project's status
+    # (conflux.status: 'conflux status', GET /v1/status) imports this module.
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):

@@ -179,7 +179,9 @@ class Status:
         # the figures count every entity of every environment (op counts, violations), so
         # they need what the whole op log needs: read on everything, everywhere
         self.ctx.access.authorize(req.context.actor, "read", "*", None, "*")
-        status = self.ctx.engine.status()
+        from conflux.status import project_status
+
+        status = project_status(self.ctx.engine)
         status["violation_list"] = self.ctx.engine.violations()
         status.pop("directory", None)  # a server path is not the client's business
         write_body(req, resp, status)
