@@ -26,10 +26,9 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
-import msgpack
-
 from conflux import formats
 from conflux._tomlfile import TomlFile
+from conflux.codec import packb, unpackb
 from conflux.kernel import op_parts
 from conflux.errors import InputError, NotFound, StoreError
 from conflux.schema import is_utf8
@@ -133,11 +132,11 @@ class Milestone:
 
     def pack(self) -> bytes:
         """The record the store keeps (``milestones`` table)."""
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        return packb(asdict(self), use_bin_type=True)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Milestone":
-        return cls(**msgpack.unpackb(raw))
+        return cls(**unpackb(raw))
 
     def to_dict(self, core) -> dict:
         out = asdict(self)
