@@ -1,6 +1,6 @@
 """Commit-service benchmark: the work of the daemon's one writer, in one process, no HTTP.
 
-What ``conflux.engine.commits.CommitService`` does with a group of requests, step for step and
+What ``conflux.daemon.commits.CommitService`` does with a group of requests, step for step and
 synced, on the workload of bench/ingest.py (5,000 ``svc`` entities x 20 fields, the bench
 schema): unpack the workers' frames, validate each batch, commit the group in one
 transaction (``commit_group``), and pack each request's answer. Timed per step, per op.
@@ -43,7 +43,7 @@ except ImportError:
 import msgpack  # noqa: E402
 
 from conflux.actors import Actor  # noqa: E402
-from conflux.engine.commits import _frame, commit_group  # noqa: E402
+from conflux.daemon.commits import _frame, commit_group  # noqa: E402
 from conflux.engine import Engine  # noqa: E402
 from conflux.kernel import IMPLEMENTATION  # noqa: E402
 from conflux.store import open_env  # noqa: E402

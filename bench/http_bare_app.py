@@ -13,7 +13,7 @@ so the baseline can be told apart from the daemon in ``ps``.
 
 With ``--hop`` each request also makes one round trip to a writer process beside the
 workers, over a Unix socket, with the frames the daemon's workers send its commit service
-(``conflux.engine.commits``). Like that service, the writer reads every frame waiting, makes
+(``conflux.daemon.commits``). Like that service, the writer reads every frame waiting, makes
 the least a durable LMDB commit can be for the group (one put of a few bytes in a synced
 write transaction, with ``conflux.store``'s environment flags) and answers each frame: no
 validation, no merge, no op log. It is the ceiling of any design that hands durable writes
@@ -56,7 +56,7 @@ from gunicorn.app.base import BaseApplication  # noqa: E402
 
 from conflux.api.app import DEFAULT_BODY_LIMIT  # noqa: E402
 from conflux.api.media import read_body, write_body  # noqa: E402
-from conflux.engine.commits import _frame, _read_frame, take_frames  # noqa: E402
+from conflux.daemon.commits import _frame, _read_frame, take_frames  # noqa: E402
 from conflux.daemon import daemon_options  # noqa: E402
 from conflux.errors import ConfluxError  # noqa: E402
 from conflux.store import open_env  # noqa: E402

@@ -14,7 +14,7 @@ import pytest
 from conftest import set_op
 
 from conflux.actors import Actor
-from conflux.engine.commits import CommitClient, CommitService, GroupCommitter, _groups
+from conflux.daemon.commits import CommitClient, CommitService, GroupCommitter, _groups
 from conflux.errors import PreconditionFailed, StoreError, ValidationError
 
 ZARA = Actor("zara", "human")
@@ -229,7 +229,7 @@ def test_socket_directories_of_killed_daemons_are_swept(tmp_path, monkeypatch):
     import subprocess
     import sys
 
-    from conflux.engine import commits
+    from conflux.daemon import commits
 
     monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
     gone = subprocess.Popen([sys.executable, "-c", "pass"])

@@ -137,7 +137,7 @@ def _cmdline(pid: int) -> str:
 
 
 def _comm(pid: int) -> str:
-    """The process name a daemon helper gives itself (conflux.helpers)."""
+    """The process name a daemon helper gives itself (conflux.daemon.supervisor)."""
     try:
         with open(f"/proc/{pid}/comm") as fh:
             return fh.read().strip()

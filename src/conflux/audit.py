@@ -59,8 +59,7 @@ import secrets
 import threading
 import time
 
-import msgpack
-
+from conflux.codec import Packer
 from conflux.kernel import core
 from conflux.errors import ConfluxError, InputError
 from conflux.signing import Registry, canonical, op_content
@@ -233,7 +232,7 @@ def _flat_content(line: dict, keys=None) -> bytes | None:
             return None
     packer = _packers.__dict__.get("packer")
     if packer is None:  # one per thread: a daemon worker serves exports on several
-        packer = _packers.packer = msgpack.Packer(use_bin_type=True)
+        packer = _packers.packer = Packer(use_bin_type=True)
     try:
         return packer.pack_map_pairs(sorted(line.items()))
     except (OverflowError, ValueError, TypeError):

@@ -26,13 +26,11 @@ import struct
 import time
 from dataclasses import asdict, dataclass, field
 
-import msgpack
-
 from conflux import formats
 from conflux._tomlfile import TomlFile
+from conflux.codec import packb, unpackb
 from conflux.kernel import op_parts
 from conflux.errors import InputError, NotFound, StoreError
-from conflux.helpers import HelperProcess
 from conflux.schema import is_utf8
 from conflux.transfer import document
 
@@ -134,11 +132,11 @@ class Milestone:
 
     def pack(self) -> bytes:
         """The record the store keeps (``milestones`` table)."""
-        return msgpack.packb(asdict(self), use_bin_type=True)
+        return packb(asdict(self), use_bin_type=True)
 
     @classmethod
     def unpack(cls, raw: bytes) -> "Milestone":
-        return cls(**msgpack.unpackb(raw))
+        return cls(**unpackb(raw))
 
     def to_dict(self, core) -> dict:
         out = asdict(self)
@@ -560,65 +558,3 @@ def _fault(point: str) -> None:
     if os.environ.get("CONFLUX_FAULT") == point:
         os.kill(os.getpid(), 9)
 
-
-# ---------------------------------------------------------------------------------------------
-# the daemon's scheduler
-
-
-class SchedulerProcess(HelperProcess):
-    name = "conflux-milestones"
-
-
-def scheduler_start(directory: str):
-    """Start the daemon's milestone scheduler (``conflux.helpers``) when ``config.toml`` sets
-    ``every_ops`` or ``every_seconds``; None otherwise."""
-    from conflux.engine import CONFLUX_DIR
-
-    settings = MilestoneSettings.load(os.path.join(directory, CONFLUX_DIR))
-    if not settings.every_ops and not settings.every_seconds:
-        return None
-    helper = SchedulerProcess(_schedule, (os.path.abspath(directory), os.getpid()))
-    helper.launch()
-    return helper
-
-
-def _schedule(directory: str, parent: int) -> None:
-    """The scheduler process: every second (or ``every_seconds`` if shorter), make a
-    milestone if one is due, and push it when a remote is configured. A milestone that is
-    refused (schema violations) is retried at the next tick, and logged once per change."""
-    import logging
-
-    from conflux.engine import Engine
-    from conflux.helpers import helper_stop_event
-
-    log = logging.getLogger("conflux.milestones")
-    logging.basicConfig(level=logging.INFO, format="[conflux-milestones %(process)d] "
-                                                   "%(levelname)s %(message)s")
-    stop = helper_stop_event(parent, log.name)
-    engine = Engine(directory)
-    milestones = Milestones(engine)
-    tick = min(1.0, milestones.settings.every_seconds or 1.0)
-    refused_at = None
-    try:
-        while not stop.wait(tick):
-            try:
-                made = milestones.create_if_due()
-            except InputError as exc:  # violations: wait for the next change
-                seq = engine.last_seq()
-                if refused_at != seq:
-                    log.warning("scheduled milestone refused: %s", exc)
-                    refused_at = seq
-                continue
-            except Exception:
-                log.exception("scheduled milestone failed")
-                continue
-            if made is not None:
-                log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
-                         made.operations)
-                if milestones.settings.remote:
-                    try:
-                        milestones.push()
-                    except Exception as exc:
-                        log.error("push to %s failed: %s", milestones.settings.remote, exc)
-    finally:
-        engine.close()

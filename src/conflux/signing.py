@@ -40,8 +40,7 @@ import struct
 import time
 from dataclasses import asdict, dataclass
 
-import msgpack
-
+from conflux.codec import packb
 from conflux.errors import InputError, NotFound, PermissionDenied
 
 __all__ = ["canonical", "op_content", "Registry", "Key", "SignatureRefused", "load_private_key",
@@ -80,14 +79,14 @@ def _encode(value, out: bytearray, depth: int, limit: int = 64) -> None:
         if isinstance(value, int) and not isinstance(value, bool) and \
                 not -(1 << 63) <= value < (1 << 64):
             raise InputError(f"signed content: {value} is outside the 64-bit range")
-        out += msgpack.packb(value)
+        out += packb(value)
     elif isinstance(value, float):
         if not math.isfinite(value):
             raise InputError(f"signed content: {value!r} is not a finite number")
         out += b"\xcb" + struct.pack(">d", value)
     elif isinstance(value, str):
         try:
-            out += msgpack.packb(value, use_bin_type=True)
+            out += packb(value, use_bin_type=True)
         except UnicodeEncodeError:
             raise InputError("signed content: text that is not valid UTF-8") from None
     elif isinstance(value, (list, tuple)):
@@ -143,7 +142,7 @@ def _scalar(value) -> bool:
 
 
 def _packb(value) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    return packb(value, use_bin_type=True)
 
 
 def content_of_op(engine, op) -> bytes:

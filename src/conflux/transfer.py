@@ -21,11 +21,10 @@ import stat
 import time
 from dataclasses import dataclass, field
 
-import msgpack
-
 from conflux import formats
+from conflux._gcpause import without_gc
+from conflux.codec import packb
 from conflux.errors import InputError, ValidationError
-from conflux.helpers import without_gc
 from conflux.limits import MAX_EXPANSION, check_parsed, value_problem
 from conflux.schema import format_duration
 
@@ -423,7 +422,7 @@ def _pop_path(doc: dict, dotted: str):
 
 
 def _packed(value) -> bytes:
-    return msgpack.packb(value, use_bin_type=True)
+    return packb(value, use_bin_type=True)
 
 
 def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,

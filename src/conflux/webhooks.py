@@ -56,13 +56,14 @@ replayed) unless ``from_start = true``. The cursor belongs to the name: change a
 filters and it carries on from where it was; rename it and it starts afresh.
 
 **Where it runs.** Never in the request path: ``conflux daemon`` starts one delivery process
-(multiprocessing's ``spawn`` context, a fresh interpreter with its own LMDB environment) when
-``webhooks.toml`` exists, starts it again if it dies, and stops it when the daemon exits. It
-tails the op log by sequence number, so it sees what every worker and the CLI commit, and
-each webhook is served by its own thread, so a slow endpoint delays no other. A lock file
-keeps a second daemon on the same project from delivering the same events. The file is read
-when the daemon starts; restart the daemon after editing it. :class:`Deliverer` is the loop
-itself; ``run_once`` delivers what is pending synchronously (tests and scripts).
+(``conflux.daemon.delivery``: multiprocessing's ``spawn`` context, a fresh interpreter with
+its own LMDB environment) when ``webhooks.toml`` exists, starts it again if it dies, and stops
+it when the daemon exits. It tails the op log by sequence number, so it sees what every worker
+and the CLI commit, and each webhook is served by its own thread, so a slow endpoint delays no
+other. A lock file keeps a second daemon on the same project from delivering the same events.
+The file is read when the daemon starts; restart the daemon after editing it.
+:class:`Deliverer` is the loop itself; ``run_once`` delivers what is pending synchronously
+(tests and scripts).
 
 Unknown keys, URLs that are not http(s), a missing secret or an unset ``env:`` variable, bad
 globs, and (given the schema) environments or entity types the schema does not declare are
@@ -92,17 +93,15 @@ from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
 from conflux.kernel import op_parts
 from conflux.errors import InputError
-from conflux.helpers import HelperProcess, helper_stop_event
 
-__all__ = ["Webhook", "Deliverer", "DeliveryProcess", "load_webhooks", "start_cursors",
-           "webhook_status", "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
+__all__ = ["Webhook", "Deliverer", "load_webhooks", "start_cursors", "webhook_status",
+           "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
 
 #: The file's name inside ``.conflux/``.
 WEBHOOKS_FILE = "webhooks.toml"
 #: Event kinds a webhook may ask for.
 EVENTS = ("op", "milestone")
 
-_LOCK_FILE = "webhooks.lock"
 _META_PREFIX = "webhook:"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KEYS = ("name", "url", "secret", "events", "entities", "envs", "actors", "from_start",
@@ -384,7 +383,7 @@ def _read_stats(store, txn, name: str) -> dict:
 
 def webhook_status(store, txn) -> dict[str, dict]:
     """Per webhook the store has seen: its cursor, how far behind the log it is, what was
-    delivered and what failed. Read inside ``txn`` (``Engine.status`` calls this)."""
+    delivered and what failed. Read inside ``txn`` (``conflux.status`` calls this)."""
     last = store.log_tail(txn)[0]
     prefix = _META_PREFIX.encode()
     found: dict[str, dict] = {}
@@ -449,8 +448,8 @@ def sign(secret: bytes, body: bytes) -> str:
 
 @functools.cache
 def _opener():
-    # Imported here: urllib.request brings ssl and email along, and Engine.status imports
-    # this module on every CLI command.
+    # Imported here: urllib.request brings ssl and email along, and the project's status
+    # (conflux.status: 'conflux status', GET /v1/status) imports this module.
     import urllib.request
 
     class NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -720,76 +719,4 @@ def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
                 store.meta_put_int(txn, key, 0 if hook.from_start else last_milestone)
         return cursors
     return store.write(body) if hooks else {}
-
-
-# --------------------------------------------------------------------------------------------
-# The delivery process beside the daemon
-
-class DeliveryProcess(HelperProcess):
-    """The daemon's one delivery process (``conflux.helpers``): gunicorn's workers deliver
-    nothing themselves."""
-
-    name = "conflux-webhooks"
-
-    @classmethod
-    def start(cls, directory: str) -> "DeliveryProcess | None":
-        """Check ``webhooks.toml`` and start delivering; None when there is no such file.
-
-        Bad configuration is refused here, before the daemon serves anything. The cursors of
-        new webhooks are recorded before this returns, so every operation the daemon accepts
-        afterwards is delivered, however long the new interpreter takes to start.
-        """
-        from conflux.engine import Engine
-
-        with Engine(directory) as engine:
-            hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
-                                  schema=engine.schema)
-            if not hooks:
-                return None
-            start_cursors(engine, hooks)
-        self = cls(_serve, (os.path.abspath(directory), os.getpid()))
-        self.launch()
-        log.info("webhooks: delivering to %s (pid %d)", ", ".join(h.name for h in hooks),
-                 self.process.pid)
-        return self
-
-
-def _serve(directory: str, parent: int) -> None:
-    """The delivery process: hold the project's delivery lock, then deliver until SIGTERM or
-    until the daemon that started it is gone."""
-    import fcntl
-
-    from conflux.engine import Engine
-
-    logging.basicConfig(level=logging.INFO, format="[conflux-webhooks %(process)d] "
-                                                   "%(levelname)s %(message)s")
-    stop = helper_stop_event(parent, log.name)
-    engine = Engine(directory)
-    try:
-        lock = open(os.path.join(engine.root, _LOCK_FILE), "a+")
-        waiting = False
-        while not stop.is_set():
-            try:
-                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not waiting:
-                    log.warning("another process delivers this project's webhooks; waiting")
-                    waiting = True
-                stop.wait(1.0)
-        if stop.is_set():
-            return
-        try:
-            hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
-                                  schema=engine.schema)
-        except InputError as exc:
-            hooks = []
-            log.error("%s; delivering nothing until the daemon is restarted", exc)
-        if not hooks:  # edited since the daemon started: idle rather than exit and be restarted
-            while not stop.wait(1.0):
-                pass
-            return
-        Deliverer(engine, hooks).run(stop)
-    finally:
-        engine.close()
 

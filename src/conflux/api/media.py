@@ -7,8 +7,8 @@ import json
 import threading
 
 import falcon
-import msgpack
 
+from conflux.codec import ExtraData, FormatError, StackError, packb, unpackb
 from conflux.errors import Busy, InputError
 from conflux.limits import MAX_NESTING, check_parsed
 
@@ -64,7 +64,7 @@ def parse_body(req, data: bytes):
     kind = (req.content_type or JSON).split(";")[0].strip().lower()
     if kind in (MSGPACK, "application/x-msgpack"):
         def parse(data):
-            return msgpack.unpackb(data, raw=False, strict_map_key=True)
+            return unpackb(data, raw=False, strict_map_key=True)
     elif kind in (JSON, "text/json") or kind.endswith("+json"):
         parse = json.loads
     else:
@@ -75,9 +75,9 @@ def parse_body(req, data: bytes):
         body = parse(data)
     except RecursionError:
         raise InputError(too_deep) from None
-    except msgpack.StackError:
+    except StackError:
         raise InputError(too_deep) from None
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, TypeError) as exc:
+    except (ValueError, ExtraData, FormatError, TypeError) as exc:
         raise InputError(f"the body is not valid {kind}: {exc}") from None
     # PERF: the compiled walk costs about 7 % of json.loads for a batch of 270,000 ops
     # (0.027 s against 0.40 s), and lets nothing below meet a hostile depth
@@ -125,7 +125,7 @@ def write_body(req, resp, data, status: int = 200) -> None:
     resp.status = status
     if MSGPACK in (req.accept or ""):
         resp.content_type = MSGPACK
-        resp.data = msgpack.packb(data, use_bin_type=True)
+        resp.data = packb(data, use_bin_type=True)
     else:
         resp.content_type = falcon.MEDIA_JSON
         resp.data = json.dumps(data, default=str, separators=(",", ":")).encode()

@@ -172,9 +172,9 @@ class Status:
         self.ctx = ctx
 
     def on_get(self, req, resp):
-        # the figures count every entity of every environment (op counts, violations), so
-        # they need what the whole op log needs: read on everything, everywhere
-        status = self.ctx.engine.status(reader=req.context.actor)
+        from conflux.status import project_status
+
+        status = project_status(self.ctx.engine, reader=req.context.actor)
         status["violation_list"] = self.ctx.engine.violations()
         status.pop("directory", None)  # a server path is not the client's business
         write_body(req, resp, status)

@@ -14,8 +14,10 @@ def add_parser(sub):
 
 
 def run(args):
+    from conflux.status import project_status
+
     engine = open_engine(args)
-    st = engine.status()
+    st = project_status(engine)
     if args.json:
         print_json(st | {"violation_list": engine.violations()})
         return 0

@@ -5,8 +5,7 @@ from __future__ import annotations
 
 import struct
 
-import msgpack
-
+from conflux.codec import packb, unpackb
 from conflux.store import split_state_key
 
 
@@ -84,13 +83,13 @@ class _Validation:
 
     def run_simple(self, simple):
         """Fields checked from their new record alone: ``(key, record, field spec)``."""
-        resolve, unpackb = self.core.resolve_record, msgpack.unpackb
+        resolve, unpack = self.core.resolve_record, unpackb
         markers, any_recorded = self.markers, self.any_recorded
         for key, rec, spec in simple:
             present, value, _ = resolve(rec, markers[key[:-2] + b"\x00\x00"])
             if present:
-                value = ([unpackb(e) for e in value] if isinstance(value, list)
-                         else unpackb(value))
+                value = ([unpack(e) for e in value] if isinstance(value, list)
+                         else unpack(value))
                 messages = spec.violations(value)
             else:
                 messages = []
@@ -198,13 +197,13 @@ class _Validation:
         env_id = struct.unpack_from(">H", key)[0]
         old = txn.get(key, db=dbs["violations"]) if self.any_recorded else None
         if old is not None:
-            for target in msgpack.unpackb(old)[1]:
+            for target in unpackb(old)[1]:
                 txn.delete(_dangling_key(env_id, target, key), db=dbs["dangling"])
         if not messages:
             if old is not None:
                 txn.delete(key, db=dbs["violations"])
             return
-        txn.put(key, msgpack.packb(["; ".join(messages), targets]), db=dbs["violations"])
+        txn.put(key, packb(["; ".join(messages), targets]), db=dbs["violations"])
         for target in targets:
             txn.put(_dangling_key(env_id, target, key), b"", db=dbs["dangling"])
 
@@ -303,10 +302,10 @@ class PostMerge:
         if op.field:
             out["field"] = op.field
         if op.type in (core.SET_FIELD, core.RESOLVE):
-            out["before"] = None if op.prev is None else msgpack.unpackb(op.prev)
+            out["before"] = None if op.prev is None else unpackb(op.prev)
             out["after"] = op.value
         elif op.type == core.UNSET_FIELD:
-            out["before"] = None if op.prev is None else msgpack.unpackb(op.prev)
+            out["before"] = None if op.prev is None else unpackb(op.prev)
             out["after"] = None
         elif op.elements is not None:
             out["elements"] = op.elements

@@ -3,9 +3,8 @@ per operation (``Ack``), with the entity index kept up to date."""
 
 from __future__ import annotations
 
-import msgpack
-
 from conflux.actors import Actor
+from conflux.codec import packb
 from conflux.engine.acks import _small, Ack, Acks, OUTCOME_OPS
 from conflux.engine.checks import _marker_hlc
 from conflux.engine.settings import now_ms
@@ -116,12 +115,12 @@ class Commits:
             # a peer's entry is validated like a client's op: a value this schema would refuse
             # (a NaN in a max register, say) must not enter through replication
             op.value = spec.coerce(op.value)
-            op.vbytes = msgpack.packb(op.value, use_bin_type=True)
+            op.vbytes = packb(op.value, use_bin_type=True)
             if op.kind in (core.MAX, core.MIN):
                 op.num_tag = core.NUM_FLOAT if spec.kind == "float" else core.NUM_INT
         if op.elements is not None:
             op.elements = [spec.coerce_element(e) for e in op.elements]
-            op.ebytes = [msgpack.packb(e, use_bin_type=True) for e in op.elements]
+            op.ebytes = [packb(e, use_bin_type=True) for e in op.elements]
 
     def _write(self, make_ops, *, dry_run=False, expand=None):
         """Commit the ops ``make_ops()`` builds, in one synced write transaction.

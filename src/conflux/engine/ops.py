@@ -10,9 +10,8 @@ from __future__ import annotations
 import os
 import re
 
-import msgpack
-
 from conflux.actors import Actor
+from conflux.codec import packb
 from conflux.engine.settings import now_ms
 from conflux.errors import ValidationError
 from conflux.limits import value_problem
@@ -42,7 +41,7 @@ def _plain_extras(raw: dict) -> bool:
 
 def _packed(value, label) -> bytes:
     try:
-        return msgpack.packb(value, use_bin_type=True)
+        return packb(value, use_bin_type=True)
     except (UnicodeEncodeError, ValueError, TypeError, OverflowError) as exc:
         raise ValidationError(f"{label}: the value cannot be stored ({exc})") from None
 
@@ -308,7 +307,7 @@ class Operations:
                                           field="observed")
                 paired = {}
                 for item, tags in zip(elements, observed):
-                    key = msgpack.packb(spec.coerce_element(item), use_bin_type=True)
+                    key = packb(spec.coerce_element(item), use_bin_type=True)
                     paired[key] = sorted(set(paired.get(key, [])) | set(tags))
                 op.observed = [paired[b] for b in op.ebytes]
         return op

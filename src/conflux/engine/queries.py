@@ -6,9 +6,8 @@ from __future__ import annotations
 import datetime as _dt
 import struct
 
-import msgpack
-
 from conflux.actors import Actor
+from conflux.codec import unpackb
 from conflux.engine.checks import _marker_hlc
 from conflux.engine.ops import _natural
 from conflux.engine.settings import now_ms
@@ -83,9 +82,9 @@ class Queries:
 
     def _decode_value(self, type_name, fname, value):
         if isinstance(value, list):  # set elements
-            items = [msgpack.unpackb(e) for e in value]
+            items = [unpackb(e) for e in value]
             return sorted(items, key=_natural)
-        return msgpack.unpackb(value)
+        return unpackb(value)
 
     def _entity_ids(self, txn, env, types=None) -> list[str]:
         """Every entity id that has records somewhere up ``env``'s chain (visible or not)."""
@@ -355,7 +354,7 @@ class Queries:
         if op.elements is not None:
             out["elements"] = op.elements
         if op.prev is not None:
-            out["previous"] = msgpack.unpackb(op.prev)
+            out["previous"] = unpackb(op.prev)
         if op.base:
             out["base"] = list(op.base)
         if op.signature is not None:
@@ -384,7 +383,7 @@ class Queries:
             text = (f"{target}: unset → {spec.format(op.value)}" if new_from_unset
                     else f"{target} = {spec.format(op.value)}")
             if op.prev is not None:
-                old = msgpack.unpackb(op.prev)
+                old = unpackb(op.prev)
                 text = f"{target}: {spec.format(old)} → {spec.format(op.value)}"
                 if spec.merge in ("max", "min") and not op.override and kind == "set_field" \
                         and (old > op.value if spec.merge == "max" else old < op.value):
@@ -393,7 +392,7 @@ class Queries:
             if kind == "resolve":
                 text += " (resolved)"
         elif kind == "unset_field":
-            text = (f"{target}: {spec.format(msgpack.unpackb(op.prev))} → unset"
+            text = (f"{target}: {spec.format(unpackb(op.prev))} → unset"
                     if new_from_unset and op.prev is not None else f"{target} unset")
         elif kind in ("add_elements", "remove_elements"):
             sign = "+" if kind == "add_elements" else "-"
@@ -478,7 +477,7 @@ class Queries:
                     cands.append({"op_id": op_id, "actor": actor,
                                   "actor_class": op.actor_class if op else None,
                                   "intent": op.intent if op else None, "hlc": hlc,
-                                  "value": msgpack.unpackb(value) if present else None})
+                                  "value": unpackb(value) if present else None})
                 out.append({"env": envs[env_id], "entity_id": f"{type_name}.{name}",
                             "field": fname, "candidates": cands,
                             "effective": cands[-1]["value"] if cands else None})
@@ -496,16 +495,13 @@ class Queries:
                         continue
                     out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
                                 "field": fields[fid].partition(".")[2],
-                                "message": msgpack.unpackb(msg)[0]})
+                                "message": unpackb(msg)[0]})
         return out
 
     def status(self, *, reader: Actor | None = None) -> dict:
         """The engine's figures. They count every entity of every environment (op counts,
         violations): a ``reader`` needs ``read`` on everything, everywhere."""
         self.policy.require_read(reader, "*", None, "*")
-        from conflux.milestones import last_milestone as _last_milestone
-        from conflux.webhooks import webhook_status  # not on every command's start
-
         core = self.core
         with self.store.read() as txn:
             seq, clock = self.store.log_tail(txn)
@@ -519,12 +515,7 @@ class Queries:
             n_conflicts = txn.stat(self.store.dbs["conflicts"])["entries"]
             n_violations = txn.stat(self.store.dbs["violations"])["entries"]
             n_records = txn.stat(self.store.dbs["state"])["entries"]
-            webhooks = webhook_status(self.store, txn)  # cursors and failures (webhooks.py)
             info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
-            m = _last_milestone(self.store, txn)
-            last_milestone = None if m is None else {
-                "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
-                "pending_operations": seq - m.seq}
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,
@@ -532,5 +523,4 @@ class Queries:
             "compaction_horizon": core.hlc_format(horizon) if horizon else None,
             "environments": envs, "records": n_records, "conflicts": n_conflicts,
             "violations": n_violations, "store_map_bytes": info["map_size"],
-            "last_milestone": last_milestone, "webhooks": webhooks,
         }

@@ -1,19 +1,15 @@
-"""The daemon's helper processes, beside gunicorn's workers: the commit service
-(``conflux.engine.commits``) and webhook delivery (``conflux.webhooks``).
+"""Supervision of the daemon's helper processes, beside gunicorn's workers: the commit
+service (``conflux.daemon.commits``), webhook delivery (``conflux.daemon.delivery``) and the
+milestone scheduler (``conflux.daemon.scheduler``).
 
 Each is a fresh interpreter (``multiprocessing`` spawn), so no LMDB environment crosses a
 fork; a thread of the daemon's master starts it again, after a pause, if it ever dies. A
 helper ignores Ctrl-C (the daemon stops it, after its workers have finished their requests)
 and stops by itself when the daemon that started it is gone.
-
-``without_gc`` pauses Python's cyclic garbage collector around work that builds many
-objects and no cycles (an import, a group commit of the commit service).
 """
 
 from __future__ import annotations
 
-import functools
-import gc
 import logging
 import multiprocessing
 import os
@@ -21,7 +17,7 @@ import signal
 import threading
 import time
 
-__all__ = ["HelperProcess", "helper_stop_event", "without_gc"]
+__all__ = ["HelperProcess", "exited", "helper_stop_event"]
 
 log = logging.getLogger("conflux.daemon")
 
@@ -129,22 +125,3 @@ def helper_stop_event(parent: int, what: str) -> threading.Event:
     threading.Thread(target=watch_parent, daemon=True, name="watch-parent").start()
     return stop
 
-
-def without_gc(fn):
-    """Run ``fn`` with the cyclic garbage collector paused. PERF: an import holds every parsed
-    document (a few million objects for a big tree) and creates an operation per field; with
-    the collector on, its full passes over all of them took two thirds of the import's time.
-    The commit service's groups hold thousands of operations each: with the collector on, a
-    group of eight 1,000-op batches costs about 1.1 x as much (bench/commit_service.py).
-    Nothing either builds is cyclic garbage; what they let go of is freed by reference
-    counting as they go."""
-    @functools.wraps(fn)
-    def paused(*args, **kwargs):
-        was = gc.isenabled()
-        gc.disable()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            if was:
-                gc.enable()
-    return paused

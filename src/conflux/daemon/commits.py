@@ -31,13 +31,13 @@ import tempfile
 import threading
 import time
 
-import msgpack
-
 from conflux import errors
+from conflux._gcpause import without_gc
 from conflux.actors import Actor
+from conflux.codec import packb, unpackb
+from conflux.daemon.supervisor import HelperProcess, exited, helper_stop_event
 from conflux.engine.acks import Ack
 from conflux.errors import ConfluxError, StoreError
-from conflux.helpers import HelperProcess, exited, helper_stop_event, without_gc
 
 __all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group",
            "take_frames"]
@@ -141,7 +141,7 @@ _MAX_FRAME = 1 << 30
 
 
 def _frame(payload) -> bytes:
-    data = msgpack.packb(payload, use_bin_type=True)
+    data = packb(payload, use_bin_type=True)
     return _LEN.pack(len(data)) + data
 
 
@@ -299,7 +299,7 @@ class CommitService:
         makers, waiting = [], []
         for sock, frame in requests:
             try:
-                actor_id, actor_cls, raw_ops, checked = msgpack.unpackb(frame, raw=False)
+                actor_id, actor_cls, raw_ops, checked = unpackb(frame, raw=False)
                 makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls),
                                                admitted=bool(checked)))
                 waiting.append(sock)
@@ -372,7 +372,7 @@ class CommitClient:
             self._drop(sock)
             return self.fallback.apply(raw_ops, actor)
         try:
-            answer = msgpack.unpackb(_read_frame(sock), raw=False)
+            answer = unpackb(_read_frame(sock), raw=False)
         except OSError as exc:
             self._drop(sock)
             raise StoreError(f"the commit service stopped before answering ({exc}); the "
@@ -391,9 +391,9 @@ class CommitClient:
 
 
 class CommitProcess(HelperProcess):
-    """The daemon's commit service, in a helper process (``conflux.helpers``) listening on a
-    Unix socket in a private directory of its own (mode 0700). ``path`` is what the workers'
-    ``CommitClient`` connect to."""
+    """The daemon's commit service, in a helper process (``conflux.daemon.supervisor``)
+    listening on a Unix socket in a private directory of its own (mode 0700). ``path`` is what
+    the workers' ``CommitClient`` connect to."""
 
     name = "conflux-commits"
     START_S = 30.0

@@ -2,7 +2,7 @@
 
 Gunicorn's own application class runs threaded workers (``gthread``); each worker opens the
 LMDB store after the fork. Writes go to the daemon's one commit service, a process beside the
-workers (``conflux.engine.commits``), so concurrent requests in every worker share synced
+workers (``conflux.daemon.commits``), so concurrent requests in every worker share synced
 commits; reads are served by the workers themselves.
 Slow clients cannot starve the workers: requests have line, header and time limits, and
 keep-alive connections are closed when idle. SIGTERM stops accepting connections and lets the
@@ -144,14 +144,14 @@ class Daemon(BaseApplication):
             self.cfg.set("control_socket_disable", True)
 
     def run(self):
-        # The helper processes beside the workers (conflux/helpers.py): the commit service,
-        # webhook delivery when webhooks.toml exists, the milestone scheduler when
+        # The helper processes beside the workers (conflux.daemon.supervisor): the commit
+        # service, webhook delivery when webhooks.toml exists, the milestone scheduler when
         # config.toml has a schedule. Started before gunicorn binds,
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
-        from conflux.engine.commits import CommitProcess
-        from conflux.milestones import scheduler_start
-        from conflux.webhooks import DeliveryProcess
+        from conflux.daemon.commits import CommitProcess
+        from conflux.daemon.delivery import DeliveryProcess
+        from conflux.daemon.scheduler import scheduler_start
 
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
         self.commits = CommitProcess.start(self.directory)
@@ -172,7 +172,7 @@ class Daemon(BaseApplication):
         from conflux.api import create_app
         from conflux.api.access import Access
         from conflux.engine import Engine
-        from conflux.engine.commits import CommitClient, GroupCommitter
+        from conflux.daemon.commits import CommitClient, GroupCommitter
 
         engine = Engine(self.directory)
         committer = CommitClient(self.commits.path, GroupCommitter(engine))
@@ -195,6 +195,6 @@ def _settle_worker(worker) -> None:
 
 
 def _forget_helpers(server, worker) -> None:
-    from conflux.helpers import HelperProcess
+    from conflux.daemon.supervisor import HelperProcess
 
     HelperProcess.forget_in_worker()

@@ -1,0 +1,67 @@
+"""The daemon's milestone scheduler: a process (``conflux.daemon.supervisor``) that makes a
+milestone whenever the schedule of ``config.toml`` (``every_ops``, ``every_seconds``) calls
+for one, and pushes it when a remote is configured."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+from conflux.daemon.supervisor import HelperProcess, helper_stop_event
+from conflux.engine import CONFLUX_DIR, Engine
+from conflux.errors import InputError
+from conflux.milestones import Milestones, MilestoneSettings
+
+__all__ = ["SchedulerProcess", "scheduler_start"]
+
+
+class SchedulerProcess(HelperProcess):
+    name = "conflux-milestones"
+
+
+def scheduler_start(directory: str) -> SchedulerProcess | None:
+    """Start the scheduler when ``config.toml`` sets ``every_ops`` or ``every_seconds``; None
+    otherwise."""
+    settings = MilestoneSettings.load(os.path.join(directory, CONFLUX_DIR))
+    if not settings.every_ops and not settings.every_seconds:
+        return None
+    helper = SchedulerProcess(_schedule, (os.path.abspath(directory), os.getpid()))
+    helper.launch()
+    return helper
+
+
+def _schedule(directory: str, parent: int) -> None:
+    """The scheduler process: every second (or ``every_seconds`` if shorter), make a
+    milestone if one is due, and push it when a remote is configured. A milestone that is
+    refused (schema violations) is retried at the next tick, and logged once per change."""
+    log = logging.getLogger("conflux.milestones")
+    logging.basicConfig(level=logging.INFO, format="[conflux-milestones %(process)d] "
+                                                   "%(levelname)s %(message)s")
+    stop = helper_stop_event(parent, log.name)
+    engine = Engine(directory)
+    milestones = Milestones(engine)
+    tick = min(1.0, milestones.settings.every_seconds or 1.0)
+    refused_at = None
+    try:
+        while not stop.wait(tick):
+            try:
+                made = milestones.create_if_due()
+            except InputError as exc:  # violations: wait for the next change
+                seq = engine.last_seq()
+                if refused_at != seq:
+                    log.warning("scheduled milestone refused: %s", exc)
+                    refused_at = seq
+                continue
+            except Exception:
+                log.exception("scheduled milestone failed")
+                continue
+            if made is not None:
+                log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
+                         made.operations)
+                if milestones.settings.remote:
+                    try:
+                        milestones.push()
+                    except Exception as exc:
+                        log.error("push to %s failed: %s", milestones.settings.remote, exc)
+    finally:
+        engine.close()
