@@ -25,6 +25,7 @@ from conflux.cli import get_parser
 from conflux.engine import Engine
 from conflux.engine import engine as engine_module
 from conflux.milestones import MilestoneSettings
+from conflux.rbac import loader as rbac_loader
 from conflux.schema import loader as schema_loader
 
 from conftest import EXAMPLE_SCHEMA, ROOT
@@ -188,7 +189,7 @@ CONFIG_FILES = {
     "config.toml": _config_toml_keys,
     # (_PLAINTEXT_FIELDS: names refused, with a pointer to hash-key)
     "api-keys.toml": lambda: _constants(auth, skip={"_PLAINTEXT_FIELDS"}) | set(ACTOR_CLASSES),
-    "rbac.toml": lambda: _constants(rbac) | set(rbac.ACTIONS),
+    "rbac.toml": lambda: _constants(rbac_loader) | set(rbac.ACTIONS),
     "webhooks.toml": lambda: _constants(webhooks) | set(webhooks.EVENTS) | {"webhook"},
     "keys.json": lambda: {f.name for f in dataclasses.fields(signing.Key)} | {"keys"},
 }
