@@ -58,6 +58,15 @@ class _Loader:
             assignments += self._assignments(section, doc.data.get(section, []), roles)
         return roles, assignments
 
+    def _known_keys(self, table: dict, allowed: tuple[str, ...], prefix: str, span,
+                    line) -> None:
+        """Refuse a key of ``table`` that is not ``allowed``, at its line inside ``span``."""
+        doc = self.doc
+        for key in table:
+            if key not in allowed:
+                doc.fail(prefix + f"unknown key {key!r} (allowed: {', '.join(allowed)})",
+                         line=doc.first_line(doc.key(key, span), line))
+
     def _defaults(self, table: Any, roles: dict[str, Role]) -> list[Assignment]:
         """``[rbac]``: ``default_authenticated`` roles are held by every actor (the daemon
         serves only authenticated ones, so ``default_anonymous`` must stay empty)."""
@@ -66,10 +75,7 @@ class _Loader:
         span = doc.table("rbac")
         if not isinstance(table, dict):
             doc.fail("'rbac' must be a table, written [rbac]", line=line)
-        for key in table:
-            if key not in _SETTINGS_KEYS:
-                doc.fail(f"[rbac]: unknown key {key!r} (allowed: {', '.join(_SETTINGS_KEYS)})",
-                         line=doc.first_line(doc.key(key, span), line))
+        self._known_keys(table, _SETTINGS_KEYS, "[rbac]: ", span, line)
         version = table.get("version", "")
         if not isinstance(version, (str, int, float)) or isinstance(version, bool):
             doc.fail("[rbac]: 'version' must be text or a number, e.g. version = \"1.0\"",
@@ -110,11 +116,7 @@ class _Loader:
                          "starting with a letter or digit)", line=line)
             if not isinstance(raw, dict):
                 doc.fail(f"role {name!r} must be a table with permissions = [...]", line=line)
-            for key in raw:
-                if key not in _ROLE_KEYS:
-                    doc.fail(f"role {name!r}: unknown key {key!r} (allowed: "
-                             f"{', '.join(_ROLE_KEYS)})",
-                             line=doc.first_line(doc.key(key, span), line))
+            self._known_keys(raw, _ROLE_KEYS, f"role {name!r}: ", span, line)
             inherits = raw.get("inherits", [])
             if not isinstance(inherits, list) or not all(isinstance(r, str) for r in inherits):
                 doc.fail(f"role {name!r}: 'inherits' must be a list of role names",
@@ -148,10 +150,7 @@ class _Loader:
         if not isinstance(raw, dict):
             doc.fail(prefix + "must be a table { actions = [...], resource = \"...\" }",
                      line=line)
-        for key in raw:
-            if key not in _PERMISSION_KEYS:
-                doc.fail(prefix + f"unknown key {key!r} (allowed: actions, resource)",
-                         line=doc.first_line(doc.key(key, span), line))
+        self._known_keys(raw, _PERMISSION_KEYS, prefix, span, line)
         actions = raw.get("actions")
         if not isinstance(actions, list) or not actions or not all(
                 isinstance(a, str) for a in actions):
@@ -242,11 +241,7 @@ class _Loader:
             if not isinstance(raw, dict):
                 doc.fail(prefix + "must be a table with actor_pattern (or actor) and roles",
                          line=line)
-            for key in raw:
-                if key not in _ASSIGN_KEYS:
-                    doc.fail(prefix + f"unknown key {key!r} (allowed: "
-                             f"{', '.join(_ASSIGN_KEYS)})",
-                             line=doc.first_line(doc.key(key, span), line))
+            self._known_keys(raw, _ASSIGN_KEYS, prefix, span, line)
             given = [key for key in ("actor", "actor_pattern") if key in raw]
             if len(given) != 1:
                 doc.fail(prefix + ("give one of 'actor' (an id) and 'actor_pattern' (a glob), "
