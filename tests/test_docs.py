@@ -25,6 +25,8 @@ from conflux.cli import get_parser
 from conflux.engine import Engine
 from conflux.engine import settings as settings_module
 from conflux.milestones import MilestoneSettings
+from conflux.rbac import loader as rbac_loader
+from conflux.schema import loader as schema_loader
 
 from conftest import EXAMPLE_SCHEMA, ROOT
 
@@ -182,11 +184,12 @@ def _config_toml_keys() -> set[str]:
 
 
 CONFIG_FILES = {
-    "schema.toml": lambda: _constants(schema) | set(schema.STRATEGIES) | set(schema.KINDS),
+    "schema.toml": lambda: (_constants(schema_loader) | set(schema.STRATEGIES)
+                            | set(schema.KINDS)),
     "config.toml": _config_toml_keys,
     # (_PLAINTEXT_FIELDS: names refused, with a pointer to hash-key)
     "api-keys.toml": lambda: _constants(auth, skip={"_PLAINTEXT_FIELDS"}) | set(ACTOR_CLASSES),
-    "rbac.toml": lambda: _constants(rbac) | set(rbac.ACTIONS),
+    "rbac.toml": lambda: _constants(rbac_loader) | set(rbac.ACTIONS),
     "webhooks.toml": lambda: _constants(webhooks) | set(webhooks.EVENTS) | {"webhook"},
     "keys.json": lambda: {f.name for f in dataclasses.fields(signing.Key)} | {"keys"},
 }
