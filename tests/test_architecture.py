@@ -295,3 +295,55 @@ def test_no_module_of_the_package_is_over_800_lines():
             for name, module in module_graph().items()
             if not (name == "conflux.kernel" or name.startswith("conflux.kernel."))}
     assert {name: n for name, n in long.items() if n > MAX_LINES} == {}
+
+
+# -- floors: every module imports only from its own floor and the ones below -------------------
+
+#: The package's floors, lowest first, by module name prefix. A module not listed is on the
+#: floor of its closest listed parent; the test fails for a module on no floor at all, so a
+#: new module is placed on purpose.
+FLOORS = (
+    ("foundations", ("conflux.errors", "conflux.actors", "conflux.limits", "conflux.codec",
+                     "conflux._tomlfile", "conflux._tomlcache", "conflux._gcpause",
+                     "conflux.destination", "conflux.formats", "conflux.kernel")),
+    ("model and storage", ("conflux.schema", "conflux.store", "conflux.rbac", "conflux.auth",
+                           "conflux.signing")),
+    ("engine", ("conflux.engine",)),
+    ("library over the engine", ("conflux.milestones", "conflux.webhooks", "conflux.audit",
+                                 "conflux.transfer", "conflux.status")),
+    ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon",
+                              "conflux.__main__")),
+)
+
+
+def floor_of(name: str) -> int | None:
+    best, floor = "", None
+    for level, (_, prefixes) in enumerate(FLOORS):
+        for prefix in prefixes:
+            if (name == prefix or name.startswith(prefix + ".")) and len(prefix) > len(best):
+                best, floor = prefix, level
+    return floor
+
+
+def upward_imports(graph: dict[str, Module]) -> list[str]:
+    return [f"{name} ({FLOORS[floor_of(name)][0]}) imports {target} "
+            f"({FLOORS[floor_of(target)][0]}) at {graph[name].where(line)}"
+            for name in graph if name != PACKAGE
+            for target, line in graph[name].imports.items()
+            if target in graph and target != PACKAGE and floor_of(target) > floor_of(name)]
+
+
+def test_every_module_imports_only_downward():
+    graph = module_graph()
+    unplaced = sorted(n for n in graph if n != PACKAGE and floor_of(n) is None)
+    assert unplaced == [], "modules on no floor: place them in FLOORS"
+    assert upward_imports(graph) == []
+
+
+def test_the_floor_check_finds_an_upward_import():
+    root = package_dir()
+    schema = Module("conflux.schema.x", root / "schema" / "x.py", False, {"conflux.engine.y": 4})
+    engine = Module("conflux.engine.y", root / "engine" / "y.py", False, {"conflux.schema.x": 2})
+    found = upward_imports({m.name: m for m in (schema, engine)})
+    assert len(found) == 1 and found[0].startswith("conflux.schema.x (model and storage) "
+                                                   "imports conflux.engine.y (engine)")

@@ -151,6 +151,26 @@ def test_a_signed_op_is_accepted_and_logged_with_its_signature(signed):
     assert not ack.duplicate
 
 
+def test_the_engine_completes_and_signs_a_client_op(signed):
+    """What a signature covers (environment, op id, HLC, a review field's base) is filled in
+    by the engine, for every client alike; a key outside the registry is refused."""
+    signed.apply([{"type": "set_field", "entity_id": "service.api", "field": "tier",
+                   "value": "web"}], ZARA)
+    op = signed.sign({"type": "set_field", "entity_id": "service.api", "field": "tier",
+                      "value": "batch"}, ZARA, signed.keys["zara"])
+    assert op["env"] == "production" and op["op_id"].startswith("cli-")
+    assert op["base"] == [signed.log(limit=1)[0].op_id] and op["key_id"] == "zara-1"
+    [ack] = signed.apply([op], ZARA)
+    assert signed.get("service.api")["tier"]["value"] == "batch" and ack.applied
+    again = signed.sign({"type": "set_field", "entity_id": "service.api", "field": "tier",
+                         "value": "batch", "op_id": op["op_id"]}, ZARA, signed.keys["zara"])
+    assert (again["hlc"], again["signature"]) == (op["hlc"], op["signature"])  # a retry
+    assert signed.apply([again], ZARA)[0].duplicate
+    with pytest.raises(InputError, match="not in the registry"):
+        signed.sign({"type": "set_field", "entity_id": "route.api", "field": "weight",
+                     "value": 1}, ZARA, SigningKey.generate())
+
+
 @pytest.mark.parametrize("forge,reason", [
     (lambda e, op: op.update(value=51), "does not match"),                       # tampered
     (lambda e, op: op.update(op_id="w-2"), "does not match"),                    # swapped id

@@ -143,3 +143,17 @@ class TomlFile:
     def first_line(self, *candidates: int | None) -> int | None:
         """The first candidate line that was found."""
         return next((line for line in candidates if line), None)
+
+
+def file_stamp(path: str):
+    """What tells that a settings file changed (or appeared, or went: None when missing),
+    for the daemon's workers, which look at ``api-keys.toml`` and ``rbac.toml`` every second:
+    modification and change times, size and inode (an editor that writes a new file and
+    renames it over the old one changes the inode)."""
+    import os
+
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns

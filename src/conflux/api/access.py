@@ -21,6 +21,7 @@ import os
 import threading
 import time
 
+from conflux._tomlfile import file_stamp
 from conflux.auth import API_KEYS_FILE, ApiKeys, CertMap, load_credentials
 from conflux.errors import AuthError, ConfluxError
 
@@ -30,14 +31,6 @@ log = logging.getLogger("conflux.access")
 
 #: How often (seconds) a worker looks at the files for changes.
 RELOAD_INTERVAL = 1.0
-
-
-def _stamp(path: str):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
 
 
 class Access:
@@ -58,7 +51,7 @@ class Access:
         """The credentials of a project's ``.conflux/`` directory; ``InputError`` naming the
         file and line of anything wrong."""
         path = os.path.join(root, API_KEYS_FILE)
-        stamp = _stamp(path)
+        stamp = file_stamp(path)
         keys, certs = load_credentials(path)
         # stamped before reading: a change while reading is picked up at the next look
         return cls(keys, certs, root=root, stamp=stamp, also=also)
@@ -91,7 +84,7 @@ class Access:
             return
         try:
             self._checked = now
-            stamp = _stamp(os.path.join(self.root, API_KEYS_FILE))
+            stamp = file_stamp(os.path.join(self.root, API_KEYS_FILE))
             if stamp == self._stamp:
                 return
             self._stamp = stamp  # a bad version is reported once, not at every look

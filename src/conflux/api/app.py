@@ -8,7 +8,8 @@ import re
 
 import falcon
 
-from conflux.api import resources, watch
+from conflux.api import audit, entities, milestones, ops, review, service, watch
+from conflux.api.params import Context
 from conflux.api.bodies import check_value
 from conflux.api.media import BodyBudget, write_body
 from conflux.api.openapi import openapi_document
@@ -24,7 +25,7 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
                watch_poll_s: float = 0.05) -> falcon.App:
     """The REST API over one opened ``Engine``.
 
-    ``access`` authenticates requests and authorises actions (``conflux.api.access``);
+    ``access`` authenticates requests (``conflux.api.access``; the engine authorizes);
     ``committer`` shares synced commits among concurrent requests (the daemon's
     ``CommitClient``, or a ``GroupCommitter``); with none, each request commits on its own.
     """
@@ -35,23 +36,23 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
                      cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
     # a worker parses at most two largest bodies' worth of batches at once (see BodyBudget)
-    ctx = resources.Context(engine=engine, access=access, committer=committer,
-                            body_limit=body_limit, bodies=BodyBudget(2 * body_limit))
+    ctx = Context(engine=engine, committer=committer,
+                  body_limit=body_limit, bodies=BodyBudget(2 * body_limit))
     routes = {
-        "/v1/health": resources.Health(ctx),
-        "/v1/openapi.json": resources.OpenApi(document),
-        "/v1/ops": resources.Ops(ctx),
-        "/v1/state": resources.State(ctx),
-        "/v1/entities/{entity_id}": resources.Entity(ctx),
-        "/v1/blame/{entity_id}": resources.Blame(ctx),
-        "/v1/status": resources.Status(ctx),
-        "/v1/promote": resources.Promote(ctx),
-        "/v1/conflicts": resources.Conflicts(ctx),
-        "/v1/conflicts/resolve": resources.Resolve(ctx),
-        "/v1/milestones": resources.MilestoneList(ctx),
-        "/v1/milestones/{milestone_id}": resources.MilestoneItem(ctx),
-        "/v1/diff": resources.Diff(ctx),
-        "/v1/audit/export": resources.AuditExport(ctx),
+        "/v1/health": service.Health(ctx),
+        "/v1/openapi.json": service.OpenApi(document),
+        "/v1/ops": ops.Ops(ctx),
+        "/v1/state": entities.State(ctx),
+        "/v1/entities/{entity_id}": entities.Entity(ctx),
+        "/v1/blame/{entity_id}": entities.Blame(ctx),
+        "/v1/status": service.Status(ctx),
+        "/v1/promote": review.Promote(ctx),
+        "/v1/conflicts": review.Conflicts(ctx),
+        "/v1/conflicts/resolve": review.Resolve(ctx),
+        "/v1/milestones": milestones.MilestoneList(ctx),
+        "/v1/milestones/{milestone_id}": milestones.MilestoneItem(ctx),
+        "/v1/diff": milestones.Diff(ctx),
+        "/v1/audit/export": audit.AuditExport(ctx),
         "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),
     }
     for path, resource in routes.items():

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 
-from conflux.api.resources import _int_param
+from conflux.api.params import int_param
 from conflux.errors import InputError
 
 _KEEPALIVE_S = 15.0
@@ -39,10 +39,10 @@ class Watch:
                                  f"{_MAX_SEQ}", field="Last-Event-ID")
             start = int(last)
         else:
-            start = _int_param(req, "after", -1, 0, _MAX_SEQ)
+            start = int_param(req, "after", -1, 0, _MAX_SEQ)
             if start < 0:  # from now on
                 start = engine.last_seq()
-        timeout = _int_param(req, "timeout", 0, 0, 86_400)
+        timeout = int_param(req, "timeout", 0, 0, 86_400)
         resp.content_type = "text/event-stream"
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")

@@ -100,30 +100,6 @@ def run(args):
 
 
 def _sign(engine, op: dict, actor, key_file: str) -> None:
-    """Complete the operation with what its signature covers (op id, HLC, environment, and
-    for a review field the base it supersedes), then sign it (``conflux.signing``)."""
-    import uuid
+    from conflux.signing import load_private_key
 
-    from conflux.errors import InputError
-    from conflux.signing import load_private_key, public_key_text, sign_op
-
-    signing_key = load_private_key(key_file)
-    public = public_key_text(signing_key)
-    key = engine.signatures.by_public_key(public)
-    if key is None:
-        raise InputError(f"{key_file}: this key is not in the registry; register it with "
-                         f"'conflux keys register --key-id ID --actor {actor.id} --public-key "
-                         f"{public}'")
-    op["env"] = op.get("env") or engine.schema.base_env
-    op["op_id"] = op.get("op_id") or f"cli-{uuid.uuid4()}"
-    # a retry of a logged op (same --op-id) signs the same hlc again, so that it is that op
-    logged = engine.op(op["op_id"])
-    if logged is not None and logged.actor != actor.id:
-        logged = None  # not a retry: the engine refuses the op id
-    op["hlc"] = logged.hlc if logged is not None else engine.next_hlc()
-    spec = engine.schema.field(op["entity_id"].partition(".")[0], op["field"])
-    if spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
-            op.get("base") is None:
-        op["base"] = (list(logged.base or []) if logged is not None else
-                      engine.review_base(op["entity_id"], op["field"], op["env"]))
-    sign_op(op, signing_key, key.key_id, actor.id)
+    engine.sign(op, actor, load_private_key(key_file), key_file=key_file)

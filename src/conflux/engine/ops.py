@@ -13,7 +13,7 @@ import re
 from conflux.actors import Actor
 from conflux.codec import packb
 from conflux.engine.settings import now_ms
-from conflux.errors import ValidationError
+from conflux.errors import InputError, ValidationError
 from conflux.limits import value_problem
 from conflux.schema import _clip, is_utf8
 
@@ -381,3 +381,33 @@ class Operations:
         return self._signatures
 
     _signatures = None
+
+    def sign(self, op: dict, actor: Actor, signing_key, *, key_file: str = "the key") -> dict:
+        """Complete a client op with what its signature covers — its environment, an op id
+        (``cli-<uuid>`` when it has none), its HLC and, for a review field, the base it
+        supersedes — and sign it with ``signing_key`` (``conflux.signing``), whose public
+        key must be in the project's registry. A retry of a logged op (same op id, same
+        actor) signs the logged HLC and base again, so that it is that op."""
+        import uuid
+
+        from conflux.signing import public_key_text, sign_op
+
+        public = public_key_text(signing_key)
+        key = self.signatures.by_public_key(public)
+        if key is None:
+            raise InputError(f"{key_file}: this key is not in the registry; register it with "
+                             f"'conflux keys register --key-id ID --actor {actor.id} "
+                             f"--public-key {public}'")
+        op["env"] = op.get("env") or self.schema.base_env
+        op["op_id"] = op.get("op_id") or f"cli-{uuid.uuid4()}"
+        logged = self.op(op["op_id"])
+        if logged is not None and logged.actor != actor.id:
+            logged = None  # not a retry: the engine refuses the op id
+        op["hlc"] = logged.hlc if logged is not None else self.next_hlc()
+        spec = self.schema.field(op["entity_id"].partition(".")[0], op["field"])
+        if spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
+                op.get("base") is None:
+            op["base"] = (list(logged.base or []) if logged is not None else
+                          self.review_base(op["entity_id"], op["field"], op["env"]))
+        sign_op(op, signing_key, key.key_id, actor.id)
+        return op

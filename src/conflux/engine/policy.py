@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 
+from conflux._tomlfile import file_stamp
 from conflux.errors import ConfluxError
 
 __all__ = ["Policy", "RBAC_FILE", "load_rules", "explain"]
@@ -56,14 +57,6 @@ class _Unrestricted:
 _UNRESTRICTED = _Unrestricted()
 
 
-def _stamp(path: str):
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return st.st_mtime_ns, st.st_size, st.st_ino, st.st_ctime_ns
-
-
 class Policy:
     """The access rules of one project, as the engine applies them."""
 
@@ -82,7 +75,7 @@ class Policy:
 
     def load(self):
         """Read ``rbac.toml`` now; ``InputError`` naming file and line if it is wrong."""
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         self._rules = self._read(stamp)
         self._stamp = stamp
         return self._rules
@@ -97,7 +90,7 @@ class Policy:
     def refresh(self) -> bool:
         """Read the file again if it changed since it was read; True when new rules are in
         force. A bad file is logged and the rules in force are kept."""
-        stamp = _stamp(self.path)
+        stamp = file_stamp(self.path)
         if stamp == self._stamp and self._rules is not None:
             return False
         self._stamp = stamp  # a bad version is reported once, not at every look

@@ -1,0 +1,50 @@
+"""Resolved state: ``GET /v1/state`` (an environment), ``GET /v1/entities/{id}`` (one
+entity) and ``GET /v1/blame/{id}`` (who set each field, and when)."""
+
+from __future__ import annotations
+
+from conflux.api.media import write_body
+from conflux.api.params import env_param
+
+
+class State:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = env_param(req, ctx.engine)
+        write_body(req, resp, {"env": env, "entities": ctx.engine.state(
+            env, reader=req.context.actor)})
+
+
+def _fields(engine, fields) -> dict:
+    core = engine.core
+    return {name: {**item, "hlc": core.hlc_format(item["hlc"]) if item.get("hlc") else None}
+            for name, item in fields.items()}
+
+
+class _EntityView:
+    """``GET /v1/<noun>/{id}``: one entity's fields as ``engine.<noun>`` reads them."""
+
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, entity_id):
+        ctx = self.ctx
+        env = env_param(req, ctx.engine)
+        fields = self.read(ctx.engine, entity_id, env, req.context.actor)
+        write_body(req, resp, {"entity_id": entity_id, "env": env,
+                               "fields": _fields(ctx.engine, fields)})
+
+
+class Entity(_EntityView):
+    @staticmethod
+    def read(engine, entity_id, env, reader):
+        return engine.get(entity_id, env, reader=reader)
+
+
+class Blame(_EntityView):
+    @staticmethod
+    def read(engine, entity_id, env, reader):
+        return engine.blame(entity_id, env, reader=reader)

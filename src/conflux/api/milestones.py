@@ -1,0 +1,63 @@
+"""Milestones: ``GET``/``POST /v1/milestones``, ``GET /v1/milestones/{id}`` and ``GET
+/v1/diff`` (the state against a milestone)."""
+
+from __future__ import annotations
+
+from conflux.api.bodies import check
+
+from conflux.api.media import read_body, write_body
+from conflux.api.params import env_param, or_default
+
+
+def _milestones(ctx):
+    from conflux.milestones import Milestones
+
+    return Milestones(ctx.engine)  # per request: a git repository handle is not thread-safe
+
+
+class MilestoneList:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        found = _milestones(ctx).list(reader=req.context.actor)
+        write_body(req, resp, {"milestones": [m.to_dict(ctx.engine.core)
+                                              for m in reversed(found)]})
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        check("MilestoneCreate", body)
+        envs = body.get("envs" if "envs" in body else "environments")
+        milestones = _milestones(ctx)
+        m = milestones.create(body["message"], envs=envs, force=body.get("force", False),
+                              actor=req.context.actor)
+        out = m.to_dict(ctx.engine.core)
+        if body.get("push"):
+            out["pushed"] = milestones.push()
+        write_body(req, resp, out, 201)
+
+
+class MilestoneItem:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp, milestone_id):
+        ctx = self.ctx
+        m = _milestones(ctx).get(milestone_id, reader=req.context.actor)
+        write_body(req, resp, m.to_dict(ctx.engine.core))
+
+
+class Diff:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = env_param(req, ctx.engine)
+        milestones = _milestones(ctx)
+        m = milestones.get(or_default(req.get_param("milestone"), "latest"), reader=req.context.actor,
+                           env=env)
+        write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
+                               "changes": milestones.diff(m.id, env)})

@@ -1,0 +1,53 @@
+"""Decisions people make about the state: ``GET /v1/conflicts``, ``POST
+/v1/conflicts/resolve`` and ``POST /v1/promote``."""
+
+from __future__ import annotations
+
+from conflux.api.bodies import check
+
+from conflux.api.media import read_body, write_body
+
+
+class Conflicts:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_get(self, req, resp):
+        ctx = self.ctx
+        env = req.get_param("env")
+        if env is not None:
+            ctx.engine.schema.env_chain(env)
+        core = ctx.engine.core
+        found = [c | {"candidates": [x | {"hlc": core.hlc_format(x["hlc"])}
+                                     for x in c["candidates"]]}
+                 for c in ctx.engine.conflicts(env, reader=req.context.actor)]
+        write_body(req, resp, {"conflicts": found})
+
+
+class Resolve:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        check("Resolve", body)
+        ack = ctx.engine.resolve(body["entity_id"], body["field"], body["value"],
+                                 req.context.actor, env=body.get("env"),
+                                 intent=body.get("intent") or "")
+        write_body(req, resp, ack.to_dict(ctx.engine.core))
+
+
+class Promote:
+    def __init__(self, ctx):
+        self.ctx = ctx
+
+    def on_post(self, req, resp):
+        ctx = self.ctx
+        body = read_body(req, ctx.body_limit)
+        check("Promote", body)
+        entities = body.get("entities")
+        ack = ctx.engine.promote(body["from"], body["to"], entities or None, req.context.actor,
+                                 intent=body.get("intent") or "",
+                                 dry_run=bool(body.get("dry_run")))
+        write_body(req, resp, ack.to_dict(ctx.engine.core))
