@@ -12,33 +12,9 @@ from libc.stdint cimport int64_t, uint64_t
 
 ctypedef unsigned char uchar
 
-cdef enum:
-    K_LWW = 1
-    K_MAX = 2
-    K_MIN = 3
-    K_REVIEW = 4
-    K_ORSET = 5
-    K_GROW = 6
-    K_ENTITY = 7
-
-cdef enum:
-    T_SET_FIELD = 1
-    T_UNSET_FIELD = 2
-    T_ADD_ELEMENTS = 3
-    T_REMOVE_ELEMENTS = 4
-    T_DELETE_ENTITY = 5
-    T_RESOLVE = 6
-    T_PROMOTE = 7
-
-cdef enum:
-    FL_ABSENT = 1
-    FL_OVERRIDE = 2
-    FL_CUTOFF = 4            # max/min: a u64 cutoff (the latest unset's hlc) follows the header
-
-cdef enum:
-    TAG_NONE = 0
-    TAG_INT = 1
-    TAG_FLOAT = 2
+# The record kinds, op types, register flags, number tags and layouts (K_*, T_*, FL_*, TAG_*,
+# sizes and offsets) are not declared here: the .pyx cimports them from the declaration file
+# setup.py generates from ``_layout.py``, their one definition.
 
 cdef enum:
     CMP_UNORDERED = 2        # a NaN in the numeric position: neither >= holds

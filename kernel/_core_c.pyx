@@ -29,11 +29,22 @@ from libc.stdio cimport snprintf
 from libc.stdlib cimport qsort
 from libc.string cimport memcmp, memcpy, memset
 
+# _layout's constants as compile-time enums (K_*, T_*, FL_*, TAG_*, V_*, E_*, every size and
+# offset: _layout.c_constants()), from the declaration file setup.py generates from it.
+from conflux.kernel._layout cimport *
+
 import struct as _struct
 
 import msgpack
 
 from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
+# The same constants under their Python names, exported as the pure-Python twin exports them.
+from conflux.kernel._layout import (
+    ADD_ELEMENTS, DELETE_ENTITY, ENTITY, F_ABSENT, F_CUTOFF, F_OVERRIDE, FORMAT_VERSION, GROW,
+    LWW, MAX, MIN, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PROMOTE,
+    REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
+    VALUE_DURATION, VALUE_ELEMENTS, VALUE_FLOAT, VALUE_INT, VALUE_KINDS, VALUE_MAP,
+    VALUE_OTHER, VALUE_STRING)
 
 cdef extern from "Python.h":
     bint PyBytes_Check(object o)
@@ -77,44 +88,15 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "c"
-FORMAT_VERSION = 1
-
-LWW, MAX, MIN, REVIEW, ORSET, GROW, ENTITY = 1, 2, 3, 4, 5, 6, 7
-STRATEGY_KINDS = {"lww": LWW, "max": MAX, "min": MIN, "review": REVIEW, "set": ORSET,
-                  "grow": GROW}
-
-SET_FIELD, UNSET_FIELD, ADD_ELEMENTS, REMOVE_ELEMENTS, DELETE_ENTITY, RESOLVE, PROMOTE = range(1, 8)
-OP_TYPES = {"set_field": SET_FIELD, "unset_field": UNSET_FIELD, "add_elements": ADD_ELEMENTS,
-            "remove_elements": REMOVE_ELEMENTS, "delete_entity": DELETE_ENTITY,
-            "resolve": RESOLVE, "promote": PROMOTE}
-OP_NAMES = {v: k for k, v in OP_TYPES.items()}
-
-F_ABSENT = 1
-F_OVERRIDE = 2
-F_CUTOFF = 4
-
-NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
 
 cdef object _StructError = _struct.error
 cdef object _unpackb = msgpack.unpackb
 cdef object _Packer = msgpack.Packer
 
 cdef enum:
-    VERSION = 1
-    REG_HEAD = 32        # register header
-    REV_HEAD = 8         # review header
-    REV_CAND = 24        # review candidate header
-    SET_HEAD = 8         # or-set / grow-set header
-    SET_ELEM = 10        # or-set element header
-    WM_SIZE = 24         # or-set watermark: node (8 bytes), seq, hlc
-    TAG_SIZE = 17        # or-set live tag header
-    TOMB_SIZE = 9        # tombstone header
-    GROW_ELEM = 21       # grow element header
     U8_MAX = 0xFF
     U16_MAX = 0xFFFF
     COUNTER = 0xFFFF
-    ENTRY_VERSION = 1
-    ENTRY_FIELDS = 21
 
 cdef extern from *:
     """
@@ -273,7 +255,7 @@ cdef object bytes_of(object v, const uchar** p, Py_ssize_t* n):
 cdef inline int _kind_of(object rec) except? -1:
     """``rec[1]``."""
     if PyBytes_CheckExact(rec) and PyBytes_GET_SIZE(rec) >= 2:
-        return bptr(rec)[1]
+        return bptr(rec)[REC_KIND]
     return rec[1]
 
 
@@ -475,26 +457,26 @@ cdef inline Op _as_op(object o):
 # Registers: lww, max, min, and the entity delete marker.
 
 cdef int reg_load(Reg* r, const uchar* p, Py_ssize_t n) except -1:
-    cdef Py_ssize_t alen, olen, pos = REG_HEAD
-    need(0, REG_HEAD, n)
-    r.kind = p[1]
-    r.flags = p[2]
-    r.tag = p[3]
-    alen = p[4]
-    olen = p[5]
-    r.epoch = ld64(p + 8)
-    r.hlc = ld64(p + 16)
+    cdef Py_ssize_t alen, olen, pos = REG_SIZE
+    need(0, REG_SIZE, n)
+    r.kind = p[REG_KIND]
+    r.flags = p[REG_FLAGS]
+    r.tag = p[REG_TAG]
+    alen = p[REG_ALEN]
+    olen = p[REG_OLEN]
+    r.epoch = ld64(p + REG_EPOCH)
+    r.hlc = ld64(p + REG_HLC)
     r.inum = 0
     r.fnum = 0.0
     if r.tag == TAG_INT:
-        r.inum = <int64_t>ld64(p + 24)
+        r.inum = <int64_t>ld64(p + REG_NUMBER)
     elif r.tag == TAG_FLOAT:
-        r.fnum = ldf64(p + 24)
+        r.fnum = ldf64(p + REG_NUMBER)
     r.cutoff = 0
     if r.flags & FL_CUTOFF:
-        need(REG_HEAD, 8, n)
-        r.cutoff = ld64(p + REG_HEAD)
-        pos = REG_HEAD + 8
+        need(REG_SIZE, CUTOFF_SIZE, n)
+        r.cutoff = ld64(p + REG_SIZE)
+        pos = REG_SIZE + CUTOFF_SIZE
     take(p, n, pos, alen, &r.actor, &r.alen)
     take(p, n, pos + alen, olen, &r.oid, &r.olen)
     take(p, n, pos + alen + olen, n, &r.val, &r.vlen)
@@ -590,29 +572,28 @@ cdef int reg_ge(const Reg* a, const Reg* b) except -1:
 
 
 cdef object reg_pack(const Reg* r):
-    cdef Py_ssize_t n = REG_HEAD + (8 if r.cutoff else 0) + r.alen + r.olen + r.vlen
+    cdef Py_ssize_t n = REG_SIZE + (CUTOFF_SIZE if r.cutoff else 0) + r.alen + r.olen + r.vlen
     cdef object out = PyBytes_FromStringAndSize(NULL, n)
     cdef uchar* w = <uchar*>PyBytes_AS_STRING(out)
-    w[0] = VERSION
-    w[1] = <uchar>r.kind
-    w[2] = <uchar>((r.flags | FL_CUTOFF) if r.cutoff else (r.flags & ~FL_CUTOFF))
-    w[3] = <uchar>r.tag
-    w[4] = <uchar>r.alen
-    w[5] = <uchar>r.olen
-    w[6] = 0
-    w[7] = 0
-    st64(w + 8, r.epoch)
-    st64(w + 16, r.hlc)
+    w[REG_VERSION] = VERSION
+    w[REG_KIND] = <uchar>r.kind
+    w[REG_FLAGS] = <uchar>((r.flags | FL_CUTOFF) if r.cutoff else (r.flags & ~FL_CUTOFF))
+    w[REG_TAG] = <uchar>r.tag
+    w[REG_ALEN] = <uchar>r.alen
+    w[REG_OLEN] = <uchar>r.olen
+    st16(w + REG_RESERVED, 0)
+    st64(w + REG_EPOCH, r.epoch)
+    st64(w + REG_HLC, r.hlc)
     if r.tag == TAG_INT:
-        st64(w + 24, <uint64_t>r.inum)
+        st64(w + REG_NUMBER, <uint64_t>r.inum)
     elif r.tag == TAG_FLOAT:
-        stf64(w + 24, r.fnum)
+        stf64(w + REG_NUMBER, r.fnum)
     else:
-        memset(w + 24, 0, 8)
-    w += REG_HEAD
+        memset(w + REG_NUMBER, 0, REG_NUMBER_LEN)
+    w += REG_SIZE
     if r.cutoff:
         st64(w, r.cutoff)
-        w += 8
+        w += CUTOFF_SIZE
     if r.alen:
         memcpy(w, r.actor, r.alen)
     w += r.alen
@@ -818,7 +799,7 @@ cdef int _cmp_elem(const void* x, const void* y) noexcept nogil:
 cdef int _cmp_wm(const void* x, const void* y) noexcept nogil:
     cdef const SWm* a = <const SWm*>x
     cdef const SWm* b = <const SWm*>y
-    cdef int c = memcmp(a.node, b.node, 8)
+    cdef int c = memcmp(a.node, b.node, WM_NODE_LEN)
     if c != 0:
         return c
     return (a.seq > b.seq) - (a.seq < b.seq)
@@ -845,7 +826,7 @@ cdef inline int _canon_cmp(const _Canon* a, const _Canon* b) noexcept nogil:
     if _Canon is STag or _Canon is RCand:
         return bytes_cmp(a.oid, a.olen, b.oid, b.olen)
     elif _Canon is SWm:
-        return memcmp(a.node, b.node, 8)
+        return memcmp(a.node, b.node, WM_NODE_LEN)
     else:
         return bytes_cmp(a.p, a.n, b.p, b.n)
 
@@ -920,7 +901,7 @@ cdef inline int _key_cmp(const _Canon* a, const uchar* p, Py_ssize_t n) noexcept
     if _Canon is STag or _Canon is RCand:
         return bytes_cmp(a.oid, a.olen, p, n)
     elif _Canon is SWm:
-        return bytes_cmp(a.node, 8, p, n)
+        return bytes_cmp(a.node, WM_NODE_LEN, p, n)
     else:
         return bytes_cmp(a.p, a.n, p, n)
 
@@ -1008,25 +989,25 @@ cdef int review_load(Review* r, const uchar* p, Py_ssize_t n) except -1:
     cdef Py_ssize_t ncand, ntomb, cap, pos, i, alen, olen, vlen
     cdef RCand* c
     cdef STag* t
-    need(0, REV_HEAD, n)
-    ncand = ld16(p + 2)
-    ntomb = ld16(p + 4)
-    cap = (n - REV_HEAD) // REV_CAND + 1
+    need(0, REV_SIZE, n)
+    ncand = ld16(p + REV_NCAND)
+    ntomb = ld16(p + REV_NTOMB)
+    cap = (n - REV_SIZE) // CAND_SIZE + 1
     r.cands = <RCand*>_alloc(ncand if ncand < cap else cap, sizeof(RCand))
     cap = n // TOMB_SIZE + 1
     r.tombs = <STag*>_alloc(ntomb if ntomb < cap else cap, sizeof(STag))
-    pos = REV_HEAD
+    pos = REV_SIZE
     for i in range(ncand):
-        need(pos, REV_CAND, n)
+        need(pos, CAND_SIZE, n)
         c = &r.cands[i]
-        c.flags = p[pos]
-        alen = p[pos + 1]
-        olen = p[pos + 2]
-        vlen = ld32(p + pos + 4)
-        c.epoch = ld64(p + pos + 8)
-        c.hlc = ld64(p + pos + 16)
+        c.flags = p[pos + CAND_FLAGS]
+        alen = p[pos + CAND_ALEN]
+        olen = p[pos + CAND_OLEN]
+        vlen = ld32(p + pos + CAND_VLEN)
+        c.epoch = ld64(p + pos + CAND_EPOCH)
+        c.hlc = ld64(p + pos + CAND_HLC)
         c.seq = i
-        pos += REV_CAND
+        pos += CAND_SIZE
         take(p, n, pos, alen, &c.actor, &c.alen)
         pos += alen
         take(p, n, pos, olen, &c.oid, &c.olen)
@@ -1037,9 +1018,9 @@ cdef int review_load(Review* r, const uchar* p, Py_ssize_t n) except -1:
     for i in range(ntomb):
         need(pos, TOMB_SIZE, n)
         t = &r.tombs[i]
-        t.hlc = ld64(p + pos)
+        t.hlc = ld64(p + pos + TOMB_HLC)
         t.epoch = 0
-        olen = p[pos + 8]
+        olen = p[pos + TOMB_OLEN]
         t.seq = i
         pos += TOMB_SIZE
         take(p, n, pos, olen, &t.oid, &t.olen)
@@ -1052,7 +1033,7 @@ cdef int review_load(Review* r, const uchar* p, Py_ssize_t n) except -1:
 
 cdef object review_encode(RCand* cands, Py_ssize_t ncand, STag* tombs, Py_ssize_t ntomb):
     """Encode candidates (one per op id, any order: sorted here) and op-id-sorted tombs."""
-    cdef Py_ssize_t size = REV_HEAD, i
+    cdef Py_ssize_t size = REV_SIZE, i
     cdef uchar* w
     cdef RCand* c
     cdef STag* t
@@ -1066,29 +1047,29 @@ cdef object review_encode(RCand* cands, Py_ssize_t ncand, STag* tombs, Py_ssize_
             _ubyte_error()
         if c.vlen > U32_MAX:
             _uint_error()
-        size += REV_CAND + c.alen + c.olen + c.vlen
+        size += CAND_SIZE + c.alen + c.olen + c.vlen
     for i in range(ntomb):
         if tombs[i].olen > U8_MAX:
             _ubyte_error()
         size += TOMB_SIZE + tombs[i].olen
     out = PyBytes_FromStringAndSize(NULL, size)
     w = <uchar*>PyBytes_AS_STRING(out)
-    w[0] = VERSION
-    w[1] = K_REVIEW
-    st16(w + 2, <uint16_t>ncand)
-    st16(w + 4, <uint16_t>ntomb)
-    st16(w + 6, 0)
-    w += REV_HEAD
+    w[REV_VERSION] = VERSION
+    w[REV_KIND] = K_REVIEW
+    st16(w + REV_NCAND, <uint16_t>ncand)
+    st16(w + REV_NTOMB, <uint16_t>ntomb)
+    st16(w + REV_RESERVED, 0)
+    w += REV_SIZE
     for i in range(ncand):
         c = &cands[i]
-        w[0] = <uchar>c.flags
-        w[1] = <uchar>c.alen
-        w[2] = <uchar>c.olen
-        w[3] = 0
-        st32(w + 4, <uint32_t>c.vlen)
-        st64(w + 8, c.epoch)
-        st64(w + 16, c.hlc)
-        w += REV_CAND
+        w[CAND_FLAGS] = <uchar>c.flags
+        w[CAND_ALEN] = <uchar>c.alen
+        w[CAND_OLEN] = <uchar>c.olen
+        w[CAND_RESERVED] = 0
+        st32(w + CAND_VLEN, <uint32_t>c.vlen)
+        st64(w + CAND_EPOCH, c.epoch)
+        st64(w + CAND_HLC, c.hlc)
+        w += CAND_SIZE
         if c.alen:
             memcpy(w, c.actor, c.alen)
             w += c.alen
@@ -1100,8 +1081,8 @@ cdef object review_encode(RCand* cands, Py_ssize_t ncand, STag* tombs, Py_ssize_
             w += c.vlen
     for i in range(ntomb):
         t = &tombs[i]
-        st64(w, t.hlc)
-        w[8] = <uchar>t.olen
+        st64(w + TOMB_HLC, t.hlc)
+        w[TOMB_OLEN] = <uchar>t.olen
         w += TOMB_SIZE
         if t.olen:
             memcpy(w, t.oid, t.olen)
@@ -1230,12 +1211,12 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
     cdef SElem* e
     cdef STag* t
     cdef SWm* m
-    need(0, SET_HEAD, n)
-    count = ld32(p + 4)
-    cap = (n - SET_HEAD) // SET_ELEM + 1
+    need(0, SET_SIZE, n)
+    count = ld32(p + SET_COUNT)
+    cap = (n - SET_SIZE) // ELEM_SIZE + 1
     if count < cap:
         cap = count
-    ntags = n // TAG_SIZE + 1
+    ntags = n // LIVE_SIZE + 1
     ntombs = n // TOMB_SIZE + 1
     # PERF: one block (all sizes are multiples of 8), and one scratch block in merge_orset:
     # together they took a merge of bench/kernel.py's or-set add case, op already bound, from
@@ -1246,15 +1227,15 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
     s.tombs = s.tags + ntags
     s.wms = <SWm*>(s.tombs + ntombs)
     s.base = p
-    pos = SET_HEAD
+    pos = SET_SIZE
     for i in range(count):
         start = pos
-        need(pos, SET_ELEM, n)
-        elen = ld32(p + pos)
-        nlive = ld16(p + pos + 4)
-        ntomb = ld16(p + pos + 6)
-        nwm = ld16(p + pos + 8)
-        pos += SET_ELEM
+        need(pos, ELEM_SIZE, n)
+        elen = ld32(p + pos + ELEM_ELEN)
+        nlive = ld16(p + pos + ELEM_NLIVE)
+        ntomb = ld16(p + pos + ELEM_NTOMB)
+        nwm = ld16(p + pos + ELEM_NWM)
+        pos += ELEM_SIZE
         e = &s.elems[i]
         take(p, n, pos, elen, &e.p, &e.n)
         pos += elen
@@ -1267,13 +1248,13 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
         e.nwm = 0
         s.nelem = i + 1
         for k in range(nlive):
-            need(pos, TAG_SIZE, n)
+            need(pos, LIVE_SIZE, n)
             t = &s.tags[s.ntag]
-            t.epoch = ld64(p + pos)
-            t.hlc = ld64(p + pos + 8)
-            olen = p[pos + 16]
+            t.epoch = ld64(p + pos + LIVE_EPOCH)
+            t.hlc = ld64(p + pos + LIVE_HLC)
+            olen = p[pos + LIVE_OLEN]
             t.seq = k
-            pos += TAG_SIZE
+            pos += LIVE_SIZE
             take(p, n, pos, olen, &t.oid, &t.olen)
             pos += olen
             s.ntag += 1
@@ -1282,9 +1263,9 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
         for k in range(ntomb):
             need(pos, TOMB_SIZE, n)
             t = &s.tombs[s.ntomb]
-            t.hlc = ld64(p + pos)
+            t.hlc = ld64(p + pos + TOMB_HLC)
             t.epoch = 0
-            olen = p[pos + 8]
+            olen = p[pos + TOMB_OLEN]
             t.seq = k
             pos += TOMB_SIZE
             take(p, n, pos, olen, &t.oid, &t.olen)
@@ -1298,9 +1279,9 @@ cdef int orset_load(OrSet* s, const uchar* p, Py_ssize_t n) except -1:
         for k in range(nwm):
             need(pos, WM_SIZE, n)
             m = &s.wms[s.nwm]
-            m.node = p + pos
-            m.upto = ld64(p + pos + 8)
-            m.hlc = ld64(p + pos + 16)
+            m.node = p + pos + WM_NODE
+            m.upto = ld64(p + pos + WM_SEQ)
+            m.hlc = ld64(p + pos + WM_HLC)
             m.seq = k
             pos += WM_SIZE
             s.nwm += 1
@@ -1356,7 +1337,7 @@ cdef inline bint _under_wm(const STag* t, const SWm* wms, Py_ssize_t nw) noexcep
         return False
     while lo < hi:
         mid = (lo + hi) >> 1
-        c = memcmp(wms[mid].node, t.oid, 8)
+        c = memcmp(wms[mid].node, t.oid, WM_NODE_LEN)
         if c == 0:
             return seq <= wms[mid].upto
         if c < 0:
@@ -1404,7 +1385,7 @@ cdef Py_ssize_t wms_union_max(const SWm* a, Py_ssize_t na, const SWm* b, Py_ssiz
         elif i >= na:
             c = 1
         else:
-            c = memcmp(a[i].node, b[j].node, 8)
+            c = memcmp(a[i].node, b[j].node, WM_NODE_LEN)
         if c < 0:
             out[w] = a[i]
             i += 1
@@ -1429,7 +1410,7 @@ cdef Py_ssize_t wms_fold(SWm* t, Py_ssize_t n) noexcept nogil:
     if n > 1:
         qsort(t, <size_t>n, sizeof(SWm), _cmp_wm)
     for i in range(n):
-        if w > 0 and memcmp(t[w - 1].node, t[i].node, 8) == 0:
+        if w > 0 and memcmp(t[w - 1].node, t[i].node, WM_NODE_LEN) == 0:
             if t[i].upto > t[w - 1].upto:
                 t[w - 1].upto = t[i].upto
             if t[i].hlc > t[w - 1].hlc:
@@ -1452,40 +1433,40 @@ cdef int emit_elem(Writer* w, const uchar* e, Py_ssize_t en, const STag* live, P
         _uint_error()
     if nl > U16_MAX or nt > U16_MAX or nw > U16_MAX:
         _ushort_error()
-    w_reserve(w, SET_ELEM + en)
+    w_reserve(w, ELEM_SIZE + en)
     q = w.buf + w.pos
-    st32(q, <uint32_t>en)
-    st16(q + 4, <uint16_t>nl)
-    st16(q + 6, <uint16_t>nt)
-    st16(q + 8, <uint16_t>nw)
-    w.pos += SET_ELEM
+    st32(q + ELEM_ELEN, <uint32_t>en)
+    st16(q + ELEM_NLIVE, <uint16_t>nl)
+    st16(q + ELEM_NTOMB, <uint16_t>nt)
+    st16(q + ELEM_NWM, <uint16_t>nw)
+    w.pos += ELEM_SIZE
     w_mem(w, e, en)
     for i in range(nl):
         if live[i].olen > U8_MAX:
             _ubyte_error()
-        w_reserve(w, TAG_SIZE + live[i].olen)
+        w_reserve(w, LIVE_SIZE + live[i].olen)
         q = w.buf + w.pos
-        st64(q, live[i].epoch)
-        st64(q + 8, live[i].hlc)
-        q[16] = <uchar>live[i].olen
-        w.pos += TAG_SIZE
+        st64(q + LIVE_EPOCH, live[i].epoch)
+        st64(q + LIVE_HLC, live[i].hlc)
+        q[LIVE_OLEN] = <uchar>live[i].olen
+        w.pos += LIVE_SIZE
         w_mem(w, live[i].oid, live[i].olen)
     for i in range(nt):
         if tombs[i].olen > U8_MAX:
             _ubyte_error()
         w_reserve(w, TOMB_SIZE + tombs[i].olen)
         q = w.buf + w.pos
-        st64(q, tombs[i].hlc)
-        q[8] = <uchar>tombs[i].olen
+        st64(q + TOMB_HLC, tombs[i].hlc)
+        q[TOMB_OLEN] = <uchar>tombs[i].olen
         w.pos += TOMB_SIZE
         w_mem(w, tombs[i].oid, tombs[i].olen)
     if nw:
         w_reserve(w, nw * WM_SIZE)
         for i in range(nw):
             q = w.buf + w.pos
-            memcpy(q, wms[i].node, 8)
-            st64(q + 8, wms[i].upto)
-            st64(q + 16, wms[i].hlc)
+            memcpy(q + WM_NODE, wms[i].node, WM_NODE_LEN)
+            st64(q + WM_SEQ, wms[i].upto)
+            st64(q + WM_HLC, wms[i].hlc)
             w.pos += WM_SIZE
     count[0] += 1
     return 0
@@ -1505,10 +1486,10 @@ cdef inline int emit_selem(Writer* w, const OrSet* s, const SElem* e, Py_ssize_t
 cdef object w_finish_set(Writer* w, int kind, Py_ssize_t count):
     if count > U32_MAX:
         _uint_error()
-    w.buf[0] = VERSION
-    w.buf[1] = <uchar>kind
-    st16(w.buf + 2, 0)
-    st32(w.buf + 4, <uint32_t>count)
+    w.buf[SET_VERSION] = VERSION
+    w.buf[SET_KIND] = <uchar>kind
+    st16(w.buf + SET_RESERVED, 0)
+    st32(w.buf + SET_COUNT, <uint32_t>count)
     return new_bytes(w.buf, w.pos)
 
 
@@ -1741,9 +1722,9 @@ cdef object merge_orset(object rec, Op op):
         own.epoch = op.epoch
         own.hlc = op.hlc
         own.seq = 0
-        w_init(&w, (PyBytes_GET_SIZE(buf) if rec is not None else SET_HEAD) +
-               nops * (SET_ELEM + TAG_SIZE + taglen) + ntot * (TOMB_SIZE + 16) + 64)
-        w.pos = SET_HEAD
+        w_init(&w, (PyBytes_GET_SIZE(buf) if rec is not None else SET_SIZE) +
+               nops * (ELEM_SIZE + LIVE_SIZE + taglen) + ntot * (TOMB_SIZE + 16) + 64)
+        w.pos = SET_SIZE
         i = j = 0
         while i < s.nelem or j < nops:
             if j >= nops:
@@ -1812,7 +1793,7 @@ cdef object orset_join(object a, object b):
         tombs = <STag*>_alloc(sa.ntomb + sb.ntomb, sizeof(STag))
         wms = <SWm*>_alloc(sa.nwm + sb.nwm, sizeof(SWm))
         w_init(&w, PyBytes_GET_SIZE(a) + PyBytes_GET_SIZE(b))
-        w.pos = SET_HEAD
+        w.pos = SET_SIZE
         while i < sa.nelem or j < sb.nelem:
             if j >= sb.nelem:
                 c = -1
@@ -1860,20 +1841,20 @@ cdef int grow_load(Grow* g, const uchar* p, Py_ssize_t n) except -1:
     """Decode into ``g`` (zeroed by the caller, its ``elems`` freed even on error)."""
     cdef Py_ssize_t count, cap, pos, i, elen, olen
     cdef GElem* e
-    need(0, SET_HEAD, n)
-    count = ld32(p + 4)
-    cap = (n - SET_HEAD) // GROW_ELEM + 1
+    need(0, SET_SIZE, n)
+    count = ld32(p + SET_COUNT)
+    cap = (n - SET_SIZE) // GROW_SIZE + 1
     g.elems = <GElem*>_alloc(count if count < cap else cap, sizeof(GElem))
-    pos = SET_HEAD
+    pos = SET_SIZE
     for i in range(count):
-        need(pos, GROW_ELEM, n)
+        need(pos, GROW_SIZE, n)
         e = &g.elems[i]
-        elen = ld32(p + pos)
-        e.epoch = ld64(p + pos + 4)
-        e.hlc = ld64(p + pos + 12)
-        olen = p[pos + 20]
+        elen = ld32(p + pos + GROW_ELEN)
+        e.epoch = ld64(p + pos + GROW_EPOCH)
+        e.hlc = ld64(p + pos + GROW_HLC)
+        olen = p[pos + GROW_OLEN]
         e.seq = i
-        pos += GROW_ELEM
+        pos += GROW_SIZE
         take(p, n, pos, olen, &e.oid, &e.olen)
         pos += olen
         take(p, n, pos, elen, &e.p, &e.n)
@@ -1894,7 +1875,7 @@ cdef inline int gmark_cmp(const GElem* a, const GElem* b) noexcept nogil:
 
 cdef object grow_encode(GElem* elems, Py_ssize_t n):
     """Encode element-sorted, one-per-element grow entries."""
-    cdef Py_ssize_t size = SET_HEAD, i
+    cdef Py_ssize_t size = SET_SIZE, i
     cdef uchar* w
     cdef GElem* e
     if n > U32_MAX:
@@ -1904,21 +1885,21 @@ cdef object grow_encode(GElem* elems, Py_ssize_t n):
             _uint_error()
         if elems[i].olen > U8_MAX:
             _ubyte_error()
-        size += GROW_ELEM + elems[i].olen + elems[i].n
+        size += GROW_SIZE + elems[i].olen + elems[i].n
     out = PyBytes_FromStringAndSize(NULL, size)
     w = <uchar*>PyBytes_AS_STRING(out)
-    w[0] = VERSION
-    w[1] = K_GROW
-    st16(w + 2, 0)
-    st32(w + 4, <uint32_t>n)
-    w += SET_HEAD
+    w[SET_VERSION] = VERSION
+    w[SET_KIND] = K_GROW
+    st16(w + SET_RESERVED, 0)
+    st32(w + SET_COUNT, <uint32_t>n)
+    w += SET_SIZE
     for i in range(n):
         e = &elems[i]
-        st32(w, <uint32_t>e.n)
-        st64(w + 4, e.epoch)
-        st64(w + 12, e.hlc)
-        w[20] = <uchar>e.olen
-        w += GROW_ELEM
+        st32(w + GROW_ELEN, <uint32_t>e.n)
+        st64(w + GROW_EPOCH, e.epoch)
+        st64(w + GROW_HLC, e.hlc)
+        w[GROW_OLEN] = <uchar>e.olen
+        w += GROW_SIZE
         if e.olen:
             memcpy(w, e.oid, e.olen)
             w += e.olen
@@ -2286,7 +2267,7 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
             tombs = <STag*>_alloc(s.ntomb, sizeof(STag))
             wms = <SWm*>_alloc(s.nwm, sizeof(SWm))
             w_init(&w, PyBytes_GET_SIZE(buf))
-            w.pos = SET_HEAD
+            w.pos = SET_SIZE
             for i in range(s.nelem):
                 e = &s.elems[i]
                 nl = 0
@@ -2534,7 +2515,7 @@ cdef int mp_entry(Writer* w, Op op) except -1:
     cdef list kids
     w_reserve(w, 4)
     q = w.buf + w.pos
-    q[0] = 0xdc  # array 16: 21 items
+    q[0] = 0xdc  # array 16 (of ENTRY_FIELDS items, in the order of _layout.ENTRY)
     _be16(q + 1, ENTRY_FIELDS)
     q[3] = ENTRY_VERSION
     w.pos += 4
@@ -2606,26 +2587,26 @@ cdef list _unpack_fields(object f):
 cdef Op _op_from_fields(object f):
     cdef Op op = Op.__new__(Op)
     cdef list v = _unpack_fields(f)
-    op.op_id = v[1]
-    op.type = v[2]
-    op.env = v[3]
-    op.entity = v[4]
-    op.field = v[5]
-    op.value = v[6]
-    op.elements = v[7]
-    op.actor = v[8]
-    op.actor_class = v[9]
-    op.intent = v[10]
-    op.hlc = v[11]
-    op.base = v[12]
-    op.observed = v[13]
-    op.epoch = v[14]
-    op.override = v[15]
-    op.prev = v[16]
-    op.signature = v[17]
-    op.key_id = v[18]
-    children = v[19]
-    op.kind = v[20]
+    op.op_id = v[E_OP_ID]
+    op.type = v[E_TYPE]
+    op.env = v[E_ENV]
+    op.entity = v[E_ENTITY]
+    op.field = v[E_FIELD]
+    op.value = v[E_VALUE]
+    op.elements = v[E_ELEMENTS]
+    op.actor = v[E_ACTOR]
+    op.actor_class = v[E_ACTOR_CLASS]
+    op.intent = v[E_INTENT]
+    op.hlc = v[E_HLC]
+    op.base = v[E_BASE]
+    op.observed = v[E_OBSERVED]
+    op.epoch = v[E_EPOCH]
+    op.override = v[E_OVERRIDE]
+    op.prev = v[E_PREV]
+    op.signature = v[E_SIGNATURE]
+    op.key_id = v[E_KEY_ID]
+    children = v[E_CHILDREN]
+    op.kind = v[E_KIND]
     if children is not None:
         op.children = [_op_from_fields(c) for c in children]
     op.bound = True
@@ -2725,27 +2706,27 @@ cdef object _DOUBT = object()
 
 
 cdef object _fast_scalar(object value, int vkind):
-    """A scalar of value kind ``vkind`` (1 int, 2 float, 3 string, 4 bool, 5 duration) as the
+    """A scalar of value kind ``vkind`` (V_INT, V_FLOAT, V_STRING, V_BOOL, V_DURATION) as the
     validator would normalise it, or ``_DOUBT`` for anything it should judge itself."""
     cdef long long ll
     cdef const char* u
     cdef Py_ssize_t un
-    if vkind == 1:
+    if vkind == V_INT:
         if PyLong_CheckExact(value):
             ll = PyLong_AsLongLong(value)
             if not (ll == -1 and PyErr_Occurred() != NULL):
                 return value
             PyErr_Clear()
-    elif vkind == 2:
+    elif vkind == V_FLOAT:
         if PyFloat_CheckExact(value) and isfinite(<double>value):
             return value
-    elif vkind == 3:
+    elif vkind == V_STRING:
         if PyUnicode_CheckExact(value) and _utf8_or_null(value, &un) != NULL:
             return value
-    elif vkind == 4:
+    elif vkind == V_BOOL:
         if value is True or value is False:
             return value
-    elif vkind == 5:
+    elif vkind == V_DURATION:
         if PyLong_CheckExact(value):
             ll = PyLong_AsLongLong(value)
             if not (ll == -1 and PyErr_Occurred() != NULL) and ll >= 0:
@@ -2895,14 +2876,14 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     vkind = vk
     op = Op.__new__(Op)
     if adding:
-        # the elements of a set or grow field (value kind 16 + the item's kind)
-        if vkind <= 16 or not PyList_CheckExact(value) or PyList_GET_SIZE(value) == 0:
+        # the elements of a set or grow field (value kind V_ELEMENTS + the item's kind)
+        if vkind <= V_ELEMENTS or not PyList_CheckExact(value) or PyList_GET_SIZE(value) == 0:
             return None
         by_bytes = {}
         w_init(&w, 64)
         try:
             for item in <list>value:
-                item = _fast_scalar(item, vkind - 16)
+                item = _fast_scalar(item, vkind - V_ELEMENTS)
                 if item is _DOUBT or (limits is not None and _breaks(item, <tuple>limits)):
                     return None  # the validator names what is wrong
                 w.pos = 0
@@ -2916,7 +2897,7 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
         op.elements = [by_bytes[b] for b in op.ebytes]
         op.type = T_ADD_ELEMENTS
     else:
-        if vkind == 6:  # a map: plain JSON, packed as msgpack would
+        if vkind == V_MAP:  # a map: plain JSON, packed as msgpack would
             if not PyDict_CheckExact(value):
                 return None
             w_init(&w, 128)
@@ -2985,8 +2966,8 @@ def stamp_ops(ops, clock, wall_ms, max_offset_ms, prefix, horizon, first_seq):
 cdef object _marker_hlc(object rec):
     """The hlc of an entity marker record (``_REG.unpack_from(rec)[8]``)."""
     cdef object buf = _buffer(rec)
-    need(0, REG_HEAD, PyBytes_GET_SIZE(buf))
-    return ld64(bptr(buf) + 16)
+    need(0, REG_SIZE, PyBytes_GET_SIZE(buf))
+    return ld64(bptr(buf) + REG_HLC)
 
 
 def apply_batch(leaves, cursor):
@@ -3078,19 +3059,21 @@ def encode_chunks(ops, clock, limit):
         a = 0
         while a < n:
             k = 1  # entries in this chunk: as many as fit, at least one
-            while a + k < n and 12 + 4 * (k + 1) + ends[a + k + 1] - ends[a] <= lim:
+            while a + k < n and (CHUNK_HEAD_SIZE + CHUNK_OFFSET_SIZE * (k + 1)
+                                 + ends[a + k + 1] - ends[a] <= lim):
                 k += 1
             size = ends[a + k] - ends[a]
             if k > U32_MAX or size > U32_MAX:
                 _uint_error()
-            chunk = PyBytes_FromStringAndSize(NULL, 12 + 4 * k + size)
+            chunk = PyBytes_FromStringAndSize(NULL, CHUNK_HEAD_SIZE + CHUNK_OFFSET_SIZE * k + size)
             q = <uchar*>PyBytes_AS_STRING(chunk)
-            st32(q, <uint32_t>k)
-            st64(q + 4, c)
+            st32(q + CHUNK_HEAD_COUNT, <uint32_t>k)
+            st64(q + CHUNK_HEAD_CLOCK, c)
             start = ends[a]
+            q += CHUNK_HEAD_SIZE
             for i in range(k):
-                st32(q + 12 + 4 * i, <uint32_t>(ends[a + i] - start))
-            memcpy(q + 12 + 4 * k, w.buf + start, <size_t>size)
+                st32(q + CHUNK_OFFSET_SIZE * i, <uint32_t>(ends[a + i] - start))
+            memcpy(q + CHUNK_OFFSET_SIZE * k, w.buf + start, <size_t>size)
             out.append(((<Op>todo[a]).seq, chunk))
             a += k
         return out

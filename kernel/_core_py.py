@@ -56,6 +56,13 @@ import struct
 import msgpack
 
 from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
+from conflux.kernel import _layout
+from conflux.kernel._layout import (
+    ADD_ELEMENTS, DELETE_ENTITY, ENTITY, F_ABSENT, F_CUTOFF, F_OVERRIDE, FORMAT_VERSION, GROW,
+    LWW, MAX, MIN, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PROMOTE,
+    REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
+    VALUE_DURATION, VALUE_ELEMENTS, VALUE_FLOAT, VALUE_INT, VALUE_KINDS, VALUE_MAP,
+    VALUE_OTHER, VALUE_STRING)
 
 __all__ = [
     "IMPLEMENTATION", "FORMAT_VERSION",
@@ -70,39 +77,34 @@ __all__ = [
 ]
 
 IMPLEMENTATION = "py"
-FORMAT_VERSION = 1
 
-# Record kinds (byte 1 of every record).
-LWW, MAX, MIN, REVIEW, ORSET, GROW, ENTITY = 1, 2, 3, 4, 5, 6, 7
-STRATEGY_KINDS = {"lww": LWW, "max": MAX, "min": MIN, "review": REVIEW, "set": ORSET,
-                  "grow": GROW}
-
-# Operation types.
-SET_FIELD, UNSET_FIELD, ADD_ELEMENTS, REMOVE_ELEMENTS, DELETE_ENTITY, RESOLVE, PROMOTE = range(1, 8)
-OP_TYPES = {"set_field": SET_FIELD, "unset_field": UNSET_FIELD, "add_elements": ADD_ELEMENTS,
-            "remove_elements": REMOVE_ELEMENTS, "delete_entity": DELETE_ENTITY,
-            "resolve": RESOLVE, "promote": PROMOTE}
-OP_NAMES = {v: k for k, v in OP_TYPES.items()}
-
-# Register flags.
-F_ABSENT = 1     # the winner is an unset (or the entity marker): no value
-F_OVERRIDE = 2   # the winner was written with override=true
-F_CUTOFF = 4     # max/min: a u64 cutoff (the latest unset's hlc) follows the header
-
-NUM_NONE, NUM_INT, NUM_FLOAT = 0, 1, 2
-
-_REG = struct.Struct("<BBBBBBHQQ8s")    # 32-byte register header
-_REV_HEAD = struct.Struct("<BBHHH")     # review header, 8 bytes
-_REV_CAND = struct.Struct("<BBBBIQQ")   # review candidate header, 24 bytes
-_SET_HEAD = struct.Struct("<BBHI")      # or-set / grow-set header, 8 bytes
-_SET_ELEM = struct.Struct("<IHHH")      # or-set element header, 10 bytes
-_WATERMARK = struct.Struct("<8sQQ")     # or-set watermark: node, seq, hlc
-_TAG = struct.Struct("<QQB")            # or-set live tag: epoch, hlc, op id length
-_TOMB = struct.Struct("<QB")            # tombstone: remover's hlc, op id length
-_GROW_ELEM = struct.Struct("<IQQB")     # grow element: length, epoch, hlc, op id length
-_I64 = struct.Struct("<q")
-_U64 = struct.Struct("<Q")
-_F64 = struct.Struct("<d")
+# The constants and byte layouts are _layout's, shared with the compiled twin (FORMAT.md
+# describes them).
+# PERF: the structs are bound by assignment, not imported by name: CPython 3.11 compiles a
+# method call on an imported name (``_REG.unpack_from(rec)``) as an attribute load that
+# makes a bound method per call, on an assigned one as a plain method call. Imported, they
+# cost the max-register merge 13% and the or-set add 9% more instructions (callgrind).
+_REG = _layout.REGISTER
+_U64 = _layout.CUTOFF
+_I64 = _layout.NUMBER_INT
+_F64 = _layout.NUMBER_FLOAT
+_REV_HEAD = _layout.REVIEW_HEAD
+_REV_CAND = _layout.REVIEW_CAND
+_SET_HEAD = _layout.SET_HEAD
+_SET_ELEM = _layout.ORSET_ELEM
+_TAG = _layout.LIVE_TAG
+_TOMB = _layout.TOMBSTONE
+_WATERMARK = _layout.WATERMARK
+_GROW_ELEM = _layout.GROW_ELEM
+_CHUNK_HEAD = _layout.CHUNK_HEAD
+_ENTRY_VERSION = _layout.ENTRY_VERSION
+# Derived once, for the hot paths.
+_REG_END = _REG.size                    # where a register's variable parts start
+_REG_CUTOFF_END = _REG.size + _U64.size  # the same with F_CUTOFF
+_NO_NUMBER = bytes(_I64.size)           # the number of a register with NUM_NONE
+_CHUNK_HEAD_SIZE = _CHUNK_HEAD.size
+_CHUNK_OFFSET_SIZE = _layout.CHUNK_OFFSET.size
+_CHUNK_OFFSETS = "<%d" + _layout.CHUNK_OFFSET.format.lstrip("<")  # % the entry count
 
 # --------------------------------------------------------------------------------------------
 # Hybrid logical clock (Kulkarni et al. 2014): 48 bits of wall milliseconds, 16 bits counter.
@@ -242,7 +244,7 @@ def _pack_register(kind, flags, epoch, hlc, actor, op_id, num_tag, num, value, c
     elif num_tag == NUM_FLOAT:
         numb = _F64.pack(num)
     else:
-        numb = bytes(8)
+        numb = _NO_NUMBER
     if cutoff:
         flags |= F_CUTOFF
         return (_REG.pack(FORMAT_VERSION, kind, flags, num_tag, len(actor), len(op_id), 0,
@@ -254,10 +256,10 @@ def _pack_register(kind, flags, epoch, hlc, actor, op_id, num_tag, num, value, c
 def _unpack_register(rec):
     """(kind, flags, epoch, hlc, actor, op_id, num, value bytes, cutoff)."""
     _, kind, flags, tag, alen, olen, _, epoch, hlc, numb = _REG.unpack_from(rec)
-    pos, cutoff = 32, 0
+    pos, cutoff = _REG_END, 0
     if flags & F_CUTOFF:
-        cutoff = _U64.unpack_from(rec, 32)[0]
-        pos = 40
+        cutoff = _U64.unpack_from(rec, _REG_END)[0]
+        pos = _REG_CUTOFF_END
     actor = rec[pos:pos + alen]
     op_id = rec[pos + alen:pos + alen + olen]
     if tag == NUM_INT:
@@ -876,9 +878,6 @@ def compact_record(rec, horizon, d):
 # --------------------------------------------------------------------------------------------
 # Op log entries: one msgpack array per operation, with its bound context.
 
-_ENTRY_VERSION = 1
-
-
 def _entry_fields(op):
     return [_ENTRY_VERSION, op.op_id, op.type, op.env, op.entity, op.field, op.value,
             op.elements, op.actor, op.actor_class, op.intent, op.hlc, op.base, op.observed,
@@ -990,9 +989,6 @@ def apply_batch(leaves, cursor):
     return keys, groups, changed, markers
 
 
-_CHUNK_HEAD = struct.Struct("<IQ")
-
-
 def entity_blobs(ops, limit):
     """The ids of the entities ``ops`` write (a promotion: its children's), each once, in
     no particular order, as UTF-8 joined by newlines into blobs of at most ``limit`` bytes
@@ -1030,7 +1026,8 @@ def encode_chunks(ops, clock, limit):
     a = 0
     while a < len(entries):
         k, size = 1, len(entries[a])
-        while a + k < len(entries) and 12 + 4 * (k + 1) + size + len(entries[a + k]) <= limit:
+        while a + k < len(entries) and (_CHUNK_HEAD_SIZE + _CHUNK_OFFSET_SIZE * (k + 1) + size
+                                        + len(entries[a + k]) <= limit):
             size += len(entries[a + k])
             k += 1
         group = entries[a:a + k]
@@ -1038,8 +1035,8 @@ def encode_chunks(ops, clock, limit):
         for e in group:
             offsets.append(pos)
             pos += len(e)
-        out.append((ops[a].seq, _CHUNK_HEAD.pack(k, clock) + struct.pack(f"<{k}I", *offsets)
-                    + b"".join(group)))
+        out.append((ops[a].seq, _CHUNK_HEAD.pack(k, clock)
+                    + struct.pack(_CHUNK_OFFSETS % k, *offsets) + b"".join(group)))
         a += k
     return out
 

@@ -89,14 +89,15 @@ class Operations:
     def _fast_table(self):
         """What the compiled ``prepare_ops`` needs to build a common op without Python:
         ``(env ids, base env, {type: (type id, {field: (field id, record kind, number tag,
-        value kind, limits)})})``, value kind 1 int, 2 float, 3 string, 4 bool, 5 duration,
-        6 map, 16 + the item's kind for set and grow fields, 0 anything else (sent to the
-        full validator); limits None, or the field's own constraints on a value (or each
-        element) in normal form, ``(min, max, allowed values, pattern's search)`` with None
-        for those it has not: a value breaking one goes to the full validator, which refuses
-        it."""
+        value kind, limits)})})``, the value kinds being the kernel layout's (``VALUE_KINDS``:
+        int, float, string, bool, duration, map; ``VALUE_ELEMENTS`` + the item's kind for set
+        and grow fields; ``VALUE_OTHER`` anything else, sent to the full validator); limits
+        None, or the field's own constraints on a value (or each element) in normal form,
+        ``(min, max, allowed values, pattern's search)`` with None for those it has not: a
+        value breaking one goes to the full validator, which refuses it."""
         core = self.core
-        vkinds = {"int": 1, "float": 2, "string": 3, "bool": 4, "duration": 5, "map": 6}
+        vkinds = core.VALUE_KINDS
+        other = core.VALUE_OTHER
         types = {}
         for type_name, et in self.schema.types.items():
             fields = {}
@@ -106,21 +107,23 @@ class Operations:
                 if kind in (core.MAX, core.MIN):
                     num = core.NUM_FLOAT if f.kind == "float" else core.NUM_INT
                 if f.is_set:
-                    item = vkinds.get(f.item_kind, 0)
-                    vkind = 16 + item if 0 < item < 6 else 0
+                    item = vkinds.get(f.item_kind, other)
+                    # an item is a scalar: a map item goes to the full validator
+                    vkind = core.VALUE_ELEMENTS + item if item not in (other, core.VALUE_MAP) \
+                        else other
                 else:
-                    vkind = vkinds.get(f.kind, 0)
+                    vkind = vkinds.get(f.kind, other)
                 limits = None
                 if f.min is not None or f.max is not None or f.pattern is not None or \
                         f.one_of is not None:
                     try:
                         allowed = None if f.one_of is None else frozenset(f.one_of)
                     except TypeError:  # unhashable choices: the validator compares them
-                        allowed, vkind = None, 0
+                        allowed, vkind = None, other
                     limits = (f.min, f.max, allowed,
                               None if f.pattern is None else f.pattern.search)
-                    if vkind == 6:
-                        vkind = 0
+                    if vkind == core.VALUE_MAP:
+                        vkind = other
                 fields[f.name] = (self._field_ids[(type_name, f.name)], kind, num, vkind,
                                   limits)
             types[type_name] = (self._type_ids[type_name], fields)
