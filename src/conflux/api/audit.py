@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
+from conflux.api.params import Resource
 
 
-
-class AuditExport:
+class AuditExport(Resource):
     """The op log as JSON Lines, streamed (``conflux.audit``); the ``admin`` action."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
 
     def on_get(self, req, resp):
         from conflux.audit import export_lines

@@ -26,14 +26,14 @@ import re
 
 from conflux.engine.ops import _MAX_INTENT, _MAX_OP_ID, _STORE_OP_ID
 from conflux.errors import InputError, ValidationError
+from conflux.kernel._layout import OP_TYPES as _LAYOUT_OP_TYPES
 from conflux.schema import (_ENTITY_NAME_RE, _ENV_NAME_RE, _FIELD_NAME_RE, _TYPE_NAME_RE,
                             INT64_MAX, INT64_MIN)
 
 __all__ = ["body_schemas", "check", "check_value", "OP_TYPES"]
 
-#: The operation types a client sends (``promote`` has its own route).
-OP_TYPES = ("set_field", "unset_field", "add_elements", "remove_elements", "delete_entity",
-            "resolve")
+#: The operation types a client sends: the kernel's, but ``promote`` (it has its own route).
+OP_TYPES = tuple(name for name in _LAYOUT_OP_TYPES if name != "promote")
 
 _ENTITY_NAME = _ENTITY_NAME_RE.pattern
 ENTITY_ID = f"^{_TYPE_NAME_RE.pattern}\\.{_ENTITY_NAME}$"

@@ -4,13 +4,10 @@ entity) and ``GET /v1/blame/{id}`` (who set each field, and when)."""
 from __future__ import annotations
 
 from conflux.api.media import write_body
-from conflux.api.params import env_param
+from conflux.api.params import env_param, Resource
 
 
-class State:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class State(Resource):
     def on_get(self, req, resp):
         ctx = self.ctx
         env = env_param(req, ctx.engine)
@@ -24,11 +21,8 @@ def _fields(engine, fields) -> dict:
             for name, item in fields.items()}
 
 
-class _EntityView:
+class _EntityView(Resource):
     """``GET /v1/<noun>/{id}``: one entity's fields as ``engine.<noun>`` reads them."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
 
     def on_get(self, req, resp, entity_id):
         ctx = self.ctx

@@ -4,9 +4,8 @@
 from __future__ import annotations
 
 from conflux.api.bodies import check
-
 from conflux.api.media import read_body, write_body
-from conflux.api.params import env_param, or_default
+from conflux.api.params import env_param, or_default, Resource
 
 
 def _milestones(ctx):
@@ -15,10 +14,7 @@ def _milestones(ctx):
     return Milestones(ctx.engine)  # per request: a git repository handle is not thread-safe
 
 
-class MilestoneList:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class MilestoneList(Resource):
     def on_get(self, req, resp):
         ctx = self.ctx
         found = _milestones(ctx).list(reader=req.context.actor)
@@ -39,20 +35,14 @@ class MilestoneList:
         write_body(req, resp, out, 201)
 
 
-class MilestoneItem:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class MilestoneItem(Resource):
     def on_get(self, req, resp, milestone_id):
         ctx = self.ctx
         m = _milestones(ctx).get(milestone_id, reader=req.context.actor)
         write_body(req, resp, m.to_dict(ctx.engine.core))
 
 
-class Diff:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class Diff(Resource):
     def on_get(self, req, resp):
         ctx = self.ctx
         env = env_param(req, ctx.engine)

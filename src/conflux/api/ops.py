@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from conflux.api.bodies import check
-
 from conflux.api.media import parse_body, read_bytes, write_body
-from conflux.api.params import flag_param, int_param
+from conflux.api.params import flag_param, int_param, Resource
 from conflux.errors import ValidationError
 
 
-class Ops:
+class Ops(Resource):
     """``POST /v1/ops``: one op or ``{"ops": [...]}``, atomic; ``GET``: the log by sequence."""
-
-    def __init__(self, ctx):
-        self.ctx = ctx
 
     def on_post(self, req, resp):
         data = read_bytes(req, self.ctx.body_limit)

@@ -9,6 +9,13 @@ from conflux.api.media import BodyBudget
 from conflux.errors import InputError
 
 
+class Resource:
+    """A REST resource over the shared context (Falcon calls its ``on_get``/``on_post``)."""
+
+    def __init__(self, ctx: "Context"):
+        self.ctx = ctx
+
+
 @dataclass
 class Context:
     engine: object

@@ -4,14 +4,11 @@
 from __future__ import annotations
 
 from conflux.api.bodies import check
-
 from conflux.api.media import read_body, write_body
+from conflux.api.params import Resource
 
 
-class Conflicts:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class Conflicts(Resource):
     def on_get(self, req, resp):
         ctx = self.ctx
         env = req.get_param("env")
@@ -24,10 +21,7 @@ class Conflicts:
         write_body(req, resp, {"conflicts": found})
 
 
-class Resolve:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class Resolve(Resource):
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)
@@ -38,10 +32,7 @@ class Resolve:
         write_body(req, resp, ack.to_dict(ctx.engine.core))
 
 
-class Promote:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class Promote(Resource):
     def on_post(self, req, resp):
         ctx = self.ctx
         body = read_body(req, ctx.body_limit)

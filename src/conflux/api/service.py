@@ -4,13 +4,11 @@
 from __future__ import annotations
 
 from conflux.api.media import write_body
+from conflux.api.params import Resource
 
 
-class Health:
+class Health(Resource):
     auth = False
-
-    def __init__(self, ctx):
-        self.ctx = ctx
 
     def on_get(self, req, resp):
         engine = self.ctx.engine
@@ -27,10 +25,7 @@ class OpenApi:
         write_body(req, resp, self.document)
 
 
-class Status:
-    def __init__(self, ctx):
-        self.ctx = ctx
-
+class Status(Resource):
     def on_get(self, req, resp):
         from conflux.status import project_status
 
