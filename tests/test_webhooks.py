@@ -20,6 +20,7 @@ from conflux.cli import main
 from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.schema import load_schema
+from conflux.status import project_status
 from conflux.webhooks import Deliverer, load_webhooks
 from conftest import AUTOSCALER, CI, EXAMPLE_SCHEMA, ZARA, set_op
 from test_daemon import (_children, _comm, _delivery, _running, _workers, daemon,
@@ -261,7 +262,7 @@ def test_a_delivery_is_signed_and_carries_the_ops(project, receivers):
     assert (doc["ops"][2]["env"], doc["ops"][2]["actor_class"]) == ("staging", "autoscaler")
     assert d.run_once()["audit-sink"]["attempts"] == 0  # nothing pending, nothing sent
     assert len(rx.requests) == 1
-    assert project.status()["webhooks"]["audit-sink"]["delivered"] == 3
+    assert project_status(project)["webhooks"]["audit-sink"]["delivered"] == 3
 
 
 def test_new_hooks_start_at_the_end_of_the_log_unless_from_start(project, receivers):
@@ -303,7 +304,7 @@ def test_filters_by_entity_env_and_actor(project, receivers):
     assert seen("ci_prod") == ["service.b@production", "service.c@production"]
     assert seen("none") == [] and rx["none"].requests == []
     # a hook that skipped everything still moved its cursor to the end of the log
-    status = project.status()
+    status = project_status(project)
     assert status["webhooks"]["none"]["pending"] == 0
     assert status["webhooks"]["none"]["cursor"] == status["operations"]
 
@@ -331,7 +332,7 @@ def test_a_failing_receiver_gets_the_batch_once_after_retries(project, receivers
     ids = {h["X-Conflux-Delivery"] for h, _, _ in rx.requests}
     assert len(bodies) == 1 and len(ids) == 1  # the same bytes and id each time
     assert [o["entity_id"] for o in rx.ops()] == ["route.x", "route.y"]
-    status = project.status()["webhooks"]["flaky"]
+    status = project_status(project)["webhooks"]["flaky"]
     assert (status["delivered"], status["failed"], status["pending"]) == (2, 0, 0)
 
 
@@ -345,7 +346,7 @@ def test_a_redirect_or_a_slow_answer_is_a_failure(project, receivers):
     assert time.monotonic() - started < 5
     assert counts["moved"]["failed"] == 1 and counts["slow"]["failed"] == 1
     assert len(moved.requests) == 1  # the Location was not followed
-    status = project.status()["webhooks"]
+    status = project_status(project)["webhooks"]
     assert status["moved"]["last_error"].startswith("HTTP 302")
     assert "no answer within 0.2 s" in status["slow"]["last_error"]
 
@@ -361,7 +362,7 @@ def test_a_dead_endpoint_is_marked_failed_and_blocks_nothing(project, receivers,
     assert counts["dead"] == {"deliveries": 0, "ops": 0, "attempts": 3, "failed": 1,
                               "failed_ops": 2}
     assert counts["live"]["ops"] == 2
-    status = project.status()["webhooks"]["dead"]
+    status = project_status(project)["webhooks"]["dead"]
     assert (status["failed"], status["failed_ops"], status["pending"]) == (1, 2, 0)
     assert status["last_failed_seqs"] == [acks[0].seq, acks[1].seq]
     assert status["last_error"].startswith("cannot connect") and status["last_failed_at"]
@@ -370,7 +371,7 @@ def test_a_dead_endpoint_is_marked_failed_and_blocks_nothing(project, receivers,
     counts = d.run_once()
     assert counts["live"]["ops"] == 1 and counts["dead"]["failed"] == 1
     assert [o["seq"] for o in live.ops()] == [acks[0].seq, acks[1].seq, later[0].seq]
-    assert project.status()["webhooks"]["dead"]["failed"] == 2
+    assert project_status(project)["webhooks"]["dead"]["failed"] == 2
 
     project.close()  # one LMDB environment per process: let the CLI open its own
     assert main(["--dir", os.path.dirname(project.root), "status"]) == 0
@@ -397,7 +398,7 @@ def test_the_cursor_survives_a_restart_and_nothing_is_repeated(tmp_path, receive
         d.run_once()
         assert [o["entity_id"] for o in rx.ops()] == ["route.a", "route.b", "route.c"]
         assert len(rx.requests) == 2
-        assert engine.status()["webhooks"]["audit"]["delivered"] == 3
+        assert project_status(engine)["webhooks"]["audit"]["delivered"] == 3
     finally:
         engine.close()
 
@@ -409,7 +410,7 @@ def test_stopping_mid_retry_keeps_the_batch_for_the_next_run(project, receivers)
     project.apply([set_op("route.a", "weight", 1)], ZARA)
     counts = d.drain(d.hooks[0], stop)
     assert (counts["attempts"], counts["failed"]) == (1, 0)
-    assert project.status()["webhooks"]["audit"]["pending"] == 1  # not given up, not moved
+    assert project_status(project)["webhooks"]["audit"]["pending"] == 1  # not given up, not moved
 
     up = receivers()
     d = deliverer(project, hook("audit", up.url))  # same name: same cursor
