@@ -26,7 +26,8 @@ Those functions are valid while their transaction is open.
 from __future__ import annotations
 
 import abc
-from typing import Callable, ContextManager, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 __all__ = ["Store"]
 
@@ -58,7 +59,7 @@ class Store(abc.ABC):
     # -- transactions -------------------------------------------------------------------------
 
     @abc.abstractmethod
-    def read(self) -> ContextManager:
+    def read(self) -> AbstractContextManager:
         """A read transaction (a consistent snapshot), as a context manager."""
 
     @abc.abstractmethod
