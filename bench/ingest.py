@@ -21,7 +21,7 @@ Why the baselines are fair (if anything they are strict):
 
 * The raw baseline does only the LMDB calls a store for this workload cannot avoid: it reads
   and rewrites every distinct touched record and appends every op to a log, with the same
-  environment flags as ``conflux.store.Store`` (sync, metasync, no readahead) and the same
+  environment flags as ``conflux.store.LmdbStore`` (sync, metasync, no readahead) and the same
   state key layout. Its keys and values are computed before the clock starts, so the raw side
   pays no Python work beyond the LMDB calls, and its map is sized up front (no regrowth).
   Everything the engine does beyond that floor (validation, merging, HLCs, op ids, the op-id

@@ -347,3 +347,68 @@ def test_the_floor_check_finds_an_upward_import():
     found = upward_imports({m.name: m for m in (schema, engine)})
     assert len(found) == 1 and found[0].startswith("conflux.schema.x (model and storage) "
                                                    "imports conflux.engine.y (engine)")
+
+
+# -- one storage interface: nothing above the store sees a transaction's insides ----------------
+
+
+def test_lmdb_is_imported_by_the_lmdb_store_alone():
+    found = importers_of(module_graph(), "lmdb")
+    assert {where.split(":")[0] for where in found} == {"conflux/store/lmdb_store.py"}, found
+
+
+#: What only a store does with LMDB: a cursor, a transaction's own methods, its environment.
+_RAW_CALLS = {"cursor", "begin", "putmulti", "set_range", "iternext"}
+
+
+def _raw_store_uses(name: str, tree: ast.AST) -> list[str]:
+    """Where a module reaches past the storage interface: a method called on a transaction
+    (``txn.get(...)``, ``self.txn.put(...)``), a table (``.dbs``, a ``db=`` argument), a
+    cursor, or the store's LMDB environment (``store.env``)."""
+    problems = []
+
+    def is_txn(node):
+        return (isinstance(node, ast.Name) and node.id == "txn") or (
+            isinstance(node, ast.Attribute) and node.attr == "txn")
+
+    def is_store(node):
+        return (isinstance(node, ast.Name) and node.id == "store") or (
+            isinstance(node, ast.Attribute) and node.attr == "store")
+
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if isinstance(func, ast.Attribute) and is_txn(func.value):
+                problems.append(f"{name}:{node.lineno} calls txn.{func.attr}()")
+            elif isinstance(func, ast.Attribute) and func.attr in _RAW_CALLS:
+                problems.append(f"{name}:{node.lineno} calls .{func.attr}()")
+            problems += [f"{name}:{node.lineno} names a table (db=)"
+                         for kw in node.keywords if kw.arg == "db"]
+        elif isinstance(node, ast.Attribute):
+            if node.attr == "dbs":
+                problems.append(f"{name}:{node.lineno} reaches for .dbs")
+            elif node.attr == "env" and is_store(node.value):
+                problems.append(f"{name}:{node.lineno} reaches for store.env")
+    return problems
+
+
+def test_nothing_above_the_store_opens_a_transaction_or_names_a_table():
+    """The engine, the milestones, the webhooks, the daemon and the rest hand the store its
+    transaction back and call its methods; only ``conflux.store`` (and the merge kernel, given
+    a cursor by the store's ``merge_batch``) touches LMDB's."""
+    problems = [p for name, module in module_graph().items()
+                if not name.startswith(("conflux.store", "conflux.kernel"))
+                for p in _raw_store_uses(name, _tree(module))]
+    assert problems == []
+
+
+def test_the_store_check_finds_raw_transactions():
+    tree = ast.parse("def f(self, txn):\n"
+                     "    raw = txn.get(b'k', db=self.store.dbs['state'])\n"
+                     "    with self.txn.cursor() as cur:\n"
+                     "        cur.set_range(b'')\n"
+                     "    return self.engine.store.env.info()\n")
+    found = sorted(_raw_store_uses("conflux.x", tree))
+    assert found == ["conflux.x:2 calls txn.get()", "conflux.x:2 names a table (db=)",
+                     "conflux.x:2 reaches for .dbs", "conflux.x:3 calls txn.cursor()",
+                     "conflux.x:4 calls .set_range()", "conflux.x:5 reaches for store.env"]

@@ -603,7 +603,7 @@ def test_readers_in_other_threads_survive_the_map_growing(tmp_path, core):
 
 
 # ------------------------------------------------------------------------------------------
-# The per-entity index of the op log (conflux/store.py: ``entities``)
+# The per-entity index of the op log (conflux/store/lmdb_store.py: ``entities``)
 
 
 def _entity_log(engine, entity, **kw):

@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import struct
 import time
 from dataclasses import asdict, dataclass, field
 
@@ -37,7 +36,6 @@ from conflux.transfer import document
 __all__ = ["Milestones", "Milestone", "MilestoneSettings", "NothingToCommit",
            "ViolationsPresent"]
 
-_ID = struct.Struct(">I")
 _AUTHOR = ("Conflux", "conflux@localhost")
 #: Above this many operations the message summarises per entity and actor.
 LIST_LIMIT = 200
@@ -149,16 +147,13 @@ class Milestone:
 
 def read_milestones(store, txn, after: int = 0) -> list[Milestone]:
     """The milestones recorded in ``store`` after number ``after``, oldest first."""
-    with txn.cursor(db=store.dbs["milestones"]) as cur:
-        if not cur.set_range(_ID.pack(after + 1)):
-            return []
-        return [Milestone.unpack(value) for _, value in cur]
+    return [Milestone.unpack(raw) for raw in store.milestones_after(txn, after)]
 
 
 def last_milestone(store, txn) -> Milestone | None:
     """The newest milestone recorded in ``store``, or None."""
-    with txn.cursor(db=store.dbs["milestones"]) as cur:
-        return Milestone.unpack(cur.value()) if cur.last() else None
+    raw = store.milestone_last(txn)
+    return None if raw is None else Milestone.unpack(raw)
 
 
 class Milestones:
@@ -253,7 +248,7 @@ class Milestones:
         text = str(ref)
         if text.isascii() and text.isdigit() and len(text) < 7:
             with self.engine.store.read() as txn:
-                raw = txn.get(_ID.pack(int(text)), db=self.engine.store.dbs["milestones"])
+                raw = self.engine.store.milestone_get(txn, int(text))
             if raw is None:
                 raise NotFound(f"no milestone {text}")
             return Milestone.unpack(raw)
@@ -401,7 +396,7 @@ class Milestones:
         packed = milestone.pack()
 
         def body(txn):
-            txn.put(_ID.pack(milestone.id), packed, db=self.engine.store.dbs["milestones"])
+            self.engine.store.milestone_put(txn, milestone.id, packed)
         self.engine.store.write(body)
 
     def _message(self, milestone: Milestone, ops) -> str:

@@ -42,12 +42,12 @@ filter passes everything. A promotion that passes is sent whole.
 
 Only a 2xx answer counts; redirects are not followed (a 3xx is a failure like a 5xx). Delivery
 is **at least once**: each webhook has a cursor, the last sequence number it is done with,
-kept in the store's ``meta`` table (``webhook:<name>``) and advanced only after a 2xx, so a
+kept in the store (``Store.webhook_cursor``) and advanced only after a 2xx, so a
 restart resumes where delivery stopped and may resend the last batch. Receivers deduplicate by
 ``op_id`` (or ``seq``). A failed POST is retried after ``backoff_s``, doubling up to
 ``max_backoff_s``, with jitter (each wait is between half and all of the nominal one); after
 ``max_attempts`` tries the batch is recorded as failed (count, last error, seq range and time
-in ``webhook:<name>:stats``) and the cursor moves past it, so one dead endpoint never holds
+kept beside it) and the cursor moves past it, so one dead endpoint never holds
 back its own later operations, let alone other webhooks. ``conflux status`` and ``GET
 /v1/status`` (``"webhooks"``) show the failures.
 
@@ -102,7 +102,6 @@ WEBHOOKS_FILE = "webhooks.toml"
 #: Event kinds a webhook may ask for.
 EVENTS = ("op", "milestone")
 
-_META_PREFIX = "webhook:"
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _KEYS = ("name", "url", "secret", "events", "entities", "envs", "actors", "from_start",
          "max_attempts", "backoff_s", "max_backoff_s", "timeout_s", "batch_size")
@@ -364,20 +363,8 @@ def _check_actor_pattern(pattern: str) -> None:
 # --------------------------------------------------------------------------------------------
 # What is kept in the store: cursor and statistics per webhook
 
-def _cursor_key(name: str) -> str:
-    return f"{_META_PREFIX}{name}"
-
-
-def _milestone_cursor_key(name: str) -> str:
-    return f"{_META_PREFIX}{name}:milestone"
-
-
-def _stats_key(name: str) -> str:
-    return f"{_META_PREFIX}{name}:stats"
-
-
 def _read_stats(store, txn, name: str) -> dict:
-    raw = store.meta_get(txn, _stats_key(name))
+    raw = store.webhook_stats(txn, name)
     return json.loads(raw) if raw else {}
 
 
@@ -385,22 +372,10 @@ def webhook_status(store, txn) -> dict[str, dict]:
     """Per webhook the store has seen: its cursor, how far behind the log it is, what was
     delivered and what failed. Read inside ``txn`` (``conflux.status`` calls this)."""
     last = store.log_tail(txn)[0]
-    prefix = _META_PREFIX.encode()
-    found: dict[str, dict] = {}
-    with txn.cursor(db=store.dbs["meta"]) as cur:
-        if cur.set_range(prefix):
-            for key, value in cur:
-                if not key.startswith(prefix):
-                    break
-                name, _, kind = key[len(prefix):].decode().partition(":")
-                item = found.setdefault(name, {})
-                if kind == "stats":
-                    item["stats"] = json.loads(value)
-                elif not kind:
-                    item["cursor"] = store.meta_int(txn, _cursor_key(name))
     out = {}
-    for name, item in sorted(found.items()):
-        cursor, stats = item.get("cursor", 0), item.get("stats", {})
+    for name, (cursor, stats) in sorted(store.webhook_records(txn).items()):
+        cursor = cursor or 0
+        stats = {} if stats is None else json.loads(stats)
         out[name] = {"cursor": cursor, "pending": max(0, last - cursor),
                      "delivered": stats.get("delivered", 0),
                      "failed": stats.get("failed", 0),
@@ -558,9 +533,9 @@ class Deliverer:
         from conflux.milestones import read_milestones
 
         store = self.engine.store
-        key = _milestone_cursor_key(hook.name)
         with store.read() as txn:
-            found = read_milestones(store, txn, store.meta_int(txn, key))
+            found = read_milestones(
+                store, txn, store.webhook_cursor(txn, hook.name, milestones=True) or 0)
         for m in found:
             if stop.is_set():
                 return
@@ -582,13 +557,13 @@ class Deliverer:
                               hook.name, m.id, hook.max_attempts, error)
 
             def record(txn, m=m, error=error):
-                store.meta_put_int(txn, key, m.id)
+                store.set_webhook_cursor(txn, hook.name, m.id, milestones=True)
                 if error is not None:
                     stats = _read_stats(store, txn, hook.name)
                     stats["failed"] = stats.get("failed", 0) + 1
                     stats["last_error"] = f"milestone {m.id}: {error}"
                     stats["last_failed_at"] = _now()
-                    store.meta_put(txn, _stats_key(hook.name), json.dumps(stats).encode())
+                    store.set_webhook_stats(txn, hook.name, json.dumps(stats).encode())
             store.write(record)
 
     def _next_batch(self, hook: Webhook) -> _Batch | None:
@@ -678,7 +653,7 @@ class Deliverer:
         name = hook.name
 
         def body(txn):
-            store.meta_put_int(txn, _cursor_key(name), cursor)
+            store.set_webhook_cursor(txn, name, cursor)
             if batch is None:
                 return
             stats = _read_stats(store, txn, name)
@@ -691,7 +666,7 @@ class Deliverer:
                 stats["last_error"] = error
                 stats["last_failed_seqs"] = [batch.first, batch.last]
                 stats["last_failed_at"] = _now()
-            store.meta_put(txn, _stats_key(name), json.dumps(stats).encode())
+            store.set_webhook_stats(txn, name, json.dumps(stats).encode())
         store.write(body)
         self._cursors[name] = self._saved[name] = cursor
         self._saved_at[name] = time.monotonic()
@@ -710,13 +685,15 @@ def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
         last_milestone = found.id if found is not None else 0
         cursors = {}
         for hook in hooks:
-            key = _cursor_key(hook.name)
-            if store.meta_get(txn, key) is None:
-                store.meta_put_int(txn, key, 0 if hook.from_start else last)
-            cursors[hook.name] = store.meta_int(txn, key)
-            key = _milestone_cursor_key(hook.name)
-            if "milestone" in hook.events and store.meta_get(txn, key) is None:
-                store.meta_put_int(txn, key, 0 if hook.from_start else last_milestone)
+            cursor = store.webhook_cursor(txn, hook.name)
+            if cursor is None:
+                cursor = 0 if hook.from_start else last
+                store.set_webhook_cursor(txn, hook.name, cursor)
+            cursors[hook.name] = cursor
+            if "milestone" in hook.events and \
+                    store.webhook_cursor(txn, hook.name, milestones=True) is None:
+                store.set_webhook_cursor(txn, hook.name, 0 if hook.from_start else last_milestone,
+                                         milestones=True)
         return cursors
     return store.write(body) if hooks else {}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import struct
 
-from conflux.codec import packb, unpackb
+from conflux.codec import unpackb
 from conflux.store import split_state_key
 
 
@@ -66,20 +66,21 @@ class _Validation:
 
     PERF: only fields with constraints are looked at, only for the entities the batch touched,
     in their environment and the ones inheriting from it; lookups are cached for the batch, and
-    an overlay with no records of an entity is known to inherit it with one cursor probe.
-    Dangling refs are indexed by target (the ``dangling`` table) so that creating the target
-    clears them without a scan.
+    an overlay with no records of an entity is known to inherit it with one range probe.
+    Dangling refs are indexed by target (``Store.dangling_referrers``) so that creating the
+    target clears them without a scan.
     """
 
     def __init__(self, engine, txn, changed, markers):
         self.engine, self.txn = engine, txn
         self.store, self.schema, self.core = engine.store, engine.schema, engine.core
-        self.state = self.store.dbs["state"]
         self.changed, self.markers = changed, markers
         self.records: dict[tuple[str, str], dict | None] = {}
         self.views: dict[tuple[str, str], dict] = {}
         # PERF: with no violations on record there are none to look up and clear
-        self.any_recorded = txn.stat(self.store.dbs["violations"])["entries"] > 0
+        self.any_recorded = self.store.violation_count(txn) > 0
+        self._record_key = self.store.violation_recorder(txn, self.any_recorded)
+        self._read = None  # the store's entity reader, once a check needs one
 
     def run_simple(self, simple):
         """Fields checked from their new record alone: ``(key, record, field spec)``."""
@@ -126,16 +127,9 @@ class _Validation:
         """``{field id: record}`` of one entity in one environment (None if it has none)."""
         key = (env, entity_id)
         if key not in self.records:
-            prefix = self.engine._key(env, entity_id, None)[:-2]
-            found = None
-            with self.txn.cursor(db=self.state) as cur:
-                if cur.set_range(prefix) and cur.key().startswith(prefix):
-                    found = {}
-                    for k, rec in cur:
-                        if not k.startswith(prefix):
-                            break
-                        found[struct.unpack(">H", k[-2:])[0]] = rec
-            self.records[key] = found
+            if self._read is None:
+                self._read = self.store.entity_reader(self.txn)
+            self.records[key] = self._read(self.engine._key(env, entity_id, None)[:-2]) or None
         return self.records[key]
 
     def _field(self, env, entity_id, fname):
@@ -165,7 +159,9 @@ class _Validation:
     def _exists(self, env, entity_id):
         key = (env, entity_id)
         if key not in self.views:
-            self.views[key] = self.engine._view(self.txn, env, entity_id)
+            if self._read is None:
+                self._read = self.store.entity_reader(self.txn)
+            self.views[key] = self.engine._view(self.txn, env, entity_id, read=self._read)
         return bool(self.views[key])
 
     # -- checking -----------------------------------------------------------------------------
@@ -192,33 +188,11 @@ class _Validation:
         if messages or self.any_recorded:
             self._record_key(self.engine._key(env, entity_id, fname), messages, targets)
 
-    def _record_key(self, key, messages, targets):
-        txn, dbs = self.txn, self.store.dbs
-        env_id = struct.unpack_from(">H", key)[0]
-        old = txn.get(key, db=dbs["violations"]) if self.any_recorded else None
-        if old is not None:
-            for target in unpackb(old)[1]:
-                txn.delete(_dangling_key(env_id, target, key), db=dbs["dangling"])
-        if not messages:
-            if old is not None:
-                txn.delete(key, db=dbs["violations"])
-            return
-        txn.put(key, packb(["; ".join(messages), targets]), db=dbs["violations"])
-        for target in targets:
-            txn.put(_dangling_key(env_id, target, key), b"", db=dbs["dangling"])
-
     def _dangling_to(self, env, entity_id):
         """(referrer entity id, field) whose violation says they point at a missing
         ``entity_id`` in ``env``."""
-        prefix = _dangling_key(self.engine._env_ids[env], entity_id, b"")
-        out = []
-        with self.txn.cursor(db=self.store.dbs["dangling"]) as cur:
-            if cur.set_range(prefix):
-                for k in cur.iternext(values=False):
-                    if not k.startswith(prefix):
-                        break
-                    out.append(self._names_of(k[len(prefix):]))
-        return out
+        return [self._names_of(key) for key in self.store.dangling_referrers(
+            self.txn, self.engine._env_ids[env], entity_id)]
 
     def _pointing_at(self, env, entity_id, referrers):
         """(entity id, field) in ``env`` whose ref fields name ``entity_id`` (a scan: only
@@ -241,10 +215,6 @@ class _Validation:
             self._field_names = self.store.names(self.txn, "f")
         return (f"{self._type_names[type_id]}.{name}",
                 self._field_names[fid].partition(".")[2])
-
-
-def _dangling_key(env_id: int, target: str, referrer_key: bytes) -> bytes:
-    return struct.pack(">H", env_id) + target.encode() + b"\x00" + referrer_key
 
 
 class PostMerge:
@@ -290,11 +260,9 @@ class PostMerge:
         return {id(op): self._describe(op) for key in keys for op in groups[key]}
 
     def _mark_conflict(self, txn, key, d, rec=None):
-        rec = rec if rec is not None else txn.get(key, db=self.store.dbs["state"])
-        if rec is not None and len(self.core.review_candidates(rec, d)) > 1:
-            txn.put(key, b"", db=self.store.dbs["conflicts"])
-        else:
-            txn.delete(key, db=self.store.dbs["conflicts"])
+        rec = rec if rec is not None else self.store.state_getter(txn)(key)
+        self.store.mark_conflict(
+            txn, key, rec is not None and len(self.core.review_candidates(rec, d)) > 1)
 
     def _describe(self, op) -> dict:
         core = self.core

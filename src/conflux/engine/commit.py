@@ -9,7 +9,7 @@ from conflux.engine.acks import _small, Ack, Acks, OUTCOME_OPS
 from conflux.engine.checks import _marker_hlc
 from conflux.engine.settings import now_ms
 from conflux.errors import OpIdConflict, ValidationError
-from conflux.store import SEQ, state_key
+from conflux.store import state_key
 
 
 class Commits:
@@ -141,7 +141,6 @@ class Commits:
         """Log and merge ``ops`` in ``txn``; ``small``: the ``(start, end)`` index ranges of
         the requests (``OUTCOME_OPS`` ops or fewer) whose acks tell each op's outcome."""
         core, store = self.core, self.store
-        dbs = store.dbs
         wall = now_ms()
         seq, clock = store.log_tail(txn)
         horizon = store.meta_int(txn, "horizon")
@@ -150,6 +149,7 @@ class Commits:
         acks: list[Ack | None] = [None] * len(ops)
         fresh = []
         in_batch: dict[str, int] = {}
+        opid_seq = None
         for i, op in enumerate(ops):
             if op.op_id:
                 first = in_batch.get(op.op_id)
@@ -161,7 +161,12 @@ class Commits:
                             "operation", field="op_id")
                     acks[i] = first
                     continue
-                found = self._seq_of(txn, op.op_id)
+                if op.op_id.startswith(own_prefix):
+                    found = self._seq_of(txn, op.op_id)
+                else:  # PERF: the index's lookup itself, not one more call per op around it
+                    if opid_seq is None:
+                        opid_seq = store.opid_getter(txn)
+                    found = opid_seq(op.op_id)
                 if found is not None:
                     acks[i] = self._ack_existing(txn, op, found, i if len(ops) > 1 else None)
                     continue
@@ -180,31 +185,28 @@ class Commits:
                 leaves.extend(op.children)
             else:
                 leaves.append(op)
-        with txn.cursor(db=dbs["state"]) as cur:
-            merged = core.apply_batch(leaves, cur)
+        merged = store.merge_batch(txn, leaves, core.apply_batch)
         changes = self._post_merge(txn, merged, dry_run)
         outcomes = {}
+        get = store.state_getter(txn) if small else None
         for lo, hi in small:
             for i in range(lo, hi):
                 if ops[i].type != core.PROMOTE:
                     ack = acks[i]  # a retry: the hlc is the logged op's
                     hlc = (ops[i].hlc if ack is None else ops[ack].hlc if isinstance(ack, int)
                            else ack.hlc)
-                    outcomes[i] = self._outcome(txn, ops[i], hlc, merged)
+                    outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:
             store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
             if not dry_run:  # (a dry run's transaction is thrown away)
                 self._index_entities(txn, fresh)
             # the ops that came with an op id of their own (the store's ids need no index)
-            indexed = sorted((op_id.encode(), SEQ.pack(ops[i].seq))
-                             for op_id, i in in_batch.items())
-            if indexed:
-                with txn.cursor(db=dbs["opids"]) as cur:
-                    cur.putmulti(indexed)
+            if in_batch:
+                store.index_opids(txn, [(op_id, ops[i].seq) for op_id, i in in_batch.items()])
         return Acks(ops, acks, changes, outcomes=outcomes)
 
     def _index_entities(self, txn, fresh) -> None:
-        """Bring the per-entity index (``conflux.store``) up to this commit when it has
+        """Bring the per-entity index (``Store.index_entities``) up to this commit when it has
         ``ENTITY_BATCH`` ops or more (its ops are at hand), or once ``ENTITY_RANGE`` logged
         ops wait for it (those of small commits are read back from the log): one range."""
         store = self.store
@@ -217,7 +219,7 @@ class Commits:
         first, covered = store.entity_index_tail(txn)
         if not first:  # a store made before the index: it starts with this commit
             covered = fresh[0].seq - 1
-            store.meta_put_int(txn, "entities_from", fresh[0].seq)
+            store.entity_index_begin(txn, fresh[0].seq)
         self._indexed = covered
         if small and last - covered < store.ENTITY_RANGE:
             return
@@ -246,8 +248,7 @@ class Commits:
                 if entry is not None and self.core.decode_entry(entry).op_id == op_id:
                     return seq
             return None
-        raw = txn.get(op_id.encode(), db=self.store.dbs["opids"])
-        return None if raw is None else SEQ.unpack(raw)[0]
+        return self.store.opid_getter(txn)(op_id)
 
     def _ack_existing(self, txn, op, seq: int, index: int | None) -> Ack:
         """The ack of a retry of the logged op ``seq``; an op that reuses its id without
@@ -281,28 +282,28 @@ class Commits:
         finally:
             op.hlc, op.base = hlc, base
 
-    def _outcome(self, txn, op, hlc: int, merged) -> tuple[bool, object]:
+    def _outcome(self, txn, op, hlc: int, merged, get) -> tuple[bool, object]:
         """``(applied, value)`` of an op merged in ``txn`` (``merged``: what ``apply_batch``
         returned): whether its write is what the field shows in the op's environment (for a
         delete, whether it is the entity's latest delete), and the field's resolved value
-        there, inherited included (None if none). ``log`` tells the same afterwards from the
-        logged op (``describe``)."""
-        core, state = self.core, self.store.dbs["state"]
+        there, inherited included (None if none); ``get``: the store's ``state_getter``. ``log``
+        tells the same afterwards from the logged op (``describe``)."""
+        core = self.core
         _, _, changed, markers = merged
         ekey = op.key[:-2] + b"\x00\x00"
         d = markers.get(ekey)
         if d is None:  # a retry: its entity was not touched
-            d = _marker_hlc(txn.get(ekey, db=state))
+            d = _marker_hlc(get(ekey))
         if op.type == core.DELETE_ENTITY:
             return d == hlc, None
-        rec = changed.get(op.key) or txn.get(op.key, db=state)
+        rec = changed.get(op.key) or get(op.key)
         present, held, winner = (
             (False, None, None) if rec is None else core.resolve_record(rec, d))
         value = None
         if present:
             value = self._decode_value(op.entity.partition(".")[0], op.field, held)
         elif not d:  # nothing of its own, and no delete marker: inherited
-            value = self._inherited(txn, op.env, op.entity, op.field)
+            value = self._inherited(get, op.env, op.entity, op.field)
         if op.type in (core.SET_FIELD, core.RESOLVE):
             applied = present and winner[2] == op.op_id
         elif op.type == core.UNSET_FIELD:
@@ -313,13 +314,13 @@ class Commits:
             applied = not present or not set(op.ebytes) & set(held)
         return bool(applied), value
 
-    def _inherited(self, txn, env, entity_id, field_name):
-        """The value of a field ``env`` inherits from its parents (None if none)."""
-        state = self.store.dbs["state"]
+    def _inherited(self, get, env, entity_id, field_name):
+        """The value of a field ``env`` inherits from its parents (None if none); ``get``:
+        the store's ``state_getter``."""
         for level in self.schema.env_chain(env)[1:]:
             key = self._key(level, entity_id, field_name)
-            d = _marker_hlc(txn.get(key[:-2] + b"\x00\x00", db=state))
-            rec = txn.get(key, db=state)
+            d = _marker_hlc(get(key[:-2] + b"\x00\x00"))
+            rec = get(key)
             if rec is not None:
                 present, value, _ = self.core.resolve_record(rec, d)
                 if present:

@@ -26,7 +26,7 @@ from conflux.engine.workflow import Workflows
 from conflux.errors import ConfluxError, InputError, StoreError
 from conflux.kernel import core as default_core, TWINS
 from conflux.schema import load_schema, Schema
-from conflux.store import state_key, Store
+from conflux.store import LmdbStore, state_key, Store
 
 
 #: The store's layout (tables, keys, log chunks, record format; kernel/FORMAT.md). A store of
@@ -52,7 +52,7 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows):
         self.core = _pick_core(core)
         self.schema: Schema = load_schema(os.path.join(self.root, "schema.toml"), cached=True)
         self.settings = Settings.load(os.path.join(self.root, "config.toml"))
-        self.store = Store(os.path.join(self.root, "store"), sync=sync)
+        self.store: Store = LmdbStore(os.path.join(self.root, "store"), sync=sync)
         with self.store.read() as txn:
             node = self.store.meta_get(txn, "node")
             layout = self.store.meta_get(txn, "layout")
@@ -100,7 +100,7 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows):
         """Create ``.conflux/`` in ``directory`` from a schema file (validated first)."""
         schema = load_schema(schema_path)
         root = os.path.join(directory, CONFLUX_DIR)
-        if os.path.exists(os.path.join(root, "store", "data.mdb")):
+        if LmdbStore.exists(os.path.join(root, "store")):
             raise InputError(f"{root} already holds a Conflux project; nothing was changed")
         os.makedirs(root, exist_ok=True)
         import shutil
@@ -111,13 +111,13 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows):
             defaults = Settings()
             with open(config, "w") as fh:
                 fh.write(_DEFAULT_CONFIG.format(**defaults.__dict__))
-        store = Store(os.path.join(root, "store"), create=True, sync=sync)
+        store = LmdbStore(os.path.join(root, "store"), create=True, sync=sync)
 
         def body(txn):
             store.meta_put(txn, "node", os.urandom(4).hex().encode())
             store.meta_put(txn, "layout", STORE_LAYOUT)
             store.meta_put(txn, "schema_name", schema.name.encode())
-            store.meta_put_int(txn, "entities_from", 1)  # the entity index covers every op
+            store.entity_index_begin(txn, 1)  # the entity index covers every op
         store.write(body)
         store.close()
         return cls(directory, core=core, sync=sync)

@@ -4,7 +4,6 @@ conflicts, violations and the engine's own figures."""
 from __future__ import annotations
 
 import datetime as _dt
-import struct
 
 from conflux.actors import Actor
 from conflux.codec import unpackb
@@ -42,42 +41,37 @@ class Queries:
         """(env, env id) up the inheritance chain."""
         return [(level, self._env_ids[level]) for level in self.schema.env_chain(env)]
 
-    def _view(self, txn, env, entity_id, *, with_records=False) -> dict:
+    def _view(self, txn, env, entity_id, *, with_records=False, read=None) -> dict:
         """The resolved fields of one entity in ``env``: own value, else the parent's, up to
         the base. A delete marker in a level hides what that level inherits. Fields never set
-        are absent (defaults are the caller's business)."""
+        are absent (defaults are the caller's business). ``read``: the store's
+        ``entity_reader`` for ``txn``, when the caller views many entities."""
         core = self.core
         type_name, _, name = entity_id.partition(".")
         if type_name not in self.schema.types:
             return {}
         type_id = self._type_ids[type_name]
         fields = self._field_names[type_name]
-        state = self.store.dbs["state"]
+        if read is None:
+            read = self.store.entity_reader(txn)
         view = {}
-        with txn.cursor(db=state) as cur:
-            for level, env_id in self._env_levels(txn, env):
-                prefix = entity_prefix(env_id, type_id, name)
-                records = {}
-                if cur.set_range(prefix):
-                    for key, rec in cur:
-                        if not key.startswith(prefix):
-                            break
-                        records[struct.unpack(">H", key[-2:])[0]] = rec
-                d = _marker_hlc(records.pop(0, None))
-                for fid, rec in records.items():
-                    fname = fields.get(fid)
-                    if fname is None or fname in view:
-                        continue
-                    present, value, winner = core.resolve_record(rec, d)
-                    if not present:
-                        continue
-                    item = {"value": self._decode_value(type_name, fname, value), "env": level,
-                            "winner": winner}
-                    if with_records:
-                        item["record"], item["marker"] = rec, d
-                    view[fname] = item
-                if d:
-                    break
+        for level, env_id in self._env_levels(txn, env):
+            records = read(entity_prefix(env_id, type_id, name))
+            d = _marker_hlc(records.pop(0, None))
+            for fid, rec in records.items():
+                fname = fields.get(fid)
+                if fname is None or fname in view:
+                    continue
+                present, value, winner = core.resolve_record(rec, d)
+                if not present:
+                    continue
+                item = {"value": self._decode_value(type_name, fname, value), "env": level,
+                        "winner": winner}
+                if with_records:
+                    item["record"], item["marker"] = rec, d
+                view[fname] = item
+            if d:
+                break
         return view
 
     def _decode_value(self, type_name, fname, value):
@@ -90,19 +84,11 @@ class Queries:
         """Every entity id that has records somewhere up ``env``'s chain (visible or not)."""
         type_names = self.store.names(txn, "t")
         found = set()
-        state = self.store.dbs["state"]
-        with txn.cursor(db=state) as cur:
-            for _, env_id in self._env_levels(txn, env):
-                prefix = struct.pack(">H", env_id)
-                if not cur.set_range(prefix):
-                    continue
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    _, type_id, name, _ = split_state_key(key)
-                    type_name = type_names.get(type_id)
-                    if type_name in self.schema.types and (types is None or type_name in types):
-                        found.add(f"{type_name}.{name}")
+        for _, env_id in self._env_levels(txn, env):
+            for type_id, name in self.store.env_entities(txn, env_id):
+                type_name = type_names.get(type_id)
+                if type_name in self.schema.types and (types is None or type_name in types):
+                    found.add(f"{type_name}.{name}")
         return sorted(found)
 
     def get(self, entity_id: str, env: str | None = None, field: str | None = None, *,
@@ -155,8 +141,9 @@ class Queries:
 
     def _resolved(self, txn, env, entity_ids) -> dict[str, dict]:
         out = {}
+        read = self.store.entity_reader(txn)
         for entity_id in entity_ids:
-            view = self._view(txn, env, entity_id)
+            view = self._view(txn, env, entity_id, read=read)
             if not view:
                 continue
             fields = {}
@@ -179,22 +166,16 @@ class Queries:
         envs = list(envs) if envs is not None else list(self.schema.environments)
         for env in envs:
             self._env(env)
-        state = self.store.dbs["state"]
         out = {env: {} for env in envs}
-        with self.store.read() as txn, txn.cursor(db=state) as cur:
+        with self.store.read() as txn:
+            read = self.store.entity_reader(txn)
             for entity_id in entity_ids:
                 type_name, _, name = entity_id.partition(".")
                 if type_name not in self.schema.types:
                     continue
                 type_id, fields = self._type_ids[type_name], self._field_names[type_name]
                 for env in envs:
-                    prefix = entity_prefix(self._env_ids[env], type_id, name)
-                    records = {}
-                    if cur.set_range(prefix):
-                        for key, rec in cur:
-                            if not key.startswith(prefix):
-                                break
-                            records[struct.unpack(">H", key[-2:])[0]] = rec
+                    records = read(entity_prefix(self._env_ids[env], type_id, name))
                     d = _marker_hlc(records.pop(0, None))
                     own = {}
                     for fid, rec in records.items():
@@ -216,10 +197,9 @@ class Queries:
             envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
             fields = {fid: name.partition(".")[2]
                       for fid, name in self.store.names(txn, "f").items()}
-            with txn.cursor(db=self.store.dbs["state"]) as cur:
-                for key, rec in cur:
-                    env_id, type_id, name, fid = split_state_key(key)
-                    out[(envs[env_id], f"{types[type_id]}.{name}", fields.get(fid, ""))] = rec
+            for key, rec in self.store.state_items(txn):
+                env_id, type_id, name, fid = split_state_key(key)
+                out[(envs[env_id], f"{types[type_id]}.{name}", fields.get(fid, ""))] = rec
         return out
 
     def _env(self, env):
@@ -460,14 +440,13 @@ class Queries:
         with self.store.read() as txn:
             envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
             fields = self.store.names(txn, "f")
-            with txn.cursor(db=self.store.dbs["conflicts"]) as cur:
-                keys = list(cur.iternext(values=False))
-            for key in keys:
+            get = self.store.state_getter(txn)
+            for key in self.store.conflict_keys(txn):
                 env_id, type_id, name, fid = split_state_key(key)
                 if env is not None and envs[env_id] != env:
                     continue
-                rec = txn.get(key, db=self.store.dbs["state"])
-                d = _marker_hlc(txn.get(key[:-2] + b"\x00\x00", db=self.store.dbs["state"]))
+                rec = get(key)
+                d = _marker_hlc(get(key[:-2] + b"\x00\x00"))
                 type_name, fname = types[type_id], fields[fid].partition(".")[2]
                 if not may_read(reader, f"{type_name}.{name}", fname, envs[env_id]):
                     continue
@@ -488,14 +467,12 @@ class Queries:
         with self.store.read() as txn:
             envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
             fields = self.store.names(txn, "f")
-            with txn.cursor(db=self.store.dbs["violations"]) as cur:
-                for key, msg in cur:
-                    env_id, type_id, name, fid = split_state_key(key)
-                    if env is not None and envs[env_id] != env:
-                        continue
-                    out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
-                                "field": fields[fid].partition(".")[2],
-                                "message": unpackb(msg)[0]})
+            for key, message in self.store.violation_items(txn):
+                env_id, type_id, name, fid = split_state_key(key)
+                if env is not None and envs[env_id] != env:
+                    continue
+                out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
+                            "field": fields[fid].partition(".")[2], "message": message})
         return out
 
     def status(self, *, reader: Actor | None = None) -> dict:
@@ -507,20 +484,19 @@ class Queries:
             seq, clock = self.store.log_tail(txn)
             horizon = self.store.meta_int(txn, "horizon")
             envs = {}
+            read = self.store.entity_reader(txn)
             for env in self.schema.environments:
                 ids = [e for e in self._entity_ids(txn, env)]
-                live = [e for e in ids if self._view(txn, env, e)]
+                live = [e for e in ids if self._view(txn, env, e, read=read)]
                 envs[env] = {"entities": len(live),
                              "inherits": self.schema.parents.get(env)}
-            n_conflicts = txn.stat(self.store.dbs["conflicts"])["entries"]
-            n_violations = txn.stat(self.store.dbs["violations"])["entries"]
-            n_records = txn.stat(self.store.dbs["state"])["entries"]
-            info = self.store.env.info()  # in the transaction: the map cannot move meanwhile
+            figures = self.store.figures(txn)
         return {
             "project": self.schema.name, "schema_version": self.schema.version,
             "directory": self.root, "core": core.IMPLEMENTATION, "node": self.node,
             "operations": seq, "clock": core.hlc_format(clock) if clock else None,
             "compaction_horizon": core.hlc_format(horizon) if horizon else None,
-            "environments": envs, "records": n_records, "conflicts": n_conflicts,
-            "violations": n_violations, "store_map_bytes": info["map_size"],
+            "environments": envs, "records": figures["records"],
+            "conflicts": figures["conflicts"], "violations": figures["violations"],
+            "store_map_bytes": figures["map_size"],
         }

@@ -110,11 +110,10 @@ class Workflows:
         stats = {"records": 0, "rewritten": 0, "deleted": 0}
 
         def body(txn):
-            state = self.store.dbs["state"]
-            old = self.store.meta_int(txn, "horizon")
+            store = self.store
+            old = store.meta_int(txn, "horizon")
             h = max(horizon, old)
-            with txn.cursor(db=state) as cur:
-                items = list(cur)
+            items = list(store.state_items(txn))
             markers = {k[:-2]: _marker_hlc(r) for k, r in items if k.endswith(b"\x00\x00")}
             alive = {}
             for key, rec in items:
@@ -123,12 +122,12 @@ class Workflows:
                     continue
                 new = core.compact_record(rec, h, markers.get(key[:-2], 0))
                 if new is None:
-                    txn.delete(key, db=state)
+                    store.state_delete(txn, key)
                     stats["deleted"] += 1
                 else:
                     alive[key[:-2]] = True
                     if new != rec:
-                        txn.put(key, new, db=state)
+                        store.state_put(txn, key, new)
                         stats["rewritten"] += 1
             base = struct.pack(">H", self._env_ids[self.schema.base_env])
             for prefix, d in markers.items():
@@ -136,9 +135,9 @@ class Workflows:
                 # more once what it hid is gone: every later write is newer than it anyway.
                 # In an overlay it also stops inheritance from the parent, so it stays.
                 if d < h and prefix not in alive and prefix.startswith(base):
-                    txn.delete(prefix + b"\x00\x00", db=state)
+                    store.state_delete(txn, prefix + b"\x00\x00")
                     stats["deleted"] += 1
-            self.store.meta_put_int(txn, "horizon", h)
+            store.meta_put_int(txn, "horizon", h)
             return h
         stats["horizon"] = core.hlc_format(self.store.write(body))
         return stats
