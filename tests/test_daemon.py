@@ -539,6 +539,14 @@ def test_a_bad_configuration_file_stops_the_daemon_before_it_starts(tmp_path, na
         assert s.connect_ex(("127.0.0.1", port)) != 0
 
 
+def replace_file(path, text: str) -> None:
+    """Write ``path`` whole, as an editor or a deployment does (a new file renamed over the
+    old one): a worker looking at it meanwhile sees the old version or the new, never half."""
+    fresh = path.with_name(path.name + ".new")
+    fresh.write_text(text)
+    os.replace(fresh, path)
+
+
 def test_a_running_daemon_reloads_access_files_and_keeps_the_last_good_ones(tmp_path):
     project = make_project(tmp_path)
     keys_file = tmp_path / ".conflux" / "api-keys.toml"
@@ -550,14 +558,14 @@ def test_a_running_daemon_reloads_access_files_and_keeps_the_last_good_ones(tmp_
         assert requests.get(f"{url}/v1/state", headers={"X-API-Key": new_key}).status_code == 401
 
         # a file that has become bad: logged, and the keys in force keep working
-        keys_file.write_text(good_keys + '\n[[keys]]\nkey_hash = "oops"\n')
+        replace_file(keys_file, good_keys + '\n[[keys]]\nkey_hash = "oops"\n')
         time.sleep(1.5)
         for _ in range(6):  # both workers
             assert requests.get(f"{url}/v1/state", headers=key("zara")).status_code == 200
 
         # a good change is picked up within a second or two, by every worker
-        keys_file.write_text(good_keys + f'\n[[keys]]\nkey_hash = "{hash_key(new_key)}"\n'
-                                         'actor_id = "newcomer"\nactor_class = "service"\n')
+        replace_file(keys_file, good_keys + f'\n[[keys]]\nkey_hash = "{hash_key(new_key)}"\n'
+                                'actor_id = "newcomer"\nactor_class = "service"\n')
         wait_until(lambda: all(requests.get(f"{url}/v1/state", headers={"X-API-Key": new_key})
                                .status_code == 200 for _ in range(6)))
         # the RBAC file the same way: service actors are readers, then no longer
@@ -566,9 +574,9 @@ def test_a_running_daemon_reloads_access_files_and_keeps_the_last_good_ones(tmp_
 
         newcomer = {"X-API-Key": new_key}
         assert read_status(newcomer) == 404
-        rbac_file.write_text(RBAC.replace('actor = "service:*"', 'actor = "service:nobody"'))
+        replace_file(rbac_file, RBAC.replace('actor = "service:*"', 'actor = "service:nobody"'))
         wait_until(lambda: all(read_status(newcomer) == 403 for _ in range(6)))
-        rbac_file.write_text("[role.x\n")  # bad: the last good rules stay
+        replace_file(rbac_file, "[role.x\n")  # bad: the last good rules stay
         time.sleep(1.5)
         for _ in range(6):
             assert read_status(newcomer) == 403
