@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CONFLUX_REQUIRE_EXTENSIONS ?= 1
 
-.PHONY: demo test install bench man docs clean
+.PHONY: demo test install postgresql bench man docs clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,8 +26,16 @@ install: $(BIN)/python
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: install
+test: install postgresql
 	cd tests && ../$(BIN)/python -m pytest -q -p no:cacheprovider
+
+# The tests start a throwaway PostgreSQL cluster from the server binaries (tests/pgcluster.py);
+# Debian's package is installed when they are missing (as root; else say what to install).
+postgresql:
+	@command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
+	  else echo "make test needs PostgreSQL's server binaries (initdb, pg_ctl): apt-get install postgresql" >&2; exit 2; fi; }
 
 bench: install
 	$(BIN)/python bench/kernel.py

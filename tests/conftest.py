@@ -66,3 +66,19 @@ def run_cli(capsys, *args):
         code = exc.code
     out, err = capsys.readouterr()
     return code, out, err
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL server for the session (``tests/pgcluster.py``)."""
+    from pgcluster import Cluster
+
+    cluster = Cluster().start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def pg_dsn(postgres):
+    """A fresh database on the session's PostgreSQL server."""
+    return postgres.new_database()
