@@ -9,6 +9,7 @@ the store. Its methods are written by job, one module each, and gathered here:
 - ``checks``: review conflicts and violations after the merge;
 - ``queries``: resolved state, the op log, blame, conflicts, violations;
 - ``workflow``: promotion, resolution, compaction;
+- ``replication``: publishing to and catching up from a shared op log (several daemons);
 - ``policy``: who may do what (``rbac.toml``), asked by the methods above for the actor given.
 """
 
@@ -21,6 +22,7 @@ from conflux.engine.commit import Commits
 from conflux.engine.ops import Operations
 from conflux.engine.policy import Policy
 from conflux.engine.queries import Queries
+from conflux.engine.replication import Replication
 from conflux.engine.settings import _DEFAULT_CONFIG, CONFLUX_DIR, project_root, Settings
 from conflux.engine.workflow import Workflows
 from conflux.errors import ConfluxError, InputError, StoreError
@@ -44,7 +46,7 @@ def _pick_core(core):
     return core
 
 
-class Engine(Operations, Commits, PostMerge, Queries, Workflows):
+class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
     """One Conflux project: schema, settings and store."""
 
     def __init__(self, directory: str = ".", *, core=None, sync: bool = True):
