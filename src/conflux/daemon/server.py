@@ -146,21 +146,28 @@ class Daemon(BaseApplication):
     def run(self):
         # The helper processes beside the workers (conflux.daemon.supervisor): the commit
         # service, webhook delivery when webhooks.toml exists, the milestone scheduler when
-        # config.toml has a schedule. Started before gunicorn binds,
+        # config.toml has a schedule, the replicator when it names a shared op log ([store]
+        # url). Started before gunicorn binds,
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
         from conflux.daemon.commits import CommitProcess
         from conflux.daemon.delivery import DeliveryProcess
+        from conflux.daemon.replicator import replicator_start
         from conflux.daemon.scheduler import scheduler_start
+        from conflux.engine import CONFLUX_DIR, Settings
 
+        settings = Settings.load(os.path.join(self.directory, CONFLUX_DIR, "config.toml"))
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
         self.commits = CommitProcess.start(self.directory)
         scheduler = scheduler_start(self.directory)  # None without a milestone schedule
+        replicator = replicator_start(self.directory, settings.store_url)  # None: no [store]
         master = os.getpid()
         try:
             super().run()
         finally:
             if os.getpid() == master:
+                if replicator is not None:
+                    replicator.stop()
                 if scheduler is not None:
                     scheduler.stop()
                 self.commits.stop()

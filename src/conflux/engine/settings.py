@@ -41,6 +41,11 @@ max_value_bytes = {max_value_bytes}
 # remote = "/srv/git/infra-config.git"   # pushed after scheduled milestones
 # every_ops = 1000                # the daemon makes a milestone every N operations...
 # every_seconds = 3600            # ...or every T seconds, when something changed
+
+# [store]
+# The shared op log of several daemons, on PostgreSQL (docs/architecture.md). The password
+# comes from the daemon's environment (PGPASSWORD) or ~/.pgpass, never from this file.
+# url = "postgresql://conflux@db.internal:5432/conflux"
 """
 
 
@@ -53,15 +58,16 @@ class Settings:
     stability_window_s: int = 7 * 24 * 3600
     require_signatures: frozenset = frozenset()
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
+    store_url: str | None = None
 
     def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
                  stability_window_s: int = stability_window_s,
                  require_signatures: frozenset = require_signatures,
-                 max_value_bytes: int = max_value_bytes):
+                 max_value_bytes: int = max_value_bytes, store_url: str | None = store_url):
         self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
                              stability_window_s=stability_window_s,
                              require_signatures=require_signatures,
-                             max_value_bytes=max_value_bytes)
+                             max_value_bytes=max_value_bytes, store_url=store_url)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
@@ -122,9 +128,32 @@ class Settings:
             doc.fail(f"[limits] max_value_bytes must be 1 to {_MAX_VALUE_CEILING:,} (got "
                      f"{max_value!r})", line=doc.first_line(doc.key(
                          "max_value_bytes", doc.table("limits")), doc.top_key("limits")))
+        store_url = _store_url(doc) if "store" in data else None
         return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
                    number("compaction", "stability_window_s", cls.stability_window_s),
-                   frozenset(required), max_value)
+                   frozenset(required), max_value, store_url)
+
+
+def _store_url(doc) -> str | None:
+    """``[store] url``: a PostgreSQL URL without a password (the daemon's environment,
+    ``PGPASSWORD`` or ``~/.pgpass``, holds it: config.toml is read by every command)."""
+    from urllib.parse import urlsplit  # PERF: only for a project that has a [store]
+
+    url = doc.data["store"].get("url")
+    line = doc.first_line(doc.key("url", doc.table("store")), doc.top_key("store"))
+    if url is None:
+        return None
+    if not isinstance(url, str) or urlsplit(url).scheme not in ("postgresql", "postgres"):
+        doc.fail("[store] url must be a PostgreSQL URL, postgresql://user@host:port/database",
+                 line=line)
+    try:
+        password = urlsplit(url).password
+    except ValueError as exc:
+        doc.fail(f"[store] url is not a URL: {exc}", line=line)
+    if password is not None or "password=" in url:
+        doc.fail("[store] url holds a password: keep it out of config.toml and give it to the "
+                 "daemon in PGPASSWORD or ~/.pgpass", line=line)
+    return url
 
 
 #: The tables of ``config.toml`` and their keys (``[milestones]``'s are checked by
@@ -134,6 +163,7 @@ CONFIG_KEYS = {
     "compaction": ("stability_window_s",),
     "signatures": ("require",),
     "limits": ("max_value_bytes",),
+    "store": ("url",),
     "milestones": None,
 }
 

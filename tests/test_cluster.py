@@ -1,0 +1,64 @@
+"""Two daemons, each on its own project, sharing one op log on a real PostgreSQL server
+(``[store] url``): a write to either is read back from the other, and both end with the same
+state; ``config.toml`` refuses a URL holding a password."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import requests
+
+from test_daemon import daemon, key, make_project, op, wait_until
+
+
+def _share(project: str, dsn_url: str) -> None:
+    with open(f"{project}/.conflux/config.toml", "a") as fh:
+        fh.write(f'\n[store]\nurl = "{dsn_url}"\n')
+
+
+def _url(postgres, dsn: str) -> str:
+    database = dsn.rsplit("dbname=", 1)[1]
+    return f"postgresql://conflux@127.0.0.1:{postgres.port}/{database}"
+
+
+def _state(url, env="production"):
+    r = requests.get(f"{url}/v1/state", params={"env": env}, headers=key("zara"), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()["entities"]
+
+
+def test_two_daemons_converge_through_the_shared_log(tmp_path, postgres, pg_dsn):
+    shared = _url(postgres, pg_dsn)
+    a, b = make_project(tmp_path / "a"), make_project(tmp_path / "b")
+    for project in (a, b):
+        _share(project, shared)
+    with daemon(a) as (url_a, _), daemon(b) as (url_b, _):
+        r = requests.post(f"{url_a}/v1/ops", json=op("service.checkout", "image", "shop:1",
+                                                      op_id="img-1"),
+                          headers=key("zara"), timeout=10)
+        assert r.status_code == 200, r.text
+        assert wait_until(lambda: _state(url_b).get("service.checkout", {}).get("image")
+                          == "shop:1")
+        batch = {"ops": [op("route.api", "weight", w, op_id=f"w-{w}") for w in (30, 70, 50)]}
+        assert requests.post(f"{url_b}/v1/ops", json=batch, headers=key("zara"),
+                             timeout=10).status_code == 200
+        assert requests.post(f"{url_a}/v1/ops", json=op("route.api", "weight", 60,
+                                                         op_id="w-a"),
+                             headers=key("zara"), timeout=10).status_code == 200
+        assert wait_until(lambda: _state(url_a) == _state(url_b)
+                          and _state(url_a).get("route.api", {}).get("weight") == 70)
+        log_a = requests.get(f"{url_a}/v1/ops", headers=key("zara"), timeout=10).json()["ops"]
+        assert sorted(o["op_id"] for o in log_a) == ["img-1", "w-30", "w-50", "w-70",
+                                                     "w-a"]
+
+
+def test_a_shared_log_url_holding_a_password_is_refused(tmp_path):
+    project = make_project(tmp_path / "p")
+    _share(project, "postgresql://conflux:s3cret@db.internal/conflux")
+    done = subprocess.run([sys.executable, "-c", "import sys; from conflux.cli import main; "
+                           "sys.exit(main(sys.argv[1:]))", "--dir", project, "status"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "config.toml:" in done.stderr
+    assert "PGPASSWORD" in done.stderr and "s3cret" not in done.stderr
