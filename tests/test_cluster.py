@@ -29,10 +29,10 @@ def _state(url, env="production"):
 
 
 def test_two_daemons_converge_through_the_shared_log(tmp_path, postgres, pg_dsn):
-    shared = _url(postgres, pg_dsn)
+    shared_url = _url(postgres, pg_dsn)
     a, b = make_project(tmp_path / "a"), make_project(tmp_path / "b")
     for project in (a, b):
-        _share(project, shared)
+        _share(project, shared_url)
     with daemon(a) as (url_a, _), daemon(b) as (url_b, _):
         r = requests.post(f"{url_a}/v1/ops", json=op("service.checkout", "image", "shop:1",
                                                       op_id="img-1"),
@@ -51,6 +51,14 @@ def test_two_daemons_converge_through_the_shared_log(tmp_path, postgres, pg_dsn)
         log_a = requests.get(f"{url_a}/v1/ops", headers=key("zara"), timeout=10).json()["ops"]
         assert sorted(o["op_id"] for o in log_a) == ["img-1", "w-30", "w-50", "w-70",
                                                      "w-a"]
+        # each daemon's status says how far its log is published; nothing waits in the end
+        def published(url):
+            return requests.get(f"{url}/v1/status", headers=key("zara"),
+                                timeout=10).json()["shared_log"]
+        assert wait_until(lambda: published(url_a)["unpublished"] == 0
+                          and published(url_b)["unpublished"] == 0)
+        assert published(url_a)["url"] == shared_url
+        assert published(url_a)["published_seq"] == published(url_b)["published_seq"] == 5
 
 
 def test_a_shared_log_url_holding_a_password_is_refused(tmp_path):

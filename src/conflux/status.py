@@ -15,7 +15,8 @@ __all__ = ["project_status"]
 
 def project_status(engine, *, reader=None) -> dict:
     """``engine.status()`` with ``last_milestone`` (None before the first one) and
-    ``webhooks`` (per webhook the store has seen: cursor, backlog, deliveries, failures); a
+    ``webhooks`` (per webhook the store has seen: cursor, backlog, deliveries, failures) and
+    ``shared_log`` (with a ``[store] url``: what is published there; else None); a
     ``reader`` needs ``read`` on everything (``Engine.status``)."""
     status = engine.status(reader=reader)
     store = engine.store
@@ -29,4 +30,5 @@ def project_status(engine, *, reader=None) -> dict:
             "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
             "pending_operations": seq - m.seq}
         status["webhooks"] = webhook_status(store, txn)
+    status["shared_log"] = engine.replication_status()
     return status

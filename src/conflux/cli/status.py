@@ -37,6 +37,10 @@ def run(args):
     m = st["last_milestone"]
     print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} at seq {m['seq']} "
           f"({m['pending_operations']} operations since)" if m else "milestone    none yet")
+    shared = st.get("shared_log")
+    if shared:
+        print(f"shared log   {shared['url']}: published to seq {shared['published_seq']}, "
+              f"{shared['unpublished']} waiting")
     if st.get("webhooks"):
         from conflux.webhooks import describe_status
 

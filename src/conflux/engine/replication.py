@@ -63,3 +63,14 @@ class Replication:
                 self.apply_entries(foreign)
             self._set_marks(**{_READ_TXID: txid, _READ_POS: pos})
             read += len(rows)
+
+    def replication_status(self) -> dict | None:
+        """With a shared op log (``[store] url``): where it is (the URL as configured: it holds
+        no password), the last local sequence number published there and how many local ops
+        wait to be, and how many rows of it this store has applied up to; None without one."""
+        url = self.settings.store_url
+        if not url:
+            return None
+        published, txid, pos = self._marks(_PUBLISHED, _READ_TXID, _READ_POS)
+        return {"url": url, "published_seq": published,
+                "unpublished": self.last_seq() - published, "read_position": [txid, pos]}
