@@ -70,9 +70,12 @@ class Cluster:
         self._run(server_binary("pg_ctl"), "-D", self.data, "-o", options, "-w", "-t", "60",
                   "-l", os.path.join(self.base, "server.log"), "start")
 
-    def restart(self, mode: str = "fast") -> None:
-        """Stop (``fast``: sessions cut, or ``immediate``: as a crash) and start again."""
+    def halt(self, mode: str = "fast") -> None:
+        """Stop the server (``fast``: sessions cut, or ``immediate``: as a crash); ``resume``
+        starts it again on the same port."""
         self._run(server_binary("pg_ctl"), "-D", self.data, "-m", mode, "-w", "stop")
+
+    def resume(self) -> None:
         self._start()
 
     def stop(self) -> None:

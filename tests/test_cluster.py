@@ -61,6 +61,39 @@ def test_two_daemons_converge_through_the_shared_log(tmp_path, postgres, pg_dsn)
         assert published(url_a)["published_seq"] == published(url_b)["published_seq"] == 5
 
 
+def _logged(dsn: str) -> list[str]:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return [row[0] for row in conn.execute("SELECT op_id FROM conflux_log ORDER BY pos")]
+
+
+def test_a_write_is_answered_once_the_shared_log_has_it(tmp_path, postgres, pg_dsn):
+    project = make_project(tmp_path / "p")
+    _share(project, _url(postgres, pg_dsn))
+    with daemon(project) as (url, _):
+        r = requests.post(f"{url}/v1/ops", json=op("route.api", "weight", 10, op_id="w-1"),
+                          headers=key("zara"), timeout=10)
+        assert r.status_code == 200, r.text
+        assert _logged(pg_dsn) == ["w-1"]  # at the answer, not later
+        postgres.halt()
+        try:
+            r = requests.post(f"{url}/v1/ops", json=op("route.api", "weight", 20, op_id="w-2"),
+                              headers=key("zara"), timeout=30)
+            assert r.status_code == 503, r.text
+            assert "same op ids" in r.json()["error"]["message"]
+        finally:
+            postgres.resume()
+        # the retry is told the outcome; the op was applied once, and is in the log once
+        r = requests.post(f"{url}/v1/ops", json=op("route.api", "weight", 20, op_id="w-2"),
+                          headers=key("zara"), timeout=30)
+        assert r.status_code == 200, r.text
+        assert r.json()["duplicate"] is True
+        assert _logged(pg_dsn) == ["w-1", "w-2"]
+        ops = requests.get(f"{url}/v1/ops", headers=key("zara"), timeout=10).json()["ops"]
+        assert [o["op_id"] for o in ops] == ["w-1", "w-2"]
+
+
 def test_a_shared_log_url_holding_a_password_is_refused(tmp_path):
     project = make_project(tmp_path / "p")
     _share(project, "postgresql://conflux:s3cret@db.internal/conflux")
