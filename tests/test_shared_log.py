@@ -99,14 +99,18 @@ def test_a_transaction_older_than_the_rows_it_writes_holds_the_readers_back(node
 def test_concurrent_writers_and_a_tailer_see_every_op_once(nodes, pg_dsn):
     a, _ = nodes
     ids = [f"op-{i}" for i in range(600)]
-    seen, stop = [], threading.Event()
+    seen, stop, failures = [], threading.Event(), []
 
     def writer(seed):
         rng = random.Random(seed)
-        with SharedLog(pg_dsn, f"w{seed}") as log:
-            for _ in range(40):
-                batch = rng.sample(ids, rng.randint(1, 25))  # overlapping: retries elsewhere
-                log.append([(op_id, op_id.encode()) for op_id in batch])
+        try:
+            with SharedLog(pg_dsn, f"w{seed}") as log:
+                for _ in range(40):
+                    # overlapping, in any order: retries sent to other nodes meanwhile
+                    batch = rng.sample(ids, rng.randint(1, 25))
+                    log.append([(op_id, op_id.encode()) for op_id in batch])
+        except Exception as exc:  # noqa: BLE001 - reported by the test below
+            failures.append(exc)
 
     def tailer():
         position = START
@@ -128,6 +132,7 @@ def test_concurrent_writers_and_a_tailer_see_every_op_once(nodes, pg_dsn):
         w.join()
     stop.set()
     reader.join(timeout=60)
+    assert failures == []
     logged, _ = tail_all(a)
     assert len(seen) == len(set(seen)) == len(logged)
     assert set(seen) == {r[0] for r in logged}

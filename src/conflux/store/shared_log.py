@@ -29,6 +29,8 @@ Position = tuple[int, int]
 START: Position = (0, 0)
 
 _CHANNEL = "conflux_log"
+#: Tries of an append that PostgreSQL broke off to end a deadlock.
+_ATTEMPTS = 5
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS conflux_log (
@@ -91,11 +93,19 @@ class SharedLog:
         if not ops:
             return []
         op_ids = [op_id for op_id, _ in ops]
-        with self._conn.transaction():
-            cur = self._conn.execute(_APPEND, {"node": self.node, "op_ids": op_ids,
-                                               "entries": [entry for _, entry in ops]})
-            new = {row[0] for row in cur.fetchall()}
-            self._conn.execute(f"NOTIFY {_CHANNEL}")  # delivered at commit
+        params = {"node": self.node, "op_ids": op_ids, "entries": [entry for _, entry in ops]}
+        for attempt in range(_ATTEMPTS):
+            try:
+                with self._conn.transaction():
+                    cur = self._conn.execute(_APPEND, params)
+                    new = {row[0] for row in cur.fetchall()}
+                    self._conn.execute(f"NOTIFY {_CHANNEL}")  # delivered at commit
+                break
+            except psycopg.errors.DeadlockDetected:
+                # two batches naming some op ids in opposite orders (a retry sent to another
+                # node meanwhile): PostgreSQL rolled this one back, whole; it is run again
+                if attempt == _ATTEMPTS - 1:
+                    raise
         first = {}
         for index, op_id in enumerate(op_ids):
             first.setdefault(op_id, index)
