@@ -92,7 +92,6 @@ from typing import Any
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
 from conflux.kernel import op_parts
-from conflux.errors import InputError
 
 __all__ = ["Webhook", "Deliverer", "load_webhooks", "start_cursors", "webhook_status",
            "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]

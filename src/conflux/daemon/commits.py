@@ -89,9 +89,10 @@ class GroupCommitter:
         self.commits = 0
         self.batches = 0
 
-    def apply(self, raw_ops, actor):
-        """Validate now, commit with whatever else is waiting, return this batch's acks."""
-        ticket = _Ticket(self.engine.validated(raw_ops, actor))
+    def apply(self, raw_ops, actor, *, admitted: bool = False):
+        """Validate now, commit with whatever else is waiting, return this batch's acks;
+        ``admitted``: access and signatures were checked already (``Engine.admit``)."""
+        ticket = _Ticket(self.engine.validated(raw_ops, actor, admitted=admitted))
         self._queue.put(ticket)
         ticket.done.wait()
         if ticket.error is not None:
@@ -364,7 +365,8 @@ class CommitClient:
         try:
             frame = _frame([actor.id, actor.cls, raw_ops, checked])
         except (TypeError, ValueError, OverflowError):
-            return self.fallback.apply(raw_ops, actor)  # the engine names what is wrong
+            # the engine names what is wrong
+            return self.fallback.apply(raw_ops, actor, admitted=checked)
         sock = getattr(self._local, "sock", None)
         try:
             if sock is None:
@@ -376,7 +378,7 @@ class CommitClient:
             sock.sendall(frame)
         except OSError:
             self._drop(sock)
-            return self.fallback.apply(raw_ops, actor)
+            return self.fallback.apply(raw_ops, actor, admitted=checked)
         try:
             answer = unpackb(_read_frame(sock), raw=False)
         except OSError as exc:
@@ -492,26 +494,19 @@ class SharedPublisher:
     outbox); a retry with the same op ids is told the outcome once they are published."""
 
     def __init__(self, url: str, node: str):
-        self.url, self.node, self.log = url, node, None
+        from conflux.daemon.replicator import SharedLink
+
+        self.link = SharedLink(url, node)
 
     def publish(self, engine) -> None:
         import psycopg
 
-        from conflux.store.shared_log import SharedLog
-
         try:
-            if self.log is None:
-                self.log = SharedLog(self.url, self.node)
-                self.log.create()
-            engine.publish_to(self.log)
+            self.link.use(engine.publish_to)
         except psycopg.Error as exc:
-            self.close()
             raise StoreError("committed on this daemon, but the shared op log cannot be reached "
                              f"({type(exc).__name__}): it is published when the log is back; "
                              "retry with the same op ids to be told the outcome") from None
 
     def close(self) -> None:
-        if self.log is not None:
-            with contextlib.suppress(Exception):
-                self.log.close()
-            self.log = None
+        self.link.close()

@@ -7,6 +7,7 @@ tried again; nothing is lost meanwhile (the local log is the outbox)."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 
@@ -32,38 +33,63 @@ def replicator_start(directory: str, url: str | None) -> ReplicatorProcess | Non
     return helper
 
 
+class SharedLink:
+    """A daemon process's connection to the shared op log: made (and the log's table with it)
+    on first use, and made again after PostgreSQL could not be reached."""
+
+    def __init__(self, url: str, node: str):
+        self.url, self.node, self.log = url, node, None
+
+    def use(self, step):
+        """``step(log)``; a ``psycopg.Error`` drops the connection and is raised."""
+        import psycopg
+
+        from conflux.store.shared_log import SharedLog
+
+        try:
+            if self.log is None:
+                self.log = SharedLog(self.url, self.node)
+                self.log.create()
+            return step(self.log)
+        except psycopg.Error:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.log is not None:
+            with contextlib.suppress(Exception):
+                self.log.close()
+            self.log = None
+
+
 def _replicate(directory: str, url: str, parent: int) -> None:
     import psycopg
-
-    from conflux.store.shared_log import SharedLog
 
     log = logging.getLogger("conflux.replicator")
     logging.basicConfig(level=logging.INFO, format="[conflux-replicator %(process)d] "
                                                    "%(levelname)s %(message)s")
     stop = helper_stop_event(parent, log.name)
     engine = Engine(directory)
-    shared, down = None, False
+    link, down = SharedLink(url, engine.node), False
+
+    def step(shared):
+        engine.publish_to(shared)
+        engine.catch_up_from(shared)
+        shared.wait(POLL_S)
+
     try:
         while not stop.is_set():
             try:
-                if shared is None:
-                    shared = SharedLog(url, engine.node)
-                    shared.create()
-                    if down:
-                        log.info("the shared log is reachable again")
-                    down = False
-                engine.publish_to(shared)
-                engine.catch_up_from(shared)
-                shared.wait(POLL_S)
+                link.use(step)
             except psycopg.Error as exc:
                 if not down:
                     log.error("the shared log cannot be reached (%s); retrying", exc)
                 down = True
-                if shared is not None:
-                    shared.close()
-                shared = None
                 stop.wait(POLL_S)
+                continue
+            if down:
+                log.info("the shared log is reachable again")
+            down = False
     finally:
-        if shared is not None:
-            shared.close()
+        link.close()
         engine.close()
