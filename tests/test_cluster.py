@@ -51,15 +51,23 @@ def test_two_daemons_converge_through_the_shared_log(tmp_path, postgres, pg_dsn)
         log_a = requests.get(f"{url_a}/v1/ops", headers=key("zara"), timeout=10).json()["ops"]
         assert sorted(o["op_id"] for o in log_a) == ["img-1", "w-30", "w-50", "w-70",
                                                      "w-a"]
-        # each daemon's status says how far its log is published; nothing waits in the end
-        def published(url):
+        # each daemon's status names the shared log, itself and the other, and how far
+        # behind it is: nothing, in the end
+        def shared(url):
             return requests.get(f"{url}/v1/status", headers=key("zara"),
                                 timeout=10).json()["shared_log"]
-        assert wait_until(lambda: published(url_a)["unpublished"] == 0
-                          and published(url_b)["unpublished"] == 0)
-        assert published(url_a)["url"] == shared_url
-        assert published(url_a)["published_seq"] == published(url_b)["published_seq"] == 5
-
+        assert wait_until(lambda: shared(url_a)["lag_ops"] == 0 == shared(url_b)["lag_ops"]
+                          and len(shared(url_a)["nodes"]) == 2)
+        status_a, status_b = shared(url_a), shared(url_b)
+        assert status_a["url"] == shared_url and status_a["reachable"] is True
+        assert {n["node"] for n in status_a["nodes"]} == {status_a["node"], status_b["node"]}
+        assert status_a["node"] != status_b["node"]
+        text = subprocess.run([sys.executable, "-c", "import sys; from conflux.cli import "
+                               "main; sys.exit(main(sys.argv[1:]))", "--dir", a, "status"],
+                              capture_output=True, text=True, timeout=60)
+        assert text.returncode == 0, text.stderr
+        assert f"node {status_a['node']}, 0 ops behind" in text.stdout
+        assert status_b["node"] in text.stdout
 
 def _logged(dsn: str) -> list[str]:
     import psycopg
@@ -84,10 +92,15 @@ def test_a_write_is_answered_once_the_shared_log_has_it(tmp_path, postgres, pg_d
             assert "same op ids" in r.json()["error"]["message"]
         finally:
             postgres.resume()
-        # the retry is told the outcome; the op was applied once, and is in the log once
+        # the refused write was written nowhere: the retry applies it, once
+        assert requests.get(f"{url}/v1/ops", headers=key("zara"),
+                            timeout=10).json()["ops"][-1]["op_id"] == "w-1"
         r = requests.post(f"{url}/v1/ops", json=op("route.api", "weight", 20, op_id="w-2"),
                           headers=key("zara"), timeout=30)
         assert r.status_code == 200, r.text
+        assert not r.json().get("duplicate")
+        r = requests.post(f"{url}/v1/ops", json=op("route.api", "weight", 20, op_id="w-2"),
+                          headers=key("zara"), timeout=30)
         assert r.json()["duplicate"] is True
         assert _logged(pg_dsn) == ["w-1", "w-2"]
         ops = requests.get(f"{url}/v1/ops", headers=key("zara"), timeout=10).json()["ops"]

@@ -39,8 +39,14 @@ def run(args):
           f"({m['pending_operations']} operations since)" if m else "milestone    none yet")
     shared = st.get("shared_log")
     if shared:
-        print(f"shared log   {shared['url']}: published to seq {shared['published_seq']}, "
-              f"{shared['unpublished']} waiting")
+        if shared["reachable"]:
+            others = ", ".join(f"{n['node']} ({n['seen_ms_ago']} ms ago)"
+                               for n in shared["nodes"] if n["node"] != shared["node"])
+            print(f"shared log   {shared['url']}: node {shared['node']}, "
+                  f"{shared['lag_ops']} ops behind ({shared['lag_ms']} ms); other nodes: "
+                  f"{others or 'none seen in the last minute'}")
+        else:
+            print(f"shared log   {shared['url']}: cannot be reached ({shared['error']})")
     if st.get("webhooks"):
         from conflux.webhooks import describe_status
 

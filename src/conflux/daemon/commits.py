@@ -52,6 +52,8 @@ def commit_group(engine, makers) -> list[tuple[object, BaseException | None]]:
     group was rolled back: each batch is then committed alone, so only that one fails."""
     try:
         return [(acks, None) for acks in engine.commit_validated(makers)]
+    except StoreError as exc:  # the store (or the shared op log) failed: nothing was written
+        return [(None, exc)] * len(makers)
     except ConfluxError as exc:
         if len(makers) == 1:
             return [(None, exc)]
@@ -209,10 +211,9 @@ class CommitService:
     socket and commits whatever is waiting as one group. Single-threaded: while it commits,
     new requests wait in their sockets, and the next group takes them all."""
 
-    def __init__(self, engine, path: str, *, shared: "SharedPublisher | None" = None):
+    def __init__(self, engine, path: str):
         self.engine = engine
         self.path = path
-        self.shared = shared
         self.listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.listener.bind(path)
         self.listener.listen(512)
@@ -314,11 +315,6 @@ class CommitService:
             return
         outcomes = commit_group(engine, makers)
         self.commits += 1
-        if self.shared is not None and any(error is None for _, error in outcomes):
-            try:
-                self.shared.publish(engine)
-            except StoreError as exc:
-                outcomes = [(acks, error or exc) for acks, error in outcomes]
         for sock, (acks, error) in zip(waiting, outcomes):
             if error is not None:
                 self._answer(sock, _error_answer(error))
@@ -478,35 +474,5 @@ def _serve(directory: str, path: str, parent: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # left by a service that died: this one takes over
     with Engine(directory) as engine:
-        url = engine.settings.store_url
-        shared = SharedPublisher(url, engine.node) if url else None
-        try:
-            CommitService(engine, path, shared=shared).serve(stop)
-        finally:
-            if shared is not None:
-                shared.close()
+        CommitService(engine, path).serve(stop)
 
-
-class SharedPublisher:
-    """With a shared op log (``[store] url``): a group's answers wait until its operations
-    are in the shared log, committed by PostgreSQL. When it cannot be reached the group is
-    answered 503: committed here, and published when it is back (the local log is the
-    outbox); a retry with the same op ids is told the outcome once they are published."""
-
-    def __init__(self, url: str, node: str):
-        from conflux.daemon.replicator import SharedLink
-
-        self.link = SharedLink(url, node)
-
-    def publish(self, engine) -> None:
-        import psycopg
-
-        try:
-            self.link.use(engine.publish_to)
-        except psycopg.Error as exc:
-            raise StoreError("committed on this daemon, but the shared op log cannot be reached "
-                             f"({type(exc).__name__}): it is published when the log is back; "
-                             "retry with the same op ids to be told the outcome") from None
-
-    def close(self) -> None:
-        self.link.close()

@@ -1,15 +1,15 @@
 """The daemon's replicator: a process (``conflux.daemon.supervisor``) that keeps the project's
 store and the shared op log of ``config.toml``'s ``[store] url`` in step, for as long as the
-daemon runs: it publishes the ops this daemon logged and applies the ops the other daemons
-published (``Engine.publish_to``, ``Engine.catch_up_from``), woken by the log's ``NOTIFY`` or
-every ``POLL_S`` seconds. A PostgreSQL that cannot be reached is logged once per outage and
-tried again; nothing is lost meanwhile (the local log is the outbox)."""
+daemon runs: it applies what the log holds beyond what the store has read of it
+(``Engine.catch_up_from``), woken by the log's ``NOTIFY`` or every ``POLL_S`` seconds. (What
+the daemon binds itself reaches the log in its own commit: ``conflux.store.shared_store``.) A
+PostgreSQL that cannot be reached is logged once per outage and tried again."""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
+import time
 
 from conflux.daemon.supervisor import HelperProcess, helper_stop_event
 from conflux.engine import Engine
@@ -18,6 +18,8 @@ __all__ = ["ReplicatorProcess", "replicator_start"]
 
 #: The longest a change waits for the next look when a wake-up is missed.
 POLL_S = 0.5
+#: How often the daemon tells the shared log it is alive, and how far it has applied it.
+HEARTBEAT_S = 1.0
 
 
 class ReplicatorProcess(HelperProcess):
@@ -33,55 +35,28 @@ def replicator_start(directory: str, url: str | None) -> ReplicatorProcess | Non
     return helper
 
 
-class SharedLink:
-    """A daemon process's connection to the shared op log: made (and the log's table with it)
-    on first use, and made again after PostgreSQL could not be reached."""
-
-    def __init__(self, url: str, node: str):
-        self.url, self.node, self.log = url, node, None
-
-    def use(self, step):
-        """``step(log)``; a ``psycopg.Error`` drops the connection and is raised."""
-        import psycopg
-
-        from conflux.store.shared_log import SharedLog
-
-        try:
-            if self.log is None:
-                self.log = SharedLog(self.url, self.node)
-                self.log.create()
-            return step(self.log)
-        except psycopg.Error:
-            self.close()
-            raise
-
-    def close(self) -> None:
-        if self.log is not None:
-            with contextlib.suppress(Exception):
-                self.log.close()
-            self.log = None
-
-
 def _replicate(directory: str, url: str, parent: int) -> None:
     import psycopg
+
+    from conflux.errors import StoreError
 
     log = logging.getLogger("conflux.replicator")
     logging.basicConfig(level=logging.INFO, format="[conflux-replicator %(process)d] "
                                                    "%(levelname)s %(message)s")
     stop = helper_stop_event(parent, log.name)
-    engine = Engine(directory)
-    link, down = SharedLink(url, engine.node), False
-
-    def step(shared):
-        engine.publish_to(shared)
-        engine.catch_up_from(shared)
-        shared.wait(POLL_S)
-
+    engine, down = Engine(directory), False
+    store, beat = engine.store, 0.0
     try:
         while not stop.is_set():
             try:
-                link.use(step)
-            except psycopg.Error as exc:
+                shared = store.shared_log()
+                engine.catch_up_from(shared)
+                if time.monotonic() - beat >= HEARTBEAT_S:
+                    shared.heartbeat(engine.shared_position())
+                    beat = time.monotonic()
+                shared.wait(POLL_S)
+            except (psycopg.Error, StoreError) as exc:
+                store.drop_connection()
                 if not down:
                     log.error("the shared log cannot be reached (%s); retrying", exc)
                 down = True
@@ -91,5 +66,4 @@ def _replicate(directory: str, url: str, parent: int) -> None:
                 log.info("the shared log is reachable again")
             down = False
     finally:
-        link.close()
         engine.close()

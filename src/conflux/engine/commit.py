@@ -8,8 +8,12 @@ from conflux.codec import packb
 from conflux.engine.acks import _small, Ack, Acks, OUTCOME_OPS
 from conflux.engine.checks import _marker_hlc
 from conflux.engine.settings import now_ms
-from conflux.errors import OpIdConflict, ValidationError
-from conflux.store import state_key
+from conflux.errors import OpIdConflict, StoreError, ValidationError
+from conflux.store import LogChunk, state_key
+from conflux.store.base import LoggedElsewhere
+
+#: Runs of a commit whose op ids another node logged meanwhile, each time another's.
+_ELSEWHERE_ATTEMPTS = 8
 
 
 class Commits:
@@ -79,10 +83,25 @@ class Commits:
                     small.append((lo, lo + len(ops)))
                 lo += len(ops)
             return self._commit(txn, merged, False, small).split([len(ops) for ops in batches])
-        return self.store.write(body)
+        return self._store_write(body)
 
-    def apply_entries(self, entries: list[bytes]) -> list[Ack]:
-        """Apply op-log entries exported by another store (their context already bound).
+    def _store_write(self, body, *, commit: bool = True):
+        """``store.write``; when a shared op log holds some of the commit's op ids already
+        (another node bound them first), their logged entries are applied and the commit run
+        again, so that it acknowledges them as retries rather than binding them twice."""
+        for _ in range(_ELSEWHERE_ATTEMPTS):
+            try:
+                return self.store.write(body, commit=commit)
+            except LoggedElsewhere as taken:
+                self.apply_entries(taken.entries, logged=True)
+        raise StoreError("other nodes kept logging this commit's op ids first; nothing was "
+                         "written: retry with the same op ids")
+
+    def apply_entries(self, entries: list[bytes], *, logged: bool = False,
+                      marks: dict[str, int] | None = None) -> list[Ack]:
+        """Apply op-log entries exported by another store (their context already bound);
+        ``logged``: they come from the shared op log of record (not published again);
+        ``marks``: meta values to write in the same commit.
 
         This is how replicas converge: the same entries in any order, with duplicates, give
         the same state records.
@@ -94,7 +113,11 @@ class Commits:
                 self._rekey(op)
                 ops.append(op)
             return ops
-        return self._write(make_ops)
+        def put_marks(txn, ops):  # where the entries were read up to, in their commit
+            for key, value in marks.items():
+                self.store.meta_put_int(txn, key, value)
+        return self._write(make_ops, logged=entries if logged else None,
+                           expand=put_marks if marks else None)
 
     def _rekey(self, op) -> None:
         """Fill the derived parts of an op read from a log (kind, packed values)."""
@@ -122,7 +145,7 @@ class Commits:
             op.elements = [spec.coerce_element(e) for e in op.elements]
             op.ebytes = [packb(e, use_bin_type=True) for e in op.elements]
 
-    def _write(self, make_ops, *, dry_run=False, expand=None):
+    def _write(self, make_ops, *, dry_run=False, expand=None, logged=False):
         """Commit the ops ``make_ops()`` builds, in one synced write transaction.
 
         They are built (and so validated) before the transaction opens. If the transaction
@@ -134,12 +157,16 @@ class Commits:
             ops = pending.pop() if pending else make_ops()
             if expand is not None:
                 expand(txn, ops)
-            return self._commit(txn, ops, dry_run, _small(ops))
-        return self.store.write(body, commit=not dry_run)
+            return self._commit(txn, ops, dry_run, _small(ops), logged)
+        return self._store_write(body, commit=not dry_run)
 
-    def _commit(self, txn, ops, dry_run, small=()):
+    def _commit(self, txn, ops, dry_run, small=(), logged=False):
         """Log and merge ``ops`` in ``txn``; ``small``: the ``(start, end)`` index ranges of
-        the requests (``OUTCOME_OPS`` ops or fewer) whose acks tell each op's outcome."""
+        the requests (``OUTCOME_OPS`` ops or fewer) whose acks tell each op's outcome;
+        ``logged``: the entries ``ops`` were read from, when they come from the shared op
+        log of record: they are logged byte for byte as the node that bound them wrote them
+        (the log is the same on every node), and this node's own ids among them (ops it
+        bound and lost in a crash) are taken as they are."""
         core, store = self.core, self.store
         wall = now_ms()
         seq, clock = store.log_tail(txn)
@@ -147,7 +174,7 @@ class Commits:
         offset = self.settings.max_clock_offset_ms
         own_prefix = self.node + "-"
         acks: list[Ack | None] = [None] * len(ops)
-        fresh = []
+        fresh, fresh_at = [], []
         in_batch: dict[str, int] = {}
         opid_seq = None
         for i, op in enumerate(ops):
@@ -170,12 +197,14 @@ class Commits:
                 if found is not None:
                     acks[i] = self._ack_existing(txn, op, found, i if len(ops) > 1 else None)
                     continue
-                if op.op_id.startswith(own_prefix):
+                if op.op_id.startswith(own_prefix) and not logged:
                     raise ValidationError(f"op_id {op.op_id!r}: ids starting with "
                                           f"{own_prefix!r} are reserved for this store",
                                           field="op_id")
                 in_batch[op.op_id] = i
             fresh.append(op)
+            if logged:
+                fresh_at.append(i)
         clock = core.stamp_ops(fresh, clock, wall, offset, own_prefix, horizon, seq + 1)
         leaves = []
         for op in fresh:
@@ -197,7 +226,12 @@ class Commits:
                            else ack.hlc)
                     outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:
-            store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT))
+            if logged:
+                store.log_append(txn, LogChunk.pack(fresh[0].seq, [logged[i] for i in fresh_at],
+                                                    clock, store.CHUNK_LIMIT))
+            else:
+                store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT),
+                                 [op.op_id for op in fresh] if store.shares_log else None)
             if not dry_run:  # (a dry run's transaction is thrown away)
                 self._index_entities(txn, fresh)
             # the ops that came with an op id of their own (the store's ids need no index)
@@ -247,6 +281,8 @@ class Commits:
                 entry = self.store.log_entry(txn, seq)
                 if entry is not None and self.core.decode_entry(entry).op_id == op_id:
                     return seq
+            if self.store.shares_log:  # one lost in a crash, applied from the shared log
+                return self.store.opid_getter(txn)(op_id)
             return None
         return self.store.opid_getter(txn)(op_id)
 

@@ -36,6 +36,18 @@ from conflux.store import LmdbStore, state_key, Store
 STORE_LAYOUT = b"conflux-store-1"
 
 
+#: Meta value of a store whose whole log is in the shared op log of ``[store] url``.
+SHARED_MARK = "shared:joined"
+
+
+def _open_store(path: str, url: str | None, *, sync: bool) -> Store:
+    if url is None:
+        return LmdbStore(path, sync=sync)
+    from conflux.store.shared_store import SharedStore
+
+    return SharedStore(path, url, sync=sync)
+
+
 def _pick_core(core):
     if core is None:
         return default_core
@@ -54,7 +66,8 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
         self.core = _pick_core(core)
         self.schema: Schema = load_schema(os.path.join(self.root, "schema.toml"), cached=True)
         self.settings = Settings.load(os.path.join(self.root, "config.toml"))
-        self.store: Store = LmdbStore(os.path.join(self.root, "store"), sync=sync)
+        self.store: Store = _open_store(os.path.join(self.root, "store"),
+                                        self.settings.store_url, sync=sync)
         with self.store.read() as txn:
             node = self.store.meta_get(txn, "node")
             layout = self.store.meta_get(txn, "layout")
@@ -66,6 +79,8 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
                              f"reads {STORE_LAYOUT.decode()}: open it with the Conflux that "
                              "wrote it, or start a new project with 'conflux init'")
         self.node = node.decode()
+        if self.store.shares_log:
+            self._check_shared()
         self.policy = Policy(self.root, self.schema)
         self._kinds = {(t, f.name): self.core.STRATEGY_KINDS[f.merge]
                        for t, et in self.schema.types.items() for f in et.fields.values()}
@@ -96,6 +111,24 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
         self._plans = {
             _plan_id(state_key(self._env_ids[env], self._type_ids[t], "", self._field_ids[
                 (t, f)])): plan for (env, t, f), plan in _plans(self.schema, self._rules).items()}
+
+    def _check_shared(self) -> None:
+        """A store joins a shared op log empty, or through ``conflux store migrate``, which
+        publishes its log there first: ops only it holds would otherwise never reach the
+        other nodes."""
+        store = self.store
+        with store.read() as txn:
+            joined = store.meta_get(txn, SHARED_MARK)
+            last = store.log_tail(txn)[0]
+        if joined is not None:
+            return
+        if last:
+            raise StoreError(
+                f"the store in {self.root} holds {last} ops that are not in the shared op log "
+                f"{self.settings.store_url}: run 'conflux store migrate --to "
+                f"{self.settings.store_url}' (with [store] url removed from config.toml) to "
+                "publish them there first")
+        store.write(lambda txn: store.meta_put(txn, SHARED_MARK, b"1"))
 
     @classmethod
     def init(cls, directory: str, schema_path: str, *, core=None, sync: bool = True) -> "Engine":

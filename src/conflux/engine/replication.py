@@ -1,15 +1,18 @@
 """Replication through a shared op log (``conflux.store.shared_log``): how several stores,
 each a daemon's, converge on one set of operations.
 
-The local op log is the outbox: ``publish_to`` appends what this store logged since the last
-publication to the shared log; ``catch_up_from`` applies what other nodes published, in the
-shared log's order, as bound entries (``apply_entries``: the merge rules make the order
-irrelevant, and an op id already logged here is acknowledged, not applied twice). Both keep
-their place in the store's meta values, written after the step they mark: a crash in
-between repeats the step, and repeating it changes nothing.
+What a node binds itself reaches the shared log in its own commit (``SharedStore``);
+``catch_up_from`` applies what the log holds beyond what this store has read of it, in the
+log's order, as bound entries (``apply_entries``: the merge rules make the order irrelevant,
+and an op id already logged here is acknowledged, not applied twice). ``publish_to`` appends
+a store's whole local log to a shared log, for a project moving onto one (``conflux store
+migrate``). Each keeps its place in the store's meta values, written with the step it marks
+or after it: a crash in between repeats the step, and repeating it changes nothing.
 """
 
 from __future__ import annotations
+
+import time
 
 __all__ = ["Replication"]
 
@@ -18,8 +21,17 @@ _READ_TXID = "shared:read_txid"     # the shared log's position this store has a
 _READ_POS = "shared:read_pos"
 
 
+def _position_marks(at) -> dict[str, int]:
+    return {_READ_TXID: at[0], _READ_POS: at[1]}
+
+
 class Replication:
     """Publishing to and catching up from a shared log (a part of ``Engine``)."""
+
+    #: Where this process has read the shared log up to (None: as the store's marks say),
+    #: and when it last wrote that to the store.
+    _shared_at = None
+    _shared_saved = 0.0
 
     def _marks(self, *keys) -> list[int]:
         store = self.store
@@ -50,27 +62,69 @@ class Replication:
         return appended
 
     def catch_up_from(self, log, *, batch: int = 1_000) -> int:
-        """Apply what other nodes appended to ``log`` since this store last read it; the
-        number of ops read."""
-        txid, pos = self._marks(_READ_TXID, _READ_POS)
-        read = 0
+        """Apply what the shared ``log`` holds beyond what this store last read of it, in the
+        log's order; the number of rows read. Rows this node published are read too: one
+        whose local commit a crash lost is applied like any other (the rest are found in the
+        local log and skipped).
+
+        The position read up to is written with the entries it applies, in their commit;
+        after rows that needed nothing it is written at most once a second (a restart
+        reads those rows again, and skips them again)."""
+        at = self._shared_at
+        if at is None:
+            at = tuple(self._marks(_READ_TXID, _READ_POS))
+        read, node, saved = 0, self.node, at
         while True:
-            rows, (txid, pos) = log.tail((txid, pos), limit=batch)
+            rows, new_at = log.tail(at, limit=batch)
             if not rows:
-                return read
-            foreign = [entry for _, node, entry in rows if node != self.node]
-            if foreign:
-                self.apply_entries(foreign)
-            self._set_marks(**{_READ_TXID: txid, _READ_POS: pos})
+                break
+            own = [op_id for op_id, origin, _ in rows if origin == node]
+            have = self._logged(own) if own else set()
+            missing = [entry for op_id, origin, entry in rows
+                       if origin != node or op_id not in have]
+            if missing:
+                self.apply_entries(missing, logged=True, marks=_position_marks(new_at))
+                saved = new_at
+            at = new_at
             read += len(rows)
+        self._shared_at = at
+        if at != saved and time.monotonic() - self._shared_saved >= 1.0:
+            self._set_marks(**_position_marks(at))
+            self._shared_saved = time.monotonic()
+        return read
+
+    def _logged(self, op_ids) -> set[str]:
+        """Which of ``op_ids`` this store has logged."""
+        with self.store.read() as txn:
+            return {op_id for op_id in op_ids if self._seq_of(txn, op_id) is not None}
+
+    def shared_position(self) -> tuple[int, int]:
+        """Where this store has applied the shared log up to."""
+        if self._shared_at is not None:
+            return self._shared_at
+        return tuple(self._marks(_READ_TXID, _READ_POS))
 
     def replication_status(self) -> dict | None:
         """With a shared op log (``[store] url``): where it is (the URL as configured: it holds
-        no password), the last local sequence number published there and how many local ops
-        wait to be, and how many rows of it this store has applied up to; None without one."""
+        no password), this node's name, how far this store has applied it and how far behind
+        that is (rows, and the age of the oldest unapplied one in milliseconds), and the nodes
+        seen in the last minute; ``reachable`` False (and ``error``) while the log cannot be
+        reached. None without a shared log."""
         url = self.settings.store_url
         if not url:
             return None
-        published, txid, pos = self._marks(_PUBLISHED, _READ_TXID, _READ_POS)
-        return {"url": url, "published_seq": published,
-                "unpublished": self.last_seq() - published, "read_position": [txid, pos]}
+        import psycopg
+
+        from conflux.errors import StoreError
+
+        at = self.shared_position()
+        status = {"url": url, "node": self.node, "read_position": list(at)}
+        try:
+            log = self.store.shared_log()
+            lag_ops, lag_ms = log.lag(at)
+            nodes = log.nodes()
+        except (psycopg.Error, StoreError) as exc:
+            self.store.drop_connection()
+            return {**status, "reachable": False, "error": str(exc).splitlines()[0]}
+        return {**status, "reachable": True, "lag_ops": lag_ops, "lag_ms": round(lag_ms),
+                "nodes": nodes}

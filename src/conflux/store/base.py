@@ -29,7 +29,19 @@ import abc
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
-__all__ = ["Store"]
+__all__ = ["Store", "LoggedElsewhere"]
+
+
+class LoggedElsewhere(Exception):
+    """Raised by ``write`` when a store whose op log of record is shared (``SharedStore``)
+    finds that some op ids of the commit are in that log already, bound by another node (or
+    by this one before a crash lost its local commit): nothing was written. ``entries``: the
+    logged entries of those op ids, to apply (``Engine.apply_entries``) before the commit is
+    run again, so that it acknowledges them rather than binding them a second time."""
+
+    def __init__(self, entries: list[bytes]):
+        super().__init__(f"{len(entries)} op ids of this commit are in the shared op log")
+        self.entries = entries
 
 
 class Store(abc.ABC):
@@ -37,6 +49,11 @@ class Store(abc.ABC):
 
     #: Where the store lives (a directory for LMDB).
     path: str
+
+    #: Whether the op log of record is shared with other nodes (``SharedStore``): then
+    #: ``log_append`` is told the op ids of what the node itself bound, which ``write``
+    #: publishes before it commits.
+    shares_log = False
 
     #: The op-log chunk size the kernel's ``encode_chunks`` is given (bytes of entries).
     CHUNK_LIMIT: int
@@ -148,8 +165,11 @@ class Store(abc.ABC):
         """(last sequence number, clock) of the store; (0, 0) for an empty log."""
 
     @abc.abstractmethod
-    def log_append(self, txn, chunks: list[tuple[int, bytes]]) -> None:
-        """Append a commit's chunks, ``(first seq, chunk)``, in order."""
+    def log_append(self, txn, chunks: list[tuple[int, bytes]],
+                   publish: list[str] | None = None) -> None:
+        """Append a commit's chunks, ``(first seq, chunk)``, in order. ``publish``: with a
+        shared log of record, the op ids of the chunks' entries, in order, when this node
+        bound them (None for entries read from that log)."""
 
     @abc.abstractmethod
     def log_entries(self, txn, start: int = 1, *, reverse: bool = False

@@ -213,6 +213,7 @@ class LmdbStore(Store):
             txn = self.env.begin(write=True)
             result = body(txn)
             if commit:
+                self._before_commit()
                 txn.commit()
                 txn = None
             return None, result
@@ -226,6 +227,9 @@ class LmdbStore(Store):
             self._pending = None
             if txn is not None:
                 txn.abort()  # a dry run, or a failure
+
+    def _before_commit(self) -> None:
+        """What must hold before a write commits (``SharedStore``: its log of record has it)."""
 
     def _grow(self) -> None:
         size = self.env.info()["map_size"]
@@ -357,8 +361,10 @@ class LmdbStore(Store):
                 return 0, 0
             return LogChunk.tail(SEQ.unpack(cur.key())[0], cur.value())
 
-    def log_append(self, txn, chunks: list[tuple[int, bytes]]) -> None:
-        """Append a commit's chunks, ``(first seq, chunk)``, in order."""
+    def log_append(self, txn, chunks: list[tuple[int, bytes]],
+                   publish: list[str] | None = None) -> None:
+        """Append a commit's chunks, ``(first seq, chunk)``, in order (``publish``: for a
+        shared log of record, ``SharedStore``)."""
         with txn.cursor(db=self.dbs["log"]) as cur:
             cur.putmulti([(SEQ.pack(seq), chunk) for seq, chunk in chunks], append=True)
 
