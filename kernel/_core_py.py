@@ -51,7 +51,6 @@ compete in it. Without overrides every epoch is 0.
 from __future__ import annotations
 
 import re
-import struct
 
 import msgpack
 
@@ -96,15 +95,11 @@ _TAG = _layout.LIVE_TAG
 _TOMB = _layout.TOMBSTONE
 _WATERMARK = _layout.WATERMARK
 _GROW_ELEM = _layout.GROW_ELEM
-_CHUNK_HEAD = _layout.CHUNK_HEAD
 _ENTRY_VERSION = _layout.ENTRY_VERSION
 # Derived once, for the hot paths.
 _REG_END = _REG.size                    # where a register's variable parts start
 _REG_CUTOFF_END = _REG.size + _U64.size  # the same with F_CUTOFF
 _NO_NUMBER = bytes(_I64.size)           # the number of a register with NUM_NONE
-_CHUNK_HEAD_SIZE = _CHUNK_HEAD.size
-_CHUNK_OFFSET_SIZE = _layout.CHUNK_OFFSET.size
-_CHUNK_OFFSETS = "<%d" + _layout.CHUNK_OFFSET.format.lstrip("<")  # % the entry count
 
 # --------------------------------------------------------------------------------------------
 # Hybrid logical clock (Kulkarni et al. 2014): 48 bits of wall milliseconds, 16 bits counter.
@@ -1021,24 +1016,9 @@ def encode_chunks(ops, clock, limit):
     need contiguous free space that grows costly to find as the store ages (measured: a
     single chunk per 10,000-op commit cost 1.4x more per op at 10^7 ops than at 10^6).
     """
-    entries = [encode_entry(op) for op in ops]
-    out = []
-    a = 0
-    while a < len(entries):
-        k, size = 1, len(entries[a])
-        while a + k < len(entries) and (_CHUNK_HEAD_SIZE + _CHUNK_OFFSET_SIZE * (k + 1) + size
-                                        + len(entries[a + k]) <= limit):
-            size += len(entries[a + k])
-            k += 1
-        group = entries[a:a + k]
-        offsets, pos = [], 0
-        for e in group:
-            offsets.append(pos)
-            pos += len(e)
-        out.append((ops[a].seq, _CHUNK_HEAD.pack(k, clock)
-                    + struct.pack(_CHUNK_OFFSETS % k, *offsets) + b"".join(group)))
-        a += k
-    return out
+    if not ops:
+        return []
+    return _layout.pack_chunks([encode_entry(op) for op in ops], ops[0].seq, clock, limit)
 
 
 # ---------------------------------------------------------------------------------------------

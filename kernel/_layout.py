@@ -25,7 +25,7 @@ __all__ = [
     "VALUE_MAP", "VALUE_ELEMENTS", "VALUE_KINDS",
     "RECORD_HEAD", "REGISTER", "CUTOFF", "NUMBER_INT", "NUMBER_FLOAT", "REVIEW_HEAD", "REVIEW_CAND",
     "SET_HEAD", "ORSET_ELEM", "LIVE_TAG", "TOMBSTONE", "WATERMARK", "GROW_ELEM", "CHUNK_HEAD",
-    "CHUNK_OFFSET", "ENTRY", "ENTRY_FIELDS", "LAYOUTS", "c_constants",
+    "CHUNK_OFFSET", "pack_chunks", "ENTRY", "ENTRY_FIELDS", "LAYOUTS", "c_constants",
 ]
 
 # The version byte of every record (byte 0).
@@ -98,6 +98,31 @@ GROW_ELEM = struct.Struct("<IQQB")
 # commit; then one CHUNK_OFFSET per entry, then the entries.
 CHUNK_HEAD = struct.Struct("<IQ")
 CHUNK_OFFSET = struct.Struct("<I")
+
+
+def pack_chunks(entries: list[bytes], first_seq: int, clock: int, limit: int
+                ) -> list[tuple[int, bytes]]:
+    """Encoded entries of consecutive sequence numbers as log chunks, ``[(first seq, chunk)]``:
+    at most ``limit`` bytes a chunk (unless one entry alone is larger). The pure-Python twin's
+    ``encode_chunks`` cuts with it, and so does a store keeping entries read from a shared
+    log byte for byte; the compiled twin cuts the same way in C."""
+    out, a, step = [], 0, CHUNK_OFFSET.size
+    offsets_format = "<%d" + CHUNK_OFFSET.format.lstrip("<")
+    while a < len(entries):
+        k, size = 1, len(entries[a])
+        while a + k < len(entries) and (CHUNK_HEAD.size + step * (k + 1) + size
+                                        + len(entries[a + k]) <= limit):
+            size += len(entries[a + k])
+            k += 1
+        group = entries[a:a + k]
+        offsets, pos = [], 0
+        for entry in group:
+            offsets.append(pos)
+            pos += len(entry)
+        out.append((first_seq + a, CHUNK_HEAD.pack(k, clock)
+                    + struct.pack(offsets_format % k, *offsets) + b"".join(group)))
+        a += k
+    return out
 
 # Each layout's field names in struct order, and the prefix of its C constants: the compiled
 # twin reads and writes fields in place at ``<PREFIX>_<FIELD>`` and steps ``<PREFIX>_SIZE``.

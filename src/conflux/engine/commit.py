@@ -227,7 +227,7 @@ class Commits:
                     outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:
             if logged:
-                store.log_append(txn, LogChunk.pack(fresh[0].seq, [logged[i] for i in fresh_at],
+                store.log_append(txn, LogChunk.pack([logged[i] for i in fresh_at], fresh[0].seq,
                                                     clock, store.CHUNK_LIMIT))
             else:
                 store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT),

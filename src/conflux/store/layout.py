@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import struct
 
-from conflux.kernel._layout import CHUNK_HEAD, CHUNK_OFFSET
+from conflux.kernel._layout import CHUNK_HEAD, CHUNK_OFFSET, pack_chunks
 
 __all__ = ["SEQ", "LogChunk", "state_key", "entity_prefix", "split_state_key"]
 
@@ -57,27 +57,9 @@ class LogChunk:
         ends = offsets[1:] + (len(data) - base,)
         return [bytes(data[base + a:base + b]) for a, b in zip(offsets, ends)]
 
-    @classmethod
-    def pack(cls, first_seq: int, entries: list[bytes], clock: int, limit: int
-             ) -> list[tuple[int, bytes]]:
-        """Chunks of entries already encoded (read from a shared log: kept byte for byte),
-        cut as the kernel's ``encode_chunks`` cuts them: ``[(first seq, chunk)]``."""
-        out, a, step = [], 0, CHUNK_OFFSET.size
-        while a < len(entries):
-            k, size = 1, len(entries[a])
-            while a + k < len(entries) and (cls.HEAD.size + step * (k + 1) + size
-                                            + len(entries[a + k]) <= limit):
-                size += len(entries[a + k])
-                k += 1
-            group = entries[a:a + k]
-            offsets, pos = [], 0
-            for entry in group:
-                offsets.append(pos)
-                pos += len(entry)
-            out.append((first_seq + a, cls.HEAD.pack(k, clock) + struct.pack(
-                f"<{k}{CHUNK_OFFSET.format[1:]}", *offsets) + b"".join(group)))
-            a += k
-        return out
+    #: Chunks of entries already encoded (read from a shared log: kept byte for byte), cut
+    #: as the kernel cuts them: ``pack(entries, first seq, clock, limit)``.
+    pack = staticmethod(pack_chunks)
 
     @classmethod
     def tail(cls, first_seq: int, data: bytes) -> tuple[int, int]:
