@@ -12,7 +12,7 @@ import pytest
 
 from conflux.actors import Actor
 from conflux.engine import Engine
-from conflux.errors import StoreError
+from conflux.errors import InputError, StoreError
 
 from conftest import EXAMPLE_SCHEMA
 
@@ -159,3 +159,12 @@ def test_a_store_with_ops_of_its_own_does_not_join_a_shared_log_silently(tmp_pat
         fh.write(f'\n[store]\nurl = "{_url(postgres, pg_dsn)}"\n')
     with pytest.raises(StoreError, match="conflux store migrate"):
         Engine(str(tmp_path / "a"))
+
+
+def test_compaction_is_refused_on_a_node_sharing_its_log(nodes):
+    a, _ = nodes
+    a.apply([_set(10, "w-1")], ZARA)
+    before = a.records()
+    with pytest.raises(InputError, match="sharing its op log"):
+        a.compact()
+    assert a.records() == before

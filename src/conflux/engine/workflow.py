@@ -105,6 +105,11 @@ class Workflows:
         default now minus the stability window). The resolved state does not change; ops
         older than the horizon are refused from then on."""
         core = self.core
+        if self.store.shares_log:
+            # another node may still apply an op older than this node's horizon, which this
+            # node would then refuse: the nodes must agree on a horizon first
+            raise InputError("compaction is not available on a node sharing its op log "
+                             "([store] url): nothing was changed")
         if horizon is None:
             horizon = core.hlc_pack(now_ms() - self.settings.stability_window_s * 1000, 0)
         stats = {"records": 0, "rewritten": 0, "deleted": 0}
