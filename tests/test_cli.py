@@ -166,7 +166,7 @@ def test_every_command_is_registered():
     assert len(names) == len(COMMANDS)
     assert set(names) == {"init", "import", "export", "set", "delete", "get", "log", "blame",
                           "status", "promote", "conflicts", "resolve", "milestone", "diff",
-                          "watch", "daemon", "auth", "rbac", "keys", "audit"}
+                          "watch", "daemon", "store", "auth", "rbac", "keys", "audit"}
 
 
 @pytest.mark.parametrize("name", command_names())

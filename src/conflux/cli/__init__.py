@@ -25,8 +25,8 @@ _MODULES = {"init": "init", "import": "import_", "export": "export", "set": "set
             "delete": "delete", "get": "get", "log": "log", "blame": "blame",
             "status": "status", "promote": "promote", "conflicts": "conflicts",
             "resolve": "resolve", "milestone": "milestone", "diff": "diff", "watch": "watch",
-            "daemon": "daemon", "auth": "auth", "rbac": "rbac", "keys": "keys",
-            "audit": "audit"}
+            "daemon": "daemon", "store": "store", "auth": "auth", "rbac": "rbac",
+            "keys": "keys", "audit": "audit"}
 
 
 class UsageError(Exception):

@@ -32,6 +32,7 @@ def add_parser(sub):
 
 def run(args):
     from conflux.daemon import Daemon, check_configuration, daemon_options
+    from conflux.engine.migration import daemon_lock
 
     options = daemon_options(host=args.host, port=args.port, workers=args.workers,
                              threads=args.threads, tls_cert=args.tls_cert,
@@ -39,7 +40,11 @@ def run(args):
                              timeout=args.timeout, access_log=args.access_log)
     # Every configuration file is checked here, so that a bad one stops the daemon with one
     # line naming file and line (exit 2) instead of each worker failing to boot.
-    access = check_configuration(open_engine(args))
+    engine = open_engine(args)
+    # a shared hold on the project until the daemon and its workers are gone: 'conflux store
+    # migrate' is refused meanwhile
+    hold = daemon_lock(engine.root)
+    access = check_configuration(engine)
     args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
     Daemon(os.path.abspath(args.dir), options, access=access).run()

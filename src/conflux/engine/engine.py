@@ -22,8 +22,9 @@ from conflux.engine.commit import Commits
 from conflux.engine.ops import Operations
 from conflux.engine.policy import Policy
 from conflux.engine.queries import Queries
-from conflux.engine.replication import Replication
-from conflux.engine.settings import _DEFAULT_CONFIG, CONFLUX_DIR, project_root, Settings
+from conflux.engine.replication import check_shared_log, Replication
+from conflux.engine.settings import (_DEFAULT_CONFIG, CONFLUX_DIR, project_root, Settings,
+                                     write_store_url)
 from conflux.engine.workflow import Workflows
 from conflux.errors import ConfluxError, InputError, StoreError
 from conflux.kernel import core as default_core, TWINS
@@ -130,13 +131,32 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
                 "publish them there first")
         store.write(lambda txn: store.meta_put(txn, SHARED_MARK, b"1"))
 
+    def mark_joined(self, joined: bool = True) -> None:
+        """Record that this store's whole log is in the shared op log (``conflux store
+        migrate`` does, once it has checked), or, leaving it, that it may not be."""
+        store = self.store
+
+        def body(txn):
+            if joined:
+                store.meta_put(txn, SHARED_MARK, b"1")
+            else:
+                store.meta_delete(txn, SHARED_MARK)
+        store.write(body)
+
     @classmethod
-    def init(cls, directory: str, schema_path: str, *, core=None, sync: bool = True) -> "Engine":
-        """Create ``.conflux/`` in ``directory`` from a schema file (validated first)."""
+    def init(cls, directory: str, schema_path: str, *, core=None, sync: bool = True,
+             store_url: str | None = None) -> "Engine":
+        """Create ``.conflux/`` in ``directory`` from a schema file (validated first). With
+        ``store_url`` the project's op log of record is the shared log there (``[store] url``
+        in config.toml): the URL is checked and the log's tables made before anything is
+        created, and the new store joins the log empty (``conflux.engine.migration.catch_up``
+        brings it level)."""
         schema = load_schema(schema_path)
         root = os.path.join(directory, CONFLUX_DIR)
         if LmdbStore.exists(os.path.join(root, "store")):
             raise InputError(f"{root} already holds a Conflux project; nothing was changed")
+        if store_url is not None:
+            check_shared_log(store_url)
         os.makedirs(root, exist_ok=True)
         import shutil
 
@@ -146,6 +166,8 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
             defaults = Settings()
             with open(config, "w") as fh:
                 fh.write(_DEFAULT_CONFIG.format(**defaults.__dict__))
+        if store_url is not None:
+            write_store_url(config, store_url)
         store = LmdbStore(os.path.join(root, "store"), create=True, sync=sync)
 
         def body(txn):

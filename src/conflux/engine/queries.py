@@ -202,6 +202,38 @@ class Queries:
                 out[(envs[env_id], f"{types[type_id]}.{name}", fields.get(fid, ""))] = rec
         return out
 
+    def state_hash(self) -> str:
+        """A digest of the resolved state, ``sha256:<hex>``: in every environment, every
+        visible field's value and the op that won it (its HLC, actor, op id and override
+        flag), then the review conflicts with their candidates and the violations. Two
+        stores holding the same ops have the same digest whatever order they applied them
+        in, and compaction does not change it (it drops only what no longer shows); it is
+        what ``conflux store migrate`` compares, and what nodes of a cluster can compare."""
+        import hashlib
+        import json
+
+        digest = hashlib.sha256()
+
+        def feed(item) -> None:
+            digest.update(json.dumps(item, sort_keys=True, ensure_ascii=False,
+                                     separators=(",", ":"), default=repr).encode())
+            digest.update(b"\n")
+
+        with self.store.read() as txn:
+            read = self.store.entity_reader(txn)
+            for env in self.schema.environments:
+                for entity_id in self._entity_ids(txn, env):
+                    view = self._view(txn, env, entity_id, read=read)
+                    for name in sorted(view):
+                        item = view[name]
+                        feed(["field", env, entity_id, name, item["env"], item["value"],
+                              list(item["winner"])])
+        for conflict in self.conflicts():
+            feed(["conflict", conflict])
+        for violation in self.violations():
+            feed(["violation", violation])
+        return "sha256:" + digest.hexdigest()
+
     def _env(self, env):
         env = env or self.schema.base_env
         self.schema.env_chain(env)  # NotFound for an unknown environment

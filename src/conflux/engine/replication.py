@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import time
 
-__all__ = ["Replication"]
+from conflux.errors import InputError
+
+__all__ = ["Replication", "open_shared_log", "check_shared_log"]
 
 _PUBLISHED = "shared:published"     # the last local sequence number in the shared log
 _READ_TXID = "shared:read_txid"     # the shared log's position this store has applied to
@@ -23,6 +25,12 @@ _READ_POS = "shared:read_pos"
 
 def _position_marks(at) -> dict[str, int]:
     return {_READ_TXID: at[0], _READ_POS: at[1]}
+
+
+def first_line(exc) -> str:
+    """The first line of an error's message (PostgreSQL's run to several)."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Replication:
@@ -93,6 +101,19 @@ class Replication:
             self._shared_saved = time.monotonic()
         return read
 
+    def forget_shared_position(self) -> None:
+        """Forget how far this store has published to and read a shared log: a project
+        moving onto a shared log, or off one, may be given another log next, whose
+        positions these are not."""
+        self._set_marks(**{_PUBLISHED: 0, _READ_TXID: 0, _READ_POS: 0})
+        self._shared_at = None
+
+    def keep_shared_position(self) -> None:
+        """Write where this process has read the shared log up to into the store now (it is
+        otherwise written at most once a second while rows need nothing)."""
+        if self._shared_at is not None:
+            self._set_marks(**_position_marks(self._shared_at))
+
     def _logged(self, op_ids) -> set[str]:
         """Which of ``op_ids`` this store has logged."""
         with self.store.read() as txn:
@@ -128,3 +149,36 @@ class Replication:
             return {**status, "reachable": False, "error": str(exc).splitlines()[0]}
         return {**status, "reachable": True, "lag_ops": lag_ops, "lag_ms": round(lag_ms),
                 "nodes": nodes}
+
+
+def open_shared_log(url: str, node: str, unchanged: str):
+    """The shared log at ``url``, its tables made; ``InputError`` (ending with
+    ``unchanged``) when PostgreSQL cannot be reached or refuses."""
+    import psycopg
+
+    from conflux.store.shared_log import SharedLog
+
+    try:
+        log = SharedLog(url, node)
+    except psycopg.Error as exc:
+        raise InputError(f"cannot reach the shared op log at {url} ({first_line(exc)}); "
+                         f"{unchanged}") from None
+    try:
+        log.create()
+    except psycopg.Error as exc:
+        log.close()
+        raise InputError(f"cannot make the shared op log's tables at {url} "
+                         f"({first_line(exc)}); {unchanged}") from None
+    return log
+
+
+def check_shared_log(url: str) -> None:
+    """Check ``url`` as ``[store] url`` and make the log's tables there (once), before
+    ``conflux init --store`` creates anything: ``InputError`` when it is not a usable URL or
+    PostgreSQL cannot be reached."""
+    from conflux.engine.settings import store_url_problem
+
+    problem = store_url_problem(url)
+    if problem is not None:
+        raise InputError(f"--store {problem}; nothing was created")
+    open_shared_log(url, "init", "nothing was created").close()

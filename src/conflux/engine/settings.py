@@ -7,7 +7,7 @@ import time
 
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
-from conflux.errors import StoreError
+from conflux.errors import InputError, StoreError
 from conflux.limits import DEFAULT_MAX_VALUE_BYTES
 
 
@@ -137,23 +137,92 @@ class Settings:
 def _store_url(doc) -> str | None:
     """``[store] url``: a PostgreSQL URL without a password (the daemon's environment,
     ``PGPASSWORD`` or ``~/.pgpass``, holds it: config.toml is read by every command)."""
-    from urllib.parse import urlsplit  # PERF: only for a project that has a [store]
-
     url = doc.data["store"].get("url")
-    line = doc.first_line(doc.key("url", doc.table("store")), doc.top_key("store"))
     if url is None:
         return None
+    problem = store_url_problem(url)
+    if problem is not None:
+        doc.fail(f"[store] url {problem}", line=doc.first_line(
+            doc.key("url", doc.table("store")), doc.top_key("store")))
+    return url
+
+
+def store_url_problem(url) -> str | None:
+    """What is wrong with ``url`` as the shared op log's URL (``[store] url``, ``conflux init
+    --store``, ``conflux store migrate --to``), said after the words naming it; None when
+    nothing is."""
+    from urllib.parse import urlsplit  # PERF: only for a project that has a [store]
+
     if not isinstance(url, str) or urlsplit(url).scheme not in ("postgresql", "postgres"):
-        doc.fail("[store] url must be a PostgreSQL URL, postgresql://user@host:port/database",
-                 line=line)
+        return "must be a PostgreSQL URL, postgresql://user@host:port/database"
     try:
         password = urlsplit(url).password
     except ValueError as exc:
-        doc.fail(f"[store] url is not a URL: {exc}", line=line)
+        return f"is not a URL: {exc}"
     if password is not None or "password=" in url:
-        doc.fail("[store] url holds a password: keep it out of config.toml and give it to the "
-                 "daemon in PGPASSWORD or ~/.pgpass", line=line)
-    return url
+        return ("holds a password: keep it out of config.toml and give it to the daemon in "
+                "PGPASSWORD or ~/.pgpass")
+    return None
+
+
+def write_store_url(path: str, url: str | None) -> None:
+    """Set ``[store] url`` in the ``config.toml`` at ``path`` (None: remove it, and the
+    ``[store]`` header when nothing else is under it), leaving every other line as written:
+    the comments are the operator's. The file is replaced whole or not at all."""
+    import re
+    import tomllib
+
+    from conflux.destination import open_destination
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            lines = fh.read().splitlines(keepends=True)
+    except FileNotFoundError:
+        lines = []
+    header = re.compile(r"\s*\[\s*store\s*\]\s*(#.*)?$")
+    table_start = re.compile(r"\s*\[")
+    url_key = re.compile(r"""\s*(url|"url"|'url')\s*=""")
+    content = re.compile(r"\s*[^\s#]")
+    start = next((i for i, line in enumerate(lines) if header.match(line)), None)
+    if start is not None:
+        end = next((i for i in range(start + 1, len(lines)) if table_start.match(lines[i])),
+                   len(lines))
+        at = next((i for i in range(start + 1, end) if url_key.match(lines[i])), None)
+    setting = None if url is None else f"url = {_toml_string(url)}\n"
+    if url is not None and start is None:
+        if lines and not lines[-1].endswith("\n"):
+            lines[-1] += "\n"
+        lines += ["\n", "[store]\n", setting]
+    elif url is not None:
+        if at is None:
+            lines.insert(start + 1, setting)
+        else:
+            lines[at] = setting
+    elif start is not None and at is not None:
+        del lines[at]
+        if not any(content.match(line) for line in lines[start + 1:end - 1]):
+            del lines[start]
+            if start and not lines[start - 1].strip() and (start == len(lines)
+                                                           or not lines[start].strip()):
+                del lines[start - 1]  # the blank line the table was set off by
+    text = "".join(lines)
+    try:
+        written = tomllib.loads(text).get("store", {}).get("url")
+    except tomllib.TOMLDecodeError:
+        written = False
+    if written != url:
+        raise InputError(f"{path}: [store] url could not be {'set' if url else 'removed'} "
+                         "without rewriting the file (is it written as a dotted key?): "
+                         "edit it by hand; nothing was changed")
+    with open_destination(path) as fh:
+        fh.write(text.encode("utf-8"))
+
+
+def _toml_string(text: str) -> str:
+    """``text`` as a TOML basic string."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + "".join(c if c >= " " and c != "\x7f" else f"\\u{ord(c):04x}"
+                         for c in escaped) + '"'
 
 
 #: The tables of ``config.toml`` and their keys (``[milestones]``'s are checked by

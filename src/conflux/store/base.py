@@ -116,6 +116,10 @@ class Store(abc.ABC):
         """Keep ``value`` under ``key``."""
 
     @abc.abstractmethod
+    def meta_delete(self, txn, key: str) -> None:
+        """Forget the value kept under ``key`` (none there: nothing happens)."""
+
+    @abc.abstractmethod
     def meta_int(self, txn, key: str) -> int:
         """The integer kept under ``key`` (``meta_put_int``); 0 if none."""
 

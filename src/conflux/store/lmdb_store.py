@@ -298,6 +298,9 @@ class LmdbStore(Store):
     def meta_put(self, txn, key: str, value: bytes) -> None:
         txn.put(key.encode(), value, db=self.dbs["meta"])
 
+    def meta_delete(self, txn, key: str) -> None:
+        txn.delete(key.encode(), db=self.dbs["meta"])
+
     def meta_int(self, txn, key: str) -> int:
         raw = txn.get(key.encode(), db=self.dbs["meta"])
         return SEQ.unpack(raw)[0] if raw else 0
