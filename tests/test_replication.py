@@ -6,6 +6,7 @@ log alone."""
 from __future__ import annotations
 
 import random
+import time
 
 import pytest
 
@@ -128,3 +129,24 @@ def test_catching_up_resumes_where_it_stopped(cluster):
               "op_id": "p-1"}], ACTORS[1])
     assert b.publish_to(log_b) == 1
     assert b.catch_up_from(log_b) == 1 and b.last_seq() == 3
+
+
+def test_the_position_read_reaches_the_store_once_the_rows_stop(tmp_path, pg_dsn):
+    # rows needing nothing (this node's own) move the position in the store at most once a
+    # second; the last of a run must still get there when no row follows it, or whatever
+    # reads the store's marks (a worker's status) sees this node behind the log for good
+    directory = str(tmp_path / "solo")
+    engine = Engine.init(directory, str(EXAMPLE_SCHEMA), sync=False)
+    with SharedLog(pg_dsn, engine.node) as log:
+        log.create()
+        for weight in (1, 2):
+            engine.apply([{"type": "set_field", "entity_id": "route.api", "field": "weight",
+                           "value": weight, "op_id": f"w-{weight}"}], ACTORS[0])
+            engine.publish_to(log)
+            assert engine.catch_up_from(log) == 1  # the second within the second: not written
+        time.sleep(1.1)
+        assert engine.catch_up_from(log) == 0  # nothing new: the position is written now
+        engine.close()
+        engine = Engine(directory)
+        assert engine.shared_position() == _everything(log)[1]
+        engine.close()

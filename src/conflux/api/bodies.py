@@ -120,7 +120,9 @@ def _variant(op_type: str, entity_id: dict, field: dict | None, value: dict | No
     if op_type in ("set_field", "unset_field", "resolve"):
         props["base"] = {**_OP_IDS, "description": "the op ids the writer saw as the field's "
                                                    "current value (else 409)"}
-    if op_type == "remove_elements":
+    if op_type in ("add_elements", "remove_elements"):
+        # an add supersedes the tags it observed as a remove kills them: sent, they make
+        # the op's outcome the same on every store, whatever it holds when it arrives
         props["observed"] = {"type": "array", "items": _OP_IDS,
                              "description": "per element, the add tags the writer saw"}
     if op_type != "delete_entity":

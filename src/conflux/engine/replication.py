@@ -37,8 +37,9 @@ class Replication:
     """Publishing to and catching up from a shared log (a part of ``Engine``)."""
 
     #: Where this process has read the shared log up to (None: as the store's marks say),
-    #: and when it last wrote that to the store.
+    #: the position the store's marks hold, and when this process last wrote them.
     _shared_at = None
+    _shared_marked = None
     _shared_saved = 0.0
 
     def _marks(self, *keys) -> list[int]:
@@ -80,8 +81,8 @@ class Replication:
         reads those rows again, and skips them again)."""
         at = self._shared_at
         if at is None:
-            at = tuple(self._marks(_READ_TXID, _READ_POS))
-        read, node, saved = 0, self.node, at
+            at = self._shared_marked = tuple(self._marks(_READ_TXID, _READ_POS))
+        read, node = 0, self.node
         while True:
             rows, new_at = log.tail(at, limit=batch)
             if not rows:
@@ -92,12 +93,16 @@ class Replication:
                        if origin != node or op_id not in have]
             if missing:
                 self.apply_entries(missing, logged=True, marks=_position_marks(new_at))
-                saved = new_at
+                self._shared_marked = new_at
             at = new_at
             read += len(rows)
         self._shared_at = at
-        if at != saved and time.monotonic() - self._shared_saved >= 1.0:
+        # NOTE: compared with what the marks hold, not with where this call began: rows
+        # read during the pause are written by the next call after it, even one that reads
+        # nothing (else the marks, which status reads, stay behind until more rows come)
+        if at != self._shared_marked and time.monotonic() - self._shared_saved >= 1.0:
             self._set_marks(**_position_marks(at))
+            self._shared_marked = at
             self._shared_saved = time.monotonic()
         return read
 
