@@ -93,7 +93,8 @@ from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
 from conflux.kernel import op_parts
 
-__all__ = ["Webhook", "Deliverer", "load_webhooks", "start_cursors", "webhook_status",
+__all__ = ["Webhook", "Deliverer", "ClusterDeliverer", "load_webhooks", "start_cursors",
+           "webhook_status", "cluster_webhook_status",
            "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
 
 #: The file's name inside ``.conflux/``.
@@ -386,6 +387,20 @@ def webhook_status(store, txn) -> dict[str, dict]:
     return out
 
 
+def cluster_webhook_status(row: dict, pending: int) -> dict:
+    """``webhook_status``'s figures for one webhook of a cluster (``conflux.store.lease``
+    ``webhook_rows``): its cursor is a position in the shared log, ``pending`` the rows
+    beyond it."""
+    stats = row["stats"]
+    return {"cursor": list(row["cursor"]), "pending": pending,
+            "sending": None if row["sending"] is None else list(row["sending"]),
+            "delivered": stats.get("delivered", 0), "failed": stats.get("failed", 0),
+            "failed_ops": stats.get("failed_ops", 0), "last_error": stats.get("last_error"),
+            "last_failed_seqs": stats.get("last_failed_seqs"),
+            "last_failed_at": stats.get("last_failed_at"),
+            "last_delivered_at": stats.get("last_delivered_at")}
+
+
 def describe_status(hooks: dict[str, dict]) -> str:
     """One line for ``conflux status``: how many webhooks, and their failed deliveries."""
     failed = {name: h for name, h in hooks.items() if h["failed"]}
@@ -400,6 +415,27 @@ def describe_status(hooks: dict[str, dict]) -> str:
     per_hook = ", ".join(f"{n}: {x['failed']}" for n, x in failed.items())
     return (text + f"{total} failed deliver{'ies' if total != 1 else 'y'} ({per_hook}); "
             f"last: {name} seqs {first}-{last} at {h['last_failed_at']}: {h['last_error']}")
+
+
+def _milestone_failed(stats: dict, m, error: str) -> dict:
+    stats["failed"] = stats.get("failed", 0) + 1
+    stats["last_error"] = f"milestone {m.id}: {error}"
+    stats["last_failed_at"] = _now()
+    return stats
+
+
+def _batch_stats(stats: dict, batch, error: str | None) -> dict:
+    """The statistics after a batch was delivered (``error`` None) or given up on."""
+    if error is None:
+        stats["delivered"] = stats.get("delivered", 0) + len(batch.ops)
+        stats["last_delivered_at"] = _now()
+    else:
+        stats["failed"] = stats.get("failed", 0) + 1
+        stats["failed_ops"] = stats.get("failed_ops", 0) + len(batch.ops)
+        stats["last_error"] = error
+        stats["last_failed_seqs"] = [batch.first, batch.last]
+        stats["last_failed_at"] = _now()
+    return stats
 
 
 def _now() -> str:
@@ -458,6 +494,9 @@ class Deliverer:
     ``Deliverer`` records the starting cursor of any webhook the store has not seen.
     """
 
+    #: Exceptions that end a webhook's thread rather than being logged and retried.
+    _fatal: tuple = ()
+
     def __init__(self, engine, hooks: list[Webhook], *, poll_s: float = 0.25):
         self.engine = engine
         self.hooks = list(hooks)
@@ -488,6 +527,8 @@ class Deliverer:
         while not stop.is_set():
             try:
                 counts = self.drain(hook, stop)
+            except self._fatal:
+                raise
             except Exception:  # the loop outlives a bad moment (a store error, a bug)
                 log.exception("webhook %s: delivery failed; retrying in %.0f s", hook.name,
                               max(self.poll_s, 5.0))
@@ -509,7 +550,8 @@ class Deliverer:
             if not batch.ops:  # nothing for this hook in what was read: just move on
                 self._cursors[hook.name] = batch.scanned_to
                 continue
-            delivery = f"{hook.name}-{batch.first}-{batch.last}"
+            delivery = self._delivery_id(hook, batch)
+            self._before_send(hook, batch)
             error, stopped = self._send(hook, batch.body, "op", delivery,
                                         f"delivery {delivery}", stop, counts)
             if stopped:
@@ -527,15 +569,16 @@ class Deliverer:
 
     # -- one batch -----------------------------------------------------------------------------
 
+    def _delivery_id(self, hook: Webhook, batch: _Batch) -> str:
+        """``X-Conflux-Delivery`` of a batch of operations."""
+        return f"{hook.name}-{batch.first}-{batch.last}"
+
+    def _before_send(self, hook: Webhook, batch: _Batch) -> None:
+        """Called before a batch's first try (a cluster records the batch being sent)."""
+
     def _drain_milestones(self, hook: Webhook, stop: threading.Event, counts: dict) -> None:
         """Deliver the milestones made since the hook's milestone cursor, one POST each."""
-        from conflux.milestones import read_milestones
-
-        store = self.engine.store
-        with store.read() as txn:
-            found = read_milestones(
-                store, txn, store.webhook_cursor(txn, hook.name, milestones=True) or 0)
-        for m in found:
+        for m in self._milestones_due(hook):
             if stop.is_set():
                 return
             error = None
@@ -555,15 +598,26 @@ class Deliverer:
                     log.error("webhook %s: gave up on milestone %d after %d tries: %s",
                               hook.name, m.id, hook.max_attempts, error)
 
-            def record(txn, m=m, error=error):
-                store.set_webhook_cursor(txn, hook.name, m.id, milestones=True)
-                if error is not None:
-                    stats = _read_stats(store, txn, hook.name)
-                    stats["failed"] = stats.get("failed", 0) + 1
-                    stats["last_error"] = f"milestone {m.id}: {error}"
-                    stats["last_failed_at"] = _now()
-                    store.set_webhook_stats(txn, hook.name, json.dumps(stats).encode())
-            store.write(record)
+            self._milestone_done(hook, m, error)
+
+    def _milestones_due(self, hook: Webhook) -> list:
+        """The milestones made since the hook's milestone cursor, oldest first."""
+        from conflux.milestones import read_milestones
+
+        store = self.engine.store
+        with store.read() as txn:
+            return read_milestones(
+                store, txn, store.webhook_cursor(txn, hook.name, milestones=True) or 0)
+
+    def _milestone_done(self, hook: Webhook, m, error: str | None) -> None:
+        store = self.engine.store
+
+        def record(txn):
+            store.set_webhook_cursor(txn, hook.name, m.id, milestones=True)
+            if error is not None:
+                store.set_webhook_stats(txn, hook.name, json.dumps(_milestone_failed(
+                    _read_stats(store, txn, hook.name), m, error)).encode())
+        store.write(record)
 
     def _next_batch(self, hook: Webhook) -> _Batch | None:
         cursor = self._cursors[hook.name]
@@ -655,26 +709,147 @@ class Deliverer:
             store.set_webhook_cursor(txn, name, cursor)
             if batch is None:
                 return
-            stats = _read_stats(store, txn, name)
-            if error is None:
-                stats["delivered"] = stats.get("delivered", 0) + len(batch.ops)
-                stats["last_delivered_at"] = _now()
-            else:
-                stats["failed"] = stats.get("failed", 0) + 1
-                stats["failed_ops"] = stats.get("failed_ops", 0) + len(batch.ops)
-                stats["last_error"] = error
-                stats["last_failed_seqs"] = [batch.first, batch.last]
-                stats["last_failed_at"] = _now()
+            stats = _batch_stats(_read_stats(store, txn, name), batch, error)
             store.set_webhook_stats(txn, name, json.dumps(stats).encode())
         store.write(body)
         self._cursors[name] = self._saved[name] = cursor
         self._saved_at[name] = time.monotonic()
 
 
+class ClusterDeliverer(Deliverer):
+    """Delivery for a project whose op log is shared by several daemons
+    (``conflux.store.shared_log``), run by the one process holding the cluster's
+    ``webhooks`` lease (``conflux.store.lease``).
+
+    Local sequence numbers differ from daemon to daemon, so a webhook's cursor here is a
+    position in the shared log, kept in PostgreSQL (``conflux_webhooks``) and moved only in a
+    transaction that checks the lease is still held. Operations are delivered in the shared
+    log's order, each once this daemon's store has applied it (its ``seq`` in the body is
+    this daemon's). Before a batch's first try its end is recorded: until the batch is done
+    with, whoever holds the lease sends exactly that batch next, under the same
+    ``X-Conflux-Delivery`` id (derived from the batch's op ids, so the same on every daemon).
+    That batch, sent by a holder that died or lost the lease between the receiver's answer and
+    the cursor's move, is the only one a receiver can get twice; no operation is ever skipped.
+    """
+
+    def __init__(self, engine, hooks: list[Webhook], lease, *, poll_s: float = 0.25):
+        from conflux.store.lease import LeaseLost, WebhookRecords
+
+        self._fatal = (LeaseLost,)
+        self.engine = engine
+        self.hooks = list(hooks)
+        self.poll_s = poll_s
+        self.lease = lease
+        self.records = WebhookRecords(lease)
+        _start_shared(lease, self.hooks)
+        found = self.records.read()
+        self._cursors = {h.name: found[h.name]["cursor"] for h in self.hooks}
+        self._saved = dict(self._cursors)
+        self._sending = {h.name: found[h.name]["sending"] for h in self.hooks}
+        self._milestone = {h.name: found[h.name]["milestone"] for h in self.hooks}
+        self._saved_at = {h.name: float("-inf") for h in self.hooks}
+        self._lost = None
+
+    def run(self, stop: threading.Event) -> None:
+        """As ``Deliverer.run``; raises ``LeaseLost`` when the lease was lost meanwhile."""
+        halt = threading.Event()
+
+        def chain():
+            while not halt.is_set():
+                if stop.wait(0.2):
+                    halt.set()
+        threading.Thread(target=chain, daemon=True).start()
+        try:
+            super().run(halt)
+        finally:
+            halt.set()
+        if self._lost is not None:
+            raise self._lost
+
+    def _serve_hook(self, hook: Webhook, stop: threading.Event) -> None:
+        try:
+            super()._serve_hook(hook, stop)
+        except self._fatal as exc:  # every webhook stops: another daemon delivers now
+            self._lost = exc
+            stop.set()
+
+    def _next_batch(self, hook: Webhook) -> _Batch | None:
+        name, engine = hook.name, self.engine
+        pinned = self._sending[name]
+        rows = self.lease.rows(self._cursors[name], upto=pinned, limit=_SCAN)
+        local = []
+        with engine.store.read() as txn:
+            for at, op_id, entry in rows:
+                seq = engine._seq_of(txn, op_id)
+                if seq is None:  # not applied here yet: deliver up to it, wait for the rest
+                    break
+                op = engine.core.decode_entry(entry)
+                op.seq = seq
+                local.append((at, op))
+        if not local or (pinned is not None and local[-1][0] != pinned):
+            return None
+        picked = []
+        scanned_to = local[-1][0]
+        for at, op in local:
+            if hook.wants(op):
+                picked.append(op)
+                if len(picked) == hook.batch_size:
+                    scanned_to = at
+                    break
+        batch = _Batch(picked, scanned_to)
+        if picked:
+            batch.body = _json_body({"event": "op", "webhook": name,
+                                     "ops": [engine.op_dict(op) for op in picked]})
+        return batch
+
+    def _delivery_id(self, hook: Webhook, batch: _Batch) -> str:
+        digest = hashlib.sha256("\n".join(op.op_id for op in batch.ops).encode())
+        return f"{hook.name}-{digest.hexdigest()[:32]}"
+
+    def _before_send(self, hook: Webhook, batch: _Batch) -> None:
+        name = hook.name
+        if self._sending[name] != batch.scanned_to:
+            self.records.sending(name, self._saved[name], batch.scanned_to)
+            self._sending[name] = batch.scanned_to
+
+    def _advance(self, hook: Webhook, cursor, batch: _Batch | None,
+                 error: str | None = None) -> None:
+        name = hook.name
+        update = None if batch is None else (lambda stats: _batch_stats(stats, batch, error))
+        self.records.advance(name, self._saved[name], cursor, update)
+        self._cursors[name] = self._saved[name] = cursor
+        self._sending[name] = None
+        self._saved_at[name] = time.monotonic()
+
+    def _milestones_due(self, hook: Webhook) -> list:
+        from conflux.milestones import Milestone
+        from conflux.store.lease import MilestoneRecords
+
+        with self.lease.transaction() as conn:
+            records = MilestoneRecords(conn).after(self._milestone[hook.name])
+        return [Milestone.unpack(raw) for raw in records]
+
+    def _milestone_done(self, hook: Webhook, m, error: str | None) -> None:
+        update = None if error is None else (lambda stats: _milestone_failed(stats, m, error))
+        self.records.milestone_done(hook.name, m.id, update)
+        self._milestone[hook.name] = m.id
+
+
+def _start_shared(link, hooks: list[Webhook]) -> None:
+    from conflux.store.lease import webhook_start
+
+    webhook_start(link, {hook.name: hook.from_start for hook in hooks})
+
+
 def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
     """Every webhook's cursor, recording where a new one starts: the end of the log as it is
-    now, or 0 (the whole history) with ``from_start``."""
+    now, or 0 (the whole history) with ``from_start``. With a shared op log the cursors are
+    the cluster's, in PostgreSQL (``ClusterDeliverer``), and this records new ones there."""
     store = engine.store
+    if store.shares_log:
+        if hooks:
+            _start_shared(store.shared_log(), hooks)
+        return {}
 
     from conflux.milestones import last_milestone as newest
 
