@@ -331,7 +331,9 @@ class Milestones:
         hlcs = [op.hlc for op in listed]
         affected = sorted({p.env for op in listed for p in op_parts(op)},
                           key=engine.schema.environments.index)
-        number = cluster["number"] if cluster else (previous.id + 1) if previous else 1
+        number = (previous.id + 1) if previous else 1
+        if cluster:  # one made by hand here took a number of its own: never reuse it
+            number = max(number, cluster["number"])
         milestone = Milestone(
             id=number, commit="", seq=last_seq, first_seq=start,
             operations=len(listed), envs=envs, affected=affected, hlc_from=min(hlcs),

@@ -62,6 +62,14 @@ it when the daemon exits. It tails the op log by sequence number, so it sees wha
 and the CLI commit, and each webhook is served by its own thread, so a slow endpoint delays no
 other. A lock file keeps a second daemon on the same project from delivering the same events.
 The file is read when the daemon starts; restart the daemon after editing it.
+
+**In a cluster** (a shared op log, ``[store] url``): one daemon at a time delivers, the holder
+of the cluster's ``webhooks`` lease (``conflux.store.lease``), and the cursors are positions
+in the shared log kept in PostgreSQL: :class:`ClusterDeliverer`. There, ``seq`` in a body is
+the delivering daemon's, and ``X-Conflux-Delivery`` is ``<name>-<32 hex digits>`` derived
+from the batch's op ids, the same on every daemon; the one batch a receiver may get twice (its
+sender died after the receiver's answer, before the cursor moved) comes again whole under the
+same id.
 :class:`Deliverer` is the loop itself; ``run_once`` delivers what is pending synchronously
 (tests and scripts).
 
