@@ -8,7 +8,8 @@ for another's figures.
 from __future__ import annotations
 
 from conflux.milestones import last_milestone
-from conflux.webhooks import cluster_webhook_status, webhook_status
+from conflux.webhooks import webhook_status
+from conflux.webhooks_shared import cluster_webhook_status
 
 __all__ = ["project_status"]
 

@@ -10,8 +10,8 @@ import os
 from conflux.daemon.supervisor import HelperProcess, helper_stop_event
 from conflux.engine import Engine
 from conflux.errors import InputError, StoreError
-from conflux.webhooks import (WEBHOOKS_FILE, ClusterDeliverer, Deliverer, load_webhooks,
-                              start_cursors)
+from conflux.webhooks import WEBHOOKS_FILE, Deliverer, load_webhooks, start_cursors
+from conflux.webhooks_shared import ClusterDeliverer
 
 __all__ = ["DeliveryProcess"]
 
