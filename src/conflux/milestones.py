@@ -284,7 +284,12 @@ class Milestones:
         with self._locked():
             return self._create(title, envs, force, clock)
 
-    def _create(self, title, envs, force, clock) -> Milestone:
+    def _create(self, title, envs, force, clock, cluster: dict | None = None) -> Milestone:
+        """Make the next milestone. In a cluster (``create_if_due_shared``), ``cluster``
+        gives its number, its git parent (or None: this repository's previous milestone),
+        the operations it covers (its message's; those since this store's own previous
+        milestone still decide which entities are written again) and ``record``, called with
+        the milestone before this store records it."""
         engine, repo = self.engine, self.repo
         previous = self.last()
         start = previous.seq + 1 if previous else 1
@@ -295,7 +300,8 @@ class Milestones:
                 op = engine.core.decode_entry(data)
                 op.seq = seq
                 ops.append(op)
-            if not ops:
+            listed = ops if cluster is None else cluster["ops"]
+            if not listed:
                 since = f"milestone {previous.id}" if previous else "the project began"
                 raise NothingToCommit(f"no operations since {since}: nothing to commit")
             if not force:
@@ -322,20 +328,25 @@ class Milestones:
 
         for env in envs:
             root.insert(env, trees[env], FileMode.TREE)
-        hlcs = [op.hlc for op in ops]
-        affected = sorted({p.env for op in ops for p in op_parts(op)},
+        hlcs = [op.hlc for op in listed]
+        affected = sorted({p.env for op in listed for p in op_parts(op)},
                           key=engine.schema.environments.index)
+        number = (previous.id + 1) if previous else 1
+        if cluster:  # one made by hand here took a number of its own: never reuse it
+            number = max(number, cluster["number"])
         milestone = Milestone(
-            id=(previous.id + 1) if previous else 1, commit="", seq=last_seq, first_seq=start,
-            operations=len(ops), envs=envs, affected=affected, hlc_from=min(hlcs),
+            id=number, commit="", seq=last_seq, first_seq=start,
+            operations=len(listed), envs=envs, affected=affected, hlc_from=min(hlcs),
             hlc_to=max(hlcs), title=title, created_ms=int(clock() * 1000), forced=force,
             trees={env: str(oid) for env, oid in trees.items()})
-        milestone.message = self._message(milestone, ops)
+        milestone.message = self._message(milestone, listed)
         import pygit2
 
         when = int(milestone.created_ms // 1000)
         author = pygit2.Signature(*_AUTHOR, when, 0)
         parents = [pygit2.Oid(hex=previous.commit)] if previous else []
+        if cluster and cluster["parent"]:
+            parents = [pygit2.Oid(hex=cluster["parent"])]
         oid = repo.create_commit(None, author, author, milestone.message, root.write(), parents)
         milestone.commit = str(oid)
         # libgit2 does not sync the objects it writes: before the store records a milestone
@@ -343,6 +354,8 @@ class Milestones:
         # record naming a commit the repository lost
         os.sync()
         _fault("milestone-objects-written")
+        if cluster:
+            cluster["record"](milestone)  # the cluster's record first: a lost lease stops here
         self._store(milestone)
         _fault("milestone-recorded")
         repo.references.create(self.ref, oid, force=True)
@@ -508,6 +521,106 @@ class Milestones:
             pending = self.engine.last_seq() - (last.seq if last else 0)
             return self._create(f"scheduled: {pending} operation{'s' if pending != 1 else ''}",
                                 list(self.engine.schema.environments), False, time.time)
+
+    def create_if_due_shared(self, lease, now: float | None = None) -> Milestone | None:
+        """The scheduler's milestone when the op log is shared by several daemons, made by
+        the holder of the cluster's ``milestones`` lease (``conflux.store.lease``).
+
+        The schedule's state is the cluster's, in PostgreSQL (``conflux_milestones``): the
+        last milestone's number, time and position in the shared log, however many daemons
+        held the lease before. A milestone is due when ``every_ops`` rows of the shared log
+        lie beyond that position, or ``every_seconds`` passed and one row does, counting only
+        rows this daemon's store has applied; it covers this store's state, is numbered after
+        the cluster's last, records the position up to which its state holds every row, and
+        lists the operations between the two positions. It is recorded in PostgreSQL in a
+        transaction that checks the lease is held, before this store records it: a holder
+        that lost the lease records nothing, and the next holder makes that milestone.
+        """
+        from conflux.store.lease import MilestoneRecords
+        from conflux.store.shared_log import START
+
+        s = self.settings
+        if not s.every_ops and not s.every_seconds:
+            return None
+        records = MilestoneRecords(lease.conn)
+        with self._locked():
+            last = records.last()
+            at = last["position"] if last else START
+            applied = tuple(self.engine.shared_position())
+            if applied <= at:
+                return None
+            pending = records.count_between(at, applied)
+            if not pending:
+                return None
+            now = now if now is not None else time.time()
+            since = last["made"] if last else (records.first_op_time() or now)
+            if not ((s.every_ops and pending >= s.every_ops)
+                    or (s.every_seconds and now - since >= s.every_seconds)):
+                return None
+            covered, ops = self._applied_rows(lease, at, applied)
+            parent = self._cluster_parent(last["commit"]) if last else None
+
+            def record(milestone):
+                records.record(lease, milestone.id, covered, milestone.commit,
+                               milestone.pack())
+            return self._create(
+                f"scheduled: {len(ops)} operation{'s' if len(ops) != 1 else ''}",
+                list(self.engine.schema.environments), False, time.time,
+                {"number": last["id"] + 1 if last else 1, "parent": parent, "ops": ops,
+                 "record": record})
+
+    def _applied_rows(self, lease, after, applied):
+        """The shared log's rows after ``after`` that this store has applied, as logged ops
+        with this store's sequence numbers, and the position of the last: every row up to
+        ``applied`` (where the store's replicator has read to), and those beyond it up to
+        the first one not applied here yet."""
+        engine, ops, at = self.engine, [], after
+        while True:
+            rows = lease.rows(at, limit=1000)
+            if not rows:
+                return at, ops
+            with engine.store.read() as txn:
+                for position, op_id, entry in rows:
+                    seq = engine._seq_of(txn, op_id)
+                    if seq is None:
+                        if position <= applied:  # cannot be: the replicator applied it
+                            raise StoreError(f"op {op_id} of the shared log is not in this "
+                                             "store although its replicator passed it")
+                        return at, ops
+                    op = engine.core.decode_entry(entry)
+                    op.seq = seq
+                    ops.append(op)
+                    at = position
+
+    def _cluster_parent(self, commit: str) -> str | None:
+        """The git parent of the next milestone in a cluster: the cluster's last milestone
+        when this repository has it (fetched from the remote if need be), else the remote
+        branch's head, else None (this repository's own previous milestone)."""
+        repo = self.repo
+        if commit in repo:
+            return commit
+        fetched = self.fetch()
+        if commit in repo:
+            return commit
+        return fetched
+
+    def fetch(self) -> str | None:
+        """Fetch the remote branch (``remote``, ``remote_branch``) into this repository; its
+        head, or None without a remote or when it cannot be fetched."""
+        remote = self.settings.remote
+        if not remote:
+            return None
+        import pygit2
+
+        target = remote if "://" in remote or os.path.isabs(remote) else os.path.join(
+            self.engine.root, remote)
+        source = f"refs/heads/{self.settings.remote_branch or self.settings.branch}"
+        try:
+            self.repo.remotes.create_anonymous(target).fetch(
+                [f"+{source}:refs/conflux/remote"])
+            return str(self.repo.references["refs/conflux/remote"].target)
+        except (pygit2.GitError, KeyError):
+            return None
 
     def due(self, now: float | None = None) -> bool:
         """Whether the schedule of ``config.toml`` calls for a milestone now: something

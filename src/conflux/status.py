@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from conflux.milestones import last_milestone
 from conflux.webhooks import webhook_status
+from conflux.webhooks_shared import cluster_webhook_status
 
 __all__ = ["project_status"]
 
@@ -16,7 +17,9 @@ __all__ = ["project_status"]
 def project_status(engine, *, reader=None) -> dict:
     """``engine.status()`` with ``last_milestone`` (None before the first one) and
     ``webhooks`` (per webhook the store has seen: cursor, backlog, deliveries, failures) and
-    ``shared_log`` (with a ``[store] url``: what is published there; else None); a
+    ``shared_log`` (with a ``[store] url``: what is published there, and which daemon
+    holds each lease; else None; the webhooks and the last milestone are then the
+    cluster's, from PostgreSQL); a
     ``reader`` needs ``read`` on everything (``Engine.status``)."""
     status = engine.status(reader=reader)
     store = engine.store
@@ -30,5 +33,33 @@ def project_status(engine, *, reader=None) -> dict:
             "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
             "pending_operations": seq - m.seq}
         status["webhooks"] = webhook_status(store, txn)
-    status["shared_log"] = engine.replication_status()
+    status["shared_log"] = shared = engine.replication_status()
+    if shared is not None and shared.get("reachable"):
+        _cluster_status(engine, status, shared)
     return status
+
+
+def _cluster_status(engine, status: dict, shared: dict) -> None:
+    """With a shared op log: which daemon holds each lease (``shared_log.leases``), the
+    webhooks' cluster-wide cursors, and the cluster's last scheduled milestone."""
+    import psycopg
+
+    from conflux.milestones import Milestone
+    from conflux.store.lease import holders, last_milestone_row, webhook_rows
+
+    log = engine.store.shared_log()
+    try:
+        shared["leases"] = holders(log)
+        rows = webhook_rows(log)
+        status["webhooks"] = {name: cluster_webhook_status(row, log.lag(row["cursor"])[0])
+                              for name, row in rows.items()}
+        last = last_milestone_row(log)
+        if last is not None:
+            m = Milestone.unpack(last["record"])
+            status["last_milestone"] = {
+                "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
+                "node": last["node"], "position": list(last["position"]),
+                "pending_operations": log.lag(last["position"])[0]}
+    except psycopg.Error as exc:
+        engine.store.drop_connection()
+        shared["leases_error"] = str(exc).splitlines()[0]

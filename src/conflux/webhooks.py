@@ -62,6 +62,14 @@ it when the daemon exits. It tails the op log by sequence number, so it sees wha
 and the CLI commit, and each webhook is served by its own thread, so a slow endpoint delays no
 other. A lock file keeps a second daemon on the same project from delivering the same events.
 The file is read when the daemon starts; restart the daemon after editing it.
+
+**In a cluster** (a shared op log, ``[store] url``): one daemon at a time delivers, the holder
+of the cluster's ``webhooks`` lease (``conflux.store.lease``), and the cursors are positions
+in the shared log kept in PostgreSQL: ``conflux.webhooks_shared``. There, ``seq`` in a body is
+the delivering daemon's, and ``X-Conflux-Delivery`` is ``<name>-<32 hex digits>`` derived
+from the batch's op ids, the same on every daemon; the one batch a receiver may get twice (its
+sender died after the receiver's answer, before the cursor moved) comes again whole under the
+same id.
 :class:`Deliverer` is the loop itself; ``run_once`` delivers what is pending synchronously
 (tests and scripts).
 
@@ -402,6 +410,27 @@ def describe_status(hooks: dict[str, dict]) -> str:
             f"last: {name} seqs {first}-{last} at {h['last_failed_at']}: {h['last_error']}")
 
 
+def _milestone_failed(stats: dict, m, error: str) -> dict:
+    stats["failed"] = stats.get("failed", 0) + 1
+    stats["last_error"] = f"milestone {m.id}: {error}"
+    stats["last_failed_at"] = _now()
+    return stats
+
+
+def _batch_stats(stats: dict, batch, error: str | None) -> dict:
+    """The statistics after a batch was delivered (``error`` None) or given up on."""
+    if error is None:
+        stats["delivered"] = stats.get("delivered", 0) + len(batch.ops)
+        stats["last_delivered_at"] = _now()
+    else:
+        stats["failed"] = stats.get("failed", 0) + 1
+        stats["failed_ops"] = stats.get("failed_ops", 0) + len(batch.ops)
+        stats["last_error"] = error
+        stats["last_failed_seqs"] = [batch.first, batch.last]
+        stats["last_failed_at"] = _now()
+    return stats
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -458,6 +487,9 @@ class Deliverer:
     ``Deliverer`` records the starting cursor of any webhook the store has not seen.
     """
 
+    #: Exceptions that end a webhook's thread rather than being logged and retried.
+    _fatal: tuple = ()
+
     def __init__(self, engine, hooks: list[Webhook], *, poll_s: float = 0.25):
         self.engine = engine
         self.hooks = list(hooks)
@@ -488,6 +520,8 @@ class Deliverer:
         while not stop.is_set():
             try:
                 counts = self.drain(hook, stop)
+            except self._fatal:
+                raise
             except Exception:  # the loop outlives a bad moment (a store error, a bug)
                 log.exception("webhook %s: delivery failed; retrying in %.0f s", hook.name,
                               max(self.poll_s, 5.0))
@@ -509,7 +543,8 @@ class Deliverer:
             if not batch.ops:  # nothing for this hook in what was read: just move on
                 self._cursors[hook.name] = batch.scanned_to
                 continue
-            delivery = f"{hook.name}-{batch.first}-{batch.last}"
+            delivery = self._delivery_id(hook, batch)
+            self._before_send(hook, batch)
             error, stopped = self._send(hook, batch.body, "op", delivery,
                                         f"delivery {delivery}", stop, counts)
             if stopped:
@@ -527,15 +562,16 @@ class Deliverer:
 
     # -- one batch -----------------------------------------------------------------------------
 
+    def _delivery_id(self, hook: Webhook, batch: _Batch) -> str:
+        """``X-Conflux-Delivery`` of a batch of operations."""
+        return f"{hook.name}-{batch.first}-{batch.last}"
+
+    def _before_send(self, hook: Webhook, batch: _Batch) -> None:
+        """Called before a batch's first try (a cluster records the batch being sent)."""
+
     def _drain_milestones(self, hook: Webhook, stop: threading.Event, counts: dict) -> None:
         """Deliver the milestones made since the hook's milestone cursor, one POST each."""
-        from conflux.milestones import read_milestones
-
-        store = self.engine.store
-        with store.read() as txn:
-            found = read_milestones(
-                store, txn, store.webhook_cursor(txn, hook.name, milestones=True) or 0)
-        for m in found:
+        for m in self._milestones_due(hook):
             if stop.is_set():
                 return
             error = None
@@ -555,15 +591,26 @@ class Deliverer:
                     log.error("webhook %s: gave up on milestone %d after %d tries: %s",
                               hook.name, m.id, hook.max_attempts, error)
 
-            def record(txn, m=m, error=error):
-                store.set_webhook_cursor(txn, hook.name, m.id, milestones=True)
-                if error is not None:
-                    stats = _read_stats(store, txn, hook.name)
-                    stats["failed"] = stats.get("failed", 0) + 1
-                    stats["last_error"] = f"milestone {m.id}: {error}"
-                    stats["last_failed_at"] = _now()
-                    store.set_webhook_stats(txn, hook.name, json.dumps(stats).encode())
-            store.write(record)
+            self._milestone_done(hook, m, error)
+
+    def _milestones_due(self, hook: Webhook) -> list:
+        """The milestones made since the hook's milestone cursor, oldest first."""
+        from conflux.milestones import read_milestones
+
+        store = self.engine.store
+        with store.read() as txn:
+            return read_milestones(
+                store, txn, store.webhook_cursor(txn, hook.name, milestones=True) or 0)
+
+    def _milestone_done(self, hook: Webhook, m, error: str | None) -> None:
+        store = self.engine.store
+
+        def record(txn):
+            store.set_webhook_cursor(txn, hook.name, m.id, milestones=True)
+            if error is not None:
+                store.set_webhook_stats(txn, hook.name, json.dumps(_milestone_failed(
+                    _read_stats(store, txn, hook.name), m, error)).encode())
+        store.write(record)
 
     def _next_batch(self, hook: Webhook) -> _Batch | None:
         cursor = self._cursors[hook.name]
@@ -655,16 +702,7 @@ class Deliverer:
             store.set_webhook_cursor(txn, name, cursor)
             if batch is None:
                 return
-            stats = _read_stats(store, txn, name)
-            if error is None:
-                stats["delivered"] = stats.get("delivered", 0) + len(batch.ops)
-                stats["last_delivered_at"] = _now()
-            else:
-                stats["failed"] = stats.get("failed", 0) + 1
-                stats["failed_ops"] = stats.get("failed_ops", 0) + len(batch.ops)
-                stats["last_error"] = error
-                stats["last_failed_seqs"] = [batch.first, batch.last]
-                stats["last_failed_at"] = _now()
+            stats = _batch_stats(_read_stats(store, txn, name), batch, error)
             store.set_webhook_stats(txn, name, json.dumps(stats).encode())
         store.write(body)
         self._cursors[name] = self._saved[name] = cursor
@@ -673,8 +711,16 @@ class Deliverer:
 
 def start_cursors(engine, hooks: list[Webhook]) -> dict[str, int]:
     """Every webhook's cursor, recording where a new one starts: the end of the log as it is
-    now, or 0 (the whole history) with ``from_start``."""
+    now, or 0 (the whole history) with ``from_start``. With a shared op log the cursors are
+    the cluster's, in PostgreSQL (``conflux.webhooks_shared``), and this records new ones
+    there."""
     store = engine.store
+    if store.shares_log:
+        if hooks:
+            from conflux.store.lease import webhook_start
+
+            webhook_start(store.shared_log(), {hook.name: hook.from_start for hook in hooks})
+        return {}
 
     from conflux.milestones import last_milestone as newest
 

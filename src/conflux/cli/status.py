@@ -35,8 +35,13 @@ def run(args):
     for v in engine.violations():
         print(f"  {v['env']}: {v['entity_id']}.{v['field']}: {v['message']}")
     m = st["last_milestone"]
-    print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} at seq {m['seq']} "
-          f"({m['pending_operations']} operations since)" if m else "milestone    none yet")
+    if m and m.get("node"):  # the cluster's: its seq is the making daemon's
+        print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} made by node "
+              f"{m['node']} ({m['pending_operations']} operations since)")
+    else:
+        print(f"milestone    {m['id']} {m['commit'][:12]} {m['title']!r} at seq {m['seq']} "
+              f"({m['pending_operations']} operations since)" if m else
+              "milestone    none yet")
     shared = st.get("shared_log")
     if shared:
         if shared["reachable"]:
@@ -45,6 +50,11 @@ def run(args):
             print(f"shared log   {shared['url']}: node {shared['node']}, "
                   f"{shared['lag_ops']} ops behind ({shared['lag_ms']} ms); other nodes: "
                   f"{others or 'none seen in the last minute'}")
+            leases = shared.get("leases")
+            if leases:
+                print("leases       " + "; ".join(
+                    f"{role}: node {h['node']} since {h['since']}" if h else f"{role}: none"
+                    for role, h in leases.items()))
         else:
             print(f"shared log   {shared['url']}: cannot be reached ({shared['error']})")
     if st.get("webhooks"):

@@ -9,8 +9,9 @@ import os
 
 from conflux.daemon.supervisor import HelperProcess, helper_stop_event
 from conflux.engine import Engine
-from conflux.errors import InputError
+from conflux.errors import InputError, StoreError
 from conflux.webhooks import WEBHOOKS_FILE, Deliverer, load_webhooks, start_cursors
+from conflux.webhooks_shared import ClusterDeliverer
 
 __all__ = ["DeliveryProcess"]
 
@@ -38,7 +39,10 @@ class DeliveryProcess(HelperProcess):
                                   schema=engine.schema)
             if not hooks:
                 return None
-            start_cursors(engine, hooks)
+            try:
+                start_cursors(engine, hooks)
+            except StoreError as exc:  # the holder records them when it takes the lease
+                log.error("webhooks: %s", exc)
         self = cls(_serve, (os.path.abspath(directory), os.getpid()))
         self.launch()
         log.info("webhooks: delivering to %s (pid %d)", ", ".join(h.name for h in hooks),
@@ -47,13 +51,17 @@ class DeliveryProcess(HelperProcess):
 
 
 def _serve(directory: str, parent: int) -> None:
-    """The delivery process: hold the project's delivery lock, then deliver until SIGTERM or
-    until the daemon that started it is gone."""
+    """The delivery process: hold the project's delivery lock (with a shared op log: the
+    cluster's lease), then deliver until SIGTERM or until the daemon that started it is
+    gone."""
     logging.basicConfig(level=logging.INFO, format="[conflux-webhooks %(process)d] "
                                                    "%(levelname)s %(message)s")
     stop = helper_stop_event(parent, log.name)
     engine = Engine(directory)
     try:
+        if engine.store.shares_log:
+            _serve_cluster(engine, stop)
+            return
         lock = open(os.path.join(engine.root, _LOCK_FILE), "a+")
         waiting = False
         while not stop.is_set():
@@ -80,3 +88,21 @@ def _serve(directory: str, parent: int) -> None:
         Deliverer(engine, hooks).run(stop)
     finally:
         engine.close()
+
+
+def _serve_cluster(engine: Engine, stop) -> None:
+    """With a shared op log: deliver while this daemon holds the cluster's ``webhooks``
+    lease, wait for it otherwise (``conflux.store.lease``)."""
+    from conflux.store.lease import hold
+
+    try:
+        hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE), schema=engine.schema)
+    except InputError as exc:
+        log.error("%s; delivering nothing until the daemon is restarted", exc)
+        hooks = []
+    if not hooks:
+        while not stop.wait(1.0):
+            pass
+        return
+    hold(engine.settings.store_url, "webhooks", engine.node, stop,
+         lambda lease, halt: ClusterDeliverer(engine, hooks, lease).run(halt))

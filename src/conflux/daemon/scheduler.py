@@ -14,6 +14,8 @@ from conflux.milestones import Milestones, MilestoneSettings
 
 __all__ = ["SchedulerProcess", "scheduler_start"]
 
+log = logging.getLogger("conflux.milestones")
+
 
 class SchedulerProcess(HelperProcess):
     name = "conflux-milestones"
@@ -32,36 +34,59 @@ def scheduler_start(directory: str) -> SchedulerProcess | None:
 
 def _schedule(directory: str, parent: int) -> None:
     """The scheduler process: every second (or ``every_seconds`` if shorter), make a
-    milestone if one is due, and push it when a remote is configured. A milestone that is
-    refused (schema violations) is retried at the next tick, and logged once per change."""
-    log = logging.getLogger("conflux.milestones")
+    milestone if one is due, and push it when a remote is configured. With a shared op log,
+    only while this daemon holds the cluster's ``milestones`` lease (``conflux.store.lease``).
+    """
     logging.basicConfig(level=logging.INFO, format="[conflux-milestones %(process)d] "
                                                    "%(levelname)s %(message)s")
     stop = helper_stop_event(parent, log.name)
     engine = Engine(directory)
     milestones = Milestones(engine)
-    tick = min(1.0, milestones.settings.every_seconds or 1.0)
-    refused_at = None
     try:
-        while not stop.wait(tick):
-            try:
-                made = milestones.create_if_due()
-            except InputError as exc:  # violations: wait for the next change
-                seq = engine.last_seq()
-                if refused_at != seq:
-                    log.warning("scheduled milestone refused: %s", exc)
-                    refused_at = seq
-                continue
-            except Exception:
-                log.exception("scheduled milestone failed")
-                continue
-            if made is not None:
-                log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
-                         made.operations)
-                if milestones.settings.remote:
-                    try:
-                        milestones.push()
-                    except Exception as exc:
-                        log.error("push to %s failed: %s", milestones.settings.remote, exc)
+        if engine.store.shares_log:
+            import psycopg
+
+            from conflux.store.lease import LeaseLost, hold
+
+            # a broken connection ends the loop too: hold() connects again and waits for
+            # the lease
+            fatal = (LeaseLost, psycopg.OperationalError)
+            hold(engine.settings.store_url, "milestones", engine.node, stop,
+                 lambda lease, halt: _ticks(milestones, halt,
+                                            lambda: milestones.create_if_due_shared(lease),
+                                            fatal=fatal))
+        else:
+            _ticks(milestones, stop, milestones.create_if_due)
     finally:
         engine.close()
+
+
+def _ticks(milestones: Milestones, stop, create_if_due, fatal: tuple = ()) -> None:
+    """Until ``stop``: make a milestone when one is due, and push it. A milestone that is
+    refused (schema violations) is retried at the next tick, and logged once per change;
+    an exception in ``fatal`` (a lost lease) ends the loop."""
+    engine = milestones.engine
+    tick = min(1.0, milestones.settings.every_seconds or 1.0)
+    refused_at = None
+    while not stop.wait(tick):
+        try:
+            made = create_if_due()
+        except fatal:
+            raise
+        except InputError as exc:  # violations: wait for the next change
+            seq = engine.last_seq()
+            if refused_at != seq:
+                log.warning("scheduled milestone refused: %s", exc)
+                refused_at = seq
+            continue
+        except Exception:
+            log.exception("scheduled milestone failed")
+            continue
+        if made is not None:
+            log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
+                     made.operations)
+            if milestones.settings.remote:
+                try:
+                    milestones.push()
+                except Exception as exc:
+                    log.error("push to %s failed: %s", milestones.settings.remote, exc)

@@ -1,0 +1,273 @@
+"""Webhook deliveries and scheduled milestones once across a cluster: three real daemons on one
+shared op log (real PostgreSQL), writes spread over all of them, a loopback receiver; the
+daemon holding a lease is killed with SIGKILL mid-burst and another takes over, with no
+operation skipped, the one batch in flight sent again under its delivery id, and no milestone
+made twice."""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import itertools
+import json
+import os
+import signal
+import subprocess
+import threading
+
+import psycopg
+import requests
+
+from test_cluster import _share, _url
+from test_daemon import daemon, key, make_project, op, wait_until
+from test_webhooks import hook, receivers, write_hooks  # noqa: F401 (a fixture)
+
+
+def _status(url) -> dict:
+    r = requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def _holder(url, role) -> str | None:
+    held = _status(url)["shared_log"].get("leases", {}).get(role)
+    return held and held["node"]
+
+
+def _logged(dsn) -> list[str]:
+    with psycopg.connect(dsn) as conn:
+        return [r[0] for r in conn.execute("SELECT op_id FROM conflux_log ORDER BY txid, pos")]
+
+
+def _writer(urls, prefix, count, alive):
+    """Write ``count`` ops, three per request, to the daemons in turn (skipping dead ones);
+    the op ids acknowledged."""
+    acked = []
+    turn = itertools.cycle(range(len(urls)))
+    for n in range(0, count, 3):
+        batch = [op(f"service.s{(n + i) % 7}", "replicas", (n + i) % 500,
+                    op_id=f"{prefix}-{n + i}")
+                 for i in range(3)]
+        for _ in range(len(urls)):
+            i = next(turn)
+            if not alive[i]:
+                continue
+            try:
+                r = requests.post(f"{urls[i]}/v1/ops", json={"ops": batch},
+                                  headers=key("zara"), timeout=10)
+            except requests.ConnectionError:
+                continue
+            if r.status_code == 200:
+                acked += [o["op_id"] for o in batch]
+                break
+    return acked
+
+
+@contextlib.contextmanager
+def _cluster(tmp_path, postgres, pg_dsn, configure):
+    shared_url = _url(postgres, pg_dsn)
+    projects = []
+    for name in "abc":
+        project = make_project(tmp_path / name)
+        _share(project, shared_url)
+        configure(os.path.join(project, ".conflux"))
+        projects.append(project)
+    with contextlib.ExitStack() as stack:
+        # each daemon in a session of its own: killing one kills its whole process group
+        running = [stack.enter_context(daemon(p, "--workers", "1", session=True))
+                   for p in projects]
+        yield [url for url, _ in running], [proc for _, proc in running], projects
+
+
+def _logs(procs) -> str:
+    """What the daemons still running printed so far (for a failed assertion)."""
+    out = []
+    for proc in procs:
+        if proc.poll() is None:
+            os.set_blocking(proc.stdout.fileno(), False)
+            out.append((proc.stdout.read() or b"").decode(errors="replace"))
+    return "\n----\n".join(out)
+
+
+def _kill(proc) -> None:
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(10)
+
+
+def test_webhooks_are_delivered_once_across_the_cluster_and_survive_the_holders_death(
+        tmp_path, postgres, pg_dsn, receivers):  # noqa: F811
+    rx = receivers()
+    text = hook("all", rx.url, batch_size=5, backoff_s=0.05, max_backoff_s=0.2)
+    with _cluster(tmp_path, postgres, pg_dsn, lambda root: write_hooks(root, text)) as (
+            urls, procs, _):
+        nodes = [_status(url)["shared_log"]["node"] for url in urls]
+        alive = [True] * 3
+        acked = _writer(urls, "calm", 60, alive)
+        assert len(acked) == 60
+        assert rx.wait_for(lambda x: {o["op_id"] for o in x.ops()} >= set(acked), 30), \
+            len(rx.ops())
+        # nobody died: every op once, in batches of at most 5, each under an id of its own
+        delivered = [o["op_id"] for o in rx.ops()]
+        assert collections.Counter(delivered).most_common(1)[0][1] == 1
+        assert set(delivered) == set(acked)
+        ids = [headers["X-Conflux-Delivery"] for headers, _, _ in rx.requests]
+        assert len(ids) == len(set(ids)) and all(len(b["ops"]) <= 5 for b in rx.delivered)
+        holder = wait_until(lambda: _holder(urls[0], "webhooks"))
+        assert holder in nodes
+        assert all(_holder(url, "webhooks") == holder for url in urls)
+        victim = nodes.index(holder)
+
+        # the holder dies (SIGKILL, its whole process group) while the receiver holds a
+        # batch it sent, unanswered, and writes go on to every daemon
+        killed = threading.Event()
+        in_flight = []
+
+        def kill_the_sender():
+            if not killed.is_set():
+                in_flight.append(rx.requests[-1][0]["X-Conflux-Delivery"])
+                alive[victim] = False
+                _kill(procs[victim])
+                killed.set()
+        rx.on_request = kill_the_sender
+        burst = []
+        writer = threading.Thread(target=lambda: burst.extend(_writer(urls, "burst", 240,
+                                                                      alive)))
+        writer.start()
+        writer.join(60)
+        assert not writer.is_alive()
+        assert killed.wait(20), "the holder sent nothing to kill it on"
+        rx.on_request = None
+        logged = _logged(pg_dsn)
+        assert set(burst) <= set(logged)
+        survivor = urls[(victim + 1) % 3]
+        assert rx.wait_for(lambda x: {o["op_id"] for o in x.ops()} >= set(logged), 40), \
+            sorted(set(logged) - {o["op_id"] for o in rx.ops()})[:10]
+
+        # no gap: every op the log holds reached the receiver; the only op sent twice are
+        # those of the batch in flight at the kill, sent again whole under the same id
+        assert {o["op_id"] for o in rx.ops()} == set(logged)
+        by_id = collections.defaultdict(list)
+        for headers, body, _ in rx.requests:
+            by_id[headers["X-Conflux-Delivery"]].append(
+                [o["op_id"] for o in json.loads(body)["ops"]])
+        again = {d: bodies for d, bodies in by_id.items() if len(bodies) > 1}
+        assert list(again) == in_flight, again
+        first, second = again[in_flight[0]]
+        assert first == second
+        counts = collections.Counter(o["op_id"] for o in rx.ops())
+        assert {op_id for op_id, n in counts.items() if n > 1} == set(first)
+        assert max(counts.values()) == 2
+        # dropping repeated delivery ids leaves every op exactly once
+        once = [op_id for bodies in by_id.values() for op_id in bodies[0]]
+        assert sorted(once) == sorted(logged)
+
+        # another daemon holds the lease now, and every one left says so
+        new_holder = wait_until(lambda: _holder(survivor, "webhooks"))
+        assert new_holder in nodes and new_holder != holder
+        # the cursor, moved just after the receiver's answer, reaches the end of the log
+        assert wait_until(lambda: (lambda h: h["pending"] == 0 and h["sending"] is None)(
+            _status(survivor)["webhooks"]["all"]))
+
+
+def _git(repo, *args) -> str:
+    return subprocess.run(["git", "--git-dir", str(repo), *args], check=True,
+                          capture_output=True, text=True, timeout=30).stdout
+
+
+def _milestones(dsn) -> list[tuple]:
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT id, node, txid, pos, commit, "
+                            "(SELECT count(*) FROM conflux_log AS l WHERE (l.txid, l.pos) <= "
+                            "(m.txid::text::xid8, m.pos)) FROM conflux_milestones AS m "
+                            "ORDER BY id").fetchall()
+
+
+def _check_milestones(dsn, projects, nodes, killed=None) -> list[tuple]:
+    """The cluster's milestones: numbered 1, 2, ... with no gap, each at a later position,
+    each listing exactly the operations between its position and the previous one's, each in
+    its maker's store and repository, but for the last one the ``killed`` daemon made: it may
+    have died between the cluster's record and its own (the commit is in its repository)."""
+    from conflux.engine import Engine
+    from conflux.milestones import Milestone, Milestones
+
+    made = _milestones(dsn)
+    assert [m[0] for m in made] == list(range(1, len(made) + 1))
+    assert all((a[2], a[3]) < (b[2], b[3]) for a, b in zip(made, made[1:]))
+    covered = [m[5] for m in made]
+    last_of_killed = max((m[0] for m in made if m[1] == killed), default=None)
+    for m, before in zip(made, [0] + covered):
+        with psycopg.connect(dsn) as conn:
+            record = Milestone.unpack(bytes(conn.execute(
+                "SELECT record FROM conflux_milestones WHERE id = %s", (m[0],)).fetchone()[0]))
+        assert record.id == m[0] and record.commit == m[4]
+        assert record.operations == m[5] - before, (m, before)
+        engine = Engine(projects[nodes.index(m[1])])
+        try:
+            milestones = Milestones(engine)
+            assert m[4] in milestones.repo
+            if m[0] != last_of_killed:
+                assert milestones.get(m[0]).commit == m[4]
+        finally:
+            engine.close()
+    return made
+
+
+def test_scheduled_milestones_are_made_once_across_the_cluster_and_carry_on_after_the_holder(
+        tmp_path, postgres, pg_dsn):
+    remote = tmp_path / "remote.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(remote)], check=True)
+
+    def configure(root):
+        with open(os.path.join(root, "config.toml"), "a") as fh:
+            fh.write(f'\n[milestones]\nevery_ops = 12\nremote = "{remote}"\n')
+
+    with _cluster(tmp_path, postgres, pg_dsn, configure) as (urls, procs, projects):
+        nodes = [_status(url)["shared_log"]["node"] for url in urls]
+        alive = [True] * 3
+        for round in (1, 2):
+            assert len(_writer(urls, f"calm{round}", 24, alive)) == 24
+            assert wait_until(lambda: len(_milestones(pg_dsn)) >= round, 30), \
+                _logs(procs)
+        holder = _holder(urls[0], "milestones")
+        made = _check_milestones(pg_dsn, projects, nodes)
+        assert {m[1] for m in made} == {holder}  # one daemon made them all
+        for url, node in zip(urls, nodes):  # and only it has them
+            listed = requests.get(f"{url}/v1/milestones", headers=key("zara"),
+                                  timeout=10).json()["milestones"]
+            assert bool(listed) == (node == holder)
+        # every daemon's status shows the cluster's last milestone
+        assert wait_until(lambda: all(_status(url)["last_milestone"]
+                                      and _status(url)["last_milestone"]["node"] == holder
+                                      for url in urls))
+
+        victim = nodes.index(holder)
+        before = len(made)
+        writer = threading.Thread(target=_writer, args=(urls, "burst", 120, alive))
+        writer.start()
+        assert wait_until(lambda: len(_milestones(pg_dsn)) > before, 30)
+        alive[victim] = False
+        _kill(procs[victim])
+        killed_at = len(_milestones(pg_dsn))  # the lease passes on a second later at best
+        writer.join(60)
+        assert not writer.is_alive()
+        survivor = urls[(victim + 1) % 3]
+        # another daemon takes the schedule over and carries on after the last milestone
+        # with what was and is written next
+        assert len(_writer(urls, "later", 24, alive)) == 24
+        assert wait_until(lambda: len(_milestones(pg_dsn)) > killed_at, 30), _logs(procs)
+        taken_over = len(_milestones(pg_dsn))
+        assert len(_writer(urls, "last", 24, alive)) == 24
+        assert wait_until(lambda: len(_milestones(pg_dsn)) > taken_over, 30), _logs(procs)
+        made = _check_milestones(pg_dsn, projects, nodes, killed=holder)
+        successor = _holder(survivor, "milestones")
+        assert successor not in (None, holder)
+        assert {m[1] for m in made[:killed_at]} == {holder}
+        assert {m[1] for m in made[killed_at:]} == {successor}
+        # the remote's branch carries on from the dead holder's last pushed milestone
+        assert wait_until(lambda: _git(remote, "rev-parse", "main").strip()
+                          == _milestones(pg_dsn)[-1][4])
+        commits = {m[4]: m[0] for m in _milestones(pg_dsn)}
+        chain = [commits[c] for c in _git(remote, "rev-list", "--first-parent",
+                                          "main").split()]
+        assert chain == sorted(chain, reverse=True) and chain[-1] == 1
+        assert set(range(killed_at + 1, chain[0] + 1)) <= set(chain)
