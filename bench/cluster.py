@@ -6,32 +6,37 @@ the installed binaries (``tests/pgcluster.py``: ``initdb`` in a temporary direct
 settings, so commits are durable: ``fsync`` and ``synchronous_commit`` on):
 
 (1) Ingest. 1,000-op batches (msgpack, ``POST /v1/ops``, every op with its own client-chosen
-    op id, bench/ingest.py's workload: ``set_field`` and about 5 % ``add_elements`` over 5,000
-    ``svc`` entities of the bench schema) through 1, 2 and 3 daemons, each on its own project
-    directory, sharing one database (``[store] url``), one wrk process per daemon, the same
-    total connections split among them. Every op is applied on every node (the others'
-    replicators apply it from the log), so a run is timed until every node has every op:
-    reported are the acknowledged ops/s, the ops/s counting that catch-up, and CPU per op
-    from /proc (user + system of every process): the daemons' (master, gunicorn workers,
-    commit service, replicator, other helpers) and PostgreSQL's (the backends of that
-    database and the server's shared background processes) separately.
+    op id, as a client that retries must send; bench/ingest.py's workload: ``set_field`` and
+    about 5 % ``add_elements`` over 5,000 ``svc`` entities of the bench schema) through 1, 2
+    and 3 daemons, each on its own project directory, sharing one database (``[store] url``).
+    The clients are threads of this process (``--connections`` in all, split among the
+    daemons, each sending its next batch when the last one is answered): wrk would stop with
+    a batch in flight on every connection, committed all the same but not counted. Every op
+    is applied on every node (the others' replicators apply it from the log), so each run is
+    timed until every node has every op: reported are the acknowledged ops/s, the ops/s
+    every node kept up with (all ops over the time until the last node had them: the figure
+    the target and (3) use), and CPU per op from /proc (user + system of every process): the
+    daemons' (by role: gunicorn workers and master, commit service, replicator, other
+    helpers) and PostgreSQL's (the backends of that database and the server's shared
+    background processes) separately. For reference, the 1-daemon cluster is also sent the
+    same batches without op ids (the daemon chooses them).
 (1b) The bound PostgreSQL sets: the same rows (log entries the engine writes, in a table made
     by ``SharedLog.create``, the same as ``conflux_log``, in a fresh database) written by bare
     psycopg clients, 1,000 rows per commit, as many client connections (one process each) as
     daemons in (1): ``COPY`` (binary), and the daemon's own statement (``SharedLog.append_whole``:
     ``INSERT ... unnest ... ON CONFLICT DO NOTHING RETURNING`` and ``NOTIFY``). (1) over the
     ``COPY`` bound with the same number of connections is the figure the target is set on.
-(2) Single-op durable writes, one op per request (own op id each), through one daemon on
-    PostgreSQL (the 1-daemon cluster of (1)), one daemon on LMDB alone (reference), and etcd
-    single-key puts through its HTTP/JSON gateway (``/usr/bin/etcd`` on loopback, temporary
-    data dir; durable: it fsyncs its WAL before answering); the same wrk threads, connections
-    and duration for each.
+(2) Single-op durable writes, one op per request (own op id each, made unique per request by
+    wrk's Lua script), through one daemon on PostgreSQL (the 1-daemon cluster of (1)), one
+    daemon on LMDB alone (reference), and etcd single-key puts through its HTTP/JSON gateway
+    (``/usr/bin/etcd`` on loopback, temporary data dir; durable: it fsyncs its WAL before
+    answering); the same wrk threads, connections and duration for each.
 (3) Replication lag: a probe writes a field of a new entity on node A (a different pair of
     nodes each time, the 3-daemon cluster) and, once A acknowledged it, polls node B's
     ``GET /v1/entities/<id>`` until B serves it; lag = first answer from B holding the value
     minus A's acknowledgement (so it includes one GET; the poll runs every ``POLL_MS``).
     Measured idle, then under a background load of 1,000-op batches spread over the nodes at
-    ``--lag-load`` (default 50 %) of the capacity that cluster reached in (1), sent at a
+    ``--lag-load`` (default 50 %) of the rate that cluster kept up with in (1), sent at a
     steady pace by client threads in this process.
 
 Why the comparison is fair: every server runs for the whole run and the measurements of (1),
@@ -39,7 +44,7 @@ Why the comparison is fair: every server runs for the whole run and the measurem
 seconds, the order reversed every other round, so a noisy neighbour on this shared machine hits
 all sides alike; figures are totals over the rounds. Before each run the script waits a little
 (``--quiet-wait``) for other processes to go quiet, and reports the CPUs anything else kept busy
-meanwhile ("other"). The load generators' own CPU is reported, not charged to a server. Each
+meanwhile ("other"). The clients' own CPU is reported, not charged to a server. Each
 configuration has its own database, so PostgreSQL's backends are told apart by database; its
 shared background processes (WAL writer, checkpointer, ...) are charged to whatever ran. At the
 end, every node of a cluster must hold every op PostgreSQL logged, and the same state.
@@ -223,7 +228,8 @@ def make_bodies(ingest, seed: int, workdir: str, n_batches: int) -> dict:
         "single": [dumps(op) for op in singles],
         "etcd": etcd,
     }
-    out = {"paths": {}, "mean_bytes": {}, "batch_bodies": files["batch"]}
+    out = {"paths": {}, "mean_bytes": {}, "batch_bodies": files["batch"],
+           "batch_noid_bodies": files["batch_noid"]}
     for name, bodies in files.items():
         path = os.path.join(workdir, f"{name}.bodies")
         write_records(path, bodies)
@@ -485,20 +491,6 @@ def rows_since(dsn: str, mark: tuple[int, int], distinct: bool = True):
     return int(rows), int(commits)
 
 
-def settled_rows(dsn: str, mark: tuple[int, int], settle_s: float = 0.1,
-                 deadline_s: float = 60) -> int:
-    """Rows appended after ``mark``, once two counts ``settle_s`` apart agree."""
-    t0 = time.perf_counter()
-    last = rows_since(dsn, mark, distinct=False)
-    while time.perf_counter() - t0 < deadline_s:
-        time.sleep(settle_s)
-        now = rows_since(dsn, mark, distinct=False)
-        if now == last:
-            break
-        last = now
-    return last
-
-
 def log_rows(dsn: str) -> int:
     return int(pg_query(dsn, "SELECT count(*) FROM conflux_log")[0][0])
 
@@ -592,74 +584,95 @@ def wrk_results(procs, duration: int) -> list[dict]:
     return out
 
 
-def batch_script(workdir, bodies, api_key, threads, duration, which="batch") -> str:
-    path = os.path.join(workdir, f"batch-{run_id()}.lua")
-    cap = duration * MAX_BATCH_RATE
-    write_lua(path, bodies["paths"][which], "/v1/ops", cap, threads,
-              {"Content-Type": "application/msgpack", "Accept": "application/msgpack",
-               "X-API-Key": api_key})
-    return path
-
-
 def split(total: int, n: int) -> list[int]:
     return [total // n + (1 if i < total % n else 0) for i in range(n)]
 
 
-def run_cluster(cluster: Cluster, meter: CpuMeter, args, bodies, api_key, workdir,
+def blast(servers, conns: list[int], bodies: list[bytes], api_key: str,
+          seconds: float) -> dict:
+    """POST 1,000-op batches from ``conns[i]`` client threads per server ``i``, each request
+    as soon as the thread's last one was answered, with fresh op ids, for ``seconds``; then
+    wait for the answers still due, so that every op sent is counted: wrk cannot (it stops
+    with 1,000-op batches in flight on every connection, committed all the same)."""
+    prefix, counter, lock = run_id(), itertools.count(), threading.Lock()
+    ok, failed, latencies = [0], [0], []
+    deadline = time.perf_counter() + seconds
+    placeholder = PLACEHOLDER.encode()
+
+    def work(server):
+        client = Client(server.url, api_key)
+        mine = []
+        try:
+            while time.perf_counter() < deadline:
+                i = next(counter)
+                body = bodies[i % len(bodies)].replace(placeholder,
+                                                       f"{prefix}{i:08d}".encode())
+                t = time.perf_counter()
+                status, _ = client.request("POST", "/v1/ops", body, "application/msgpack",
+                                           "application/msgpack")
+                mine.append(time.perf_counter() - t)
+                with lock:
+                    if status == 200:
+                        ok[0] += 1
+                    else:
+                        failed[0] += 1
+        finally:
+            client.close()
+            with lock:
+                latencies.extend(mine)
+
+    t0 = time.perf_counter()
+    threads = [threading.Thread(target=work, args=(server,), daemon=True)
+               for server, c in zip(servers, conns) for _ in range(c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(seconds + 120)
+    lat = sorted(latencies)
+    return {"ops": ok[0] * BATCH, "failed_requests": failed[0],
+            "seconds": time.perf_counter() - t0,
+            "p50_ms": round(1000 * percentile(lat, 50), 1) if lat else None,
+            "p99_ms": round(1000 * percentile(lat, 99), 1) if lat else None}
+
+
+def run_cluster(cluster: Cluster, meter: CpuMeter, args, bodies, api_key,
                 which: str = "batch") -> dict:
     """(1): the cluster's daemons loaded at once for ``args.duration`` s, then timed until
     every node has every op."""
     n = cluster.n
     conns = split(args.connections, n)
-    threads = [max(1, min(c, args.wrk_threads // n)) for c in conns]
-    scripts = [batch_script(workdir, bodies, api_key, t, args.duration, which)
-               for t in threads]
     before = log_rows(cluster.dsn)
     mark = log_mark(cluster.dsn)
     s0 = meter.snapshot()
-    w0 = time.time()
-    procs = wrk_procs([(s.url, script, c, t) for s, script, c, t in
-                       zip(cluster.servers, scripts, conns, threads)], args.duration)
-    wrks = wrk_results(procs, args.duration)
-    w1 = time.time()
-    t_load = time.perf_counter() - s0["t"]
-    answered = sum(r["requests"] for r in wrks) * BATCH
-    errors = sum(r["errors"] for r in wrks)
-    # requests still in flight when wrk stopped are committed all the same: the ops of the
-    # run are what PostgreSQL took, once it stops growing (counted from the primary key's
-    # index, beyond the mark: a few milliseconds of PostgreSQL's time)
-    rows = settled_rows(cluster.dsn, mark)
-    catch = caught_up(cluster.servers, api_key, before + rows, CATCH_UP_S)
+    r0 = resource.getrusage(resource.RUSAGE_SELF)
+    load = blast(cluster.servers, conns, bodies[f"{which}_bodies"], api_key, args.duration)
+    r1 = resource.getrusage(resource.RUSAGE_SELF)
+    total = before + load["ops"]
+    if load["failed_requests"]:  # a failed batch wrote nothing: still, trust the log's count
+        total = log_rows(cluster.dsn)
+    catch = caught_up(cluster.servers, api_key, total, CATCH_UP_S)
     s1 = meter.snapshot()
     d = CpuMeter.delta(s0, s1)
     rows, commits = rows_since(cluster.dsn, mark)
-    # the rate under load: rows PostgreSQL took while wrk ran (wrk counts only the requests
-    # answered before it stopped; with 1,000-op batches in flight on every connection that
-    # is a few seconds' worth less than was done)
-    [(in_window,)] = pg_query(cluster.dsn, "SELECT count(*) FROM conflux_log WHERE (txid, pos) "
-                              "> (%s::text::xid8, %s) AND at >= to_timestamp(%s) AND at < "
-                              "to_timestamp(%s)", (*mark, w0, w1))
-    seconds = statistics.mean(r["duration_us"] for r in wrks) / 1e6
     g = d["groups"]
     names = [f"{s.name}:" for s in cluster.servers]
     daemon_cpu = {role: summed({k: v for k, v in g.items() if k.endswith(":" + role)}, names)
                   for role in ("master", "workers", "commits", "replicator", "helpers")}
     pg_db = g.get(f"pg:{cluster.db}", 0.0)
     pg_shared = g.get("pg:shared", 0.0)
-    measured = sum(g.values()) + d["children_cpu_s"]
+    client = (r1.ru_utime + r1.ru_stime) - (r0.ru_utime + r0.ru_stime)
+    measured = sum(g.values()) + client
     return {
-        "ops": int(in_window), "seconds": w1 - w0, "answered": answered,
-        "wrk_seconds": seconds, "errors": errors, "rows": rows,
+        "ops": load["ops"], "seconds": round(load["seconds"], 3), "rows": rows,
+        "errors": load["failed_requests"],
         "catch_up_s": None if catch is None else round(catch, 3),
-        "window_s": round(d["wall_s"], 3), "load_s": round(t_load, 3),
+        "window_s": round(d["wall_s"], 3),
         "daemon_cpu_s": {k: round(v, 3) for k, v in daemon_cpu.items()},
         "pg_cpu_s": {"backends": round(pg_db, 3), "shared": round(pg_shared, 3)},
-        "wrk_cpu_s": round(d["children_cpu_s"], 3),
+        "client_cpu_s": round(client, 3),
         "other_cores": round(d["busy_cores"] - measured / d["wall_s"], 2),
-        "pg_commits": commits,
-        "p50_ms": round(statistics.median(r["p50_us"] for r in wrks) / 1000, 2),
-        "p99_ms": round(max(r["p99_us"] for r in wrks) / 1000, 2),
-        "connections": conns, "wrk_threads": threads,
+        "pg_commits": commits, "p50_ms": load["p50_ms"], "p99_ms": load["p99_ms"],
+        "connections": conns,
     }
 
 
@@ -731,6 +744,8 @@ def run_single(name: str, server, meter: CpuMeter, args, bodies, api_key, workdi
            "p50_ms": r["p50_us"] / 1000, "p99_ms": r["p99_us"] / 1000,
            "wrk_cpu_s": round(d["children_cpu_s"], 3),
            "server_cpu_s": round(summed(g, [f"{server.name}:"]), 3),
+           "server_cpu_by_role_s": {k.split(":", 1)[1]: round(v, 3) for k, v in g.items()
+                                    if k.startswith(f"{server.name}:")},
            "other_cores": round(d["busy_cores"] - (sum(g.values()) + d["children_cpu_s"]) /
                                 d["wall_s"], 2)}
     if db is not None:
@@ -893,7 +908,7 @@ def summarise_cluster(runs: list[dict], n: int, noid: bool = False) -> dict:
         "daemon_us_per_op_by_role": {k: us(v) for k, v in daemon.items()},
         "pg_us_per_op": us(pg_b + pg_s),
         "pg_us_per_op_backends": us(pg_b), "pg_us_per_op_shared": us(pg_s),
-        "wrk_us_per_op": us(sum(r["wrk_cpu_s"] for r in runs)),
+        "client_us_per_op": us(sum(r["client_cpu_s"] for r in runs)),
         "rows_per_pg_commit": round(appended / commits, 1) if commits else None,
         "other_cores": round(statistics.mean(r["other_cores"] for r in runs), 2),
         "errors": sum(r["errors"] for r in runs),
@@ -929,6 +944,12 @@ def summarise_single(runs: list[dict], name: str) -> dict:
            if reqs else None,
            "other_cores": round(statistics.mean(r["other_cores"] for r in runs), 2),
            "runs": runs}
+    roles = {}
+    for r in runs:
+        for k, v in r["server_cpu_by_role_s"].items():
+            roles[k] = roles.get(k, 0.0) + v
+    out["server_us_per_op_by_role"] = {k: round(1e6 * v / reqs, 1) for k, v in roles.items()} \
+        if reqs else None
     if "pg_cpu_s" in runs[0]:
         out["pg_us_per_op"] = round(1e6 * sum(r["pg_cpu_s"] for r in runs) / reqs, 1)
     return out
@@ -964,12 +985,12 @@ def main(argv=None) -> int:
     parser.add_argument("--nodes", type=_nodes, default=[1, 2, 3],
                         help="daemon counts measured in (1), comma-separated (default 1,2,3)")
     parser.add_argument("--connections", type=int, default=32,
-                        help="wrk connections in (1), in all, split among the daemons "
+                        help="client connections in (1), in all, split among the daemons "
                              "(default 32)")
     parser.add_argument("--single-connections", type=int, default=32,
                         help="wrk connections in (2) (default 32)")
     parser.add_argument("--wrk-threads", type=int, default=2,
-                        help="wrk threads, in all (default 2)")
+                        help="wrk threads in (2) (default 2)")
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn workers per daemon (default 2, the daemon's default)")
     parser.add_argument("--threads", type=int, default=16,
@@ -1038,8 +1059,8 @@ def main(argv=None) -> int:
     print(f"Conflux cluster benchmark: Python {platform.python_version()}, {os.cpu_count()} "
           f"CPUs, {hi.wrk_version()}, etcd {hi.etcd_version(args.etcd) if have_etcd else 'MISSING'}"
           f", {'quick' if q else 'full'} run")
-    print(f"daemons: gunicorn {args.workers} workers x {args.threads} threads each; (1) wrk "
-          f"{args.connections} connections in all; (2) wrk -t{args.wrk_threads} "
+    print(f"daemons: gunicorn {args.workers} workers x {args.threads} threads each; (1) "
+          f"{args.connections} client connections in all; (2) wrk -t{args.wrk_threads} "
           f"-c{args.single_connections}; {args.rounds} round(s) of {args.duration} s per run")
     if "single" in only and not have_etcd:
         print(f"NOTE: {args.etcd} is missing (Debian: apt-get install etcd-server): etcd is "
@@ -1129,7 +1150,7 @@ def main(argv=None) -> int:
             if "ingest" in only:
                 for n, cl in clusters.items():
                     if n in args.nodes:
-                        r = run_cluster(cl, meter, warm, bodies, api_key, workdir)
+                        r = run_cluster(cl, meter, warm, bodies, api_key)
                         if r["errors"] or r["catch_up_s"] is None:
                             raise RuntimeError(f"{cl.name}: warm-up failed: {r}")
             if "single" in only:
@@ -1159,7 +1180,7 @@ def main(argv=None) -> int:
                     kind, what = job
                     quiet = hi.wait_quiet(args.quiet_wait) if args.quiet_wait > 0 else None
                     if kind in ("cluster", "noid"):
-                        r = run_cluster(clusters[what], meter, args, bodies, api_key, workdir,
+                        r = run_cluster(clusters[what], meter, args, bodies, api_key,
                                         "batch" if kind == "cluster" else "batch_noid")
                         label = f"{what} daemon(s)" if kind == "cluster" else \
                             f"{what} daemon, no op ids"
@@ -1274,7 +1295,7 @@ def report(args, out, ingest_res, bound_res, single_res, lag_res, verify, log_ta
     checks = []
     if ingest_res:
         print()
-        print(f"{'(1) 1,000-op batches':<24} {'ops/s':>9} {'converged':>10} {'catch-up s':>10} "
+        print(f"{'(1) 1,000-op batches':<24} {'ops/s':>9} {'all nodes':>10} {'catch-up s':>10} "
               f"{'daemons us/op':>13} {'(workers/commits/replicator)':>28} {'PG us/op':>9} "
               f"{'rows/commit':>11} {'other':>5}")
         print("-" * 128)
@@ -1298,11 +1319,12 @@ def report(args, out, ingest_res, bound_res, single_res, lag_res, verify, log_ta
                   f"{fmt(b['rows_per_s']):>9} {'':>10} {'':>10} "
                   f"{b['client_us_per_row']:>13.1f} {'':>28} {b['pg_us_per_row']:>9.1f} "
                   f"{BATCH:>11,} {b['other_cores']:>5.2f}")
-        print("us/op: CPU (user + system) per op acknowledged, over the run and the catch-up "
-              "after it: the daemons' processes (every node's; by role: gunicorn workers, "
-              "commit service, replicator), PostgreSQL's (the database's backends and the "
-              "server's shared processes); converged: ops/s counting the time until every node "
-              "had every op; other: CPUs kept busy by anything else.")
+        print("ops/s: acknowledged; all nodes: ops/s counting the time until every node had "
+              "every op (catch-up s: that time after the last answer, per round); us/op: CPU "
+              "(user + system) per op, over the run and its catch-up: the daemons' processes "
+              "(every node's; by role: gunicorn workers, commit service, replicator), "
+              "PostgreSQL's (the database's backends and the server's shared processes); "
+              "other: CPUs kept busy by anything else (other people's work on this machine).")
         for r in ingest_res:
             n = r["daemons"]
             if r["op_ids"] != "client":
@@ -1324,14 +1346,17 @@ def report(args, out, ingest_res, bound_res, single_res, lag_res, verify, log_ta
     if single_res:
         print()
         print(f"{'(2) one op per request':<34} {'ops/s':>9} {'p50 ms':>8} {'p99 ms':>8} "
-              f"{'server us/op':>12} {'PG us/op':>9}")
+              f"{'server us/op':>12} {'PG us/op':>9} {'other':>5}  daemon by role (us/op)")
         print("-" * 86)
         labels = {"c1n1": "daemon on PostgreSQL", "lmdb": "daemon on LMDB alone (ref)",
                   "etcd": "etcd single-key put"}
         for s in single_res:
             print(f"{labels.get(s['server'], s['server']):<34} {fmt(s['ops_per_s']):>9} "
                   f"{s['p50_ms']:>8.2f} {s['p99_ms']:>8.2f} {fmt(s['server_us_per_op']):>12} "
-                  f"{fmt(s.get('pg_us_per_op'), 1):>9}"
+                  f"{fmt(s.get('pg_us_per_op'), 1):>9} {s['other_cores']:>5.2f}  "
+                  + (", ".join(f"{k} {v:,.0f}" for k, v in
+                               sorted(s["server_us_per_op_by_role"].items())
+                               if s["server"] != "etcd" and v >= 0.5))
                   + (f"  {s['errors']} ERRORS" if s["errors"] else ""))
         by = {s["server"]: s for s in single_res}
         if "c1n1" in by and "etcd" in by:
