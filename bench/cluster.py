@@ -996,7 +996,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=16,
                         help="threads per worker (default 16, the daemon's default)")
     parser.add_argument("--lag-seconds", type=float, default=None,
-                        help="(3) under load, seconds (default 30; --quick 6)")
+                        help="(3) under load, seconds (default 25; --quick 6)")
     parser.add_argument("--lag-idle-seconds", type=float, default=None,
                         help="(3) with no load, seconds (default 5; --quick 2)")
     parser.add_argument("--lag-load", type=float, default=0.5,
@@ -1006,7 +1006,7 @@ def main(argv=None) -> int:
                         help="(3) time between probes (default 100)")
     parser.add_argument("--quiet-wait", type=float, default=None,
                         help="before each run, wait up to this many seconds for other "
-                             "processes to go quiet (default 2; --quick 0: don't)")
+                             "processes to go quiet (default 1; --quick 0: don't)")
     parser.add_argument("--only", default="ingest,single,lag",
                         help="parts to run: ingest (with its bound), single, lag "
                              "(default all; lag needs ingest)")
@@ -1024,11 +1024,11 @@ def main(argv=None) -> int:
     args.duration = args.duration or (2 if q else 6)
     args.rounds = args.rounds or (1 if q else 2)
     if args.lag_seconds is None:
-        args.lag_seconds = 6 if q else 30
+        args.lag_seconds = 6 if q else 25
     if args.lag_idle_seconds is None:
         args.lag_idle_seconds = 2 if q else 5
     if args.quiet_wait is None:
-        args.quiet_wait = 0 if q else 2
+        args.quiet_wait = 0 if q else 1
     only = set(args.only.replace(" ", "").split(","))
     unknown = only - {"ingest", "single", "lag"}
     if unknown:
