@@ -83,7 +83,6 @@ BATCH = 1_000                   # ops per request in (1), rows per commit in (1b
 N_BATCH_BODIES = 32             # distinct 1,000-op bodies, cycled
 N_SINGLE = 20_000               # distinct single-op bodies in (2)
 PLACEHOLDER = "QZQZQZQZQZQZ"    # 12 characters in every op id, replaced per request
-MAX_BATCH_RATE = 1_000          # 1,000-op requests/s per wrk thread no daemon here reaches
 MAX_SINGLE_RATE = 50_000        # single-op requests/s per wrk thread: the per-run count cap
 CATCH_UP_S = 180                # the longest a run waits for every node to have every op
 POLL_MS = 2                     # (3): pause between two reads of node B
