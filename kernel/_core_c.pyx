@@ -2793,6 +2793,26 @@ cdef bint _breaks(object value, tuple limits) except -1:
     return search is not None and search(value) is None
 
 
+cdef int _MAX_OP_ID = 128  # engine.ops._MAX_OP_ID
+
+
+cdef bint _plain_op_id(object op_id):
+    """A client op id the validator would take as it is: printable ASCII, 1 to _MAX_OP_ID
+    bytes, and not of the form the stores generate (``<8 hex>-<hex>``: anything with a dash
+    at index 8 goes to the validator, which decides)."""
+    cdef Py_ssize_t n, i
+    cdef const char* u
+    if not PyUnicode_CheckExact(op_id):
+        return False
+    u = _utf8_or_null(op_id, &n)
+    if u == NULL or n == 0 or n > _MAX_OP_ID or (n > 8 and u[8] == 45):
+        return False
+    for i in range(n):
+        if <uchar>u[i] < 32 or <uchar>u[i] > 126:
+            return False
+    return True
+
+
 cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     """The ``Op`` of a common ``set_field``, or None for the full validator to judge."""
     cdef Py_ssize_t n, tn, i, dot, nlen
@@ -2808,7 +2828,7 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     if not PyDict_CheckExact(raw):
         return None
     n = PyDict_Size(raw)
-    if n < 4 or n > 6:
+    if n < 4 or n > 7:
         return None
     typ = raw.get("type")
     entity = raw.get("entity_id")
@@ -2828,6 +2848,12 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
     if "intent" in raw:
         extra += 1
         intent = raw["intent"]
+    op_id = None
+    if "op_id" in raw:
+        extra += 1
+        op_id = raw["op_id"]
+        if not _plain_op_id(op_id):
+            return None
     if n != 4 + extra:  # some other key: let the validator name it
         return None
     if not ((adding or typ == "set_field") and PyUnicode_CheckExact(entity)
@@ -2921,6 +2947,8 @@ cdef object _fast_op(object raw, tuple table, object actor, object actor_class):
             return None
         op.value = value
         op.type = T_SET_FIELD
+    if op_id is not None:
+        op.op_id = op_id
     op.env = env
     op.entity = entity
     op.field = field

@@ -38,7 +38,11 @@ raw_ops = st.fixed_dictionaries(
     optional={"env": st.sampled_from(["production", "staging", "", None, "qa", 0]),
               "intent": st.one_of(st.text(max_size=5), st.none(), st.just("x" * 5000),
                                   st.just(3)),
-              "override": st.booleans(), "surprise": st.just(1)})
+              "override": st.booleans(), "surprise": st.just(1),
+              "op_id": st.one_of(st.text(max_size=6), st.none(), st.just(3),
+                                 st.just("x" * 129), st.just("é" * 60),
+                                 st.sampled_from(["deploy-42", "0123abcd-1f", "0123abcd-0",
+                                                  "a b", "tab\t", "x" * 128]))})
 
 
 scalars = st.one_of(st.integers(-2 ** 65, 2 ** 65), st.floats(allow_nan=True), st.booleans(),

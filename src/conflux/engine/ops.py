@@ -75,7 +75,8 @@ class Operations:
     def common_shapes(self, raw_ops: list, actor: Actor) -> list[bool]:
         """Which of ``raw_ops`` (client op dicts) the compiled core builds as they are: the
         common shape (a ``set_field`` or ``add_elements`` of plain values with nothing but
-        ``env`` and ``intent`` besides, on a declared field, within its constraints), checked
+        ``env``, ``intent`` and a printable ASCII ``op_id`` besides, on a declared field,
+        within its constraints), checked
         without Python code. The REST API holds only the others to its request-body schemas:
         an op of the common shape fits them by construction. PERF: the schema check, in
         Python, cost about 27 us per op of a 1,000-op batch, more than the whole commit;

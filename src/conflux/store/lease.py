@@ -88,7 +88,7 @@ SELECT txid::text::bigint, pos, op_id, entry FROM conflux_log
 WHERE (txid, pos) > (%(txid)s::text::xid8, %(pos)s)
   AND (txid, pos) <= (%(to_txid)s::text::xid8, %(to_pos)s)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, pos
+ORDER BY conflux_log.txid, conflux_log.pos  -- the key, not the bigint column selected
 LIMIT %(limit)s
 """
 _NO_END = (1 << 62, 1 << 62)
@@ -268,7 +268,7 @@ def webhook_start(link, names_from_start: dict[str, bool]) -> None:
     last_milestone = conn.execute("SELECT coalesce(max(id), 0) FROM conflux_milestones"
                                   ).fetchone()[0]
     end = conn.execute("SELECT txid::text::bigint, pos FROM conflux_log "
-                       "ORDER BY txid DESC, pos DESC LIMIT 1").fetchone() or START
+                       "ORDER BY conflux_log.txid DESC, conflux_log.pos DESC LIMIT 1").fetchone() or START
     for name, from_start in names_from_start.items():
         at = START if from_start else end
         conn.execute("INSERT INTO conflux_webhooks (name, txid, pos, milestone) "

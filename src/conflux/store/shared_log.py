@@ -83,7 +83,7 @@ _TAIL = """
 SELECT txid::text::bigint, pos, op_id, node, entry FROM conflux_log
 WHERE (txid, pos) > (%(txid)s::text::xid8, %(pos)s)
   AND txid < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY txid, pos
+ORDER BY conflux_log.txid, conflux_log.pos  -- the key, not the bigint column selected
 LIMIT %(limit)s
 """
 
