@@ -607,17 +607,13 @@ class Milestones:
     def fetch(self) -> str | None:
         """Fetch the remote branch (``remote``, ``remote_branch``) into this repository; its
         head, or None without a remote or when it cannot be fetched."""
-        remote = self.settings.remote
-        if not remote:
+        remote = self._remote()
+        if remote is None:
             return None
         import pygit2
 
-        target = remote if "://" in remote or os.path.isabs(remote) else os.path.join(
-            self.engine.root, remote)
-        source = f"refs/heads/{self.settings.remote_branch or self.settings.branch}"
         try:
-            self.repo.remotes.create_anonymous(target).fetch(
-                [f"+{source}:refs/conflux/remote"])
+            remote.fetch([f"+{self._remote_ref()}:refs/conflux/remote"])
             return str(self.repo.references["refs/conflux/remote"].target)
         except (pygit2.GitError, KeyError):
             return None
@@ -645,19 +641,29 @@ class Milestones:
 
     def push(self) -> str | None:
         """Push the branch to the configured remote (a path or URL); the remote's ref."""
-        remote = self.settings.remote
-        if not remote:
+        remote = self._remote()
+        if remote is None:
             return None
         import pygit2
 
+        dest = self._remote_ref()
+        try:
+            remote.push([f"+{self.ref}:{dest}"])
+        except pygit2.GitError as exc:
+            raise StoreError(f"push to {self.settings.remote} failed: {exc}") from None
+        return dest
+
+    def _remote(self):
+        """The configured remote (a path, relative to the project, or a URL), or None."""
+        remote = self.settings.remote
+        if not remote:
+            return None
         target = remote if "://" in remote or os.path.isabs(remote) else os.path.join(
             self.engine.root, remote)
-        dest = f"refs/heads/{self.settings.remote_branch or self.settings.branch}"
-        try:
-            self.repo.remotes.create_anonymous(target).push([f"+{self.ref}:{dest}"])
-        except pygit2.GitError as exc:
-            raise StoreError(f"push to {remote} failed: {exc}") from None
-        return dest
+        return self.repo.remotes.create_anonymous(target)
+
+    def _remote_ref(self) -> str:
+        return f"refs/heads/{self.settings.remote_branch or self.settings.branch}"
 
 
 def _fault(point: str) -> None:
