@@ -121,9 +121,14 @@ def test_webhooks_are_delivered_once_across_the_cluster_and_survive_the_holders_
         # batch it sent, unanswered, and writes go on to every daemon
         killed = threading.Event()
         in_flight = []
+        once = threading.Lock()
 
         def kill_the_sender():
-            if not killed.is_set():
+            # the receiver serves each request on a thread of its own: the next holder's
+            # resend may arrive while the kill is under way, and must not count as a kill
+            with once:
+                if killed.is_set():
+                    return
                 in_flight.append(rx.requests[-1][0]["X-Conflux-Delivery"])
                 alive[victim] = False
                 _kill(procs[victim])
