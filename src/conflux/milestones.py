@@ -535,6 +535,14 @@ class Milestones:
         lists the operations between the two positions. It is recorded in PostgreSQL in a
         transaction that checks the lease is held, before this store records it: a holder
         that lost the lease records nothing, and the next holder makes that milestone.
+
+        With a ``remote``, the cluster's last milestone whose commit is neither in this
+        repository nor on the remote never reached anyone (its maker died between the
+        cluster's record and the push): it is made again, with the same number, covering from
+        the previous milestone's position, and its record replaces the lost one's in the same
+        transaction, so the remote's history holds every number once. While the remote cannot
+        be fetched, nothing is made (``StoreError``): whether that commit reached it is
+        unknown.
         """
         from conflux.store.lease import MilestoneRecords
         from conflux.store.shared_log import START
@@ -544,7 +552,11 @@ class Milestones:
             return None
         records = MilestoneRecords(lease.conn)
         with self._locked():
-            last = records.last()
+            last = lost = records.last()
+            if last is None or not self._lost(last["commit"]):
+                lost = None
+            else:
+                last = records.before(lost["id"])
             at = last["position"] if last else START
             applied = tuple(self.engine.shared_position())
             if applied <= at:
@@ -562,7 +574,7 @@ class Milestones:
 
             def record(milestone):
                 records.record(lease, milestone.id, covered, milestone.commit,
-                               milestone.pack())
+                               milestone.pack(), replacing=lost and lost["commit"])
             return self._create(
                 f"scheduled: {len(ops)} operation{'s' if len(ops) != 1 else ''}",
                 list(self.engine.schema.environments), False, time.time,
@@ -592,6 +604,15 @@ class Milestones:
                     ops.append(op)
                     at = position
 
+    def _lost(self, commit: str) -> bool:
+        """Whether the cluster's milestone ``commit`` never reached anyone: it is neither in
+        this repository nor on the remote. Without a remote every holder's repository is its
+        own, so nothing can tell; ``StoreError`` when the remote cannot be fetched."""
+        if commit in self.repo or self._remote() is None:
+            return False
+        self._fetch()
+        return commit not in self.repo
+
     def _cluster_parent(self, commit: str) -> str | None:
         """The git parent of the next milestone in a cluster: the cluster's last milestone
         when this repository has it (fetched from the remote if need be), else the remote
@@ -607,16 +628,28 @@ class Milestones:
     def fetch(self) -> str | None:
         """Fetch the remote branch (``remote``, ``remote_branch``) into this repository; its
         head, or None without a remote or when it cannot be fetched."""
+        try:
+            return self._fetch()
+        except StoreError:
+            return None
+
+    def _fetch(self) -> str | None:
+        """``fetch``, but ``StoreError`` when the remote cannot be fetched (None: no remote,
+        or the remote has no such branch yet)."""
         remote = self._remote()
         if remote is None:
             return None
         import pygit2
 
+        # a branch deleted on the remote must not leave its old head here
+        with contextlib.suppress(KeyError):
+            self.repo.references.delete("refs/conflux/remote")
         try:
             remote.fetch([f"+{self._remote_ref()}:refs/conflux/remote"])
-            return str(self.repo.references["refs/conflux/remote"].target)
-        except (pygit2.GitError, KeyError):
-            return None
+        except pygit2.GitError as exc:
+            raise StoreError(f"fetch from {self.settings.remote} failed: {exc}") from None
+        found = self.repo.references.get("refs/conflux/remote")
+        return None if found is None else str(found.target)
 
     def due(self, now: float | None = None) -> bool:
         """Whether the schedule of ``config.toml`` calls for a milestone now: something

@@ -64,10 +64,11 @@ def _schedule(directory: str, parent: int) -> None:
 def _ticks(milestones: Milestones, stop, create_if_due, fatal: tuple = ()) -> None:
     """Until ``stop``: make a milestone when one is due, and push it. A milestone that is
     refused (schema violations) is retried at the next tick, and logged once per change;
-    an exception in ``fatal`` (a lost lease) ends the loop."""
+    any other failure (the remote cannot be fetched) is retried too, and logged once until
+    it changes; an exception in ``fatal`` (a lost lease) ends the loop."""
     engine = milestones.engine
     tick = min(1.0, milestones.settings.every_seconds or 1.0)
-    refused_at = None
+    refused_at = failed = None
     while not stop.wait(tick):
         try:
             made = create_if_due()
@@ -79,9 +80,12 @@ def _ticks(milestones: Milestones, stop, create_if_due, fatal: tuple = ()) -> No
                 log.warning("scheduled milestone refused: %s", exc)
                 refused_at = seq
             continue
-        except Exception:
-            log.exception("scheduled milestone failed")
+        except Exception as exc:
+            if failed != str(exc):
+                log.exception("scheduled milestone failed")
+                failed = str(exc)
             continue
+        failed = None
         if made is not None:
             log.info("milestone %d: %s (%d operations)", made.id, made.commit[:12],
                      made.operations)

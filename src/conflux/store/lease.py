@@ -364,11 +364,15 @@ class MilestoneRecords:
         row = self.conn.execute(
             "SELECT id, node, extract(epoch FROM made), txid, pos, commit, record "
             "FROM conflux_milestones ORDER BY id DESC LIMIT 1").fetchone()
-        if row is None:
-            return None
-        number, node, made, txid, pos, commit, record = row
-        return {"id": number, "node": node, "made": float(made), "position": (txid, pos),
-                "commit": commit, "record": bytes(record)}
+        return None if row is None else _milestone_row(row)
+
+    def before(self, number: int) -> dict | None:
+        """The newest milestone numbered below ``number`` (as ``last``), or None."""
+        row = self.conn.execute(
+            "SELECT id, node, extract(epoch FROM made), txid, pos, commit, record "
+            "FROM conflux_milestones WHERE id < %s ORDER BY id DESC LIMIT 1",
+            (number,)).fetchone()
+        return None if row is None else _milestone_row(row)
 
     def after(self, number: int) -> list[bytes]:
         """The records of the milestones after number ``number``, oldest first."""
@@ -387,9 +391,17 @@ class MilestoneRecords:
         return None if row[0] is None else float(row[0])
 
     def record(self, lease: Lease, number: int, position: Position, commit: str,
-               record: bytes) -> None:
-        """Record milestone ``number`` (the holder's, checked in the same transaction)."""
+               record: bytes, replacing: str | None = None) -> None:
+        """Record milestone ``number`` (the holder's, checked in the same transaction).
+        ``replacing``: the commit of the cluster's last milestone, which never reached anyone
+        and which this one is made again in place of; its record is deleted in the same
+        transaction, so the cluster never lacks it in between."""
         with lease.transaction() as conn:
+            if replacing is not None and not conn.execute(
+                    "DELETE FROM conflux_milestones WHERE commit = %s AND id = (SELECT max(id) "
+                    "FROM conflux_milestones)", (replacing,)).rowcount:
+                raise LeaseLost(f"the milestone of commit {replacing} was replaced by "
+                                "another daemon")
             try:
                 conn.execute("INSERT INTO conflux_milestones (id, node, made, txid, pos, "
                              "commit, record) VALUES (%s, %s, clock_timestamp(), %s, %s, %s, "
@@ -397,3 +409,9 @@ class MilestoneRecords:
                                      record))
             except psycopg.errors.UniqueViolation:
                 raise LeaseLost(f"milestone {number} was recorded by another daemon") from None
+
+
+def _milestone_row(row) -> dict:
+    number, node, made, txid, pos, commit, record = row
+    return {"id": number, "node": node, "made": float(made), "position": (txid, pos),
+            "commit": commit, "record": bytes(record)}
