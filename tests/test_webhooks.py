@@ -432,8 +432,11 @@ def test_the_daemon_delivers_webhooks_after_the_commit(tmp_path, receivers, monk
                 'actors = ["autoscaler:*"]\nentities = ["route.*"]\n\n'
                 f'[[webhook]]\nname = "everything"\nurl = "{every.url}"\nsecret = "x"\n')
     with daemon(project) as (url, proc):
+        # the delivery process names itself once its interpreter has started, which may be
+        # after the daemon answers its first request
+        assert wait_until(lambda: len(_delivery(proc.pid)) == 1), \
+            [_comm(p) for p in _children(proc.pid)]
         delivery = _delivery(proc.pid)
-        assert len(delivery) == 1, [_comm(p) for p in _children(proc.pid)]
         r = requests.post(f"{url}/v1/ops", json=op("service.s", "image", "x:1"),
                           headers=key("zara"), timeout=10)
         assert r.status_code == 200, r.text
