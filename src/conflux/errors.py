@@ -24,7 +24,15 @@ __all__ = [
     "OutputError",
     "Busy",
     "CoreMissing",
+    "first_line",
 ]
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (PostgreSQL's run to several), or the error's
+    type when it has none."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class ConfluxError(Exception):

@@ -7,6 +7,7 @@ for another's figures.
 
 from __future__ import annotations
 
+from conflux.errors import first_line
 from conflux.milestones import last_milestone
 from conflux.webhooks import webhook_status
 from conflux.webhooks_shared import cluster_webhook_status
@@ -62,4 +63,4 @@ def _cluster_status(engine, status: dict, shared: dict) -> None:
                 "pending_operations": log.lag(last["position"])[0]}
     except psycopg.Error as exc:
         engine.store.drop_connection()
-        shared["leases_error"] = str(exc).splitlines()[0]
+        shared["leases_error"] = first_line(exc)

@@ -174,7 +174,7 @@ class Commits:
         offset = self.settings.max_clock_offset_ms
         own_prefix = self.node + "-"
         acks: list[Ack | None] = [None] * len(ops)
-        fresh, fresh_at = [], []
+        fresh = []
         in_batch: dict[str, int] = {}
         opid_seq = None
         for i, op in enumerate(ops):
@@ -203,8 +203,6 @@ class Commits:
                                           field="op_id")
                 in_batch[op.op_id] = i
             fresh.append(op)
-            if logged:
-                fresh_at.append(i)
         clock = core.stamp_ops(fresh, clock, wall, offset, own_prefix, horizon, seq + 1)
         leaves = []
         for op in fresh:
@@ -227,8 +225,10 @@ class Commits:
                     outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:
             if logged:
-                store.log_append(txn, LogChunk.pack([logged[i] for i in fresh_at], fresh[0].seq,
-                                                    clock, store.CHUNK_LIMIT))
+                # the fresh ops are those not acknowledged as retries, in order
+                kept = [logged[i] for i, ack in enumerate(acks) if ack is None]
+                store.log_append(txn, LogChunk.pack(kept, fresh[0].seq, clock,
+                                                    store.CHUNK_LIMIT))
             else:
                 store.log_append(txn, core.encode_chunks(fresh, clock, store.CHUNK_LIMIT),
                                  [op.op_id for op in fresh] if store.shares_log else None)

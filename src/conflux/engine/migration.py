@@ -27,9 +27,9 @@ import shutil
 import tempfile
 
 from conflux.engine.engine import Engine
-from conflux.engine.replication import first_line, open_shared_log
+from conflux.engine.replication import open_shared_log
 from conflux.engine.settings import project_root, Settings, store_url_problem, write_store_url
-from conflux.errors import InputError, OpIdConflict, StoreError
+from conflux.errors import first_line, InputError, OpIdConflict, StoreError
 
 __all__ = ["migrate", "catch_up", "daemon_lock", "migration_lock", "LOCK_FILE"]
 

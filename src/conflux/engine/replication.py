@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import time
 
-from conflux.errors import InputError
+from conflux.errors import first_line, InputError, StoreError
 
 __all__ = ["Replication", "open_shared_log", "check_shared_log"]
 
@@ -25,12 +25,6 @@ _READ_POS = "shared:read_pos"
 
 def _position_marks(at) -> dict[str, int]:
     return {_READ_TXID: at[0], _READ_POS: at[1]}
-
-
-def first_line(exc) -> str:
-    """The first line of an error's message (PostgreSQL's run to several)."""
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 class Replication:
@@ -141,8 +135,6 @@ class Replication:
             return None
         import psycopg
 
-        from conflux.errors import StoreError
-
         at = self.shared_position()
         status = {"url": url, "node": self.node, "read_position": list(at)}
         try:
@@ -151,7 +143,7 @@ class Replication:
             nodes = log.nodes()
         except (psycopg.Error, StoreError) as exc:
             self.store.drop_connection()
-            return {**status, "reachable": False, "error": str(exc).splitlines()[0]}
+            return {**status, "reachable": False, "error": first_line(exc)}
         return {**status, "reachable": True, "lag_ops": lag_ops, "lag_ms": round(lag_ms),
                 "nodes": nodes}
 

@@ -30,7 +30,8 @@ import threading
 
 import psycopg
 
-from conflux.store.shared_log import START, Position
+from conflux.errors import first_line
+from conflux.store.shared_log import connect, START, Position
 
 __all__ = ["Lease", "LeaseLost", "ROLES", "hold", "holders", "WebhookRecords",
            "MilestoneRecords", "last_milestone_row", "webhook_rows", "webhook_start"]
@@ -102,14 +103,10 @@ class LeaseLost(Exception):
 
 
 def _connect(dsn: str, role: str):
-    from conflux.store.shared_log import CONNECT_TIMEOUT_S
-
-    extra = {} if "connect_timeout" in dsn else {"connect_timeout": CONNECT_TIMEOUT_S}
     # keepalives: a holder whose database host vanished learns it within ~20 s rather than
     # TCP's hours (the server side is the server's tcp_keepalives_* settings)
-    return psycopg.connect(dsn, autocommit=True, application_name=f"conflux-{role}",
-                           keepalives=1, keepalives_idle=10, keepalives_interval=3,
-                           keepalives_count=3, **extra)
+    return connect(dsn, application_name=f"conflux-{role}", keepalives=1,
+                   keepalives_idle=10, keepalives_interval=3, keepalives_count=3)
 
 
 def create_tables(conn) -> None:
@@ -168,8 +165,7 @@ class Lease:
         except psycopg.OperationalError as exc:
             self._held = False
             raise LeaseLost(f"the {self.role} lease's connection failed: "
-                            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else exc}"
-                            ) from None
+                            f"{first_line(exc)}") from None
 
     def rows(self, after: Position, *, upto: Position | None = None, limit: int = 1000):
         """The shared log's rows after ``after`` (and up to ``upto``), oldest first, that no
@@ -198,7 +194,7 @@ def hold(dsn: str, role: str, node: str, stop: threading.Event, work) -> None:
         except psycopg.Error as exc:
             if not down:
                 log.error("%s lease: the database cannot be reached (%s); retrying", role,
-                          str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                          first_line(exc))
                 down = True
             stop.wait(RETRY_S)
             continue
@@ -225,7 +221,7 @@ def hold(dsn: str, role: str, node: str, stop: threading.Event, work) -> None:
                 halt.set()
         except psycopg.Error as exc:
             log.error("%s lease: the database failed (%s); waiting for the lease again",
-                      role, str(exc).strip().splitlines()[0] if str(exc).strip() else exc)
+                      role, first_line(exc))
             stop.wait(RETRY_S)
         finally:
             with contextlib.suppress(Exception):

@@ -93,9 +93,12 @@ LIMIT %(limit)s
 CONNECT_TIMEOUT_S = 5
 
 
-def _connect(dsn: str):
-    extra = {} if "connect_timeout" in dsn else {"connect_timeout": CONNECT_TIMEOUT_S}
-    return psycopg.connect(dsn, autocommit=True, **extra)
+def connect(dsn: str, **params):
+    """An autocommit connection to the database ``dsn`` names, with libpq's ``params`` and
+    ``CONNECT_TIMEOUT_S`` unless the URL sets its own."""
+    if "connect_timeout" not in dsn:
+        params.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    return psycopg.connect(dsn, autocommit=True, **params)
 
 
 class SharedLog:
@@ -103,7 +106,7 @@ class SharedLog:
 
     def __init__(self, dsn: str, node: str):
         self.dsn, self.node = dsn, node
-        self._conn = _connect(dsn)
+        self._conn = connect(dsn)
         self._listener = None
 
     def close(self) -> None:
@@ -204,7 +207,7 @@ class SharedLog:
     def wait(self, timeout: float) -> bool:
         """Sleep until some node appends (True) or ``timeout`` seconds pass (False)."""
         if self._listener is None:
-            self._listener = _connect(self.dsn)
+            self._listener = connect(self.dsn)
             self._listener.execute(f"LISTEN {_CHANNEL}")
         for _ in self._listener.notifies(timeout=timeout, stop_after=1):
             return True

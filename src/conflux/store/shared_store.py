@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 
-from conflux.errors import StoreError
+from conflux.errors import first_line, StoreError
 from conflux.store.base import LoggedElsewhere
 from conflux.store.layout import LogChunk
 from conflux.store.lmdb_store import LmdbStore
@@ -109,6 +109,6 @@ class SharedStore(LmdbStore):
 
 def _unreachable(exc) -> StoreError:
     return StoreError(f"the shared op log cannot be reached ({type(exc).__name__}: "
-                      f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no answer'})"
+                      f"{first_line(exc)})"
                       ": nothing was written on this node; retry with the same op ids (an "
                       "op the log took already is acknowledged, not applied twice)")
