@@ -126,6 +126,21 @@ def writer_serve(path: str, store: str) -> None:
     per op); nothing else."""
     env = open_env(store, map_size=1 << 30, max_dbs=0)
     groups = 0
+    for ready in frame_rounds(path):
+        groups += 1
+        with env.begin(write=True) as txn:
+            txn.put(b"groups", groups.to_bytes(8, "big"))
+        for sock, frames in ready:
+            for frame in frames:
+                _, _, ops, _ = msgpack.unpackb(frame, raw=False)
+                sock.sendall(_frame([0, [[f"bench-{i}", 1, i, False]
+                                         for i in range(len(ops))]]))
+
+
+def frame_rounds(path: str):
+    """Listen on the Unix socket ``path``; yield, each time some connections have whole
+    frames waiting, ``[(connection, [frame, ...]), ...]``: every frame waiting on every
+    connection, read as the commit service reads one group."""
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     listener.bind(path)
     listener.listen(512)
@@ -133,7 +148,7 @@ def writer_serve(path: str, store: str) -> None:
     sel.register(listener, selectors.EVENT_READ)
     buffers: dict[socket.socket, bytearray] = {}
     while True:
-        ready = []
+        ready: list[tuple[socket.socket, list[bytes]]] = []
         for key, _ in sel.select():
             sock = key.fileobj
             if sock is listener:
@@ -149,13 +164,11 @@ def writer_serve(path: str, store: str) -> None:
                 continue
             buf = buffers[sock]
             buf += data
-            ready += [(sock, msgpack.unpackb(f, raw=False)) for f in take_frames(buf)]
+            frames = take_frames(buf)
+            if frames:
+                ready.append((sock, frames))
         if ready:
-            groups += 1
-            with env.begin(write=True) as txn:
-                txn.put(b"groups", groups.to_bytes(8, "big"))
-        for sock, (_, _, ops, _) in ready:
-            sock.sendall(_frame([0, [[f"bench-{i}", 1, i, False] for i in range(len(ops))]]))
+            yield ready
 
 
 class BareHealth:

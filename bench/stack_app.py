@@ -44,8 +44,6 @@ import json
 import os
 import pathlib
 import queue
-import selectors
-import socket
 import struct
 import sys
 import threading
@@ -63,7 +61,7 @@ import falcon  # noqa: E402
 import falcon.asgi  # noqa: E402
 
 from conflux.api.app import DEFAULT_BODY_LIMIT  # noqa: E402
-from conflux.daemon.commits import _LEN, take_frames  # noqa: E402
+from conflux.daemon.commits import _LEN  # noqa: E402
 from conflux.store import open_env  # noqa: E402
 
 _SEQ = struct.Struct(">Q")
@@ -249,34 +247,9 @@ class HopClient:
 def commit_process(path: str, store: str) -> None:
     """The process beside the workers for ``--durable hop``."""
     env = open_env(store, map_size=1 << 30, max_dbs=0)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(path)
-    listener.listen(512)
-    sel = selectors.DefaultSelector()
-    sel.register(listener, selectors.EVENT_READ)
-    buffers: dict[socket.socket, bytearray] = {}
-    while True:
-        ready: list[tuple[socket.socket, list[bytes]]] = []
-        for key, _ in sel.select():
-            sock = key.fileobj
-            if sock is listener:
-                conn, _ = listener.accept()
-                sel.register(conn, selectors.EVENT_READ)
-                buffers[conn] = bytearray()
-                continue
-            data = sock.recv(1 << 20)
-            if not data:
-                sel.unregister(sock)
-                buffers.pop(sock).clear()
-                sock.close()
-                continue
-            buf = buffers[sock]
-            buf += data
-            frames = take_frames(buf)
-            if frames:
-                ready.append((sock, frames))
-        if not ready:
-            continue
+    from http_bare_app import frame_rounds  # bench/, on the path as this script's folder
+
+    for ready in frame_rounds(path):
         seq = commit_group(env, [body for _, frames in ready for body in frames])
         for sock, frames in ready:
             sock.sendall(b"".join(_SEQ.pack(seq + i) for i in range(len(frames))))
