@@ -3,6 +3,7 @@ real synced LMDB commits)."""
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import os
 import shutil
@@ -51,6 +52,7 @@ def service(engine, sock_dir):
 
 
 def _hammer(apply, writers=8, each=30):
+    """``writers`` threads, each writing ``each`` one-op batches through ``apply``."""
     acks, errors = [], []
     lock = threading.Lock()
 
@@ -71,6 +73,38 @@ def _hammer(apply, writers=8, each=30):
     return acks, errors
 
 
+def _client_hammer(client, writers=8, each=30):
+    """As a worker's event loop does: ``writers`` requests in flight at once on the
+    client's one connection, ``each`` one after another."""
+    acks, errors = [], []
+
+    async def write(n):
+        for i in range(each):
+            try:
+                acks.extend(await client.apply([set_op(f"route.w{n}-{i}", "weight", i)],
+                                               SCALER))
+            except Exception as exc:  # noqa: BLE001 - collected for the assertion
+                errors.append(exc)
+                return
+
+    async def main():
+        await asyncio.wait_for(asyncio.gather(*(write(n) for n in range(writers))), 60)
+        client.close()  # the worker exits
+    asyncio.run(main())
+    return acks, errors
+
+
+def run(coro, client=None):
+    """``coro`` on an event loop of its own, then ``client`` closed on it."""
+    async def main():
+        try:
+            return await asyncio.wait_for(coro, 60)
+        finally:
+            if client is not None:
+                client.close()
+    return asyncio.run(main())
+
+
 def test_group_committer_shares_commits_among_threads(engine):
     committer = GroupCommitter(engine)
     try:
@@ -84,8 +118,8 @@ def test_group_committer_shares_commits_among_threads(engine):
 
 
 def test_the_commit_service_groups_concurrent_writers(engine, service):
-    client = CommitClient(service.service.path, fallback=None)
-    acks, errors = _hammer(client.apply)
+    client = CommitClient(service.service.path, engine)
+    acks, errors = _client_hammer(client)
     assert not errors
     assert len(acks) == 240 and len({a.seq for a in acks}) == 240
     logged = {o.op_id: o for o in engine.log()}
@@ -101,34 +135,29 @@ def test_a_group_holds_at_most_group_bytes_of_requests(engine, service):
     frames = [(None, b"x" * n) for n in (3, 3, 3, 10, 1)]
     assert [[len(f) for _, f in g] for g in _groups(frames, 7)] == [[3, 3], [3], [10], [1]]
     service.service.GROUP_BYTES = 1  # every request a group of its own
-    client = CommitClient(service.service.path, fallback=None)
-    acks, errors = _hammer(client.apply, writers=4, each=10)
+    client = CommitClient(service.service.path, engine)
+    acks, errors = _client_hammer(client, writers=4, each=10)
     assert not errors and len({a.seq for a in acks}) == 40
     assert service.service.commits == 40
     client.close()
 
 
 def test_a_bad_batch_fails_alone_with_its_own_error(engine, service):
-    client = CommitClient(service.service.path, fallback=None)
-    first = client.apply([set_op("service.a", "image", "a:1")], ZARA)[0]
-    outcomes = {}
-
-    def send(name, ops):
-        try:
-            outcomes[name] = client.apply(ops, ZARA)
-        except Exception as exc:  # noqa: BLE001
-            outcomes[name] = exc
+    client = CommitClient(service.service.path, engine)
     batches = {
         "good": [set_op("service.b", "image", "b:1"), set_op("service.b", "replicas", 3)],
         "unknown field": [set_op("service.c", "colour", "red")],
         "stale base": [set_op("service.a", "image", "a:3", base=["someone-else"])],
         "good too": [set_op("service.d", "image", "d:1")],
     }
-    threads = [threading.Thread(target=send, args=item) for item in batches.items()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(30)
+
+    async def send_all():  # all four on the one connection before any answer
+        first = await client.apply([set_op("service.a", "image", "a:1")], ZARA)
+        return first[0], await asyncio.gather(*(client.apply(ops, ZARA)
+                                                for ops in batches.values()),
+                                              return_exceptions=True)
+    first, outcomes = run(send_all(), client)
+    outcomes = dict(zip(batches, outcomes))
     assert isinstance(outcomes["unknown field"], ValidationError)
     assert "colour" in str(outcomes["unknown field"])
     assert outcomes["unknown field"].http_status == 422
@@ -144,21 +173,25 @@ def test_a_bad_batch_fails_alone_with_its_own_error(engine, service):
 
 
 def test_a_repeated_op_id_is_acknowledged_as_a_duplicate(engine, service):
-    client = CommitClient(service.service.path, fallback=None)
-    one = client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")], ZARA)[0]
-    again = client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")], ZARA)[0]
+    client = CommitClient(service.service.path, engine)
+
+    async def twice():
+        one = await client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")], ZARA)
+        again = await client.apply([set_op("service.a", "image", "a:1", op_id="ci-run-1")],
+                                   ZARA)
+        return one[0], again[0]
+    one, again = run(twice(), client)
     assert (again.op_id, again.seq, again.duplicate) == ("ci-run-1", one.seq, True)
     assert len(list(engine.log())) == 1
     client.close()
 
 
 def test_without_the_service_a_worker_commits_alone(engine, sock_dir):
-    committer = GroupCommitter(engine)
+    client = CommitClient(os.path.join(sock_dir, "nobody.sock"), engine)
     try:
-        client = CommitClient(os.path.join(sock_dir, "nobody.sock"), fallback=committer)
-        acks = client.apply([set_op("route.r", "weight", 5)], SCALER)
+        acks = run(client.apply([set_op("route.r", "weight", 5)], SCALER), client)
     finally:
-        committer.close()
+        client.close()
     assert engine.get("route.r")["weight"]["value"] == 5
     assert acks[0].seq == engine.last_seq()
 
@@ -175,9 +208,9 @@ def test_a_service_lost_after_the_send_is_a_503(engine, sock_dir):
         conn.close()
     t = threading.Thread(target=take_and_die)
     t.start()
-    client = CommitClient(path, fallback=None)
+    client = CommitClient(path, engine)
     with pytest.raises(StoreError, match="may or may not be stored") as caught:
-        client.apply([set_op("route.r", "weight", 5)], SCALER)
+        run(client.apply([set_op("route.r", "weight", 5)], SCALER), client)
     assert caught.value.http_status == 503
     t.join(10)
     listener.close()
@@ -185,13 +218,16 @@ def test_a_service_lost_after_the_send_is_a_503(engine, sock_dir):
 
 def test_a_stopping_service_serves_its_connected_workers_first(engine, sock_dir):
     running = Running(engine, os.path.join(sock_dir, "c.sock"))
-    client = CommitClient(running.service.path, fallback=None)
-    client.apply([set_op("route.r", "weight", 1)], SCALER)
-    running.stop.set()  # e.g. a service manager signalling every process of the daemon
-    acks = client.apply([set_op("route.r", "weight", 2)], SCALER)  # still connected: served
-    assert acks[0].seq == 2
-    assert running.thread.is_alive()
-    client.close()  # the worker exits
+    client = CommitClient(running.service.path, engine)
+
+    async def worker():
+        await client.apply([set_op("route.r", "weight", 1)], SCALER)
+        running.stop.set()  # e.g. a service manager signalling every process of the daemon
+        acks = await client.apply([set_op("route.r", "weight", 2)], SCALER)  # still served
+        assert acks[0].seq == 2
+        assert running.thread.is_alive()
+        client.close()  # the worker exits
+    run(worker())
     running.thread.join(10)
     assert not running.thread.is_alive()
     assert engine.get("route.r")["weight"]["value"] == 2
@@ -217,9 +253,9 @@ def test_a_group_is_merged_in_one_pass_and_each_batch_answered(engine):
 
 
 def test_a_large_batch_and_its_answer_cross_the_socket_whole(engine, service):
-    client = CommitClient(service.service.path, fallback=None)
+    client = CommitClient(service.service.path, engine)
     ops = [set_op(f"route.big{i}", "weight", i % 100) for i in range(3000)]
-    acks = client.apply(ops, SCALER)  # ~100 KB each way: several reads on both sides
+    acks = run(client.apply(ops, SCALER), client)  # ~100 KB each way: several reads on both sides
     client.close()
     assert [a.seq for a in acks] == list(range(1, 3001))
     assert engine.get("route.big2999")["weight"]["value"] == 99

@@ -32,6 +32,10 @@ log = logging.getLogger("conflux.access")
 #: How often (seconds) a worker looks at the files for changes.
 RELOAD_INTERVAL = 1.0
 
+#: The key of a request's ASGI scope holding the TLS client certificate the server verified
+#: (``ssl.SSLSocket.getpeercert()``'s dict).
+PEERCERT = "conflux.peercert"
+
 
 class Access:
     def __init__(self, keys: ApiKeys, certs: CertMap, *, root: str | None = None, stamp=None,
@@ -104,8 +108,9 @@ class Access:
         key = req.get_header("X-API-Key")
         if key is not None:
             return self.keys.authenticate(key)
-        sock = req.env.get("gunicorn.socket")
-        peercert = sock.getpeercert() if hasattr(sock, "getpeercert") else None
+        # the verified client certificate, as the daemon's worker puts it in the request's
+        # scope (conflux.daemon.worker)
+        peercert = req.scope.get(PEERCERT)
         if peercert:
             return self.certs.actor_for(peercert)
         raise AuthError("no credentials: send an API key in the X-API-Key header or use a "
@@ -121,7 +126,7 @@ class _Authenticate:
     def __init__(self, access: Access):
         self.access = access
 
-    def process_resource(self, req, resp, resource, params):
+    async def process_resource(self, req, resp, resource, params):
         if resource is None or not getattr(resource, "auth", True):
             return
         req.context.actor = self.access.authenticate(req)

@@ -1,12 +1,14 @@
-"""``create_app``: the Falcon application of the daemon, wired once per worker process."""
+"""``create_app``: the Falcon application of the daemon (ASGI), wired once per worker process."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 
 import falcon
+import falcon.asgi
 
 from conflux.api import audit, entities, milestones, ops, review, service, watch
 from conflux.api.params import Context
@@ -21,23 +23,29 @@ log = logging.getLogger("conflux.api")
 DEFAULT_BODY_LIMIT = 16 << 20
 
 
-def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY_LIMIT,
-               watch_poll_s: float = 0.05) -> falcon.App:
-    """The REST API over one opened ``Engine``.
+def create_app(engine, access, *, committer=None, threads: int = 8,
+               body_limit: int = DEFAULT_BODY_LIMIT, watch_poll_s: float = 0.05
+               ) -> falcon.asgi.App:
+    """The REST API over one opened ``Engine``, as an ASGI application.
 
     ``access`` authenticates requests (``conflux.api.access``; the engine authorizes);
     ``committer`` shares synced commits among concurrent requests (the daemon's
-    ``CommitClient``, or a ``GroupCommitter``); with none, each request commits on its own.
+    ``CommitClient``); with none, the app's own ``LocalCommitter`` groups them.
+    ``threads``: how many requests' slow work (git, a whole environment, an export, a big
+    body) runs at once, in threads beside the event loop.
     """
+    from conflux.daemon.commits import LocalCommitter
+
     document = openapi_document(engine.schema)
     # parameters are held to the generic document: an environment or entity the project
     # does not have is then 404, as the routes answer it, not a 400 from the enumeration
-    app = falcon.App(middleware=[_KnownParameters(openapi_document()), access.middleware()],
-                     cors_enable=False)
+    app = falcon.asgi.App(middleware=[_KnownParameters(openapi_document()),
+                                      access.middleware()], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="conflux-slow")
     # a worker parses at most two largest bodies' worth of batches at once (see BodyBudget)
-    ctx = Context(engine=engine, committer=committer,
-                  body_limit=body_limit, bodies=BodyBudget(2 * body_limit))
+    ctx = Context(engine=engine, committer=committer or LocalCommitter(engine, pool),
+                  body_limit=body_limit, bodies=BodyBudget(2 * body_limit), pool=pool)
     routes = {
         "/v1/health": service.Health(ctx),
         "/v1/openapi.json": service.OpenApi(document),
@@ -59,8 +67,8 @@ def create_app(engine, access, *, committer=None, body_limit: int = DEFAULT_BODY
         app.add_route(path, resource)
     app.add_error_handler(Exception, _unexpected)
     app.add_error_handler(falcon.HTTPError, _http_error)
-    app.add_error_handler(ConfluxError, _ConfluxErrors(engine.root))
-    app.set_error_serializer(_serialize_http_error)
+    app.add_error_handler(ConfluxError, _ConfluxErrors(engine.root).handle)
+    app.set_error_serializer(_write_http_error)
     return app
 
 
@@ -73,7 +81,7 @@ class _ConfluxErrors:
         project = os.path.dirname(os.path.abspath(root))
         self.projects = sorted({project, os.path.realpath(project)}, key=len, reverse=True)
 
-    def __call__(self, req, resp, exc, params):
+    async def handle(self, req, resp, exc, params):
         body = exc.to_dict()
         message = body["error"]["message"]
         public = self.public(message, server=exc.http_status >= 500)
@@ -114,7 +122,7 @@ class _KnownParameters:
             p["name"]: p["schema"] for p in op.get("parameters", ()) if p["in"] == "query"}
             for path, item in document["paths"].items() for method, op in item.items()}
 
-    def process_resource(self, req, resp, resource, params):
+    async def process_resource(self, req, resp, resource, params):
         allowed = self.allowed.get((req.uri_template, req.method))
         if allowed is None:
             return
@@ -134,11 +142,11 @@ class _KnownParameters:
                 check_value(schema, value, name)
 
 
-def _conflux_error(req, resp, exc, params):
-    write_body(req, resp, exc.to_dict(), exc.http_status)
+async def _http_error(req, resp, exc, params):
+    _write_http_error(req, resp, exc)
 
 
-def _http_error(req, resp, exc, params):
+def _write_http_error(req, resp, exc):
     code = (exc.title or "error").lower().replace(" ", "_")
     body = {"error": {"code": code, "message": exc.description or exc.title}}
     write_body(req, resp, body, exc.status_code)
@@ -146,11 +154,7 @@ def _http_error(req, resp, exc, params):
         resp.set_header(name, value)
 
 
-def _serialize_http_error(req, resp, exc):
-    _http_error(req, resp, exc, None)
-
-
-def _unexpected(req, resp, exc, params):
+async def _unexpected(req, resp, exc, params):
     # Nothing a client sends should land here; if it does, say so without leaking internals.
     log.exception("unexpected error on %s %s", req.method, req.path)
     write_body(req, resp, {"error": {"code": "internal",

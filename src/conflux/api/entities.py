@@ -8,10 +8,12 @@ from conflux.api.params import env_param, Resource
 
 
 class State(Resource):
-    def on_get(self, req, resp):
-        ctx = self.ctx
-        env = env_param(req, ctx.engine)
-        write_body(req, resp, {"env": env, "entities": ctx.engine.state(
+    async def on_get(self, req, resp):
+        env = env_param(req, self.ctx.engine)
+        await self.ctx.blocking(self._state, req, resp, env)  # a whole environment
+
+    def _state(self, req, resp, env):
+        write_body(req, resp, {"env": env, "entities": self.ctx.engine.state(
             env, reader=req.context.actor)})
 
 
@@ -24,7 +26,7 @@ def _fields(engine, fields) -> dict:
 class _EntityView(Resource):
     """``GET /v1/<noun>/{id}``: one entity's fields as ``engine.<noun>`` reads them."""
 
-    def on_get(self, req, resp, entity_id):
+    async def on_get(self, req, resp, entity_id):
         ctx = self.ctx
         env = env_param(req, ctx.engine)
         fields = self.read(ctx.engine, entity_id, env, req.context.actor)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import collections
 import contextlib
 import json
-import threading
 
 import falcon
 
@@ -21,41 +22,27 @@ class BodyTooLarge(InputError):
     code = "body_too_large"
 
 
-def read_body(req, limit: int):
+async def read_body(req, limit: int):
     """The request's body, parsed by its content type; 413 past ``limit`` bytes."""
-    return parse_body(req, read_bytes(req, limit))
+    return parse_body(req, await read_bytes(req, limit))
 
 
-def read_bytes(req, limit: int) -> bytes:
+async def read_bytes(req, limit: int) -> bytes:
     """The request's body as sent, with a Content-Length or chunked; 413 past ``limit``
-    bytes (a chunked body is read no further than that), 400 if there is none."""
+    bytes (a body is read no further than that), 400 if there is none."""
     length = req.content_length
     if length is not None and length > limit:
         raise BodyTooLarge(f"the body is {length} bytes; this server takes at most {limit}")
-    if length is None and "chunked" in (req.get_header("Transfer-Encoding") or "").lower():
-        # the server (gunicorn) decodes the chunks and ends the stream at the last one;
-        # Falcon's bounded stream would read nothing without a Content-Length
-        stream = req.stream
-    else:
-        stream = req.bounded_stream
-    data = _read_upto(stream, limit + 1)
-    if len(data) > limit:
-        raise BodyTooLarge(f"the body is over {limit} bytes, the most this server takes")
-    if not data:
-        raise InputError("the request has no body")
-    return data
-
-
-def _read_upto(stream, n: int) -> bytes:
-    """Up to ``n`` bytes of ``stream``: a read may return less than asked before the end."""
+    # the server (uvicorn) decodes chunks and ends the stream at the last one
     parts, got = [], 0
-    while got < n:
-        part = stream.read(n - got)
-        if not part:
-            break
-        parts.append(part)
+    async for part in req.stream:
         got += len(part)
-    return b"".join(parts)
+        if got > limit:
+            raise BodyTooLarge(f"the body is over {limit} bytes, the most this server takes")
+        parts.append(part)
+    if not got:
+        raise InputError("the request has no body")
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def parse_body(req, data: bytes):
@@ -89,30 +76,60 @@ class BodyBudget:
     """How many bytes of request bodies a worker parses and holds at once.
 
     A batch takes far more memory parsed than on the wire (a 16 MiB request of 270,000 ops,
-    about 300 MB while its worker serves it), so a worker whose threads all took big batches
-    at once could run the machine out of memory. A request holds its body's size in the
-    budget from parsing to its answer; one that cannot get it within ``wait_s`` is answered
-    503 (retry). Small bodies pass as long as the budget is not spent on big ones."""
+    about 300 MB while its worker serves it), so a worker serving many big batches at once
+    could run the machine out of memory. A request holds its body's size in the budget from
+    parsing to its answer; one that cannot get it within ``wait_s`` is answered 503 (retry).
+    Small bodies pass as long as the budget is not spent on big ones. Requests wait in the
+    order they came, on their worker's event loop (no thread is held)."""
 
     def __init__(self, total: int, wait_s: float = 60.0):
         self.total, self.wait_s = total, wait_s
         self.used = 0
-        self._cond = threading.Condition()
+        self._waiting: collections.deque = collections.deque()
 
-    @contextlib.contextmanager
-    def hold(self, n: int):
+    @contextlib.asynccontextmanager
+    async def hold(self, n: int):
         n = min(n, self.total)
-        with self._cond:
-            if not self._cond.wait_for(lambda: self.used + n <= self.total, self.wait_s):
-                raise Busy("this server is busy with other large request bodies; retry "
-                           "shortly (or send smaller batches)")
+        if self._waiting or self.used + n > self.total:
+            await self._wait(n)  # returns with n counted
+        else:
             self.used += n
         try:
             yield
         finally:
-            with self._cond:
+            self.used -= n
+            self._wake()
+
+    async def _wait(self, n: int) -> None:
+        granted = asyncio.get_running_loop().create_future()
+        entry = (n, granted)
+        self._waiting.append(entry)
+        try:
+            await asyncio.wait((granted,), timeout=self.wait_s)
+        except asyncio.CancelledError:  # the client went away while waiting
+            if granted.done():
                 self.used -= n
-                self._cond.notify_all()
+                self._wake()
+            raise
+        finally:
+            if not granted.done():
+                granted.cancel()
+                self._waiting.remove(entry)
+                self._wake()  # the next in line may fit now that this one stepped aside
+        if granted.cancelled():
+            raise Busy("this server is busy with other large request bodies; retry "
+                       "shortly (or send smaller batches)")
+
+    def _wake(self) -> None:
+        """Grant the requests first in line whose sizes fit (in order: a big body is not
+        overtaken for ever by small ones)."""
+        while self._waiting:
+            n, granted = self._waiting[0]
+            if self.used + n > self.total:
+                return
+            self._waiting.popleft()
+            self.used += n
+            granted.set_result(None)
 
 
 class UnsupportedMedia(InputError):

@@ -14,16 +14,25 @@ def _milestones(ctx):
     return Milestones(ctx.engine)  # per request: a git repository handle is not thread-safe
 
 
+# Milestones are git's work (pygit2): each request's runs in one of the worker's threads.
+
+
 class MilestoneList(Resource):
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
+        await self.ctx.blocking(self._list, req, resp)
+
+    def _list(self, req, resp):
         ctx = self.ctx
         found = _milestones(ctx).list(reader=req.context.actor)
         write_body(req, resp, {"milestones": [m.to_dict(ctx.engine.core)
                                               for m in reversed(found)]})
 
-    def on_post(self, req, resp):
+    async def on_post(self, req, resp):
+        body = await read_body(req, self.ctx.body_limit)
+        await self.ctx.blocking(self._create, req, resp, body)
+
+    def _create(self, req, resp, body):
         ctx = self.ctx
-        body = read_body(req, ctx.body_limit)
         check("MilestoneCreate", body)
         envs = body.get("envs" if "envs" in body else "environments")
         milestones = _milestones(ctx)
@@ -36,14 +45,20 @@ class MilestoneList(Resource):
 
 
 class MilestoneItem(Resource):
-    def on_get(self, req, resp, milestone_id):
+    async def on_get(self, req, resp, milestone_id):
+        await self.ctx.blocking(self._get, req, resp, milestone_id)
+
+    def _get(self, req, resp, milestone_id):
         ctx = self.ctx
         m = _milestones(ctx).get(milestone_id, reader=req.context.actor)
         write_body(req, resp, m.to_dict(ctx.engine.core))
 
 
 class Diff(Resource):
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
+        await self.ctx.blocking(self._diff, req, resp)
+
+    def _diff(self, req, resp):
         ctx = self.ctx
         env = env_param(req, ctx.engine)
         milestones = _milestones(ctx)

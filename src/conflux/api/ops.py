@@ -7,17 +7,40 @@ from conflux.api.media import parse_body, read_bytes, write_body
 from conflux.api.params import flag_param, int_param, Resource
 from conflux.errors import ValidationError
 
+#: Bodies up to this size are parsed, checked and answered on the event loop; bigger ones (a
+#: 16 MiB import takes about a second) in a thread, so the worker's other requests go on.
+INLINE_BYTES = 256 << 10
+
 
 class Ops(Resource):
     """``POST /v1/ops``: one op or ``{"ops": [...]}``, atomic; ``GET``: the log by sequence."""
 
-    def on_post(self, req, resp):
-        data = read_bytes(req, self.ctx.body_limit)
-        with self.ctx.bodies.hold(len(data)):  # until the answer is built
-            self._post(req, resp, parse_body(req, data))
-
-    def _post(self, req, resp, body):
+    async def on_post(self, req, resp):
         ctx = self.ctx
+        data = await read_bytes(req, ctx.body_limit)
+        inline = len(data) <= INLINE_BYTES
+        async with ctx.bodies.hold(len(data)):  # until the answer is built
+            dry_run = flag_param(req, "dry_run")
+            if inline:
+                single, raw_ops = self._admit(req, data, dry_run)
+            else:
+                single, raw_ops = await ctx.blocking(self._admit, req, data, dry_run)
+            actor = req.context.actor
+            if dry_run:
+                acks = ctx.engine.apply(raw_ops, actor, dry_run=True)
+            else:
+                acks = await ctx.committer.apply(raw_ops, actor, admitted=True)
+            if inline:
+                self._answer(req, resp, acks, single, dry_run)
+            else:
+                await ctx.blocking(self._answer, req, resp, acks, single, dry_run)
+
+    def _admit(self, req, data: bytes, dry_run: bool):
+        """The body's ops, their shapes checked and the actor's right to each (and their
+        signatures) verified; whether the body was one op."""
+        body = parse_body(req, data)
+        engine = self.ctx.engine
+        actor = req.context.actor
         single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
         if single:
             raw_ops = [body]
@@ -27,29 +50,30 @@ class Ops(Resource):
                 raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',
                                       field="ops")
             raw_ops = body["ops"]
-            common = ctx.engine.common_shapes(raw_ops, req.context.actor)
+            common = engine.common_shapes(raw_ops, actor)
             for index, op in enumerate(raw_ops):
                 if not common[index]:
                     check("Op", op, where=f"op {index}: ")
-        actor = req.context.actor
-        dry_run = flag_param(req, "dry_run")
-        if ctx.committer is not None and not dry_run:
-            acks = ctx.committer.apply(raw_ops, actor)
-        else:
-            acks = ctx.engine.apply(raw_ops, actor, dry_run=dry_run)
-        core = ctx.engine.core
+        if not dry_run:
+            engine.admit(raw_ops, actor)
+        return single, raw_ops
+
+    def _answer(self, req, resp, acks, single: bool, dry_run: bool) -> None:
+        core = self.ctx.engine.core
         answers = [ack.to_dict(core) for ack in acks]
         if dry_run:
             for answer in answers:
                 answer["dry_run"] = True
         write_body(req, resp, answers[0] if single else {"ops": answers})
 
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
         ctx = self.ctx
         after = int_param(req, "after", 0, 0, 2 ** 63)
         limit = int_param(req, "limit", 100, 1, 10_000)
-        ops = ctx.engine.log(start=after + 1, reverse=False, limit=limit,
-                             reader=req.context.actor)
-        entries = [ctx.engine.op_dict(op) for op in ops]
-        write_body(req, resp, {"ops": entries,
-                               "next": entries[-1]["seq"] if entries else after})
+        await ctx.blocking(self._log, req, resp, after, limit)
+
+    def _log(self, req, resp, after: int, limit: int) -> None:
+        engine = self.ctx.engine
+        ops = engine.log(start=after + 1, reverse=False, limit=limit, reader=req.context.actor)
+        entries = [engine.op_dict(op) for op in ops]
+        write_body(req, resp, {"ops": entries, "next": entries[-1]["seq"] if entries else after})

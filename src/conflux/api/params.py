@@ -1,8 +1,11 @@
-"""What every resource shares: its context (the engine, the commit path, the body limits)
-and the query parameters' readers."""
+"""What every resource shares: its context (the engine, the commit path, the body limits, the
+threads for slow work) and the query parameters' readers."""
 
 from __future__ import annotations
 
+import asyncio
+import functools
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from conflux.api.media import BodyBudget
@@ -10,7 +13,7 @@ from conflux.errors import InputError
 
 
 class Resource:
-    """A REST resource over the shared context (Falcon calls its ``on_get``/``on_post``)."""
+    """A REST resource over the shared context (Falcon awaits its ``on_get``/``on_post``)."""
 
     def __init__(self, ctx: "Context"):
         self.ctx = ctx
@@ -22,6 +25,15 @@ class Context:
     committer: object
     body_limit: int
     bodies: BodyBudget
+    #: Threads for work that may take long or wait on a disk (git, a synced commit of its
+    #: own, a whole environment's state, an export): it runs there, not on the event loop,
+    #: which keeps answering the others meanwhile.
+    pool: ThreadPoolExecutor
+
+    async def blocking(self, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` in one of ``pool``'s threads, awaited."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
 
 def env_param(req, engine) -> str:

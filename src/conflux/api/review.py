@@ -9,7 +9,10 @@ from conflux.api.params import Resource
 
 
 class Conflicts(Resource):
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
+        await self.ctx.blocking(self._conflicts, req, resp)
+
+    def _conflicts(self, req, resp):
         ctx = self.ctx
         env = req.get_param("env")
         if env is not None:
@@ -22,9 +25,12 @@ class Conflicts(Resource):
 
 
 class Resolve(Resource):
-    def on_post(self, req, resp):
+    async def on_post(self, req, resp):
+        body = await read_body(req, self.ctx.body_limit)
+        await self.ctx.blocking(self._resolve, req, resp, body)  # a synced commit of its own
+
+    def _resolve(self, req, resp, body):
         ctx = self.ctx
-        body = read_body(req, ctx.body_limit)
         check("Resolve", body)
         ack = ctx.engine.resolve(body["entity_id"], body["field"], body["value"],
                                  req.context.actor, env=body.get("env"),
@@ -33,9 +39,12 @@ class Resolve(Resource):
 
 
 class Promote(Resource):
-    def on_post(self, req, resp):
+    async def on_post(self, req, resp):
+        body = await read_body(req, self.ctx.body_limit)
+        await self.ctx.blocking(self._promote, req, resp, body)  # a synced commit of its own
+
+    def _promote(self, req, resp, body):
         ctx = self.ctx
-        body = read_body(req, ctx.body_limit)
         check("Promote", body)
         entities = body.get("entities")
         ack = ctx.engine.promote(body["from"], body["to"], entities or None, req.context.actor,

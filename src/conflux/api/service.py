@@ -10,7 +10,7 @@ from conflux.api.params import Resource
 class Health(Resource):
     auth = False
 
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
         engine = self.ctx.engine
         write_body(req, resp, {"status": "ok", "core": engine.core.IMPLEMENTATION})
 
@@ -21,12 +21,15 @@ class OpenApi:
     def __init__(self, document):
         self.document = document
 
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
         write_body(req, resp, self.document)
 
 
 class Status(Resource):
-    def on_get(self, req, resp):
+    async def on_get(self, req, resp):
+        await self.ctx.blocking(self._status, req, resp)
+
+    def _status(self, req, resp):
         from conflux.status import project_status
 
         status = project_status(self.ctx.engine, reader=req.context.actor)

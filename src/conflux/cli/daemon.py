@@ -1,4 +1,4 @@
-"""conflux daemon: serve the REST API (gunicorn + Falcon)."""
+"""conflux daemon: serve the REST API (gunicorn, uvicorn workers, Falcon)."""
 
 import os
 
@@ -7,8 +7,11 @@ from conflux.cli._output import open_engine
 
 def add_parser(sub):
     p = sub.add_parser("daemon", help="serve the REST API (gunicorn + Falcon)",
-                       description="Serve the project's REST API (docs/rest.md) with gunicorn's "
-                                   "threaded workers. Clients authenticate with X-API-Key "
+                       description="Serve the project's REST API (docs/rest.md): gunicorn "
+                                   "runs the worker processes, each an event loop (uvicorn "
+                                   "with uvloop) serving the Falcon app; one commit service "
+                                   "beside them shares each synced commit among the "
+                                   "workers' writes. Clients authenticate with X-API-Key "
                                    "(hashes in .conflux/api-keys.toml) or, with --client-ca, "
                                    "a TLS client certificate; .conflux/rbac.toml, when present, "
                                    "decides what each actor may do. SIGTERM finishes the "
@@ -17,9 +20,10 @@ def add_parser(sub):
                                                           "127.0.0.1)")
     p.add_argument("--port", type=int, default=9400, help="TCP port (default 9400)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
-    p.add_argument("--threads", type=int, default=16,
-                   help="request threads per worker (default 16); a request waiting for its "
-                        "commit holds one, and the requests waiting share a commit")
+    p.add_argument("--threads", type=int, default=8,
+                   help="threads per worker for slow requests: milestones (git), audit "
+                        "exports, whole-environment reads, bodies over 256 KiB (default 8); "
+                        "writes and watch streams hold none")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--client-ca", metavar="PEM",
@@ -47,4 +51,4 @@ def run(args):
     access = check_configuration(engine)
     args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
-    Daemon(os.path.abspath(args.dir), options, access=access).run()
+    Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access).run()

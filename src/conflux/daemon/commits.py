@@ -19,7 +19,9 @@ Two committers share that logic (``commit_group``):
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import functools
 import logging
 import os
 import queue
@@ -39,8 +41,8 @@ from conflux.daemon.supervisor import HelperProcess, exited, helper_stop_event
 from conflux.engine.acks import Ack
 from conflux.errors import ConfluxError, StoreError
 
-__all__ = ["GroupCommitter", "CommitService", "CommitClient", "CommitProcess", "commit_group",
-           "take_frames"]
+__all__ = ["GroupCommitter", "CommitService", "CommitClient", "LocalCommitter", "CommitProcess",
+           "commit_group", "take_frames"]
 
 log = logging.getLogger("conflux.commits")
 
@@ -133,14 +135,14 @@ class GroupCommitter:
 
 
 # ---------------------------------------------------------------------------------------------
-# The daemon's commit service. Frames on the socket: a u32 length, then msgpack.
-#   request: [actor id, actor class, [op, ...]]
-#   answer:  [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value
-#            for requests of at most OUTCOME_OPS ops: conflux.engine.acks)
-#            [1, error class name, message, field, entity]
+# The daemon's commit service. Frames on the socket: a u32 length, then msgpack. A worker
+# pipelines its requests on one connection, so each carries an id its answer repeats.
+#   request: [request id, actor id, actor class, [op, ...], admitted]
+#   answer:  [request id, 0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied
+#            and value for requests of at most OUTCOME_OPS ops: conflux.engine.acks)
+#            [request id, 1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
-_MAX_FRAME = 1 << 30
 
 
 def _frame(payload) -> bytes:
@@ -152,12 +154,15 @@ def take_frames(buf: bytearray) -> list[bytes]:
     """The whole frames at the start of ``buf`` (their payloads), removed from it; a
     partial frame stays for the next read."""
     frames = []
-    while len(buf) >= 4:
-        (n,) = _LEN.unpack_from(buf)
-        if len(buf) < 4 + n:
+    at, end = 0, len(buf)
+    while end - at >= 4:
+        (n,) = _LEN.unpack_from(buf, at)
+        if end - at < 4 + n:
             break
-        frames.append(bytes(buf[4:4 + n]))
-        del buf[:4 + n]
+        frames.append(bytes(buf[at + 4:at + 4 + n]))
+        at += 4 + n
+    if at:
+        del buf[:at]
     return frames
 
 
@@ -176,30 +181,15 @@ def _groups(requests: list, limit: int):
         yield group
 
 
-def _read_frame(sock) -> bytes:
-    """One answer, usually in one ``recv`` (a single op's answer is ~40 bytes)."""
-    data, need = b"", 4
-    while len(data) < need:
-        more = sock.recv(max(1 << 16, need - len(data)))
-        if not more:
-            raise ConnectionError("the commit service closed the connection")
-        data += more
-        if need == 4 and len(data) >= 4:
-            need += _LEN.unpack_from(data)[0]
-            if need > _MAX_FRAME:
-                raise ConnectionError("a malformed answer from the commit service")
-    return data[4:need]
-
-
-def _error_answer(exc: BaseException) -> list:
+def _error_answer(rid, exc: BaseException) -> list:
     if isinstance(exc, ConfluxError):
-        return [1, type(exc).__name__, exc.message, exc.field, exc.entity]
+        return [rid, 1, type(exc).__name__, exc.message, exc.field, exc.entity]
     log.error("commit failed: %r", exc)
-    return [1, "StoreError", f"the commit failed: {exc}", None, None]
+    return [rid, 1, "StoreError", f"the commit failed: {exc}", None, None]
 
 
 def _raise_answer(answer) -> None:
-    _, name, message, field, entity = answer
+    _, _, name, message, field, entity = answer
     cls = getattr(errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, ConfluxError)):
         cls = StoreError
@@ -302,24 +292,29 @@ class CommitService:
         makers, waiting = [], []
         for sock, frame in requests:
             try:
-                actor_id, actor_cls, raw_ops, checked = unpackb(frame, raw=False)
+                rid, actor_id, actor_cls, raw_ops, checked = unpackb(frame, raw=False)
+            except Exception:  # noqa: BLE001 - not a frame of CommitClient's: drop the peer
+                log.error("a malformed commit request; closing its connection")
+                sock.shutdown(socket.SHUT_RDWR)
+                continue
+            try:
                 makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls),
                                                admitted=bool(checked)))
-                waiting.append(sock)
+                waiting.append((sock, rid))
             except ConfluxError as exc:
-                self._answer(sock, _error_answer(exc))
-            except Exception as exc:  # noqa: BLE001 - a malformed frame fails alone
-                self._answer(sock, [1, "InputError", f"malformed commit request: {exc}",
+                self._answer(sock, _error_answer(rid, exc))
+            except Exception as exc:  # noqa: BLE001 - a malformed batch fails alone
+                self._answer(sock, [rid, 1, "InputError", f"malformed commit request: {exc}",
                                     None, None])
         if not makers:
             return
         outcomes = commit_group(engine, makers)
         self.commits += 1
-        for sock, (acks, error) in zip(waiting, outcomes):
+        for (sock, rid), (acks, error) in zip(waiting, outcomes):
             if error is not None:
-                self._answer(sock, _error_answer(error))
+                self._answer(sock, _error_answer(rid, error))
             else:
-                self._answer(sock, [0, acks.rows()])
+                self._answer(sock, [rid, 0, acks.rows()])
 
     @staticmethod
     def _answer(sock, answer) -> None:
@@ -329,69 +324,134 @@ class CommitService:
             pass  # the worker is gone; its reader sees the socket closed
 
 
-class CommitClient:
-    """A worker's way to the commit service: one connection per thread, made on first use.
+class LocalCommitter:
+    """Commits from an event loop through a ``GroupCommitter`` (made on first use) in
+    ``pool``'s threads: a worker's way when the commit service cannot be reached, and the
+    API's own when it is served without one."""
 
-    When the service cannot be reached before a batch is sent, the batch is committed here,
-    through ``fallback`` (the worker's own ``GroupCommitter``): slower, never refused. Once a
-    batch was sent, a lost connection is a 503 (the outcome is unknown; clients that send
-    their own op ids retry safely)."""
+    def __init__(self, engine, pool=None):
+        self.engine = engine
+        self.pool = pool
+        self._committer = None
 
-    def __init__(self, path: str, fallback):
-        self.path = path
-        self.fallback = fallback
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._socks: set[socket.socket] = set()
+    async def apply(self, raw_ops, actor, *, admitted: bool = False):
+        if self._committer is None:
+            self._committer = GroupCommitter(self.engine)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(
+            self.pool, functools.partial(self._committer.apply, raw_ops, actor,
+                                         admitted=admitted))
 
     def close(self) -> None:
-        """Close every thread's connection (the service stops once no worker is left)."""
-        with self._lock:
-            socks, self._socks = self._socks, set()
-        for sock in socks:
-            sock.close()
+        if self._committer is not None:
+            self._committer.close()
 
-    def apply(self, raw_ops, actor):
-        engine = getattr(self.fallback, "engine", None)  # None: the service checks
-        checked = engine is not None and isinstance(raw_ops, list)
-        if checked:
+
+class CommitClient:
+    """A worker's way to the commit service, from its event loop: one connection, made on
+    first use, on which every request of the worker is sent as it comes and answered when its
+    group is durable. No thread waits: a request awaits its answer's future.
+
+    When the service cannot be reached before a batch is sent, the batch is committed by the
+    worker itself (``LocalCommitter``): slower, never refused. Once a batch was sent, a lost
+    connection is a 503 (the outcome is unknown; clients that send their own op ids retry
+    safely)."""
+
+    def __init__(self, path: str, engine, *, pool=None):
+        self.path = path
+        self.engine = engine
+        self.alone = LocalCommitter(engine, pool)
+        self._link: _Link | None = None
+        self._connecting: asyncio.Future | None = None
+
+    async def apply(self, raw_ops: list, actor, *, admitted: bool = False):
+        """Commit the batch with whatever else is waiting and return its acks once durable;
+        ``admitted``: access and signatures were checked already (``Engine.admit``)."""
+        if not admitted:
             # PERF: access and Ed25519 in this worker, in parallel with the others, not in
             # the service; a batch so admitted spares the service its pass over the ops too
-            engine.admit(raw_ops, actor)
+            self.engine.admit(raw_ops, actor)
+        link = self._link
+        if link is None:
+            try:
+                link = await self._connect()
+            except OSError:
+                return await self.alone.apply(raw_ops, actor, admitted=True)
         try:
-            frame = _frame([actor.id, actor.cls, raw_ops, checked])
+            answer = await link.call([actor.id, actor.cls, raw_ops, True])
         except (TypeError, ValueError, OverflowError):
-            # the engine names what is wrong
-            return self.fallback.apply(raw_ops, actor, admitted=checked)
-        sock = getattr(self._local, "sock", None)
-        try:
-            if sock is None:
-                sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-                sock.connect(self.path)
-                self._local.sock = sock
-                with self._lock:
-                    self._socks.add(sock)
-            sock.sendall(frame)
-        except OSError:
-            self._drop(sock)
-            return self.fallback.apply(raw_ops, actor, admitted=checked)
-        try:
-            answer = unpackb(_read_frame(sock), raw=False)
-        except OSError as exc:
-            self._drop(sock)
-            raise StoreError(f"the commit service stopped before answering ({exc}); the "
-                             "batch may or may not be stored") from None
-        if answer[0] != 0:
+            # not packable: the engine names what is wrong
+            return await self.alone.apply(raw_ops, actor, admitted=True)
+        if answer[1] != 0:
             _raise_answer(answer)
         return [Ack(*row[:4]) if len(row) == 4 else
-                Ack(*row[:4], applied=row[4], value=row[5]) for row in answer[1]]
+                Ack(*row[:4], applied=row[4], value=row[5]) for row in answer[2]]
 
-    def _drop(self, sock) -> None:
-        if sock is not None:
-            sock.close()
-            with self._lock:
-                self._socks.discard(sock)
-        self._local.sock = None
+    async def _connect(self) -> "_Link":
+        # requests arriving while the connection is being made wait for the same one
+        if self._connecting is None:
+            self._connecting = asyncio.ensure_future(self._open())
+        try:
+            return await asyncio.shield(self._connecting)
+        finally:
+            if self._connecting is not None and self._connecting.done():
+                self._connecting = None
+
+    async def _open(self) -> "_Link":
+        loop = asyncio.get_running_loop()
+        _, link = await loop.create_unix_connection(lambda: _Link(self), self.path)
+        self._link = link
+        return link
+
+    def close(self) -> None:
+        """Close the connection (the service stops once no worker is left)."""
+        if self._link is not None:
+            self._link.transport.close()
+            self._link = None
+        self.alone.close()
+
+
+class _Link(asyncio.Protocol):
+    """One worker's connection to the commit service: requests written as they come, each
+    answer handed to the future its id names."""
+
+    def __init__(self, client: CommitClient):
+        self.client = client
+        self.transport = None
+        self.buf = bytearray()
+        self.waiting: dict[int, asyncio.Future] = {}
+        self.next_id = 0
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def call(self, request: list) -> asyncio.Future:
+        rid = self.next_id
+        data = _frame([rid, *request])  # may raise: nothing was sent
+        self.next_id += 1
+        future = asyncio.get_running_loop().create_future()
+        self.waiting[rid] = future
+        self.transport.write(data)
+        return future
+
+    def data_received(self, data: bytes) -> None:
+        self.buf += data
+        for payload in take_frames(self.buf):
+            answer = unpackb(payload, raw=False)
+            future = self.waiting.pop(answer[0], None)
+            if future is not None and not future.done():
+                future.set_result(answer)
+
+    def connection_lost(self, exc) -> None:
+        if self.client._link is self:
+            self.client._link = None
+        why = exc or "the connection was closed"
+        for future in self.waiting.values():
+            if not future.done():
+                future.set_exception(StoreError(
+                    f"the commit service stopped before answering ({why}); the batch may or "
+                    "may not be stored"))
+        self.waiting.clear()
 
 
 class CommitProcess(HelperProcess):

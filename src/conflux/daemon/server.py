@@ -1,10 +1,12 @@
 """``conflux daemon``: the REST API under gunicorn, started from Python.
 
-Gunicorn's own application class runs threaded workers (``gthread``); each worker opens the
-LMDB store after the fork. Writes go to the daemon's one commit service, a process beside the
-workers (``conflux.daemon.commits``), so concurrent requests in every worker share synced
-commits; reads are served by the workers themselves.
-Slow clients cannot starve the workers: requests have line, header and time limits, and
+Gunicorn manages the processes; each worker is an event loop serving the ASGI app
+(``conflux.daemon.worker``: uvicorn, uvloop, httptools) and opens the LMDB store after the
+fork. Writes go to the daemon's one commit service, a process beside the workers
+(``conflux.daemon.commits``), over one pipelined connection per worker, so concurrent
+requests of every worker share synced commits and none holds a thread while it waits; reads
+are served by the workers themselves, slow work (git, exports) in a few threads per worker.
+Slow clients cannot starve the workers: request heads have size and time limits, and
 keep-alive connections are closed when idle. SIGTERM stops accepting connections and lets the
 requests in flight finish (their commits included) before the workers exit.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import os
+import resource
 import ssl
 
 from gunicorn.app.base import BaseApplication
@@ -80,7 +83,7 @@ def check_configuration(engine):
 
 
 def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
-                   threads: int = 16, tls_cert: str | None = None, tls_key: str | None = None,
+                   threads: int = 8, tls_cert: str | None = None, tls_key: str | None = None,
                    client_ca: str | None = None, timeout: int = 30,
                    access_log: str | None = None) -> dict:
     """Gunicorn settings for the daemon; bad combinations are refused up front."""
@@ -100,14 +103,11 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
     options = {
         "bind": f"[{host}]:{port}" if ":" in host else f"{host}:{port}",
         "workers": workers,
-        "threads": threads,
-        "worker_class": "gthread",
-        "timeout": timeout,            # a worker silent this long is restarted
+        "worker_class": "conflux.daemon.worker.Worker",
+        "worker_connections": WORKER_CONNECTIONS,
+        "timeout": timeout,            # a worker whose loop is stuck this long is restarted
         "graceful_timeout": timeout,   # SIGTERM: requests in flight get this long to finish
         "keepalive": 5,
-        "limit_request_line": 8190,
-        "limit_request_fields": 100,
-        "limit_request_field_size": 8190,
         "accesslog": access_log,
         "proc_name": "conflux-daemon",
         "post_worker_init": _settle_worker,
@@ -119,12 +119,18 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
     return options
 
 
+#: Open connections a worker serves at once (watch streams included); past it, 503.
+WORKER_CONNECTIONS = 4096
+
+
 class Daemon(BaseApplication):
     """Gunicorn application serving one Conflux project."""
 
-    def __init__(self, directory: str, options: dict, *, on_ready=None, access=None):
+    def __init__(self, directory: str, options: dict, *, threads: int = 8, on_ready=None,
+                 access=None):
         self.directory = directory
         self.options = options
+        self.threads = threads
         self.on_ready = on_ready
         self.access = access  # checked before the start; None: each worker reads the files
         super().__init__()
@@ -157,6 +163,7 @@ class Daemon(BaseApplication):
         from conflux.engine import CONFLUX_DIR, Settings
 
         settings = Settings.load(os.path.join(self.directory, CONFLUX_DIR, "config.toml"))
+        _open_files_for(self.options["workers"] * WORKER_CONNECTIONS)
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
         self.commits = CommitProcess.start(self.directory)
         scheduler = scheduler_start(self.directory)  # None without a milestone schedule
@@ -179,15 +186,26 @@ class Daemon(BaseApplication):
         from conflux.api import create_app
         from conflux.api.access import Access
         from conflux.engine import Engine
-        from conflux.daemon.commits import CommitClient, GroupCommitter
+        from conflux.daemon.commits import CommitClient
 
         engine = Engine(self.directory)
-        committer = CommitClient(self.commits.path, GroupCommitter(engine))
+        committer = CommitClient(self.commits.path, engine)
         access = self.access or Access.load(engine.root)
         engine.policy.load()
         access.also.append(engine.policy.refresh)  # rbac.toml followed by the same thread
         access.watch()
-        return create_app(engine, access, committer=committer)
+        return create_app(engine, access, committer=committer, threads=self.threads)
+
+
+def _open_files_for(connections: int) -> None:
+    """Raise the soft limit on open files towards what the workers' connections need (each
+    an open socket), as far as the hard limit allows: many idle watch streams are cheap, but
+    each is a file descriptor."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = connections + 256
+    if soft != resource.RLIM_INFINITY and soft < want:
+        new = want if hard == resource.RLIM_INFINITY else min(want, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new, hard))
 
 
 def _settle_worker(worker) -> None:
