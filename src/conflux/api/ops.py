@@ -44,7 +44,8 @@ class Ops(Resource):
         single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
         if single:
             raw_ops = [body]
-            check("Op", body)
+            if not (isinstance(body, dict) and engine.common_shapes(raw_ops, actor)[0]):
+                check("Op", body)
         else:
             if set(body) != {"ops"} or not isinstance(body["ops"], list) or not body["ops"]:
                 raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',

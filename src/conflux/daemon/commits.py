@@ -310,16 +310,21 @@ class CommitService:
             return
         outcomes = commit_group(engine, makers)
         self.commits += 1
+        answers: dict[socket.socket, list[bytes]] = {}
         for (sock, rid), (acks, error) in zip(waiting, outcomes):
-            if error is not None:
-                self._answer(sock, _error_answer(rid, error))
-            else:
-                self._answer(sock, [rid, 0, acks.rows()])
+            answer = _error_answer(rid, error) if error is not None else [rid, 0, acks.rows()]
+            answers.setdefault(sock, []).append(_frame(answer))
+        for sock, frames in answers.items():  # PERF: one write per worker and group
+            self._send(sock, b"".join(frames))
 
     @staticmethod
     def _answer(sock, answer) -> None:
+        CommitService._send(sock, _frame(answer))
+
+    @staticmethod
+    def _send(sock, data: bytes) -> None:
         try:
-            sock.sendall(_frame(answer))
+            sock.sendall(data)
         except OSError:
             pass  # the worker is gone; its reader sees the socket closed
 
@@ -421,6 +426,7 @@ class _Link(asyncio.Protocol):
         self.buf = bytearray()
         self.waiting: dict[int, asyncio.Future] = {}
         self.next_id = 0
+        self.outgoing: list[bytes] = []
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -429,10 +435,21 @@ class _Link(asyncio.Protocol):
         rid = self.next_id
         data = _frame([rid, *request])  # may raise: nothing was sent
         self.next_id += 1
-        future = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
         self.waiting[rid] = future
-        self.transport.write(data)
+        if not self.outgoing:
+            loop.call_soon(self._send)
+        # PERF: the requests of one turn of the event loop go in one write (one system call,
+        # and the service reads them together)
+        self.outgoing.append(data)
         return future
+
+    def _send(self) -> None:
+        data = b"".join(self.outgoing)
+        self.outgoing.clear()
+        if not self.transport.is_closing():
+            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data
