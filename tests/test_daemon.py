@@ -314,6 +314,45 @@ def test_a_worker_holds_a_bounded_amount_of_request_bodies():
     asyncio.run(scenario())
 
 
+def test_request_heads_are_bounded_and_requests_logged(tmp_path):
+    project = make_project(tmp_path / "p")
+    log = tmp_path / "access.log"
+    with daemon(project, "--access-log", str(log)) as (url, _):
+        port = int(url.rsplit(":", 1)[1])
+        # a client that connects and sends nothing is not waited for forever
+        idle = socket.create_connection(("127.0.0.1", port), timeout=30)
+
+        def raw(request: bytes) -> bytes:
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as s:
+                s.sendall(request)
+                data = b""
+                while chunk := s.recv(65536):
+                    data += chunk
+                return data
+        long_line = raw(b"GET /v1/health?x=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        assert long_line.startswith(b"HTTP/1.1 414 ")
+        assert json.loads(long_line.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "uri_too_long"
+        many = b"".join(b"X-H%d: v\r\n" % i for i in range(101))
+        too_many = raw(b"GET /v1/health HTTP/1.1\r\nHost: x\r\n" + many + b"\r\n")
+        assert too_many.startswith(b"HTTP/1.1 431 ")
+        big = raw(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nX-Big: " + b"b" * 9000 + b"\r\n\r\n")
+        assert big.startswith(b"HTTP/1.1 431 ")
+        assert b"over 8190 bytes" in big
+        garbage = raw(b"NOT HTTP AT ALL\r\n\r\n")
+        assert garbage.startswith(b"HTTP/1.1 400 ")
+        ok = raw(b"GET /v1/health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        assert ok.startswith(b"HTTP/1.1 200 ")
+        r = requests.post(f"{url}/v1/ops", json=op("service.log", "image", "x"),
+                          headers=key("zara"), timeout=10)
+        assert r.status_code == 200
+        idle.settimeout(25)
+        assert idle.recv(1) == b""  # closed by the daemon: no request head in time
+        idle.close()
+        assert wait_until(lambda: log.exists() and '"POST /v1/ops HTTP/1.1" 200' in
+                          log.read_text())
+        assert '"GET /v1/health HTTP/1.1" 200' in log.read_text()
+
+
 def test_precondition_failure_is_409(live):
     url, _ = live
     h = key("zara")
