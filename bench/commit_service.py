@@ -43,7 +43,7 @@ except ImportError:
 import msgpack  # noqa: E402
 
 from conflux.actors import Actor  # noqa: E402
-from conflux.daemon.commits import _frame, commit_group  # noqa: E402
+from conflux.daemon.commits import _answer_frame, commit_group  # noqa: E402
 from conflux.engine import Engine  # noqa: E402
 from conflux.kernel import IMPLEMENTATION  # noqa: E402
 from conflux.store import open_env  # noqa: E402
@@ -99,7 +99,7 @@ class Service:
             for acks, error in outcomes:
                 if error is not None:
                     raise error
-                _frame([0, acks.rows()])
+                _answer_frame(0, [0, acks.rows()])
             t4 = time.perf_counter()
         finally:
             if pause_gc:

@@ -353,6 +353,28 @@ def test_request_heads_are_bounded_and_requests_logged(tmp_path):
         assert '"GET /v1/health HTTP/1.1" 200' in log.read_text()
 
 
+def test_a_big_batch_is_served_beside_the_event_loop(live):
+    # over 256 KiB of JSON and 2,000 ops: parsed, checked, packed and answered in the
+    # worker's threads; a dry run first (nothing written), then the commit
+    url, _ = live
+    ops = [op(f"route.big{i}", "weight", i % 100) for i in range(5000)]
+    body = json.dumps({"ops": ops}).encode()
+    assert len(body) > 256 << 10
+    h = {**key("zara"), "Content-Type": "application/json"}
+    before = status(url)["operations"]
+    dry = requests.post(f"{url}/v1/ops", params={"dry_run": "true"}, data=body, headers=h,
+                        timeout=60)
+    assert dry.status_code == 200, dry.text[:300]
+    assert len(dry.json()["ops"]) == 5000 and all(a["dry_run"] for a in dry.json()["ops"])
+    assert status(url)["operations"] == before
+    r = requests.post(f"{url}/v1/ops", data=body, headers=h, timeout=60)
+    assert r.status_code == 200, r.text[:300]
+    acks = r.json()["ops"]
+    assert [a["seq"] for a in acks] == list(range(before + 1, before + 5001))
+    got = requests.get(f"{url}/v1/entities/route.big4999", headers=key("zara"), timeout=10)
+    assert got.json()["fields"]["weight"]["value"] == 99
+
+
 def test_precondition_failure_is_409(live):
     url, _ = live
     h = key("zara")

@@ -26,8 +26,10 @@ class Ops(Resource):
             else:
                 single, raw_ops = await ctx.blocking(self._admit, req, data, dry_run)
             actor = req.context.actor
-            if dry_run:
+            if dry_run and inline:
                 acks = ctx.engine.apply(raw_ops, actor, dry_run=True)
+            elif dry_run:
+                acks = await ctx.blocking(ctx.engine.apply, raw_ops, actor, dry_run=True)
             else:
                 acks = await ctx.committer.apply(raw_ops, actor, admitted=True)
             if inline:

@@ -8,13 +8,15 @@ answered only after the commit that holds its operations.
 
 Two committers share that logic (``commit_group``):
 
-* ``GroupCommitter``, a thread of one process, for an engine used by several threads.
+* ``GroupCommitter``, a thread of one process, for an engine used by several threads
+  (``LocalCommitter`` awaits it from an event loop).
 * ``CommitService``, the daemon's one writer: a process of its own that every gunicorn
-  worker's threads reach through a Unix socket (``CommitClient``). One queue for the whole
-  daemon makes the groups as large as the load allows, and the process does nothing else.
-  PERF: that matters because py-lmdb releases the GIL around every get and put; a writer
-  thread sharing an interpreter with busy request threads waits for the GIL again after each
-  of them, which made a commit of a few ops take milliseconds (see bench/http_ingest.py).
+  worker reaches through one Unix-socket connection (``CommitClient``), on which the worker's
+  requests are pipelined from its event loop. One queue for the whole daemon makes the groups
+  as large as the load allows, and the process does nothing else. PERF: that matters because
+  py-lmdb releases the GIL around every get and put; a writer thread sharing an interpreter
+  with a busy event loop waits for the GIL again after each of them (bench/server_stack.py
+  measured both placements: the process is as fast at 64 connections and faster at 8).
 """
 
 from __future__ import annotations
@@ -135,19 +137,17 @@ class GroupCommitter:
 
 
 # ---------------------------------------------------------------------------------------------
-# The daemon's commit service. Frames on the socket: a u32 length, then msgpack. A worker
-# pipelines its requests on one connection, so each carries an id its answer repeats.
-#   request: [request id, actor id, actor class, [op, ...], admitted]
-#   answer:  [request id, 0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied
-#            and value for requests of at most OUTCOME_OPS ops: conflux.engine.acks)
-#            [request id, 1, error class name, message, field, entity]
+# The daemon's commit service. A worker pipelines its requests on one connection, so each
+# carries an id its answer repeats.
+#   request: a u32 length, then msgpack [request id, actor id, actor class, [op, ...],
+#            admitted]
+#   answer:  a u32 length, the request id as a u64, then msgpack
+#            [0, [[op id, hlc, seq, duplicate(, applied, value)], ...]] (applied and value for
+#            requests of at most OUTCOME_OPS ops: conflux.engine.acks), or
+#            [1, error class name, message, field, entity]
 
 _LEN = struct.Struct("<I")
-
-
-def _frame(payload) -> bytes:
-    data = packb(payload, use_bin_type=True)
-    return _LEN.pack(len(data)) + data
+_ANSWER_HEAD = struct.Struct("<IQ")
 
 
 def take_frames(buf: bytearray) -> list[bytes]:
@@ -181,15 +181,20 @@ def _groups(requests: list, limit: int):
         yield group
 
 
-def _error_answer(rid, exc: BaseException) -> list:
+def _answer_frame(rid: int, answer: list) -> bytes:
+    data = packb(answer, use_bin_type=True)
+    return _ANSWER_HEAD.pack(len(data) + 8, rid) + data
+
+
+def _error_answer(exc: BaseException) -> list:
     if isinstance(exc, ConfluxError):
-        return [rid, 1, type(exc).__name__, exc.message, exc.field, exc.entity]
+        return [1, type(exc).__name__, exc.message, exc.field, exc.entity]
     log.error("commit failed: %r", exc)
-    return [rid, 1, "StoreError", f"the commit failed: {exc}", None, None]
+    return [1, "StoreError", f"the commit failed: {exc}", None, None]
 
 
 def _raise_answer(answer) -> None:
-    _, _, name, message, field, entity = answer
+    _, name, message, field, entity = answer
     cls = getattr(errors, name, None)
     if not (isinstance(cls, type) and issubclass(cls, ConfluxError)):
         cls = StoreError
@@ -302,24 +307,21 @@ class CommitService:
                                                admitted=bool(checked)))
                 waiting.append((sock, rid))
             except ConfluxError as exc:
-                self._answer(sock, _error_answer(rid, exc))
+                self._send(sock, _answer_frame(rid, _error_answer(exc)))
             except Exception as exc:  # noqa: BLE001 - a malformed batch fails alone
-                self._answer(sock, [rid, 1, "InputError", f"malformed commit request: {exc}",
-                                    None, None])
+                self._send(sock, _answer_frame(rid, [1, "InputError",
+                                                     f"malformed commit request: {exc}",
+                                                     None, None]))
         if not makers:
             return
         outcomes = commit_group(engine, makers)
         self.commits += 1
         answers: dict[socket.socket, list[bytes]] = {}
         for (sock, rid), (acks, error) in zip(waiting, outcomes):
-            answer = _error_answer(rid, error) if error is not None else [rid, 0, acks.rows()]
-            answers.setdefault(sock, []).append(_frame(answer))
+            answer = _error_answer(error) if error is not None else [0, acks.rows()]
+            answers.setdefault(sock, []).append(_answer_frame(rid, answer))
         for sock, frames in answers.items():  # PERF: one write per worker and group
             self._send(sock, b"".join(frames))
-
-    @staticmethod
-    def _answer(sock, answer) -> None:
-        CommitService._send(sock, _frame(answer))
 
     @staticmethod
     def _send(sock, data: bytes) -> None:
@@ -362,9 +364,15 @@ class CommitClient:
     connection is a 503 (the outcome is unknown; clients that send their own op ids retry
     safely)."""
 
+    #: Batches of more ops than this are packed, and their answers read, in a thread of
+    #: ``pool``: a 16 MiB batch takes a large fraction of a second either way, which the
+    #: event loop spends on the worker's other requests meanwhile.
+    BIG_BATCH = 2000
+
     def __init__(self, path: str, engine, *, pool=None):
         self.path = path
         self.engine = engine
+        self.pool = pool
         self.alone = LocalCommitter(engine, pool)
         self._link: _Link | None = None
         self._connecting: asyncio.Future | None = None
@@ -382,15 +390,17 @@ class CommitClient:
                 link = await self._connect()
             except OSError:
                 return await self.alone.apply(raw_ops, actor, admitted=True)
+        big = len(raw_ops) > self.BIG_BATCH
         try:
-            answer = await link.call([actor.id, actor.cls, raw_ops, True])
+            ops = (await self._in_pool(_packed, raw_ops)) if big else _packed(raw_ops)
         except (TypeError, ValueError, OverflowError):
             # not packable: the engine names what is wrong
             return await self.alone.apply(raw_ops, actor, admitted=True)
-        if answer[1] != 0:
-            _raise_answer(answer)
-        return [Ack(*row[:4]) if len(row) == 4 else
-                Ack(*row[:4], applied=row[4], value=row[5]) for row in answer[2]]
+        answer = await link.call(actor, ops)
+        return (await self._in_pool(_acks, answer)) if big else _acks(answer)
+
+    async def _in_pool(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
 
     async def _connect(self) -> "_Link":
         # requests arriving while the connection is being made wait for the same one
@@ -416,6 +426,27 @@ class CommitClient:
         self.alone.close()
 
 
+# A request frame, built from its parts: the ops are packed apart (a big batch in a thread).
+_REQUEST = b"\x95"  # a msgpack array of 5
+_ADMITTED = b"\xc3"  # true: the worker checked access and signatures
+
+
+def _packed(raw_ops: list) -> bytes:
+    return packb(raw_ops, use_bin_type=True)
+
+
+_RID = struct.Struct("<Q")
+
+
+def _acks(payload: bytes) -> list:
+    """A request's acks from the service's answer (its id first), or its error raised."""
+    answer = unpackb(memoryview(payload)[8:], raw=False)
+    if answer[0] != 0:
+        _raise_answer(answer)
+    return [Ack(*row[:4]) if len(row) == 4 else
+            Ack(*row[:4], applied=row[4], value=row[5]) for row in answer[1]]
+
+
 class _Link(asyncio.Protocol):
     """One worker's connection to the commit service: requests written as they come, each
     answer handed to the future its id names."""
@@ -431,10 +462,13 @@ class _Link(asyncio.Protocol):
     def connection_made(self, transport) -> None:
         self.transport = transport
 
-    def call(self, request: list) -> asyncio.Future:
+    def call(self, actor, ops: bytes) -> asyncio.Future:
+        """Send a request (``ops`` packed) and return the future of its answer's payload."""
         rid = self.next_id
-        data = _frame([rid, *request])  # may raise: nothing was sent
         self.next_id += 1
+        head = packb(rid) + packb(actor.id) + packb(actor.cls)
+        data = _REQUEST + head + ops + _ADMITTED
+        data = _LEN.pack(len(data)) + data
         loop = asyncio.get_running_loop()
         future = loop.create_future()
         self.waiting[rid] = future
@@ -454,10 +488,10 @@ class _Link(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.buf += data
         for payload in take_frames(self.buf):
-            answer = unpackb(payload, raw=False)
-            future = self.waiting.pop(answer[0], None)
+            # the answer is read by whoever awaits it (a big one in a thread)
+            future = self.waiting.pop(_RID.unpack_from(payload)[0], None)
             if future is not None and not future.done():
-                future.set_result(answer)
+                future.set_result(payload)
 
     def connection_lost(self, exc) -> None:
         if self.client._link is self:
