@@ -16,6 +16,10 @@ from conflux.limits import MAX_NESTING, check_parsed
 MSGPACK = "application/msgpack"
 JSON = "application/json"
 
+#: Compact JSON of an answer or event (made once: ``json.dumps`` with options builds an
+#: encoder per call)
+to_json = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
 
 class BodyTooLarge(InputError):
     http_status = 413
@@ -145,4 +149,4 @@ def write_body(req, resp, data, status: int = 200) -> None:
         resp.data = packb(data, use_bin_type=True)
     else:
         resp.content_type = falcon.MEDIA_JSON
-        resp.data = json.dumps(data, default=str, separators=(",", ":")).encode()
+        resp.data = to_json(data).encode()

@@ -13,11 +13,11 @@ while anyone watches and wakes the watchers when it moved; each then reads what 
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 
 from falcon.asgi import SSEvent
 
+from conflux.api.media import to_json
 from conflux.api.params import int_param
 from conflux.errors import InputError
 
@@ -119,7 +119,7 @@ class Watch:
                     return
                 ops, read_to = poll(seq)
                 for op in ops:
-                    data = json.dumps(engine.op_dict(op), default=str, separators=(",", ":"))
+                    data = to_json(engine.op_dict(op))
                     yield SSEvent(event="op", event_id=str(op.seq), text=data)
                     quiet_since = time.monotonic()
                 if read_to > seq:
