@@ -7,7 +7,7 @@ through the same 50,000 one-op JSON bodies, interleaved rounds), a bare one-op e
 nothing stored) under each candidate stack, etcd as the reference, and the two durable
 designs on each ASGI stack:
 
-(a) ``falcon.App`` (WSGI) under gunicorn gthread, the daemon's settings (today's stack);
+(a) ``falcon.App`` (WSGI) under gunicorn gthread, 16 threads per worker (the former design);
 (b) ``falcon.asgi.App`` under gunicorn with uvicorn workers (uvloop, httptools);
 (c) ``falcon.asgi.App`` under granian (Rust HTTP server; ASGI interface, uvloop);
 (c2) a bare handler on granian's RSGI interface, no Falcon (that server's floor);
@@ -128,7 +128,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", type=int, default=2,
                         help="worker processes of every stack (default 2, the daemon's)")
     parser.add_argument("--threads", type=int, default=16,
-                        help="threads per gthread worker in (a) (default 16, the daemon's)")
+                        help="threads per gthread worker in (a) (default 16, the threaded daemon's)")
     parser.add_argument("--only", default=",".join(ORDER),
                         help=f"scenarios to run (default {','.join(ORDER)})")
     parser.add_argument("--quiet-wait", type=float, default=None,

@@ -5,11 +5,12 @@ budget, ``application/json`` only: 413 and 415 otherwise), parses it, checks it 
 JSON object with a ``type``) and answers a small JSON acknowledgement; ``GET /v1/health``
 answers 200 (the readiness probe). The same handler code runs under every stack:
 
-* ``gthread``: ``falcon.App`` (WSGI) under gunicorn with the daemon's settings
-  (``conflux.daemon.daemon_options``: gthread, its workers and threads, its timeouts, limits
-  and per-worker garbage-collector settings);
+* ``gthread``: ``falcon.App`` (WSGI) under gunicorn's threaded workers, the daemon's design
+  before it served from event loops (``conflux.daemon.daemon_options`` for the rest: its
+  workers, timeouts and per-worker garbage-collector settings);
 * ``uvicorn``: ``falcon.asgi.App`` under gunicorn with uvicorn workers (uvloop, httptools),
-  the same gunicorn settings otherwise (threads do not apply);
+  the same gunicorn settings otherwise (threads do not apply); the daemon's own worker adds
+  its request-head limits and joined writes to this (``conflux.daemon.worker``);
 * ``granian``: ``falcon.asgi.App`` under granian's ASGI interface (uvloop, HTTP/1.1);
 * ``granian-rsgi``: no Falcon, a bare handler on granian's own RSGI interface (the floor of
   that server: what Falcon's ASGI layer costs on top of it).
@@ -337,6 +338,8 @@ def serve_gunicorn(args, worker_class: str | None) -> None:
     options["proc_name"] = f"conflux-bench-{args.stack}"
     if worker_class is not None:
         options["worker_class"] = worker_class
+    else:
+        options.update(worker_class="gthread", threads=args.threads)
 
     class App(BaseApplication):
         def load_config(self):
@@ -414,7 +417,7 @@ def main(argv=None) -> int:
 
 
 try:
-    from uvicorn.workers import UvicornWorker
+    from uvicorn_worker import UvicornWorker
 except ImportError:  # the gthread and granian stacks do without it
     UvicornWorker = None
 else:
