@@ -375,6 +375,55 @@ def test_a_big_batch_is_served_beside_the_event_loop(live):
     assert got.json()["fields"]["weight"]["value"] == 99
 
 
+class _SlowRequest:
+    """What the body reader needs of a request: a declared length and a body stream that
+    sends ``parts`` and then stalls (a client trickling its body)."""
+
+    def __init__(self, length, parts, stall=True):
+        self.content_length = length
+        self.parts = parts
+        self.stall = stall
+
+    @property
+    def stream(self):
+        async def chunks():
+            for part in self.parts:
+                yield part
+            if self.stall:
+                await asyncio.sleep(3600)
+        return chunks()
+
+
+def test_a_body_is_held_in_the_budget_while_it_arrives_and_must_arrive_in_time(monkeypatch):
+    from conflux.api import media
+
+    monkeypatch.setattr(media, "BODY_S", 0.3)
+
+    async def scenario():
+        budget = BodyBudget(100, wait_s=0.2)
+        seen = []
+
+        async def slow():
+            async with media.request_body(_SlowRequest(60, [b"x" * 10]), budget, 80):
+                pass
+        task = asyncio.create_task(slow())
+        await asyncio.sleep(0.1)
+        seen.append(budget.used)  # the declared 60 bytes are held before they arrive
+        with pytest.raises(media.BodyLate) as late:
+            await task
+        assert late.value.http_status == 408 and budget.used == 0
+        with pytest.raises(media.BodyTooLarge):  # declared over the limit: refused unread
+            async with media.request_body(_SlowRequest(81, []), budget, 80):
+                pass
+        async with media.request_body(_SlowRequest(None, [b"ab", b"cd"], stall=False),
+                                      budget, 80) as data:
+            seen.append(budget.used)  # sent chunked: the whole limit is held
+            assert data == b"abcd"
+        assert seen == [60, 80] and budget.used == 0
+
+    asyncio.run(scenario())
+
+
 def test_precondition_failure_is_409(live):
     url, _ = live
     h = key("zara")

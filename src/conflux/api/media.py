@@ -26,17 +26,42 @@ class BodyTooLarge(InputError):
     code = "body_too_large"
 
 
-async def read_body(req, limit: int):
-    """The request's body, parsed by its content type; 413 past ``limit`` bytes."""
-    return parse_body(req, await read_bytes(req, limit))
+class BodyLate(InputError):
+    http_status = 408
+    code = "request_timeout"
+
+
+#: Seconds a request's body has to arrive once its head has.
+BODY_S = 30.0
+
+
+async def read_body(req, bodies: "BodyBudget", limit: int):
+    """The request's body, parsed by its content type (``request_body``)."""
+    async with request_body(req, bodies, limit) as data:
+        return parse_body(req, data)
+
+
+@contextlib.asynccontextmanager
+async def request_body(req, bodies: "BodyBudget", limit: int):
+    """The request's body as sent, held in the worker's budget of ``bodies`` from before it
+    is read (its declared size, or ``limit`` when it comes chunked) until the block ends: a
+    worker with many connections buffers no more than the budget at once. 413 past ``limit``
+    bytes, 408 if the body does not arrive within ``BODY_S`` seconds."""
+    length = req.content_length
+    if length is not None and length > limit:
+        raise BodyTooLarge(f"the body is {length} bytes; this server takes at most {limit}")
+    async with bodies.hold(limit if length is None else length):
+        try:
+            async with asyncio.timeout(BODY_S):
+                data = await read_bytes(req, limit)
+        except TimeoutError:
+            raise BodyLate(f"the request's body did not arrive within {BODY_S:.0f} s") from None
+        yield data
 
 
 async def read_bytes(req, limit: int) -> bytes:
     """The request's body as sent, with a Content-Length or chunked; 413 past ``limit``
     bytes (a body is read no further than that), 400 if there is none."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise BodyTooLarge(f"the body is {length} bytes; this server takes at most {limit}")
     # the server (uvicorn) decodes chunks and ends the stream at the last one
     parts, got = [], 0
     async for part in req.stream:

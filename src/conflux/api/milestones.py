@@ -28,7 +28,7 @@ class MilestoneList(Resource):
                                               for m in reversed(found)]})
 
     async def on_post(self, req, resp):
-        body = await read_body(req, self.ctx.body_limit)
+        body = await read_body(req, self.ctx.bodies, self.ctx.body_limit)
         await self.ctx.blocking(self._create, req, resp, body)
 
     def _create(self, req, resp, body):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from conflux.api.bodies import check
-from conflux.api.media import parse_body, read_bytes, write_body
+from conflux.api.media import parse_body, request_body, write_body
 from conflux.api.params import flag_param, int_param, Resource
 from conflux.errors import ValidationError
 
@@ -17,9 +17,8 @@ class Ops(Resource):
 
     async def on_post(self, req, resp):
         ctx = self.ctx
-        data = await read_bytes(req, ctx.body_limit)
-        inline = len(data) <= INLINE_BYTES
-        async with ctx.bodies.hold(len(data)):  # until the answer is built
+        async with request_body(req, ctx.bodies, ctx.body_limit) as data:  # until answered
+            inline = len(data) <= INLINE_BYTES
             dry_run = flag_param(req, "dry_run")
             if inline:
                 single, raw_ops = self._admit(req, data, dry_run)

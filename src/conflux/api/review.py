@@ -26,7 +26,7 @@ class Conflicts(Resource):
 
 class Resolve(Resource):
     async def on_post(self, req, resp):
-        body = await read_body(req, self.ctx.body_limit)
+        body = await read_body(req, self.ctx.bodies, self.ctx.body_limit)
         await self.ctx.blocking(self._resolve, req, resp, body)  # a synced commit of its own
 
     def _resolve(self, req, resp, body):
@@ -40,7 +40,7 @@ class Resolve(Resource):
 
 class Promote(Resource):
     async def on_post(self, req, resp):
-        body = await read_body(req, self.ctx.body_limit)
+        body = await read_body(req, self.ctx.bodies, self.ctx.body_limit)
         await self.ctx.blocking(self._promote, req, resp, body)  # a synced commit of its own
 
     def _promote(self, req, resp, body):
