@@ -1022,14 +1022,18 @@ def main(argv=None) -> int:
 
     # -- the checks --------------------------------------------------------------------------
     checks = []
+
+    def rate_check(b, other, name, target, conns):
+        ratio = b["requests_per_s"] / other["requests_per_s"]
+        checks.append(check(f"(b) vs {name} req/s at -c{conns}", f"{ratio:.2f}x",
+                            f">= {target}x", ratio >= target,
+                            f"{fmt(b['requests_per_s'])} vs {fmt(other['requests_per_s'])} "
+                            "req/s"))
+
     for conns in args.connections:
         a, b, d = by.get(("a", conns)), by.get(("b", conns)), by.get(("d", conns))
         if b and d:
-            ratio = b["requests_per_s"] / d["requests_per_s"]
-            checks.append(check(f"(b) vs (d) etcd req/s at -c{conns}", f"{ratio:.2f}x",
-                                f">= {TARGET_B_OVER_D}x", ratio >= TARGET_B_OVER_D,
-                                f"{fmt(b['requests_per_s'])} vs {fmt(d['requests_per_s'])} "
-                                "req/s"))
+            rate_check(b, d, "(d) etcd", TARGET_B_OVER_D, conns)
             if conns == TARGET_AT:
                 checks.append(check(f"(b) p99 vs (d) etcd p99 at -c{conns}",
                                     f"{b['p99_ms']:.2f} ms", f"<= {d['p99_ms']:.2f} ms",
@@ -1037,11 +1041,7 @@ def main(argv=None) -> int:
                                     f"(b) p50 {b['p50_ms']:.2f} ms, (d) p50 "
                                     f"{d['p50_ms']:.2f} ms"))
         if a and b:
-            ratio = b["requests_per_s"] / a["requests_per_s"]
-            checks.append(check(f"(b) vs (a) bare req/s at -c{conns}", f"{ratio:.2f}x",
-                                f">= {TARGET_B_OVER_A}x", ratio >= TARGET_B_OVER_A,
-                                f"{fmt(b['requests_per_s'])} vs {fmt(a['requests_per_s'])} "
-                                "req/s"))
+            rate_check(b, a, "(a) bare", TARGET_B_OVER_A, conns)
         if b and b["server_cpu_us_per_request"] is not None:
             cpu = b["server_cpu_us_per_request"]
             note = "; ".join(f"{label} {fmt(r['server_cpu_us_per_request'])} us"
