@@ -81,7 +81,7 @@ def test_reads_given_a_reader_are_authorized_or_filtered(ruled):
                  lambda: ruled.blame("route.api", "production", reader=READER),
                  lambda: ruled.log(reader=READER),
                  lambda: ruled.status(reader=READER),
-                 lambda: ruled.feed(env="production", reader=READER)):
+                 lambda: ruled.feed_filter(env="production", reader=READER)):
         with pytest.raises(PermissionDenied):
             read()
     assert ruled.get("route.api", reader=WRITER)
@@ -89,14 +89,14 @@ def test_reads_given_a_reader_are_authorized_or_filtered(ruled):
 
 
 def test_a_watch_feed_keeps_only_what_its_reader_may_read(ruled):
-    poll = ruled.feed(env="staging", reader=READER)
+    keep = ruled.feed_filter(env="staging", reader=READER)
     start = ruled.last_seq()
     ruled.apply([set_op("route.api", "weight", 55)], WRITER)   # production
-    ops, read_to = poll(start)
-    assert ops == [] and read_to == start + 1
-    everything = ruled.feed(reader=WRITER)
-    ops, _ = everything(start)
-    assert [op.seq for op in ops] == [start + 1]
+    ops, read_to = ruled.changes(start)
+    assert [op.seq for op in ops] == [start + 1] and read_to == start + 1
+    assert [op for op in ops if keep(op)] == []
+    everything = ruled.feed_filter(reader=WRITER)
+    assert [op.seq for op in ops if everything(op)] == [start + 1]
 
 
 def test_milestones_and_the_audit_trail_are_authorized(ruled):

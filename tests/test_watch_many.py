@@ -1,5 +1,6 @@
-"""Many idle watch streams on a real daemon: each costs its connection, not a thread; every
-one of them still gets each op; the daemon keeps answering; a SIGTERM ends them all."""
+"""Many idle watch streams on a real daemon: each costs its connection, not a thread; each of
+them still gets every op it asked for and no other; the daemon keeps answering; a SIGTERM ends
+them all."""
 
 from __future__ import annotations
 
@@ -56,29 +57,37 @@ def test_a_thousand_idle_watchers_hold_no_thread_each_and_all_get_every_op(tmp_p
         workers = wait_until(lambda: len(w := _workers(proc.pid)) == 2 and w)
         assert workers, "the daemon's two workers did not start"
         before = {w: _threads(w) for w in workers}
-        request = (f"GET /v1/watch HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
-                   f"X-API-Key: {key('reader-1')['X-API-Key']}\r\n\r\n").encode()
+        def request(query):
+            return (f"GET /v1/watch{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+                    f"X-API-Key: {key('reader-1')['X-API-Key']}\r\n\r\n").encode()
         socks = []
         try:
-            for _ in range(WATCHERS):
+            # half of them watch one entity, the other half everything
+            for i in range(WATCHERS):
                 s = socket.create_connection(("127.0.0.1", port), timeout=30)
-                s.sendall(request)
+                s.sendall(request("?entity=route.many" if i % 2 else ""))
                 socks.append(s)
+            one, every = socks[1::2], socks[0::2]
             opened = _read_until(socks, lambda d: b": conflux watch" in d)
             assert all(b" 200 " in d.split(b"\r\n", 1)[0] and b": conflux watch" in d
                        for d in opened.values()), "not every watch stream opened"
             # every stream is open and idle: the workers hold them without a thread each
             after = {w: _threads(w) for w in workers}
             assert all(after[w] - before[w] < 10 for w in workers), (before, after)
-            # the daemon keeps answering, and one write reaches every watcher
+            # the daemon keeps answering; a write to another entity reaches the watchers of
+            # everything only, then one to route.many reaches every watcher
             h = key("zara")
             assert requests.get(f"{url}/v1/health", timeout=10).status_code == 200
+            other = requests.post(f"{url}/v1/ops", json=op("route.other", "weight", 7),
+                                  headers=h, timeout=10).json()
             ack = requests.post(f"{url}/v1/ops", json=op("route.many", "weight", 42),
                                 headers=h, timeout=10).json()
-            marker = f"id: {ack['seq']}\n".encode()
+            before, marker = f"id: {other['seq']}\n".encode(), f"id: {ack['seq']}\n".encode()
             events = _read_until(socks, lambda d: marker in d)
             assert all(marker in d for d in events.values()), \
                 sum(marker in d for d in events.values())
+            assert all(before in events[s] for s in every)
+            assert not any(before in events[s] for s in one)
             sample = events[socks[-1]].split(b"data: ", 1)[1].split(b"\n", 1)[0]
             assert json.loads(sample)["op_id"] == ack["op_id"]
             # SIGTERM ends the streams (their clients resume elsewhere with Last-Event-ID)

@@ -7,7 +7,9 @@ shared store).
 
 A watch is a stream on its worker's event loop, not a thread: an idle watcher costs its
 connection and a few objects. One ``LogFollower`` per worker looks at the log's last sequence
-while anyone watches and wakes the watchers when it moved; each then reads what is new to it.
+while anyone watches and wakes the watchers when it moved. The watchers share what is read:
+the follower reads each page of new ops once, as events, and each watcher sends those its
+filter keeps (the entity and environment it asked for, and what its reader may read).
 """
 
 from __future__ import annotations
@@ -31,12 +33,38 @@ class LogFollower:
     #: Every follower of the process, ended together when the server shuts down.
     running: set["LogFollower"] = set()
 
+    #: Ops read per page, and how many bytes of events the pages kept for the watchers
+    #: still behind may hold.
+    PAGE = 500
+    KEPT_BYTES = 16 << 20
+
     def __init__(self, engine, poll_s: float):
         self.engine = engine
         self.poll_s = poll_s
         self.closing = False
         self.watchers = 0
         self._loop = self._task = self._moved = None
+        self._pages: dict[int, tuple[list, int, int]] = {}
+        self._kept = 0
+
+    def page(self, after: int) -> tuple[list, int]:
+        """The ops logged after sequence ``after`` (at most ``PAGE``) as ``(op, event
+        data)``, and the sequence number read up to; read once for every watcher at
+        ``after`` (the log only grows: a page read earlier is a prefix of the truth)."""
+        kept = self._pages.get(after)
+        if kept is not None:
+            return kept[0], kept[1]
+        engine = self.engine
+        ops = engine.log(start=after + 1, reverse=False, limit=self.PAGE)
+        if not ops:
+            return [], after
+        events = [(op, to_json(engine.op_dict(op))) for op in ops]
+        size = sum(len(data) for _, data in events)
+        while self._pages and self._kept + size > self.KEPT_BYTES:
+            self._kept -= self._pages.pop(next(iter(self._pages)))[2]  # the oldest
+        self._pages[after] = (events, ops[-1].seq, size)
+        self._kept += size
+        return events, ops[-1].seq
 
     async def wait(self, timeout: float) -> None:
         """Until the log has grown, the server is stopping, or ``timeout`` seconds."""
@@ -84,8 +112,8 @@ class Watch:
         ctx = self.ctx
         engine = ctx.engine
         actor = req.context.actor
-        poll = engine.feed(entity=req.get_param("entity"), env=req.get_param("env"),
-                           reader=actor)
+        keep = engine.feed_filter(entity=req.get_param("entity"), env=req.get_param("env"),
+                                  reader=actor)
         last = req.get_header("Last-Event-ID")
         if last is not None:
             last = last.strip()
@@ -103,10 +131,9 @@ class Watch:
         resp.set_header("Cache-Control", "no-cache")
         resp.set_header("X-Accel-Buffering", "no")
         # Falcon sends the events as they come and ends the stream when the client is gone
-        resp.sse = self._events(poll, start, timeout)
+        resp.sse = self._events(keep, start, timeout)
 
-    async def _events(self, poll, seq, timeout):
-        engine = self.ctx.engine
+    async def _events(self, keep, seq, timeout):
         follower = self.follower
         deadline = time.monotonic() + timeout if timeout else None
         quiet_since = time.monotonic()
@@ -117,11 +144,11 @@ class Watch:
                 now = time.monotonic()
                 if deadline is not None and now >= deadline:
                     return
-                ops, read_to = poll(seq)
-                for op in ops:
-                    data = to_json(engine.op_dict(op))
-                    yield SSEvent(event="op", event_id=str(op.seq), text=data)
-                    quiet_since = time.monotonic()
+                events, read_to = follower.page(seq)
+                for op, data in events:
+                    if keep(op):
+                        yield SSEvent(event="op", event_id=str(op.seq), text=data)
+                        quiet_since = time.monotonic()
                 if read_to > seq:
                     seq = read_to
                     continue

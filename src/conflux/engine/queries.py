@@ -325,34 +325,33 @@ class Queries:
 
     def changes(self, after: int, *, entity: str | None = None, env: str | None = None,
                 limit: int = 500) -> tuple[list, int]:
-        """One poll for watchers (``conflux watch``, ``GET /v1/watch``): the ops logged after
-        sequence ``after``, at most ``limit`` read, that touch ``entity`` and ``env`` (a
-        promotion touches those of its children); and the sequence number read up to."""
+        """One poll for watchers (``conflux watch``): the ops logged after sequence
+        ``after``, at most ``limit`` read, that touch ``entity`` and ``env`` (a promotion
+        touches those of its children); and the sequence number read up to."""
         ops = self.log(start=after + 1, reverse=False, limit=limit)
-        touching = [op for op in ops
-                    if (entity is None or any(p.entity == entity for p in op_parts(op)))
-                    and (env is None or any(p.env == env for p in op_parts(op)))]
-        return touching, ops[-1].seq if ops else after
+        keep = _touching(entity, env)
+        return [op for op in ops if keep(op)], ops[-1].seq if ops else after
 
-    def feed(self, *, entity: str | None = None, env: str | None = None,
-             reader: Actor | None = None):
-        """A watcher's poll (``GET /v1/watch``): checks the names and the reader's access
-        now, and returns ``poll(after) -> (ops, read to)`` as :meth:`changes`, keeping only
-        the ops whose every part the reader may read."""
+    def feed_filter(self, *, entity: str | None = None, env: str | None = None,
+                    reader: Actor | None = None):
+        """A watcher's choice of ops (``GET /v1/watch``): checks the names and the reader's
+        access now, and returns ``keep(op)``: whether a logged op touches ``entity`` and
+        ``env`` (as :meth:`changes`) and the reader may read its every part. The watchers
+        of a daemon worker share their reads of the log and keep each what it may see."""
         if env is not None:
             self.schema.env_chain(env)
         if entity is not None:
             self.schema.split_entity_id(entity)
         self.policy.require_read(reader, entity or "*", None, env or "*")
+        touching = _touching(entity, env)
+        if reader is None:
+            return touching
         may_read = self.policy.may_read
 
-        def poll(after: int, limit: int = 500):
-            ops, read_to = self.changes(after, entity=entity, env=env, limit=limit)
-            if reader is not None:
-                ops = [op for op in ops if all(may_read(reader, p.entity or "*", p.field or None,
-                                                        p.env) for p in op_parts(op))]
-            return ops, read_to
-        return poll
+        def keep(op) -> bool:
+            return touching(op) and all(may_read(reader, p.entity or "*", p.field or None,
+                                                 p.env) for p in op_parts(op))
+        return keep
 
     def op_dict(self, op) -> dict:
         """A logged operation as the CLI, the API, watch streams and webhooks show it."""
@@ -532,3 +531,12 @@ class Queries:
             "conflicts": figures["conflicts"], "violations": figures["violations"],
             "store_map_bytes": figures["map_size"],
         }
+
+
+def _touching(entity: str | None, env: str | None):
+    """Whether an op touches ``entity`` and ``env`` (None: any); a promotion touches those of
+    its children."""
+    def touching(op) -> bool:
+        return ((entity is None or any(p.entity == entity for p in op_parts(op)))
+                and (env is None or any(p.env == env for p in op_parts(op))))
+    return touching
