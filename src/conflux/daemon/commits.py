@@ -300,7 +300,8 @@ class CommitService:
                 rid, actor_id, actor_cls, raw_ops, checked = unpackb(frame, raw=False)
             except Exception:  # noqa: BLE001 - not a frame of CommitClient's: drop the peer
                 log.error("a malformed commit request; closing its connection")
-                sock.shutdown(socket.SHUT_RDWR)
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
                 continue
             try:
                 makers.append(engine.validated(raw_ops, self._actor(actor_id, actor_cls),
