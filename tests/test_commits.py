@@ -280,3 +280,15 @@ def test_socket_directories_of_killed_daemons_are_swept(tmp_path, monkeypatch):
     commits._sweep_stale()
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "conflux-commits-alive", "conflux-commits-starting", "other-dir"]
+
+
+def test_a_peer_sending_a_malformed_frame_is_dropped_and_the_others_served(engine, service):
+    bad = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    bad.connect(service.service.path)
+    bad.sendall(b"\x03\x00\x00\x00abc")  # a frame whose payload is not a request
+    bad.settimeout(10)
+    assert bad.recv(16) == b""  # closed, not answered
+    bad.close()
+    client = CommitClient(service.service.path, engine)
+    acks = run(client.apply([set_op("route.r", "weight", 3)], SCALER), client)
+    assert acks[0].seq == 1 and engine.get("route.r")["weight"]["value"] == 3
