@@ -67,7 +67,7 @@ class Acks(list):
     """
 
     def __init__(self, ops, found, changes, group=None, outcomes=None):
-        super().__init__()
+        # (a new list is empty: no list.__init__, which a group's split calls once a batch)
         # found[i]: None (op i is new), an Ack (logged before), or the index in ``group``
         # (the whole committed group, by default these ops) of the op it repeats;
         # outcomes[i]: (applied, value) of op i, for the small requests (``OUTCOME_OPS``)
@@ -126,7 +126,12 @@ class Acks(list):
         ops, found, changes, group, outcomes = self._pending
         out, lo = [], 0
         for n in sizes:
-            mine = {i - lo: v for i, v in outcomes.items() if lo <= i < lo + n}
+            # PERF: each batch looks up its own indexes, rather than every batch scanning
+            # every outcome of the group (quadratic in the group's size)
+            if n == 1:  # a one-op request, the most common in a group
+                mine = {0: outcomes[lo]} if lo in outcomes else None
+            else:
+                mine = {i - lo: outcomes[i] for i in range(lo, lo + n) if i in outcomes}
             out.append(Acks(ops[lo:lo + n], found[lo:lo + n], changes, group, mine))
             lo += n
         return out
