@@ -16,7 +16,10 @@ designs on each ASGI stack:
     environment, requests awaiting an asyncio future resolved when their group is durable;
 (f) (b) and (c) handing each op to a commit process beside the workers over a Unix socket
     (one pipelined connection per worker), which group-commits into the same kind of
-    environment and answers each op when it is durable.
+    environment and answers each op when it is durable;
+(g) (f) on (b), the commit process appending each group to a write-ahead log instead (one
+    sequential write and one fdatasync per group, where a synced LMDB commit makes two
+    ordered writes: the data pages, then the meta page).
 
 Every server runs the same number of workers (``--workers``, default 2, the daemon's
 default: this machine has 2 cores). Per measurement: req/s, p50/p99 latency, the server's
@@ -64,6 +67,7 @@ def _load(name: str, path: str):
 
 
 hi = _load("conflux_bench_http_ingest", os.path.join(HERE, "http_ingest.py"))
+stack_app = _load("conflux_bench_stack_app", STACK_APP)
 
 import lmdb  # noqa: E402
 
@@ -80,8 +84,10 @@ STACKS = {  # scenario key -> (label, stack_app.py --stack, --durable)
     "f_uvicorn": ("(f) uvicorn + commit process", "uvicorn", "hop"),
     "e_granian": ("(e) granian + writer thread", "granian", "local"),
     "f_granian": ("(f) granian + commit process", "granian", "hop"),
+    "g_uvicorn": ("(g) uvicorn + commit process, WAL", "uvicorn", "hop-wal"),
 }
-ORDER = ["a", "b", "c", "c2", "d", "e_uvicorn", "f_uvicorn", "e_granian", "f_granian"]
+ORDER = ["a", "b", "c", "c2", "d", "e_uvicorn", "f_uvicorn", "e_granian", "f_granian",
+         "g_uvicorn"]
 
 
 def stack_server(key: str, args, workdir: str) -> hi.Server:
@@ -91,15 +97,19 @@ def stack_server(key: str, args, workdir: str) -> hi.Server:
            "--port", str(port), "--workers", str(args.workers), "--threads", str(args.threads)]
     server = hi.Server(key, cmd, f"http://127.0.0.1:{port}", "/v1/health", workdir,
                        hi.child_env())
+    server.durable = durable
     if durable:
         server.store_path = os.path.join(workdir, f"{key}-store")
         cmd += ["--durable", durable, "--store", server.store_path]
     return server
 
 
-def stored_ops(env) -> int:
-    """The last sequence number the server's commits wrote (bench/stack_app.py)."""
-    with env.begin() as txn:
+def stored_ops(server) -> int:
+    """How many ops the server's commits wrote (bench/stack_app.py): the last sequence
+    number in its LMDB store, or the records of its write-ahead log."""
+    if server.durable == "hop-wal":
+        return stack_app.wal_records(os.path.join(server.store_path, "wal"))
+    with server.store.begin() as txn:
         last = txn.get(b"seq")
     return int.from_bytes(last, "big") if last else 0
 
@@ -261,7 +271,7 @@ def main(argv=None) -> int:
                                          .encode(), json_h)
                     stored = int(json.loads(data)["header"]["revision"]) - 1
                 elif server.store is not None:
-                    stored = stored_ops(server.store)
+                    stored = stored_ops(server)
                 else:
                     continue
                 verify[sc.key] = {"answered_ops": sent[sc.key], "stored_ops": stored,

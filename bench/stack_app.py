@@ -30,6 +30,12 @@ Both commits are the same: each op's body under the next sequence number, and th
 sequence number under ``seq`` (what the bench checks against what it was answered), in an
 environment opened with ``conflux.store``'s flags (synced data and meta pages).
 
+* ``hop-wal``: as ``hop``, but the commit process appends the group's bodies to a write-ahead
+  log instead (a file allocated ahead, one ``pwrite`` and one ``fdatasync`` per group, so a
+  sync writes data blocks only): what a durable commit costs when it is one sequential write,
+  against LMDB's two ordered ones (the data pages, then the meta page), the design of etcd's
+  WAL. Nothing reads the log back; the bench counts its records.
+
 Run by bench/server_stack.py as ``python bench/stack_app.py --stack S --port N
 [--workers W] [--threads T] [--durable local|hop --store DIR]``; stops on SIGTERM.
 """
@@ -245,13 +251,47 @@ class HopClient:
             self.connecting = None
 
 
-def commit_process(path: str, store: str) -> None:
-    """The process beside the workers for ``--durable hop``."""
+class WriteAheadLog:
+    """``--durable hop-wal``: length-prefixed bodies appended to ``wal`` in ``store``."""
+
+    SIZE = 1 << 30
+
+    def __init__(self, store: str):
+        self.fd = os.open(os.path.join(store, "wal"), os.O_WRONLY | os.O_CREAT, 0o600)
+        os.posix_fallocate(self.fd, 0, self.SIZE)  # zeros: a reader stops at length 0
+        os.fsync(self.fd)
+        self.at = self.seq = 0
+
+    def commit(self, bodies: list[bytes]) -> int:
+        data = b"".join(_LEN.pack(len(body)) + body for body in bodies)
+        if self.at + len(data) > self.SIZE:
+            raise SystemExit("the write-ahead log is full")
+        os.pwrite(self.fd, data, self.at)
+        os.fdatasync(self.fd)
+        self.at += len(data)
+        first, self.seq = self.seq + 1, self.seq + len(bodies)
+        return first
+
+
+def wal_records(path: str) -> int:
+    """How many bodies a ``WriteAheadLog`` holds."""
+    n = 0
+    with open(path, "rb") as fh:
+        while (head := fh.read(_LEN.size)) and (size := _LEN.unpack(head)[0]):
+            fh.seek(size, os.SEEK_CUR)
+            n += 1
+    return n
+
+
+def commit_process(path: str, store: str, wal: bool = False) -> None:
+    """The process beside the workers for ``--durable hop`` and ``hop-wal``."""
     env = open_env(store, map_size=1 << 30, max_dbs=0)
+    log = WriteAheadLog(store) if wal else None
     from http_bare_app import frame_rounds  # bench/, on the path as this script's folder
 
     for ready in frame_rounds(path):
-        seq = commit_group(env, [body for _, frames in ready for body in frames])
+        bodies = [body for _, frames in ready for body in frames]
+        seq = log.commit(bodies) if log else commit_group(env, bodies)
         for sock, frames in ready:
             sock.sendall(b"".join(_SEQ.pack(seq + i) for i in range(len(frames))))
             seq += len(frames)
@@ -271,7 +311,7 @@ class AsgiOps:
             mode = os.environ.get("STACK_DURABLE")
             if mode == "local":
                 self.writer = LocalWriter(os.environ["STACK_STORE"])
-            elif mode == "hop":
+            elif mode in ("hop", "hop-wal"):
                 self.writer = HopClient(os.environ["STACK_SOCKET"])
             else:
                 self.writer = False
@@ -373,7 +413,7 @@ def main(argv=None) -> int:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=16, help="gthread only")
-    parser.add_argument("--durable", choices=["local", "hop"])
+    parser.add_argument("--durable", choices=["local", "hop", "hop-wal"])
     parser.add_argument("--store", help="the LMDB directory of --durable")
     args = parser.parse_args(argv)
     if args.durable and (args.stack not in ("uvicorn", "granian") or not args.store):
@@ -389,7 +429,7 @@ def main(argv=None) -> int:
             open_env(args.store, map_size=1 << 30, max_dbs=0).close()  # before any worker
             os.environ["STACK_DURABLE"] = args.durable
             os.environ["STACK_STORE"] = args.store
-            if args.durable == "hop":
+            if args.durable in ("hop", "hop-wal"):
                 import multiprocessing
 
                 path = os.path.join(args.store, "commit.sock")
@@ -397,7 +437,8 @@ def main(argv=None) -> int:
                     os.unlink(path)
                 os.environ["STACK_SOCKET"] = path
                 helper = multiprocessing.get_context("spawn").Process(
-                    target=commit_process, args=(path, args.store), daemon=True)
+                    target=commit_process, args=(path, args.store, args.durable == "hop-wal"),
+                    daemon=True)
                 helper.start()
                 deadline = time.monotonic() + 30
                 while not os.path.exists(path):
