@@ -41,22 +41,54 @@ async def read_body(req, bodies: "BodyBudget", limit: int):
         return parse_body(req, data)
 
 
-@contextlib.asynccontextmanager
-async def request_body(req, bodies: "BodyBudget", limit: int):
-    """The request's body as sent, held in the worker's budget of ``bodies`` from before it
-    is read (its declared size, or ``limit`` when it comes chunked) until the block ends: a
-    worker with many connections buffers no more than the budget at once. 413 past ``limit``
-    bytes, 408 if the body does not arrive within ``BODY_S`` seconds."""
-    length = req.content_length
-    if length is not None and length > limit:
-        raise BodyTooLarge(f"the body is {length} bytes; this server takes at most {limit}")
-    async with bodies.hold(limit if length is None else length):
+class request_body:
+    """``async with request_body(req, bodies, limit) as data``: the request's body as sent,
+    held in the worker's budget of ``bodies`` from before it is read (its declared size, or
+    ``limit`` when it comes chunked) until the block ends: a worker with many connections
+    buffers no more than the budget at once. 413 past ``limit`` bytes, 408 if the body does
+    not arrive within ``BODY_S`` seconds.
+
+    PERF: a class, not a generator, and a timer of its own rather than ``asyncio.timeout``:
+    on the one-op path those cost about 15 us of the request's 45 in the app."""
+
+    __slots__ = ("req", "bodies", "limit", "held")
+
+    def __init__(self, req, bodies: "BodyBudget", limit: int):
+        self.req, self.bodies, self.limit, self.held = req, bodies, limit, 0
+
+    async def __aenter__(self) -> bytes:
+        length, limit = self.req.content_length, self.limit
+        if length is not None and length > limit:
+            raise BodyTooLarge(f"the body is {length} bytes; this server takes at most {limit}")
+        self.held = await self.bodies.take(limit if length is None else length)
         try:
-            async with asyncio.timeout(BODY_S):
-                data = await read_bytes(req, limit)
-        except TimeoutError:
-            raise BodyLate(f"the request's body did not arrive within {BODY_S:.0f} s") from None
-        yield data
+            return await _in_time(read_bytes(self.req, limit), BODY_S)
+        except BaseException:
+            self.bodies.give_back(self.held)
+            raise
+
+    async def __aexit__(self, *exc) -> None:
+        self.bodies.give_back(self.held)
+
+
+async def _in_time(read, seconds: float):
+    """``await read``, or ``BodyLate`` after ``seconds``."""
+    task = asyncio.current_task()
+    late = []
+
+    def expire():
+        late.append(True)
+        task.cancel()
+    timer = asyncio.get_running_loop().call_later(seconds, expire)
+    try:
+        return await read
+    except asyncio.CancelledError:
+        if late and task.uncancel() == 0:
+            raise BodyLate(f"the request's body did not arrive within {seconds:.0f} s"
+                           ) from None
+        raise
+    finally:
+        timer.cancel()
 
 
 async def read_bytes(req, limit: int) -> bytes:
@@ -118,16 +150,24 @@ class BodyBudget:
 
     @contextlib.asynccontextmanager
     async def hold(self, n: int):
+        n = await self.take(n)
+        try:
+            yield
+        finally:
+            self.give_back(n)
+
+    async def take(self, n: int) -> int:
+        """Hold ``n`` bytes (at most the whole budget) until ``give_back``; what is held."""
         n = min(n, self.total)
         if self._waiting or self.used + n > self.total:
             await self._wait(n)  # returns with n counted
         else:
             self.used += n
-        try:
-            yield
-        finally:
-            self.used -= n
-            self._wake()
+        return n
+
+    def give_back(self, n: int) -> None:
+        self.used -= n
+        self._wake()
 
     async def _wait(self, n: int) -> None:
         granted = asyncio.get_running_loop().create_future()
