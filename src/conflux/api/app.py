@@ -123,6 +123,8 @@ class _KnownParameters:
             for path, item in document["paths"].items() for method, op in item.items()}
 
     async def process_resource(self, req, resp, resource, params):
+        if not req.query_string:  # PERF: most requests have none
+            return
         allowed = self.allowed.get((req.uri_template, req.method))
         if allowed is None:
             return

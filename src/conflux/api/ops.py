@@ -19,7 +19,7 @@ class Ops(Resource):
         ctx = self.ctx
         async with request_body(req, ctx.bodies, ctx.body_limit) as data:  # until answered
             inline = len(data) <= INLINE_BYTES
-            dry_run = flag_param(req, "dry_run")
+            dry_run = bool(req.query_string) and flag_param(req, "dry_run")
             if inline:
                 single, raw_ops = self._admit(req, data, dry_run)
             else:

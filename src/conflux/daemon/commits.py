@@ -459,6 +459,7 @@ class _Link(asyncio.Protocol):
         self.waiting: dict[int, asyncio.Future] = {}
         self.next_id = 0
         self.outgoing: list[bytes] = []
+        self.actors: dict = {}  # actor -> its id and class, packed
 
     def connection_made(self, transport) -> None:
         self.transport = transport
@@ -467,8 +468,12 @@ class _Link(asyncio.Protocol):
         """Send a request (``ops`` packed) and return the future of its answer's payload."""
         rid = self.next_id
         self.next_id += 1
-        head = packb(rid) + packb(actor.id) + packb(actor.cls)
-        data = _REQUEST + head + ops + _ADMITTED
+        who = self.actors.get(actor)
+        if who is None:  # the worker's actors are few: API keys and certificates
+            if len(self.actors) > 4096:
+                self.actors.clear()
+            who = self.actors[actor] = packb(actor.id) + packb(actor.cls)
+        data = _REQUEST + packb(rid) + who + ops + _ADMITTED
         data = _LEN.pack(len(data)) + data
         loop = asyncio.get_running_loop()
         future = loop.create_future()
