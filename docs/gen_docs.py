@@ -367,6 +367,7 @@ write to a `max` field) and `value`, the field's resolved value after the commit
 | 403 | denied by `rbac.toml`, or a signature refused (`signature_refused`); nothing written. `GET /v1/status` and `GET /v1/ops` show the whole store: they need `read` on every entity in every environment |
 | 404 | no such entity, environment or milestone |
 | 409 | the state, not the request, is in the way: a `base` precondition failed (`precondition_failed`), an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor), nothing to promote (`nothing_to_promote`), no conflict to resolve (`no_conflict`); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
+| 408 | the body did not arrive within 30 s of the request's head (`request_timeout`) |
 | 413 | the body is over @BODY@ (`body_too_large`) |
 | 415 | a content type other than JSON or msgpack (`unsupported_media_type`) |
 | 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a name or value over its limit, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |

@@ -26,6 +26,7 @@ _REASONS = {400: "malformed request", 401: "no or bad credentials", 403: "denied
             409: "the state makes it pointless or unsafe: a base that no longer matches, an op "
                  "id that already names another operation, nothing to promote, no conflict to "
                  "resolve, nothing to commit or schema violations (milestones)",
+            408: "the body did not arrive in time (30 s after the request's head)",
             413: "body over the limit", 415: "unsupported content type",
             422: "the schema refused the value (its type, or its field's constraints)",
             503: "busy with other large bodies, or the store unavailable: retry"}
@@ -135,7 +136,7 @@ def openapi_document(schema=None) -> dict:
                          {"type": "object", "required": ["ops"],
                           "properties": {"ops": {"type": "array", "items": {
                               "$ref": "#/components/schemas/Ack"}}}}]}),
-                         **_errors(400, 401, 403, 404, 409, 413, 415, 422, 503)}},
+                         **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 503)}},
             "get": {"summary": "the op log, oldest first, by sequence number",
                     "parameters": [
                         {"name": "after", "in": "query", "required": False,
@@ -168,7 +169,7 @@ def openapi_document(schema=None) -> dict:
             "summary": "copy resolved values to another environment as one operation",
             "requestBody": _body({"$ref": "#/components/schemas/Promote"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
-                          **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
+                          **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
         "/v1/conflicts": {"get": {"summary": "review-field conflicts", "parameters": [env_param],
                                   "responses": {**_ok({"type": "object",
                                                        "required": ["conflicts"]}),
@@ -177,7 +178,7 @@ def openapi_document(schema=None) -> dict:
             "summary": "settle a review conflict",
             "requestBody": _body({"$ref": "#/components/schemas/Resolve"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
-                          **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
+                          **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
         "/v1/milestones": {
             "get": {"summary": "milestones, newest first",
                     "responses": {**_ok({"type": "object", "required": ["milestones"],
@@ -190,7 +191,7 @@ def openapi_document(schema=None) -> dict:
                                            "content": {"application/json": {"schema": milestone},
                                                        "application/msgpack": {
                                                            "schema": milestone}}},
-                                   **_errors(400, 401, 403, 404, 409, 413, 415, 422)}}},
+                                   **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
         "/v1/milestones/{milestone_id}": {"get": {
             "summary": "one milestone, by number or commit id ('latest' for the newest)",
             "parameters": [{"name": "milestone_id", "in": "path", "required": True,
