@@ -877,8 +877,8 @@ def main(argv=None) -> int:
                         help="wrk threads in (2) (default 2)")
     parser.add_argument("--workers", type=int, default=2,
                         help="gunicorn workers per daemon (default 2, the daemon's default)")
-    parser.add_argument("--threads", type=int, default=16,
-                        help="threads per worker (default 16, the daemon's default)")
+    parser.add_argument("--threads", type=int, default=8,
+                        help="slow-work threads per worker (default 8, the daemon's default)")
     parser.add_argument("--lag-seconds", type=float, default=None,
                         help="(3) under load, seconds (default 25; --quick 6)")
     parser.add_argument("--lag-idle-seconds", type=float, default=None,
@@ -899,15 +899,12 @@ def main(argv=None) -> int:
                              "missing)")
     hi.add_run_options(parser, RESULTS)
     args = parser.parse_args(argv)
+    hi.settle_run_timing(parser, args, duration=(2, 6), rounds=(1, 2), quiet_wait=(0, 1))
     q = args.quick
-    args.duration = args.duration or (2 if q else 6)
-    args.rounds = args.rounds or (1 if q else 2)
     if args.lag_seconds is None:
         args.lag_seconds = 6 if q else 25
     if args.lag_idle_seconds is None:
         args.lag_idle_seconds = 2 if q else 5
-    if args.quiet_wait is None:
-        args.quiet_wait = 0 if q else 1
     only = set(args.only.replace(" ", "").split(","))
     unknown = only - {"ingest", "single", "lag"}
     if unknown:
@@ -916,8 +913,6 @@ def main(argv=None) -> int:
     if "lag" in only and "ingest" not in only:
         parser.error("--only lag needs ingest: the lag's load is a share of the capacity "
                      "measured there")
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration and --rounds must be at least 1")
     if args.connections < max(args.nodes) or args.single_connections < args.wrk_threads:
         parser.error("--connections must give every daemon one, and --single-connections "
                      "must not be below --wrk-threads")

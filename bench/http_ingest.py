@@ -741,6 +741,18 @@ def add_run_options(parser: argparse.ArgumentParser, results: str) -> None:
                         help="print the servers' log tails at the end")
 
 
+def settle_run_timing(parser, args, *, duration: tuple, rounds: tuple, quiet_wait: tuple):
+    """Fill in the timing options a run did not give, each ``(with --quick, without)``, and
+    refuse a run shorter than one second or one round."""
+    pick = 0 if args.quick else 1
+    args.duration = args.duration or duration[pick]
+    args.rounds = args.rounds or rounds[pick]
+    if args.quiet_wait is None:
+        args.quiet_wait = quiet_wait[pick]
+    if args.duration < 1 or args.rounds < 1:
+        parser.error("--duration and --rounds must be at least 1")
+
+
 def write_results(path: str, out: dict) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path, "w") as fh:
@@ -799,15 +811,9 @@ def main(argv=None) -> int:
                              "it is missing)")
     add_run_options(parser, RESULTS)
     args = parser.parse_args(argv)
-    q = args.quick
-    args.duration = args.duration or (2 if q else 10)
-    args.rounds = args.rounds or (1 if q else 3)
-    if args.quiet_wait is None:
-        args.quiet_wait = 5 if q else 30
+    settle_run_timing(parser, args, duration=(2, 10), rounds=(1, 3), quiet_wait=(5, 30))
     if args.ref_batches is None:
-        args.ref_batches = 50 if q else 200
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration and --rounds must be at least 1")
+        args.ref_batches = 50 if args.quick else 200
     if args.wrk_threads > min(args.connections):
         parser.error("--wrk-threads must not exceed the smallest connection count")
     daemon_options(workers=args.workers, threads=args.threads)  # refuse what the daemon would
@@ -821,7 +827,7 @@ def main(argv=None) -> int:
     print(f"Conflux HTTP ingest benchmark: Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {wrk_version()}, "
           f"etcd {etcd_version(args.etcd) if have_etcd else 'MISSING'}, "
-          f"{'quick' if q else 'full'} run")
+          f"{'quick' if args.quick else 'full'} run")
     print(f"gunicorn + conflux's uvicorn worker (uvloop, httptools), falcon ASGI: "
           f"{args.workers} workers, {args.threads} slow-work threads each (daemon_options), "
           f"wrk -t{args.wrk_threads} -c{{{','.join(map(str, args.connections))}}}, "
@@ -1098,7 +1104,7 @@ def main(argv=None) -> int:
         "etcd": etcd_version(args.etcd) if have_etcd else None,
         "daemon_cores": health,
         "provisional": provisional,
-        "settings": {"quick": q, "duration_s": args.duration, "rounds": args.rounds,
+        "settings": {"quick": args.quick, "duration_s": args.duration, "rounds": args.rounds,
                      "connections": args.connections, "wrk_threads": args.wrk_threads,
                      "workers": args.workers, "threads": args.threads,
                      "gunicorn": {k: getattr(v, "__qualname__", v) for k, v in daemon_options(

@@ -147,13 +147,7 @@ def main(argv=None) -> int:
     parser.add_argument("--etcd", default=hi.ETCD, help=f"the etcd binary (default {hi.ETCD})")
     hi.add_run_options(parser, RESULTS)
     args = parser.parse_args(argv)
-    q = args.quick
-    args.duration = args.duration or (2 if q else 4)
-    args.rounds = args.rounds or (1 if q else 2)
-    if args.quiet_wait is None:
-        args.quiet_wait = 1 if q else 3
-    if args.duration < 1 or args.rounds < 1:
-        parser.error("--duration and --rounds must be at least 1")
+    hi.settle_run_timing(parser, args, duration=(2, 4), rounds=(1, 2), quiet_wait=(1, 3))
     if args.wrk_threads > min(args.connections):
         parser.error("--wrk-threads must not exceed the smallest connection count")
     only = [k for k in args.only.replace(" ", "").split(",") if k]
@@ -178,7 +172,7 @@ def main(argv=None) -> int:
     print(f"Conflux server-stack benchmark: Python {platform.python_version()}, "
           f"{os.cpu_count()} CPUs, {hi.wrk_version()}, "
           f"etcd {hi.etcd_version(args.etcd) if have_etcd else 'MISSING'}, "
-          f"{'quick' if q else 'full'} run")
+          f"{'quick' if args.quick else 'full'} run")
     print(f"{args.workers} workers in every stack ((a): x {args.threads} threads), wrk "
           f"-t{args.wrk_threads} -c{{{','.join(map(str, args.connections))}}}, {args.rounds} "
           f"round(s) of {args.duration} s per run, 127.0.0.1 only; {versions()}")
@@ -369,7 +363,7 @@ def main(argv=None) -> int:
         "wrk": hi.wrk_version(),
         "etcd": hi.etcd_version(args.etcd) if have_etcd else None,
         "versions": versions(),
-        "settings": {"quick": q, "duration_s": args.duration, "rounds": args.rounds,
+        "settings": {"quick": args.quick, "duration_s": args.duration, "rounds": args.rounds,
                      "connections": args.connections, "wrk_threads": args.wrk_threads,
                      "workers": args.workers, "gthread_threads": args.threads,
                      "single_bodies": hi.N_SINGLE, "mean_body_bytes": bodies["mean_bytes"],

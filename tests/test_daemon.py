@@ -272,23 +272,32 @@ def test_errors_are_json_with_the_right_status(live):
         assert set(r.json()["error"]) >= {"code", "message"}
 
 
+@contextlib.asynccontextmanager
+async def _held(budget, n):
+    n = await budget.take(n)
+    try:
+        yield
+    finally:
+        budget.give_back(n)
+
+
 def test_a_worker_holds_a_bounded_amount_of_request_bodies():
     async def scenario():
         budget = BodyBudget(10, wait_s=0.2)
         held, release, order = asyncio.Event(), asyncio.Event(), []
 
         async def hold(n, name, until=None):
-            async with budget.hold(n):
+            async with _held(budget, n):
                 order.append(name)
                 held.set()
                 if until is not None:
                     await asyncio.wait_for(until.wait(), 10)
         first = asyncio.create_task(hold(6, "first", release))
         await asyncio.wait_for(held.wait(), 10)
-        async with budget.hold(4):  # fits beside it
+        async with _held(budget, 4):  # fits beside it
             assert budget.used == 10
         with pytest.raises(Busy) as refused:  # does not fit, and the first is not done in time
-            async with budget.hold(6):
+            async with _held(budget, 6):
                 pass
         assert refused.value.http_status == 503
         assert budget.used == 6 and not budget._waiting  # the refused one left no trace
@@ -300,11 +309,11 @@ def test_a_worker_holds_a_bounded_amount_of_request_bodies():
         release.set()
         await asyncio.wait_for(asyncio.gather(first, waiting, small), 10)
         assert order == ["first", "second", "small"] and budget.used == 0
-        async with budget.hold(50):  # a body over the whole budget waits for all of it, then passes
+        async with _held(budget, 50):  # a body over the whole budget waits for all of it, then passes
             assert budget.used == 10
         # a request whose client goes away while it waits gives its place (and, if it was
         # just granted, its bytes) back
-        async with budget.hold(10):
+        async with _held(budget, 10):
             gone = asyncio.create_task(hold(5, "gone"))
             await asyncio.sleep(0.05)
             gone.cancel()

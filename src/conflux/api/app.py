@@ -23,7 +23,13 @@ log = logging.getLogger("conflux.api")
 DEFAULT_BODY_LIMIT = 16 << 20
 
 
-def create_app(engine, access, *, committer=None, threads: int = 8,
+def slow_work_pool(threads: int) -> ThreadPoolExecutor:
+    """A worker's threads for slow work (``Context.blocking``), shared by its app and its
+    commit client."""
+    return ThreadPoolExecutor(threads, thread_name_prefix="conflux-slow")
+
+
+def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | None = None,
                body_limit: int = DEFAULT_BODY_LIMIT, watch_poll_s: float = 0.05
                ) -> falcon.asgi.App:
     """The REST API over one opened ``Engine``, as an ASGI application.
@@ -31,8 +37,8 @@ def create_app(engine, access, *, committer=None, threads: int = 8,
     ``access`` authenticates requests (``conflux.api.access``; the engine authorizes);
     ``committer`` shares synced commits among concurrent requests (the daemon's
     ``CommitClient``); with none, the app's own ``LocalCommitter`` groups them.
-    ``threads``: how many requests' slow work (git, a whole environment, an export, a big
-    body) runs at once, in threads beside the event loop.
+    ``pool``: the threads beside the event loop where slow work runs (git, a whole
+    environment, an export, a big body); by default 8 of the app's own.
     """
     from conflux.daemon.commits import LocalCommitter
 
@@ -42,7 +48,7 @@ def create_app(engine, access, *, committer=None, threads: int = 8,
     app = falcon.asgi.App(middleware=[_KnownParameters(openapi_document()),
                                       access.middleware()], cors_enable=False)
     app.req_options.strip_url_path_trailing_slash = True
-    pool = ThreadPoolExecutor(threads, thread_name_prefix="conflux-slow")
+    pool = pool or slow_work_pool(8)
     # a worker parses at most two largest bodies' worth of batches at once (see BodyBudget)
     ctx = Context(engine=engine, committer=committer or LocalCommitter(engine, pool),
                   body_limit=body_limit, bodies=BodyBudget(2 * body_limit), pool=pool)

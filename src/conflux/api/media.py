@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import json
 
 import falcon
@@ -147,14 +146,6 @@ class BodyBudget:
         self.total, self.wait_s = total, wait_s
         self.used = 0
         self._waiting: collections.deque = collections.deque()
-
-    @contextlib.asynccontextmanager
-    async def hold(self, n: int):
-        n = await self.take(n)
-        try:
-            yield
-        finally:
-            self.give_back(n)
 
     async def take(self, n: int) -> int:
         """Hold ``n`` bytes (at most the whole budget) until ``give_back``; what is held."""

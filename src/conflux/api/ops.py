@@ -18,23 +18,16 @@ class Ops(Resource):
     async def on_post(self, req, resp):
         ctx = self.ctx
         async with request_body(req, ctx.bodies, ctx.body_limit) as data:  # until answered
-            inline = len(data) <= INLINE_BYTES
+            here = len(data) <= INLINE_BYTES
             dry_run = bool(req.query_string) and flag_param(req, "dry_run")
-            if inline:
-                single, raw_ops = self._admit(req, data, dry_run)
-            else:
-                single, raw_ops = await ctx.blocking(self._admit, req, data, dry_run)
+            single, raw_ops = await ctx.here_or_blocking(here, self._admit, req, data, dry_run)
             actor = req.context.actor
-            if dry_run and inline:
-                acks = ctx.engine.apply(raw_ops, actor, dry_run=True)
-            elif dry_run:
-                acks = await ctx.blocking(ctx.engine.apply, raw_ops, actor, dry_run=True)
+            if dry_run:
+                acks = await ctx.here_or_blocking(here, ctx.engine.apply, raw_ops, actor,
+                                                  dry_run=True)
             else:
                 acks = await ctx.committer.apply(raw_ops, actor, admitted=True)
-            if inline:
-                self._answer(req, resp, acks, single, dry_run)
-            else:
-                await ctx.blocking(self._answer, req, resp, acks, single, dry_run)
+            await ctx.here_or_blocking(here, self._answer, req, resp, acks, single, dry_run)
 
     def _admit(self, req, data: bytes, dry_run: bool):
         """The body's ops, their shapes checked and the actor's right to each (and their

@@ -35,6 +35,12 @@ class Context:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.pool, functools.partial(fn, *args, **kwargs))
 
+    async def here_or_blocking(self, here: bool, fn, *args, **kwargs):
+        """``fn(*args, **kwargs)`` on the event loop when ``here``, else as ``blocking``."""
+        if here:
+            return fn(*args, **kwargs)
+        return await self.blocking(fn, *args, **kwargs)
+
 
 def env_param(req, engine) -> str:
     env = req.get_param("env")

@@ -41,7 +41,7 @@ from conflux.actors import Actor
 from conflux.codec import packb, unpackb
 from conflux.daemon.supervisor import HelperProcess, exited, helper_stop_event
 from conflux.engine.acks import Ack
-from conflux.errors import ConfluxError, StoreError
+from conflux.errors import ConfluxError, InputError, StoreError
 
 __all__ = ["GroupCommitter", "CommitService", "CommitClient", "LocalCommitter", "CommitProcess",
            "commit_group", "take_frames"]
@@ -310,9 +310,8 @@ class CommitService:
             except ConfluxError as exc:
                 self._send(sock, _answer_frame(rid, _error_answer(exc)))
             except Exception as exc:  # noqa: BLE001 - a malformed batch fails alone
-                self._send(sock, _answer_frame(rid, [1, "InputError",
-                                                     f"malformed commit request: {exc}",
-                                                     None, None]))
+                self._send(sock, _answer_frame(rid, _error_answer(
+                    InputError(f"malformed commit request: {exc}"))))
         if not makers:
             return
         outcomes = commit_group(engine, makers)

@@ -184,17 +184,19 @@ class Daemon(BaseApplication):
     def load(self):
         # Runs in each worker after the fork: LMDB environments must not cross a fork.
         from conflux.api import create_app
+        from conflux.api.app import slow_work_pool
         from conflux.api.access import Access
         from conflux.engine import Engine
         from conflux.daemon.commits import CommitClient
 
         engine = Engine(self.directory)
-        committer = CommitClient(self.commits.path, engine)
+        pool = slow_work_pool(self.threads)
+        committer = CommitClient(self.commits.path, engine, pool=pool)
         access = self.access or Access.load(engine.root)
         engine.policy.load()
         access.also.append(engine.policy.refresh)  # rbac.toml followed by the same thread
         access.watch()
-        return create_app(engine, access, committer=committer, threads=self.threads)
+        return create_app(engine, access, committer=committer, pool=pool)
 
 
 def _open_files_for(connections: int) -> None:
