@@ -1,12 +1,13 @@
 """A writer process for the durability tests (tests/test_durability.py).
 
-    python _writer.py PROJECT_DIR TAG [SECONDS]
+    python _writer.py PROJECT_DIR TAG [SECONDS [journal]]
 
 Opens the project through the Engine API and applies batch after batch, each one
 ``apply()`` call of ``BATCH_OPS`` operations with known content (see ``batch_ops``). After
 each ``apply()`` returns it prints ``ack <n>`` and flushes, so the test knows which batches
 were acknowledged before it kills this process with SIGKILL. It stops by itself after
-SECONDS (default 60) so that it can never outlive a test run that lost track of it.
+SECONDS (default 60) so that it can never outlive a test run that lost track of it. With
+``journal`` it commits as the daemon's commit service does (``Engine(journal=True)``).
 
 The test imports this module for ``batch_ops``/``expected_fields``, so the content is defined
 in one place.
@@ -70,7 +71,7 @@ def main(argv: list[str]) -> int:
 
     project, tag = argv[0], argv[1]
     seconds = float(argv[2]) if len(argv) > 2 else 60.0
-    engine = Engine(project)
+    engine = Engine(project, journal=len(argv) > 3 and argv[3] == "journal")
     actor = Actor(f"writer-{tag}", "service")
     print(f"ready {engine.core.IMPLEMENTATION}", flush=True)
     deadline = time.monotonic() + seconds

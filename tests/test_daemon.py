@@ -630,6 +630,33 @@ def test_writes_go_through_one_commit_service_that_is_restarted(tmp_path):
     engine.close()
 
 
+def test_the_commit_service_journals_its_commits_and_stops_clean(tmp_path):
+    """One synced journal write per group (conflux/store/journal.py): while the daemon runs
+    the store is dirty (its commits are on disk in the journal, LMDB's pages not yet), the
+    journal holds them; a stop syncs the store and leaves nothing to restore."""
+    from conflux.store import journal
+
+    project = make_project(tmp_path / "p", rbac=False)
+    store = os.path.join(project, ".conflux", "store")
+    state = os.path.join(store, journal.STATE_FILE)
+    page = os.sysconf("SC_PAGE_SIZE")
+    with daemon(project) as (url, proc):
+        session = requests.Session()
+        for i in range(10):
+            r = session.post(f"{url}/v1/ops", json=op(f"route.j{i}", "weight", i),
+                             headers=key("zara"), timeout=10)
+            assert r.status_code == 200, r.text
+        head = journal.StateFile(state, page).head()
+        assert head.dirty
+        records = list(journal.read_records(os.path.join(store, journal.JOURNAL_FILE),
+                                            head.gen))
+        assert records  # the writes since the last checkpoint
+    assert not journal.StateFile(state, page).head().dirty
+    engine = Engine(project)
+    assert engine.get("route.j9")["weight"]["value"] == 9
+    engine.close()
+
+
 # ------------------------------------------------------------------------------------------
 # configuration files: checked before the start, reloaded while running
 

@@ -48,10 +48,10 @@ def _env() -> dict:
 class Writer:
     """One writer subprocess and a thread collecting its stdout lines."""
 
-    def __init__(self, project: str, tag: str):
+    def __init__(self, project: str, tag: str, mode: str = "synced"):
         self.tag = tag
         self.proc = subprocess.Popen(
-            [sys.executable, str(WRITER), project, tag, str(WRITER_LIFETIME_S)],
+            [sys.executable, str(WRITER), project, tag, str(WRITER_LIFETIME_S), mode],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
         self.lines: queue.Queue = queue.Queue()
         self.acks: list[int] = []
@@ -107,13 +107,15 @@ class Writer:
             return ""
 
 
-def run_writers(project: str, tags: list[str], target: int) -> dict[str, list[int]]:
-    """Start one writer per tag, wait until each has ``target`` acks (or ACK_WAIT_S), kill
-    them all with SIGKILL at a random moment, and return the acks each printed."""
+def run_writers(project: str, tags: list[str], target: int,
+                modes: dict[str, str] | None = None) -> dict[str, list[int]]:
+    """Start one writer per tag (``modes``: a tag's ``journal``), wait until each has
+    ``target`` acks (or ACK_WAIT_S), kill them all with SIGKILL at a random moment, and
+    return the acks each printed."""
     writers = []
     try:
         for tag in tags:
-            writers.append(Writer(project, tag))
+            writers.append(Writer(project, tag, (modes or {}).get(tag, "synced")))
         deadline = time.monotonic() + ACK_WAIT_S
         while time.monotonic() < deadline:
             alive = [w.drain(0.05) for w in writers]
@@ -245,3 +247,13 @@ def test_two_concurrent_writers_killed(project, core, tmp_path):
     switches = sum(1 for a, b in zip(order, order[1:]) if a != b)
     assert switches >= 2, "the writers never interleaved"
     check_writable(project, last, core, "wb")
+
+
+def test_journaled_writer_killed_beside_a_synced_one(project, core, tmp_path):
+    """The daemon's commit service journals its commits and leaves LMDB unsynced; a CLI or a
+    worker writing at the same time syncs its own commits. Both killed: every acknowledged
+    batch of each is there, the store is whole, and it takes writes again."""
+    acks = run_writers(project, ["wj", "ws"], TARGET_ACKS // 2, {"wj": "journal"})
+    last = check_store(project, core, acks, tmp_path)
+    assert last >= (len(acks["wj"]) + len(acks["ws"])) * _writer.BATCH_OPS
+    check_writable(project, last, core, "wj")

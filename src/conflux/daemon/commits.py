@@ -589,6 +589,7 @@ def _serve(directory: str, path: str, parent: int) -> None:
     stop = helper_stop_event(parent, log.name)
     with contextlib.suppress(FileNotFoundError):
         os.unlink(path)  # left by a service that died: this one takes over
-    with Engine(directory) as engine:
+    # one synced journal write per group; a shared op log keeps synced commits
+    with Engine(directory, journal=True) as engine:
         CommitService(engine, path).serve(stop)
 

@@ -41,9 +41,9 @@ STORE_LAYOUT = b"conflux-store-1"
 SHARED_MARK = "shared:joined"
 
 
-def _open_store(path: str, url: str | None, *, sync: bool) -> Store:
+def _open_store(path: str, url: str | None, *, sync: bool, journal: bool) -> Store:
     if url is None:
-        return LmdbStore(path, sync=sync)
+        return LmdbStore(path, sync=sync, journal=journal)
     from conflux.store.shared_store import SharedStore
 
     return SharedStore(path, url, sync=sync)
@@ -62,13 +62,15 @@ def _pick_core(core):
 class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
     """One Conflux project: schema, settings and store."""
 
-    def __init__(self, directory: str = ".", *, core=None, sync: bool = True):
+    def __init__(self, directory: str = ".", *, core=None, sync: bool = True,
+                 journal: bool = False):
         self.root = project_root(directory)
         self.core = _pick_core(core)
         self.schema: Schema = load_schema(os.path.join(self.root, "schema.toml"), cached=True)
         self.settings = Settings.load(os.path.join(self.root, "config.toml"))
         self.store: Store = _open_store(os.path.join(self.root, "store"),
-                                        self.settings.store_url, sync=sync)
+                                        self.settings.store_url, sync=sync,
+                                        journal=journal)
         with self.store.read() as txn:
             node = self.store.meta_get(txn, "node")
             layout = self.store.meta_get(txn, "layout")

@@ -29,7 +29,9 @@ Named databases:
                 the index: its first commit since)
 
 Commits are synced (LMDB's default): an acknowledged batch survives ``kill -9`` and power
-loss. LMDB serialises writers across processes, so the CLI and every daemon worker may use one
+loss. The daemon's commit service opens its store with ``journal=True``: its commits are
+journaled (one synced write each) and committed to LMDB without sync (``journal.py``, which
+also says how the other writers keep to it). LMDB serialises writers across processes, so the CLI and every daemon worker may use one
 store at once. The map grows by itself: a write that fills it is retried on a larger map.
 """
 
@@ -45,6 +47,7 @@ import lmdb
 from conflux.codec import packb, unpackb
 from conflux.errors import StoreError
 from conflux.store.base import Store
+from conflux.store.journal import boot_id, Journal, mark_clean, open_store_env
 from conflux.store.layout import LogChunk, SEQ, split_state_key
 
 __all__ = ["LmdbStore", "open_env"]
@@ -56,6 +59,10 @@ _LAST_SEQ = 2 ** 64 - 1
 _DATABASES = (b"state", b"log", b"opids", b"names", b"meta", b"conflicts", b"violations",
               b"dangling", b"milestones", b"entities")
 _INITIAL_MAP = 64 << 20
+#: A journaled store's map starts at least this big (address space, not disk): between two
+#: checkpoints its commits reuse no page (``journal.py``), so its file grows by the pages of
+#: about a second of commits, and each growth of the map is a full sync of the store.
+_JOURNAL_MAP = 1 << 30
 _MAX_ATTEMPTS = 40
 #: A write transaction starts only with at least this share of the map free (doubled before
 #: it otherwise): a write that finds the map full midway is thrown away and run again.
@@ -115,6 +122,91 @@ class _MapGate:
                 self._cond.notify_all()
 
 
+class _RecordingCursor:
+    """A cursor of a journaled write transaction: reads as LMDB's, notes what it writes."""
+
+    __slots__ = ("_cur", "_db", "_changes", "get", "set_range", "set_key", "first", "last",
+                 "next", "prev", "key", "value", "item", "iternext", "iterprev")
+
+    def __init__(self, cur, db: int, changes: list):
+        self._cur, self._db, self._changes = cur, db, changes
+        self.get, self.set_range, self.set_key = cur.get, cur.set_range, cur.set_key
+        self.first, self.last, self.next, self.prev = cur.first, cur.last, cur.next, cur.prev
+        self.key, self.value, self.item = cur.key, cur.value, cur.item
+        self.iternext, self.iterprev = cur.iternext, cur.iterprev
+
+    def __iter__(self):
+        return iter(self._cur)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self._cur.close()
+
+    def close(self) -> None:
+        self._cur.close()
+
+    def put(self, key, value, **flags):
+        _plain(flags)
+        done = self._cur.put(key, value, **flags)
+        if done:
+            self._changes.append((self._db, key, value))
+        return done
+
+    def putmulti(self, items, **flags):
+        _plain(flags)
+        items = items if isinstance(items, list) else list(items)
+        consumed, added = self._cur.putmulti(items, **flags)
+        db = self._db
+        self._changes.extend([(db, k, v) for k, v in items[:consumed]])
+        return consumed, added
+
+    def delete(self, **flags):
+        _plain(flags)
+        key = self._cur.key()
+        done = self._cur.delete()
+        if done:
+            self._changes.append((self._db, key, None))
+        return done
+
+
+class _RecordingTxn:
+    """A journaled write transaction: every put and delete, with its database, is noted in
+    ``changes`` (the journal's record of the commit)."""
+
+    __slots__ = ("_txn", "_index", "_changes", "get", "stat", "id")
+
+    def __init__(self, txn, index: dict, changes: list):
+        self._txn, self._index, self._changes = txn, index, changes
+        self.get, self.stat, self.id = txn.get, txn.stat, txn.id
+
+    def cursor(self, db=None):
+        return _RecordingCursor(self._txn.cursor(db=db), self._index[id(db)], self._changes)
+
+    def put(self, key, value, db=None, **flags):
+        _plain(flags)
+        done = self._txn.put(key, value, db=db, **flags)
+        if done:
+            self._changes.append((self._index[id(db)], key, value))
+        return done
+
+    def delete(self, key, value=b"", db=None):
+        if value:
+            raise StoreError("a journaled transaction has no duplicate keys to delete")
+        done = self._txn.delete(key, db=db)
+        if done:
+            self._changes.append((self._index[id(db)], key, None))
+        return done
+
+
+def _plain(flags: dict) -> None:
+    """The journal notes a put as written: a put that may leave a key as it was
+    (``overwrite=False``) or keep duplicates is not one it can replay."""
+    if flags.get("overwrite") is False or flags.get("dupdata"):
+        raise StoreError("a journaled transaction cannot put without overwriting")
+
+
 def open_env(path: str, *, map_size: int, max_dbs: int, sync: bool = True):
     """An LMDB environment with the store's flags: synced commits (data and meta pages) unless
     ``sync`` is false, no read-ahead (reads are random), room for many reader processes. The
@@ -131,27 +223,65 @@ class LmdbStore(Store):
     CHUNK_LIMIT = 2000
 
     def __init__(self, path: str, *, create: bool = False, map_size: int = _INITIAL_MAP,
-                 sync: bool = True):
+                 sync: bool = True, journal: bool = False):
         self.path = path
         if not create and not self.exists(path):
             raise StoreError(f"no Conflux store at {path} (run 'conflux init' first)")
+        self._journal = None
+        self._state = None
         try:
             os.makedirs(path, exist_ok=True)
-            self.env = open_env(path, map_size=max(map_size, _current_size(path)),
-                                max_dbs=len(_DATABASES), sync=sync)
-            self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
-            self._page = self.env.stat()["psize"]
+            self.env, self._state = open_store_env(
+                path, os.sysconf("SC_PAGE_SIZE"),
+                lambda: self._open_env(max(map_size, _JOURNAL_MAP) if journal else map_size,
+                                       sync=sync and not journal), self._replay)
+            if journal and boot_id() is not None:  # else synced commits (not Linux)
+                self._journal = Journal(self.env, path, self._state)
         except lmdb.Error as exc:
+            self._close_files()
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
+        except OSError as exc:
+            self._close_files()
+            raise StoreError(f"cannot open the store at {path}: {exc.strerror or exc}") from exc
         self._names: dict[bytes, int] = {}
         self._gate = _MapGate()
+
+    def _open_env(self, map_size: int, *, sync: bool):
+        self.env = open_env(self.path, map_size=max(map_size, _current_size(self.path)),
+                            max_dbs=len(_DATABASES), sync=sync)
+        self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
+        self._page = self.env.stat()["psize"]
+        # readers left by killed processes: one of them may be a commit journal's checkpoint,
+        # which keeps every page written since from being reused
+        self.env.reader_check()
+        self._db_index = {id(self.dbs[name.decode()]): i for i, name in enumerate(_DATABASES)}
+        return self.env
+
+    def _replay(self, changes) -> None:
+        """Write one journal record's changes (at open, after a system crash)."""
+        handles = [self.dbs[name.decode()] for name in _DATABASES]
+        with self.env.begin(write=True) as txn:
+            for db, key, value in changes:
+                if value is None:
+                    txn.delete(key, db=handles[db])
+                else:
+                    txn.put(key, value, db=handles[db])
+
+    def _close_files(self) -> None:
+        if self._state is not None:
+            self._state.close()
+            self._state = None
 
     @classmethod
     def exists(cls, path: str) -> bool:
         return os.path.exists(os.path.join(path, "data.mdb"))
 
     def close(self) -> None:
+        if self._journal is not None:
+            self._journal.close()
+            self._journal = None
         self.env.close()
+        self._close_files()
 
     # -- transactions -------------------------------------------------------------------------
 
@@ -195,6 +325,8 @@ class LmdbStore(Store):
             finally:
                 self._gate.leave()
             if resize is not None:  # outside the gate: a resize waits for it to empty
+                if self._journal is not None:
+                    self._journal.settle()  # its checkpoint's reader may not span a resize
                 self._gate.resize(resize)
                 continue
             if commit:
@@ -211,11 +343,19 @@ class LmdbStore(Store):
         self._pending = pending
         try:
             txn = self.env.begin(write=True)
-            result = body(txn)
-            if commit:
+            if commit and self._journal is not None:
+                changes = []
+                result = body(_RecordingTxn(txn, self._db_index, changes))
                 self._before_commit()
+                self._journal.commit(txn, changes)
+            else:
+                result = body(txn)
+                if not commit:
+                    return None, result
+                self._before_commit()
+                mark_clean(self.env, self._state)  # the journal's commits are all on disk
                 txn.commit()
-                txn = None
+            txn = None
             return None, result
         except lmdb.MapFullError:
             return self._grow, None
@@ -223,6 +363,9 @@ class LmdbStore(Store):
             return self._adopt_size, None
         except lmdb.Error as exc:
             raise StoreError(f"cannot write the store at {self.path}: {exc}") from exc
+        except OSError as exc:  # the journal or the state file
+            raise StoreError(f"cannot write the store at {self.path}: "
+                             f"{exc.strerror or exc}") from exc
         finally:
             self._pending = None
             if txn is not None:
