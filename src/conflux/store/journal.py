@@ -269,8 +269,8 @@ def read_records(path: str, gen: int):
 def open_store_env(path: str, psize: int, open_env, apply):
     """Open a store's environment with ``open_env()``, under the state file's lock, first
     returning it to its checkpoint after a system crash (its state dirty, the boot another)
-    and replaying its journal, ``apply(changes)`` writing one record's changes in a write
-    transaction. Returns the environment and the state file (made clean if missing), which
+    and replaying its journal, ``apply(changes)`` writing every record's changes, in order,
+    in one write transaction. Returns the environment and the state file (made clean if missing), which
     every writer checks before it commits."""
     state_file = StateFile(os.path.join(path, STATE_FILE), psize)
     try:
@@ -288,8 +288,11 @@ def open_store_env(path: str, psize: int, open_env, apply):
             finally:
                 os.close(fd)
             env = open_env()
-            for payload in read_records(os.path.join(path, JOURNAL_FILE), state.gen):
-                apply(_decode(payload))
+            # one transaction: it reuses none of the pages it frees, so a crash before the
+            # sync below leaves the checkpoint's pages whole for the next try
+            apply(change for payload in read_records(os.path.join(path, JOURNAL_FILE),
+                                                     state.gen)
+                  for change in _decode(payload))
             env.sync(True)
             state_file.write(_State(state.gen + 1, False))
             return env, state_file

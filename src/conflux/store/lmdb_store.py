@@ -258,7 +258,7 @@ class LmdbStore(Store):
         return self.env
 
     def _replay(self, changes) -> None:
-        """Write one journal record's changes (at open, after a system crash)."""
+        """Write the journal's changes (at open, after a system crash)."""
         handles = [self.dbs[name.decode()] for name in _DATABASES]
         with self.env.begin(write=True) as txn:
             for db, key, value in changes:
