@@ -1,6 +1,6 @@
-"""Group commit: concurrent writers share one synced LMDB commit.
+"""Group commit: concurrent writers share one durable commit.
 
-A synced commit costs about as much as thousands of merges (an fsync), so concurrent requests
+A durable commit costs about as much as thousands of merges (a disk sync), so concurrent requests
 put their batches through one committer: each batch is validated on its own (a bad batch
 fails alone, never its neighbours), the committer applies everything waiting in one write
 transaction, commits once, and hands each request its own acknowledgements. A request is
@@ -13,7 +13,8 @@ Two committers share that logic (``commit_group``):
 * ``CommitService``, the daemon's one writer: a process of its own that every gunicorn
   worker reaches through one Unix-socket connection (``CommitClient``), on which the worker's
   requests are pipelined from its event loop. One queue for the whole daemon makes the groups
-  as large as the load allows, and the process does nothing else. PERF: that matters because
+  as large as the load allows, and the process does nothing else. Its store is journaled
+  (``conflux.store.journal``): a group is durable after one synced write. PERF: that matters because
   py-lmdb releases the GIL around every get and put; a writer thread sharing an interpreter
   with a busy event loop waits for the GIL again after each of them (bench/server_stack.py
   measured both placements: the process is as fast at 64 connections and faster at 8).
@@ -39,6 +40,7 @@ from conflux import errors
 from conflux._gcpause import without_gc
 from conflux.actors import Actor
 from conflux.codec import packb, unpackb
+from conflux.daemon.joined import JoinedWrites
 from conflux.daemon.supervisor import HelperProcess, exited, helper_stop_event
 from conflux.engine.acks import Ack
 from conflux.errors import ConfluxError, InputError, StoreError
@@ -217,14 +219,8 @@ class CommitService:
         self._actors: dict[tuple[str, str], Actor] = {}
 
     def _actor(self, actor_id: str, actor_cls: str) -> Actor:
-        """The workers' actors, checked once each (they are few: API keys and certificates)."""
-        key = (actor_id, actor_cls)
-        actor = self._actors.get(key)
-        if actor is None:
-            if len(self._actors) > 4096:
-                self._actors.clear()
-            actor = self._actors[key] = Actor(actor_id, actor_cls)
-        return actor
+        """The workers' actors, checked once each."""
+        return _remembered(self._actors, (actor_id, actor_cls), Actor)
 
     #: After ``stop``, how long the workers still connected may go on committing.
     DRAIN_S = 30.0
@@ -344,10 +340,8 @@ class LocalCommitter:
     async def apply(self, raw_ops, actor, *, admitted: bool = False):
         if self._committer is None:
             self._committer = GroupCommitter(self.engine)
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self.pool, functools.partial(self._committer.apply, raw_ops, actor,
-                                         admitted=admitted))
+        return await _in_pool(self.pool, self._committer.apply, raw_ops, actor,
+                              admitted=admitted)
 
     def close(self) -> None:
         if self._committer is not None:
@@ -392,15 +386,12 @@ class CommitClient:
                 return await self.alone.apply(raw_ops, actor, admitted=True)
         big = len(raw_ops) > self.BIG_BATCH
         try:
-            ops = (await self._in_pool(_packed, raw_ops)) if big else _packed(raw_ops)
+            ops = (await _in_pool(self.pool, _packed, raw_ops)) if big else _packed(raw_ops)
         except (TypeError, ValueError, OverflowError):
             # not packable: the engine names what is wrong
             return await self.alone.apply(raw_ops, actor, admitted=True)
         answer = await link.call(actor, ops)
-        return (await self._in_pool(_acks, answer)) if big else _acks(answer)
-
-    async def _in_pool(self, fn, *args):
-        return await asyncio.get_running_loop().run_in_executor(self.pool, fn, *args)
+        return (await _in_pool(self.pool, _acks, answer)) if big else _acks(answer)
 
     async def _connect(self) -> "_Link":
         # requests arriving while the connection is being made wait for the same one
@@ -435,7 +426,28 @@ def _packed(raw_ops: list) -> bytes:
     return packb(raw_ops, use_bin_type=True)
 
 
+async def _in_pool(pool, fn, *args, **kwargs):
+    """``fn(*args, **kwargs)`` in one of ``pool``'s threads, awaited."""
+    return await asyncio.get_running_loop().run_in_executor(
+        pool, functools.partial(fn, *args, **kwargs))
+
+
+def _remembered(cache: dict, key, make):
+    """``cache[key]``, made with ``make(*key)`` on first use; a worker's actors are few (API
+    keys and certificates), so the cache is only emptied if it grows past that."""
+    found = cache.get(key)
+    if found is None:
+        if len(cache) > 4096:
+            cache.clear()
+        found = cache[key] = make(*key)
+    return found
+
+
 _RID = struct.Struct("<Q")
+
+
+def _packed_actor(actor) -> bytes:
+    return packb(actor.id) + packb(actor.cls)
 
 
 def _acks(payload: bytes) -> list:
@@ -457,38 +469,23 @@ class _Link(asyncio.Protocol):
         self.buf = bytearray()
         self.waiting: dict[int, asyncio.Future] = {}
         self.next_id = 0
-        self.outgoing: list[bytes] = []
         self.actors: dict = {}  # actor -> its id and class, packed
 
     def connection_made(self, transport) -> None:
-        self.transport = transport
+        # PERF: the requests of one turn of the event loop go in one write (one system call,
+        # and the service reads them together)
+        self.transport = JoinedWrites(transport, asyncio.get_running_loop())
 
     def call(self, actor, ops: bytes) -> asyncio.Future:
         """Send a request (``ops`` packed) and return the future of its answer's payload."""
         rid = self.next_id
         self.next_id += 1
-        who = self.actors.get(actor)
-        if who is None:  # the worker's actors are few: API keys and certificates
-            if len(self.actors) > 4096:
-                self.actors.clear()
-            who = self.actors[actor] = packb(actor.id) + packb(actor.cls)
+        who = _remembered(self.actors, (actor,), _packed_actor)
         data = _REQUEST + packb(rid) + who + ops + _ADMITTED
-        data = _LEN.pack(len(data)) + data
-        loop = asyncio.get_running_loop()
-        future = loop.create_future()
+        future = asyncio.get_running_loop().create_future()
         self.waiting[rid] = future
-        if not self.outgoing:
-            loop.call_soon(self._send)
-        # PERF: the requests of one turn of the event loop go in one write (one system call,
-        # and the service reads them together)
-        self.outgoing.append(data)
+        self.transport.write(_LEN.pack(len(data)) + data)
         return future
-
-    def _send(self) -> None:
-        data = b"".join(self.outgoing)
-        self.outgoing.clear()
-        if not self.transport.is_closing():
-            self.transport.write(data)
 
     def data_received(self, data: bytes) -> None:
         self.buf += data

@@ -23,6 +23,7 @@ from uvicorn_worker import UvicornWorker
 
 from conflux.api.access import PEERCERT
 from conflux.api.watch import LogFollower
+from conflux.daemon.joined import JoinedWrites
 
 __all__ = ["Worker"]
 
@@ -39,47 +40,13 @@ class _Refused(Exception):
         self.status, self.code, self.message = status, code, message
 
 
-class _Coalesced:
-    """A connection's transport whose writes of one turn of the event loop leave together.
-    PERF: uvicorn writes an answer's head and body apart; joined, an answer is one system
-    call and, on loopback, one segment instead of two."""
-
-    __slots__ = ("transport", "loop", "parts")
-
-    def __init__(self, transport, loop):
-        self.transport, self.loop, self.parts = transport, loop, []
-
-    def write(self, data: bytes) -> None:
-        if not self.parts:
-            self.loop.call_soon(self.flush)
-        self.parts.append(data)
-
-    def flush(self) -> None:
-        if self.parts:
-            data = b"".join(self.parts)
-            self.parts.clear()
-            if not self.transport.is_closing():
-                self.transport.write(data)
-
-    def close(self) -> None:
-        self.flush()
-        self.transport.close()
-
-    def abort(self) -> None:
-        self.parts.clear()
-        self.transport.abort()
-
-    def __getattr__(self, name):
-        return getattr(self.transport, name)
-
-
 class _Protocol(HttpToolsProtocol):
     peercert = None
     _head_timer = None
 
     def connection_made(self, transport) -> None:
         super().connection_made(transport)
-        self.transport = _Coalesced(transport, self.loop)
+        self.transport = JoinedWrites(transport, self.loop)  # an answer's head and body
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.peercert = ssl_object.getpeercert() or None

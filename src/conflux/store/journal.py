@@ -54,8 +54,8 @@ STATE_FILE = "journal.state"
 JOURNAL_FILE = "journal.wal"
 
 _STATE_MAGIC = b"CFXJST01"
-#: magic, generation, dirty, checkpoint txn id, boot id, page size, pages' crc, header crc
-_HEADER = struct.Struct("<8sQBQ16sIII")
+#: magic, generation, dirty, boot id, pages' crc, header crc
+_HEADER = struct.Struct("<8sQB16sII")
 #: The state slot: header, then the checkpoint's two meta pages (zeros when clean).
 _SLOT_HEAD = 64
 
@@ -90,10 +90,11 @@ def boot_id() -> bytes | None:
 
 
 class _State:
-    __slots__ = ("gen", "dirty", "txnid", "boot", "pages")
+    __slots__ = ("gen", "dirty", "boot", "pages", "pages_crc")
 
-    def __init__(self, gen=0, dirty=False, txnid=0, boot=b"\0" * 16, pages=b""):
-        self.gen, self.dirty, self.txnid, self.boot, self.pages = gen, dirty, txnid, boot, pages
+    def __init__(self, gen=0, dirty=False, boot=b"\0" * 16, pages=b"", pages_crc=0):
+        self.gen, self.dirty, self.boot, self.pages = gen, dirty, boot, pages
+        self.pages_crc = pages_crc
 
 
 def _slot_size(psize: int) -> int:
@@ -102,8 +103,7 @@ def _slot_size(psize: int) -> int:
 
 def _pack_slot(state: _State, psize: int) -> bytes:
     pages = state.pages.ljust(2 * psize, b"\0")
-    head = _HEADER.pack(_STATE_MAGIC, state.gen, state.dirty, state.txnid, state.boot, psize,
-                        zlib.crc32(pages), 0)
+    head = _HEADER.pack(_STATE_MAGIC, state.gen, state.dirty, state.boot, zlib.crc32(pages), 0)
     head = head[:-4] + struct.pack("<I", zlib.crc32(head[:-4]))
     return head.ljust(_SLOT_HEAD, b"\0") + pages
 
@@ -111,10 +111,10 @@ def _pack_slot(state: _State, psize: int) -> bytes:
 def _unpack_head(raw: bytes) -> _State | None:
     if len(raw) < _HEADER.size:
         return None
-    magic, gen, dirty, txnid, boot, psize, pages_crc, crc = _HEADER.unpack_from(raw)
+    magic, gen, dirty, boot, pages_crc, crc = _HEADER.unpack_from(raw)
     if magic != _STATE_MAGIC or crc != zlib.crc32(raw[:_HEADER.size - 4]):
         return None
-    return _State(gen, bool(dirty), txnid, boot)
+    return _State(gen, bool(dirty), boot, pages_crc=pages_crc)
 
 
 class StateFile:
@@ -126,9 +126,12 @@ class StateFile:
         self.fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def ensure(self) -> None:
-        """A new (or empty) file gets a clean state; under the lock."""
+        """A new (or empty) file gets a clean state in both slots (there is no older one to
+        fall back to); under the lock."""
         if os.fstat(self.fd).st_size == 0:
-            self._write(_State(), fresh=True)
+            os.pwrite(self.fd, _pack_slot(_State(), self.psize) * 2, 0)
+            os.fsync(self.fd)
+            _sync_dir(os.path.dirname(self.path))
 
     def close(self) -> None:
         os.close(self.fd)
@@ -159,7 +162,7 @@ class StateFile:
             if found is None:
                 continue
             pages = raw[_SLOT_HEAD:]
-            if _HEADER.unpack_from(raw)[6] != zlib.crc32(pages):
+            if found.pages_crc != zlib.crc32(pages):
                 continue
             found.pages = pages
             if best is None or found.gen > best.gen:
@@ -169,16 +172,8 @@ class StateFile:
         return best
 
     def write(self, state: _State) -> None:
-        self._write(state)
-
-    def _write(self, state: _State, *, fresh: bool = False) -> None:
-        data = _pack_slot(state, self.psize)
-        if fresh:  # both slots: a new file has no older one to fall back to
-            os.pwrite(self.fd, data + data, 0)
-            os.fsync(self.fd)
-            _sync_dir(os.path.dirname(self.path))
-            return
-        os.pwrite(self.fd, data, (state.gen % 2) * self.size)
+        """Into the slot of the generation's parity, synced."""
+        os.pwrite(self.fd, _pack_slot(state, self.psize), (state.gen % 2) * self.size)
         os.fdatasync(self.fd)
 
 
@@ -188,18 +183,6 @@ def _sync_dir(path: str) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _meta_pages(env, data_path: str, psize: int) -> bytes:
-    """The store's two meta pages as on disk (after ``env.sync``)."""
-    fd = os.open(data_path, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        pages = os.pread(fd, 2 * psize, 0)
-    finally:
-        os.close(fd)
-    if len(pages) != 2 * psize:
-        raise StoreError(f"{data_path} is shorter than its meta pages")
-    return pages
 
 
 def mark_clean(env, state_file: StateFile) -> None:
@@ -270,13 +253,16 @@ def open_store_env(path: str, psize: int, open_env, apply):
     """Open a store's environment with ``open_env()``, under the state file's lock, first
     returning it to its checkpoint after a system crash (its state dirty, the boot another)
     and replaying its journal, ``apply(changes)`` writing every record's changes, in order,
-    in one write transaction. Returns the environment and the state file (made clean if missing), which
-    every writer checks before it commits."""
+    in one write transaction. Returns the environment and the state file (made clean if
+    missing), which every writer checks before it commits."""
     state_file = StateFile(os.path.join(path, STATE_FILE), psize)
     try:
         state_file.lock()
         try:
             state_file.ensure()
+            # PERF: the common case (clean, or dirty in this boot) reads a header and no more
+            if not state_file.head().dirty:
+                return open_env(), state_file
             state = state_file.full()
             now = boot_id()
             if not state.dirty or now is None or state.boot == now:
@@ -306,12 +292,10 @@ def open_store_env(path: str, psize: int, open_env, apply):
 class Journal:
     """The commit service's journal over one LMDB environment opened without sync."""
 
-    def __init__(self, env, path: str, state: StateFile):
+    def __init__(self, env, path: str, state: StateFile, boot: bytes):
+        """``boot``: this boot's id (``boot_id``), which the checkpoints name."""
         self.env, self.path, self.state, self.psize = env, path, state, state.psize
-        self.boot = boot_id()
-        if self.boot is None:
-            raise StoreError("the commit journal needs the kernel's boot id "
-                             "(/proc/sys/kernel/random/boot_id)")
+        self.boot = boot
         self.data_path = os.path.join(path, "data.mdb")
         wal = os.path.join(path, JOURNAL_FILE)
         self.fd = os.open(wal, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
@@ -346,10 +330,7 @@ class Journal:
         the store's): no other writer commits without sync, and one that marks the store
         clean at the same time writes what this does."""
         if self.gen is not None:
-            head = self.state.head()
-            if head.dirty:
-                self.env.sync(True)
-                self.state.write(_State(head.gen + 1, False))
+            mark_clean(self.env, self.state)
         self._unpin()
         self.gen = None
 
@@ -391,11 +372,13 @@ class Journal:
     def _checkpoint(self, head) -> None:
         env = self.env
         env.sync(True)
-        pages = _meta_pages(env, self.data_path, self.psize)
+        pages = os.pread(self._data_fd, 2 * self.psize, 0)  # the meta pages, now on disk
+        if len(pages) != 2 * self.psize:
+            raise StoreError(f"{self.data_path} is shorter than its meta pages")
         pin = env.begin()  # the snapshot the meta pages name: no other writer can commit now
         gen = head.gen + 1
         try:
-            self.state.write(_State(gen, True, pin.id(), self.boot, pages))
+            self.state.write(_State(gen, True, self.boot, pages))
         except BaseException:
             pin.abort()
             raise

@@ -31,8 +31,8 @@ Named databases:
 Commits are synced (LMDB's default): an acknowledged batch survives ``kill -9`` and power
 loss. The daemon's commit service opens its store with ``journal=True``: its commits are
 journaled (one synced write each) and committed to LMDB without sync (``journal.py``, which
-also says how the other writers keep to it). LMDB serialises writers across processes, so the CLI and every daemon worker may use one
-store at once. The map grows by itself: a write that fills it is retried on a larger map.
+also says how the other writers keep to it). LMDB serialises writers across processes, so the
+CLI and every daemon worker may use one store at once. The map grows by itself: a write that fills it is retried on a larger map.
 """
 
 from __future__ import annotations
@@ -235,8 +235,9 @@ class LmdbStore(Store):
                 path, os.sysconf("SC_PAGE_SIZE"),
                 lambda: self._open_env(max(map_size, _JOURNAL_MAP) if journal else map_size,
                                        sync=sync and not journal), self._replay)
-            if journal and boot_id() is not None:  # else synced commits (not Linux)
-                self._journal = Journal(self.env, path, self._state)
+            boot = boot_id() if journal else None
+            if boot is not None:  # else synced commits (not Linux)
+                self._journal = Journal(self.env, path, self._state, boot)
         except lmdb.Error as exc:
             self._close_files()
             raise StoreError(f"cannot open the store at {path}: {exc}") from exc
@@ -249,17 +250,18 @@ class LmdbStore(Store):
     def _open_env(self, map_size: int, *, sync: bool):
         self.env = open_env(self.path, map_size=max(map_size, _current_size(self.path)),
                             max_dbs=len(_DATABASES), sync=sync)
-        self.dbs = {name.decode(): self.env.open_db(name) for name in _DATABASES}
+        self._handles = [self.env.open_db(name) for name in _DATABASES]  # the journal's order
+        self.dbs = {name.decode(): db for name, db in zip(_DATABASES, self._handles)}
+        self._db_index = {id(db): i for i, db in enumerate(self._handles)}
         self._page = self.env.stat()["psize"]
         # readers left by killed processes: one of them may be a commit journal's checkpoint,
         # which keeps every page written since from being reused
         self.env.reader_check()
-        self._db_index = {id(self.dbs[name.decode()]): i for i, name in enumerate(_DATABASES)}
         return self.env
 
     def _replay(self, changes) -> None:
         """Write the journal's changes (at open, after a system crash)."""
-        handles = [self.dbs[name.decode()] for name in _DATABASES]
+        handles = self._handles
         with self.env.begin(write=True) as txn:
             for db, key, value in changes:
                 if value is None:
