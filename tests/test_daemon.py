@@ -630,6 +630,21 @@ def test_writes_go_through_one_commit_service_that_is_restarted(tmp_path):
     engine.close()
 
 
+def test_workers_of_a_killed_daemon_stop_by_themselves(tmp_path):
+    """``kill -9`` of the daemon's master leaves no worker serving on (holding the port, the
+    store and the project's lock): each notices its master is gone and stops."""
+    project = make_project(tmp_path / "p", rbac=False)
+    with daemon(project, "--timeout", "2") as (url, proc):
+        workers = [p for p in _children(proc.pid) if _comm(p) not in ("conflux-commits",)]
+        assert len(workers) >= 2
+        proc.kill()
+        proc.wait()
+        assert wait_until(lambda: not any(_running(p) for p in workers), timeout=15), (
+            [(p, _comm(p)) for p in workers if _running(p)])
+        with pytest.raises(requests.ConnectionError):
+            requests.get(f"{url}/v1/health", timeout=2)
+
+
 def test_the_commit_service_journals_its_commits_and_stops_clean(tmp_path):
     """One synced journal write per group (conflux/store/journal.py): while the daemon runs
     the store is dirty (its commits are on disk in the journal, LMDB's pages not yet), the

@@ -222,6 +222,9 @@ def _settle_worker(worker) -> None:
 
 
 def _forget_helpers(server, worker) -> None:
+    """gunicorn's ``post_fork``, in the new worker."""
     from conflux.daemon.supervisor import HelperProcess
 
     HelperProcess.forget_in_worker()
+    # the master's signals caught by the handlers this worker inherited (Worker.init_signals)
+    worker.master_signals = server.SIG_QUEUE

@@ -11,11 +11,17 @@ worker's follower of the op log. What the worker adds to uvicorn's HTTP protocol
   that trickles its head is closed, not waited for);
 * at a graceful stop (SIGTERM), the watch streams end at once (their clients resume with
   ``Last-Event-ID`` elsewhere) while requests in flight are answered.
+
+And to the worker: a stop the master was asked for while it forked this worker is not lost,
+and a worker whose master is gone (killed) stops rather than serving on for ever.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import queue
+import signal
 import sys
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
@@ -126,6 +132,22 @@ class _Protocol(HttpToolsProtocol):
             super().shutdown()
 
 
+_STOPS = (signal.SIGTERM, signal.SIGINT, signal.SIGQUIT)
+
+
+def _drained(signals) -> list:
+    """What this process's copy of the master's signal queue holds (gunicorn's
+    ``SIG_QUEUE``: a ``queue.SimpleQueue``, a list in older versions), taken out."""
+    if signals is None or isinstance(signals, list):
+        return list(signals or ())
+    out = []
+    while True:
+        try:
+            out.append(signals.get_nowait())
+        except queue.Empty:
+            return out
+
+
 class Worker(UvicornWorker):
     """gunicorn's worker for the daemon (``worker_class``): uvicorn with uvloop, httptools
     and the protocol above; gunicorn's settings carried over (TLS and mutual TLS, keep-alive,
@@ -134,6 +156,25 @@ class Worker(UvicornWorker):
     # no proxy headers: the daemon reads no client address (the access log shows the peer's)
     CONFIG_KWARGS = {"loop": "uvloop", "http": _Protocol, "ws": "none", "lifespan": "off",
                      "server_header": False, "proxy_headers": False}
+
+    #: The master's queue of signals to handle, as this worker inherited it (``post_fork``).
+    master_signals = None
+
+    def init_signals(self) -> None:
+        super().init_signals()
+        # NOTE: until the line above, a signal sent to this worker ran the master's handler
+        # it inherited, which only queues it; and one the master had queued but not handled
+        # when it forked came along too. A stop among them was meant for this worker as well
+        # (the master sends its workers SIGTERM once, then waits for them until its timeout):
+        # gone unnoticed, the worker served on, and the stop took the whole timeout.
+        if any(sig in _STOPS for sig in _drained(self.master_signals)):
+            sys.exit(0)
+
+    async def callback_notify(self) -> None:
+        await super().callback_notify()
+        if os.getppid() != self.ppid:  # the master was killed: no one will stop this worker
+            self.log.warning("the daemon's master is gone; stopping")
+            os.kill(os.getpid(), signal.SIGTERM)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
