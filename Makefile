@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CONFLUX_REQUIRE_EXTENSIONS ?= 1
 
-.PHONY: demo test install postgresql bench man docs clean
+.PHONY: demo test install postgresql bench man docs proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,12 @@ bench: install
 # (the test suite fails while they are out of date).
 docs: install
 	$(BIN)/python docs/gen_docs.py
+
+# The gRPC service's generated modules, from src/conflux/rpc/conflux.proto (kept in the
+# repository; the test suite fails while they do not match the file).
+proto: install
+	cd src && ../$(BIN)/python -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. \
+	  conflux/rpc/conflux.proto
 
 # The manual page, built from the same argparse tree as --help.
 man: install

@@ -311,8 +311,8 @@ FLOORS = (
     ("engine", ("conflux.engine",)),
     ("library over the engine", ("conflux.milestones", "conflux.webhooks",
                                  "conflux.webhooks_shared", "conflux.audit",
-                                 "conflux.transfer", "conflux.status")),
-    ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon",
+                                 "conflux.transfer", "conflux.status", "conflux.original")),
+    ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon", "conflux.rpc",
                               "conflux.__main__")),
 )
 

@@ -509,8 +509,13 @@ def _routes(nodes):
         yield from _routes(node.children)
 
 
-def test_tls_and_mutual_tls(tmp_path):
+def tls_project(tmp_path):
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (CN=ci-pipeline)
+    written to ``tmp_path``, and a project mapping that certificate to the actor
+    ``pipeline:ci-pipeline``: ``(files by name, project)``."""
     trustme = pytest.importorskip("trustme")
+    from cryptography import x509
+
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1")
     client = ca.issue_cert("ci-pipeline@example.com", common_name="ci-pipeline")
@@ -519,15 +524,16 @@ def test_tls_and_mutual_tls(tmp_path):
                        "server.key": server.private_key_pem,
                        "client.pem": client.cert_chain_pems[0],
                        "client.key": client.private_key_pem}.items():
-        path = tmp_path / name
-        blob.write_to_path(str(path))
-        files[name] = str(path)
-    subject = client.cert_chain_pems[0]
-    from cryptography import x509
-    cert = x509.load_pem_x509_certificate(subject.bytes())
-    rfc = cert.subject.rfc4514_string()
+        blob.write_to_path(str(tmp_path / name))
+        files[name] = str(tmp_path / name)
+    subject = x509.load_pem_x509_certificate(client.cert_chain_pems[0].bytes()).subject
     project = make_project(tmp_path / "p", rbac=False,
-                           certs=[(rfc, "ci-pipeline", "pipeline")])
+                           certs=[(subject.rfc4514_string(), "ci-pipeline", "pipeline")])
+    return files, project
+
+
+def test_tls_and_mutual_tls(tmp_path):
+    files, project = tls_project(tmp_path)
     # TLS with an API key
     with daemon(project, "--tls-cert", files["server.pem"], "--tls-key", files["server.key"],
                 scheme="https", verify=files["ca.pem"]) as (url, _):

@@ -494,8 +494,20 @@ class CertMap:
         if attributes is None:
             raise AuthError("no credentials: send an API key in the X-API-Key header or a "
                             "verified client certificate")
+        return self._actor(attributes, lambda: _peer_subject_text(peercert))
+
+    def actor_for_subject(self, subject: str) -> Actor:
+        """The actor of a verified peer certificate whose subject is given as text (RFC 4514,
+        as gRPC's ``x509_subject`` holds it); ``AuthError`` as ``actor_for``."""
+        try:
+            attributes = parse_subject(subject)
+        except ValueError:
+            raise AuthError(f"client certificate subject {subject!r} cannot be read") from None
+        return self._actor(attributes, lambda: subject)
+
+    def _actor(self, attributes, shown) -> Actor:
         cert = self._by_subject.get(attributes)
         if cert is None:
-            raise AuthError(f"client certificate {_peer_subject_text(peercert)} is not mapped to "
-                            "an actor in api-keys.toml")
+            raise AuthError(f"client certificate {shown()} is not mapped to an actor in "
+                            "api-keys.toml")
         return cert.actor

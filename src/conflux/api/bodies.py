@@ -317,6 +317,16 @@ def check(name: str, body, *, where: str = "") -> None:
                               field=_top_key(path))
 
 
+def check_ops(engine, raw_ops: list, actor, *, batch: bool) -> None:
+    """Hold each op of a request to the ``Op`` schema, but those of the common shapes, which
+    the engine's compiled core checked (``Engine.common_shapes``) already; a ``batch``'s messages
+    name the op (``op 3: ...``)."""
+    common = engine.common_shapes(raw_ops, actor)
+    for index, op in enumerate(raw_ops):
+        if not common[index]:
+            check("Op", op, where=f"op {index}: " if batch else "")
+
+
 def check_value(schema: dict, value, name: str) -> None:
     """Hold a query parameter to its documented schema: ``InputError`` (400) naming it."""
     problem = _problem(schema, value, name, {})

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conflux.api.bodies import check
+from conflux.api.bodies import check, check_ops
 from conflux.api.media import parse_body, request_body, write_body
 from conflux.api.params import flag_param, int_param, Resource
 from conflux.errors import ValidationError
@@ -38,17 +38,14 @@ class Ops(Resource):
         single = not (isinstance(body, dict) and "ops" in body and "type" not in body)
         if single:
             raw_ops = [body]
-            if not (isinstance(body, dict) and engine.common_shapes(raw_ops, actor)[0]):
+            if not isinstance(body, dict):
                 check("Op", body)
         else:
             if set(body) != {"ops"} or not isinstance(body["ops"], list) or not body["ops"]:
                 raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',
                                       field="ops")
             raw_ops = body["ops"]
-            common = engine.common_shapes(raw_ops, actor)
-            for index, op in enumerate(raw_ops):
-                if not common[index]:
-                    check("Op", op, where=f"op {index}: ")
+        check_ops(engine, raw_ops, actor, batch=not single)
         if not dry_run:
             engine.admit(raw_ops, actor)
         return single, raw_ops

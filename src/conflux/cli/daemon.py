@@ -24,6 +24,10 @@ def add_parser(sub):
                    help="threads per worker for slow requests: milestones (git), audit "
                         "exports, whole-environment reads, bodies over 256 KiB (default 8); "
                         "writes and watch streams hold none")
+    p.add_argument("--grpc-port", type=int, metavar="PORT",
+                   help="also serve the gRPC service conflux.v1.ConfluxService (the original "
+                        "Conflux's, docs/grpc.md) on this port, with the same address, TLS "
+                        "and credentials (default: [daemon] grpc_port in config.toml; none)")
     p.add_argument("--tls-cert", metavar="PEM", help="serve HTTPS with this certificate")
     p.add_argument("--tls-key", metavar="PEM", help="the certificate's private key")
     p.add_argument("--client-ca", metavar="PEM",
@@ -35,7 +39,7 @@ def add_parser(sub):
 
 
 def run(args):
-    from conflux.daemon import Daemon, check_configuration, daemon_options
+    from conflux.daemon import Daemon, check_configuration, daemon_options, grpc_options
     from conflux.engine.migration import daemon_lock
 
     options = daemon_options(host=args.host, port=args.port, workers=args.workers,
@@ -49,6 +53,9 @@ def run(args):
     # migrate' is refused meanwhile
     hold = daemon_lock(engine.root)
     access = check_configuration(engine)
+    grpc_port = args.grpc_port if args.grpc_port is not None else engine.settings.grpc_port
+    grpc = grpc_options(options, grpc_port, host=args.host, port=args.port)
     args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
-    Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access).run()
+    Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access,
+           grpc=grpc).run()

@@ -1,12 +1,13 @@
 """The daemon's processes: the gunicorn server of the REST API (``server``), the helper
 processes beside its workers and their supervision (``supervisor``): the commit service
-(``commits``), webhook delivery (``delivery``) and the milestone scheduler (``scheduler``).
+(``commits``), webhook delivery (``delivery``), the milestone scheduler (``scheduler``)
+and the gRPC server (``conflux.rpc.server``).
 
 The library below (the engine, ``conflux.milestones``, ``conflux.webhooks``) knows nothing of
 these processes; they are handed an engine, or open one, and drive it.
 """
 
-__all__ = ["Daemon", "check_configuration", "check_tls", "daemon_options"]
+__all__ = ["Daemon", "check_configuration", "check_tls", "daemon_options", "grpc_options"]
 
 
 def __getattr__(name: str):

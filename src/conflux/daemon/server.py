@@ -22,7 +22,7 @@ from gunicorn.app.base import BaseApplication
 
 from conflux.errors import InputError
 
-__all__ = ["Daemon", "daemon_options", "check_configuration", "check_tls"]
+__all__ = ["Daemon", "daemon_options", "grpc_options", "check_configuration", "check_tls"]
 
 
 def check_tls(cert: str, key: str, client_ca: str | None = None) -> None:
@@ -119,6 +119,21 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
     return options
 
 
+def grpc_options(options: dict, grpc_port: int | None, *, host: str, port: int) -> dict | None:
+    """Where and how the gRPC server listens (``daemon_options``' address and TLS), or None
+    without a gRPC port."""
+    if grpc_port is None:
+        return None
+    if not 1 <= grpc_port <= 65535:
+        raise InputError(f"--grpc-port {grpc_port} is not a TCP port")
+    if grpc_port == port:
+        raise InputError(f"--grpc-port {grpc_port} is the REST port too: give them two ports")
+    tls = None
+    if options.get("certfile") is not None:
+        tls = (options["certfile"], options["keyfile"], options.get("ca_certs"))
+    return {"host": host, "port": grpc_port, "tls": tls}
+
+
 #: Open connections a worker serves at once (watch streams included); past it, 503.
 WORKER_CONNECTIONS = 4096
 
@@ -127,8 +142,9 @@ class Daemon(BaseApplication):
     """Gunicorn application serving one Conflux project."""
 
     def __init__(self, directory: str, options: dict, *, threads: int = 8, on_ready=None,
-                 access=None):
+                 access=None, grpc: dict | None = None):
         self.directory = directory
+        self.grpc = grpc  # grpc_options(): the gRPC server's address and TLS, or None
         self.options = options
         self.threads = threads
         self.on_ready = on_ready
@@ -153,7 +169,7 @@ class Daemon(BaseApplication):
         # The helper processes beside the workers (conflux.daemon.supervisor): the commit
         # service, webhook delivery when webhooks.toml exists, the milestone scheduler when
         # config.toml has a schedule, the replicator when it names a shared op log ([store]
-        # url). Started before gunicorn binds,
+        # url), the gRPC server with a gRPC port. Started before gunicorn binds,
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
         from conflux.daemon.commits import CommitProcess
@@ -166,13 +182,21 @@ class Daemon(BaseApplication):
         _open_files_for(self.options["workers"] * WORKER_CONNECTIONS)
         delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
         self.commits = CommitProcess.start(self.directory)
-        scheduler = scheduler_start(self.directory)  # None without a milestone schedule
-        replicator = replicator_start(self.directory, settings.store_url)  # None: no [store]
+        scheduler = replicator = grpc = None
         master = os.getpid()
         try:
+            scheduler = scheduler_start(self.directory)  # None without a milestone schedule
+            replicator = replicator_start(self.directory, settings.store_url)  # None: no [store]
+            if self.grpc is not None:
+                from conflux.rpc.server import GrpcProcess
+
+                grpc = GrpcProcess.start(self.directory, self.commits.path,
+                                         threads=self.threads, **self.grpc)
             super().run()
         finally:
             if os.getpid() == master:
+                if grpc is not None:
+                    grpc.stop()
                 if replicator is not None:
                     replicator.stop()
                 if scheduler is not None:

@@ -12,7 +12,7 @@ from conflux.engine.ops import _natural
 from conflux.engine.settings import now_ms
 from conflux.errors import InputError, NotFound
 from conflux.kernel import op_parts
-from conflux.store import entity_prefix, split_state_key
+from conflux.store import entity_prefix, split_state_key, state_key
 
 
 def _since(core, since) -> tuple[int, int]:
@@ -132,6 +132,35 @@ class Queries:
             if reader is not None:
                 ids = [e for e in ids if may_read(reader, e, None, env)]
             return self._resolved(txn, env, ids)
+
+    def snapshot(self, env: str | None = None, *, reader: Actor | None = None
+                 ) -> tuple[dict[str, dict], int]:
+        """``state`` and the log's sequence number it is at, read in one transaction: a
+        watcher sent this snapshot then every op logged after that number misses nothing and
+        sees nothing twice."""
+        env = self._env(env)
+        may_read = self.policy.may_read
+        with self.store.read() as txn:
+            ids = self._entity_ids(txn, env, None)
+            if reader is not None:
+                ids = [e for e in ids if may_read(reader, e, None, env)]
+            return self._resolved(txn, env, ids), self.store.log_tail(txn)[0]
+
+    def in_conflict(self, fields) -> list[bool]:
+        """For each ``(env, entity id, field)``: whether it is a review field with concurrent
+        candidates waiting to be resolved."""
+        store = self.store
+        out = []
+        with store.read() as txn:
+            keys = set(store.conflict_keys(txn))
+            for env, entity_id, field in fields:
+                type_name, _, name = entity_id.partition(".")
+                ids = (store.name_id(txn, "e", env, create=False),
+                       store.name_id(txn, "t", type_name, create=False),
+                       store.name_id(txn, "f", f"{type_name}.{field}", create=False))
+                out.append(bool(keys) and None not in ids and
+                           state_key(ids[0], ids[1], name, ids[2]) in keys)
+        return out
 
     def resolved(self, entity_ids, env: str | None = None) -> dict[str, dict]:
         """``state`` for the given entities only (those that do not exist are left out)."""

@@ -42,6 +42,9 @@ max_value_bytes = {max_value_bytes}
 # every_ops = 1000                # the daemon makes a milestone every N operations...
 # every_seconds = 3600            # ...or every T seconds, when something changed
 
+# [daemon]
+# grpc_port = 9401                # also serve the gRPC service (docs/grpc.md)
+
 # [store]
 # The shared op log of several daemons, on PostgreSQL (docs/architecture.md). The password
 # comes from the daemon's environment (PGPASSWORD) or ~/.pgpass, never from this file.
@@ -59,15 +62,18 @@ class Settings:
     require_signatures: frozenset = frozenset()
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     store_url: str | None = None
+    grpc_port: int | None = None
 
     def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
                  stability_window_s: int = stability_window_s,
                  require_signatures: frozenset = require_signatures,
-                 max_value_bytes: int = max_value_bytes, store_url: str | None = store_url):
+                 max_value_bytes: int = max_value_bytes, store_url: str | None = store_url,
+                 grpc_port: int | None = grpc_port):
         self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
                              stability_window_s=stability_window_s,
                              require_signatures=require_signatures,
-                             max_value_bytes=max_value_bytes, store_url=store_url)
+                             max_value_bytes=max_value_bytes, store_url=store_url,
+                             grpc_port=grpc_port)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
@@ -129,9 +135,14 @@ class Settings:
                      f"{max_value!r})", line=doc.first_line(doc.key(
                          "max_value_bytes", doc.table("limits")), doc.top_key("limits")))
         store_url = _store_url(doc) if "store" in data else None
+        grpc_port = data.get("daemon", {}).get("grpc_port")
+        if grpc_port is not None and (type(grpc_port) is not int or not 1 <= grpc_port <= 65535):
+            doc.fail(f"[daemon] grpc_port must be a TCP port, 1 to 65535 (got {grpc_port!r})",
+                     line=doc.first_line(doc.key("grpc_port", doc.table("daemon")),
+                                         doc.top_key("daemon")))
         return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
                    number("compaction", "stability_window_s", cls.stability_window_s),
-                   frozenset(required), max_value, store_url)
+                   frozenset(required), max_value, store_url, grpc_port)
 
 
 def _store_url(doc) -> str | None:
@@ -233,6 +244,7 @@ CONFIG_KEYS = {
     "signatures": ("require",),
     "limits": ("max_value_bytes",),
     "store": ("url",),
+    "daemon": ("grpc_port",),
     "milestones": None,
 }
 
