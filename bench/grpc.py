@@ -37,6 +37,9 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 RESULTS = os.path.join(HERE, "results", "grpc.json")
 
+# this file's name is the gRPC package's: its directory must not shadow the package
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.curdir) != HERE]
+
 if importlib.util.find_spec("conflux") is None:  # an installed Conflux first; else this tree
     sys.path.insert(0, ROOT)
 
