@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from conflux.errors import ValidationError
 
-__all__ = ["ORIGINAL_TYPES", "conflux_ops"]
+__all__ = ["ORIGINAL_TYPES", "conflux_ops", "expand", "conflicted", "answers"]
 
 #: The operation types only the original names (``set_field`` is both's).
 ORIGINAL_TYPES = frozenset({"insert_entity", "remove_entity", "move_entity", "set_override",
@@ -100,3 +100,65 @@ def _need(raw: dict, keys: tuple, kind: str, where: str) -> None:
     for key in keys:
         if raw.get(key) is None:
             raise ValidationError(f"{where}{kind} needs {key!r}", field=key)
+
+
+def expand(raw_ops: list, base_env: str) -> tuple[list, list[int] | None]:
+    """A request's ops as Conflux's, and how many Conflux ops each became (None when every
+    op was Conflux's own: one each)."""
+    if not any(type(op) is dict and op.get("type") in ORIGINAL_TYPES for op in raw_ops):
+        return raw_ops, None
+    out, groups = [], []
+    for index, op in enumerate(raw_ops):
+        made = conflux_ops(op, base_env, where=f"op {index}: " if len(raw_ops) > 1 else "")
+        out += made
+        groups.append(len(made))
+    return out, groups
+
+
+def conflicted(engine, ops: list) -> set[int]:
+    """The indexes of the ops (committed) whose ``review`` field now holds concurrent
+    candidates: the original's ``conflict``."""
+    review = engine.schema.review_fields
+    if not review:
+        return set()
+    base = engine.schema.base_env
+    found = [(i, (op.get("env") or base, op["entity_id"], op["field"]))
+             for i, op in enumerate(ops)
+             if op.get("type") in _REVIEW_WRITES and
+             (op["entity_id"].partition(".")[0], op.get("field")) in review]
+    if not found:
+        return set()
+    hits = engine.in_conflict([item for _, item in found])
+    return {i for (i, _), hit in zip(found, hits) if hit}
+
+
+_REVIEW_WRITES = frozenset({"set_field", "unset_field", "resolve"})
+
+
+def answers(engine, ops: list, groups: list[int] | None, acks: list[dict]) -> list[dict]:
+    """One answer per op of the request: the answer of the first Conflux op it became, with
+    the original's keys added (``operation_id``, ``timestamp``, ``conflict``, and
+    ``conflict_info`` when there is one) and ``operation_ids`` when it became several."""
+    hit = conflicted(engine, ops)
+    out, at = [], 0
+    for size in groups or [1] * len(acks):
+        answer = acks[at]
+        answer["operation_id"], answer["timestamp"] = answer["op_id"], answer["hlc"]
+        answer["conflict"] = any(i in hit for i in range(at, at + size))
+        if answer["conflict"]:
+            op = next(ops[i] for i in range(at, at + size) if i in hit)
+            answer["conflict_info"] = _conflict_info(engine, op)
+        if size > 1:
+            answer["operation_ids"] = [a["op_id"] for a in acks[at:at + size]]
+        out.append(answer)
+        at += size
+    return out
+
+
+def _conflict_info(engine, op: dict) -> dict:
+    env = op.get("env") or engine.schema.base_env
+    for conflict in engine.conflicts(env):
+        if conflict["entity_id"] == op["entity_id"] and conflict["field"] == op["field"]:
+            return {"entity_id": op["entity_id"], "field": op["field"],
+                    "contending_values": [c["value"] for c in conflict["candidates"]]}
+    return {"entity_id": op["entity_id"], "field": op["field"], "contending_values": []}

@@ -56,6 +56,7 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/health": service.Health(ctx),
         "/v1/openapi.json": service.OpenApi(document),
         "/v1/ops": ops.Ops(ctx),
+        "/v1/ops/batch": ops.OriginalBatch(ctx),
         "/v1/state": entities.State(ctx),
         "/v1/entities/{entity_id}": entities.Entity(ctx),
         "/v1/blame/{entity_id}": entities.Blame(ctx),

@@ -138,6 +138,38 @@ def _variant(op_type: str, entity_id: dict, field: dict | None, value: dict | No
 _ANY_VALUE = {"not": {"type": "null"}, "description": "a value of the field's type"}
 
 
+def _original_ops(env: dict) -> dict:
+    """The original Conflux's operation types that are not Conflux's own
+    (``conflux.original``), in its vocabulary: ``environment``, ``chosen_value``,
+    ``entity_type`` with the initial ``fields``."""
+    entity = _text(None, ENTITY_ID, maxLength=265, description=_TEXT_ENTITY_ID)
+    field = _text(None, FIELD_NAME)
+    common = {"intent": _text(_MAX_INTENT), "op_id": _text(_MAX_OP_ID)}
+
+    def op(kind, required, props, description):
+        return {"type": "object", "additionalProperties": False, "description": description,
+                "required": ["type", *required],
+                "properties": {"type": {"type": "string", "enum": [kind]}, **props, **common}}
+    return {
+        "InsertEntityOp": op("insert_entity", ["entity_id", "entity_type", "fields"], {
+            "entity_id": entity, "entity_type": _text(None, f"^{_TYPE_NAME_RE.pattern}$"),
+            "fields": {"type": "object", "minProperties": 1,
+                       "additionalProperties": _ANY_VALUE,
+                       "description": "the initial fields: one set_field each"},
+            "environment": env},
+            "the original's insert: its fields written together (entity_type is the id's "
+            "type; no parent_id or position: Conflux keeps no entity tree)"),
+        "RemoveEntityOp": op("remove_entity", ["entity_id"], {"entity_id": entity},
+                             "the original's remove: Conflux's delete_entity"),
+        "SetOverrideOp": op("set_override", ["entity_id", "field", "environment", "value"], {
+            "entity_id": entity, "field": field, "environment": env, "value": _ANY_VALUE},
+            "the original's override: a set_field in that environment"),
+        "ResolveConflictOp": op("resolve_conflict", ["entity_id", "field", "chosen_value"], {
+            "entity_id": entity, "field": field, "environment": env,
+            "chosen_value": _ANY_VALUE}, "the original's resolve: Conflux's resolve"),
+    }
+
+
 def _generic_ops(env: dict) -> dict:
     entity = _text(None, ENTITY_ID, maxLength=265, description=_TEXT_ENTITY_ID)
     field = _text(None, FIELD_NAME)
@@ -260,9 +292,16 @@ def body_schemas(schema=None) -> dict:
         entity = _text(None, f"^({types})\\.{_ENTITY_NAME}$", maxLength=265)
     components = dict(ops)
     components["Op"] = {"oneOf": [_ref(name) for name in ops]}
+    original = _original_ops(env)
+    components.update(original)
+    components["OriginalOp"] = {"oneOf": [_ref(name) for name in original]}
+    any_op = {"oneOf": [_ref("Op"), _ref("OriginalOp")]}
     components["OpBatch"] = {
         "type": "object", "required": ["ops"], "additionalProperties": False,
-        "properties": {"ops": {"type": "array", "minItems": 1, "items": _ref("Op")}}}
+        "properties": {"ops": {"type": "array", "minItems": 1, "items": any_op}}}
+    components["OriginalBatch"] = {
+        "type": "object", "required": ["operations"], "additionalProperties": False,
+        "properties": {"operations": {"type": "array", "minItems": 1, "items": any_op}}}
     components["Promote"] = {
         "type": "object", "required": ["from", "to"], "additionalProperties": False,
         "properties": {"from": env, "to": env,

@@ -79,7 +79,23 @@ def openapi_document(schema=None) -> dict:
                                       "answers to requests of at most 64 ops"},
                           "value": {"description": "with applied: the field's resolved value "
                                                    "in the op's environment after the commit "
-                                                   "(null: none)"}}}
+                                                   "(null: none)"},
+                          "operation_id": {"type": "string",
+                                           "description": "the original's name of op_id"},
+                          "timestamp": {"type": "string",
+                                        "description": "the original's name of hlc"},
+                          "conflict": {"type": "boolean", "description":
+                                       "a review field now holds concurrent candidates"},
+                          "conflict_info": {
+                              "type": "object", "required": ["entity_id", "field",
+                                                             "contending_values"],
+                              "properties": {"entity_id": {"type": "string"},
+                                             "field": {"type": "string"},
+                                             "contending_values": {"type": "array"}}},
+                          "operation_ids": {"type": "array", "items": {"type": "string"},
+                                            "description": "every operation an op of the "
+                                                           "original's became (an insert: "
+                                                           "one per field)"}}}
     fields = {"type": "object", "additionalProperties": {"type": "object"}}
     entity_view = {"type": "object", "required": ["entity_id", "env", "fields"],
                    "properties": {"entity_id": {"type": "string"}, "env": {"type": "string"},
@@ -129,8 +145,10 @@ def openapi_document(schema=None) -> dict:
             "post": {"summary": "submit one operation or an atomic batch",
                      "parameters": [{"name": "dry_run", "in": "query", "required": False,
                                      "schema": {"type": "boolean"}}],
-                     "requestBody": _body({"oneOf": [{"$ref": "#/components/schemas/Op"},
-                                                     {"$ref": "#/components/schemas/OpBatch"}]}),
+                     "requestBody": _body({"oneOf": [
+                         {"$ref": "#/components/schemas/Op"},
+                         {"$ref": "#/components/schemas/OriginalOp"},
+                         {"$ref": "#/components/schemas/OpBatch"}]}),
                      "responses": {**_ok({"oneOf": [
                          {"$ref": "#/components/schemas/Ack"},
                          {"type": "object", "required": ["ops"],
@@ -148,6 +166,16 @@ def openapi_document(schema=None) -> dict:
                                                                 "items": {"$ref": "#/components/schemas/LogEntry"}},
                                                         "next": {"type": "integer"}}}),
                                   **_errors(400, 401, 403)}}},
+        "/v1/ops/batch": {"post": {
+            "summary": "the original Conflux's batch: its operations (or Conflux's), applied "
+                       "atomically",
+            "requestBody": _body({"$ref": "#/components/schemas/OriginalBatch"}),
+            "responses": {**_ok({"type": "object", "required": ["results", "total",
+                                                                "conflicts"],
+                                 "properties": {"results": {"type": "array", "items": {
+                                     "$ref": "#/components/schemas/Ack"}},
+                                     "total": count, "conflicts": count}}),
+                          **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422, 503)}}},
         "/v1/state": {"get": {"summary": "resolved state of an environment",
                               "parameters": [env_param],
                               "responses": {**_ok({"type": "object",

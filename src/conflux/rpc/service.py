@@ -26,7 +26,7 @@ from conflux.api.bodies import check_ops
 from conflux.api.media import to_json
 from conflux.errors import AuthError, ConfluxError, InputError
 from conflux.limits import check_parsed
-from conflux.original import conflux_ops
+from conflux.original import conflicted, conflux_ops
 from conflux.rpc import conflux_pb2 as pb
 from conflux.rpc import conflux_pb2_grpc as pb_grpc
 
@@ -135,12 +135,7 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
         else:
             self._admit(ops, actor, batch)
         acks = await self.committer.apply(ops, actor, admitted=True)
-        review = [(i, (op.get("env") or self.base, op["entity_id"], op["field"]))
-                  for i, op in enumerate(ops) if self._review(op)]
-        conflicted = set()
-        if review:
-            found = engine.in_conflict([item for _, item in review])
-            conflicted = {i for (i, _), hit in zip(review, found) if hit}
+        hit = conflicted(engine, ops)
         out, at = [], 0
         hlc_format = engine.core.hlc_format
         for group in groups:
@@ -148,7 +143,7 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
             first = mine[0]
             out.append(pb.SubmitResponse(
                 operation_id=first.op_id, timestamp=hlc_format(first.hlc), seq=first.seq,
-                has_conflict=any(i in conflicted for i in range(at, at + len(group))),
+                has_conflict=any(i in hit for i in range(at, at + len(group))),
                 duplicate=all(a.duplicate for a in mine),
                 operation_ids=[a.op_id for a in mine]))
             at += len(group)
@@ -157,13 +152,6 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
     def _admit(self, ops: list[dict], actor, batch: bool) -> None:
         check_ops(self.engine, ops, actor, batch=batch)
         self.engine.admit(ops, actor)
-
-    def _review(self, op: dict) -> bool:
-        if op.get("type") not in ("set_field", "unset_field", "resolve"):
-            return False
-        kind = self.engine.schema.types.get(op["entity_id"].partition(".")[0])
-        spec = kind.fields.get(op["field"]) if kind is not None else None
-        return spec is not None and spec.merge == "review"
 
     # -- reads ----------------------------------------------------------------------------------
 

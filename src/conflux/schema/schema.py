@@ -45,6 +45,10 @@ class Schema:
         self.parents = parents
         self.environments = environments
         self.types = types
+        #: ``(entity type, field)`` of every ``review`` field
+        self.review_fields = frozenset(
+            (type_name, spec.name) for type_name, etype in types.items()
+            for spec in etype.fields.values() if spec.merge == "review")
 
     def __repr__(self) -> str:
         return (f"Schema({self.name!r}, version={self.version!r}, "
