@@ -376,6 +376,43 @@ write to a `max` field) and `value`, the field's resolved value after the commit
 Nothing a client sends is answered with a 500, and no answer names a path of the server (the
 project's directory, its store, its rules): the daemon's log keeps them.
 
+## The original Conflux's routes
+
+Clients of the original (Rust) Conflux work unchanged: beside Conflux's routes the daemon
+serves the original's, with its request bodies and its answers' keys (its gRPC service is
+[grpc.md](grpc.md)).
+
+| route | what it takes and answers |
+|---|---|
+| `GET /health` | `{"status": "ok", "version": ...}`, without credentials |
+| `POST /v1/ops` | also the original's operations ([OriginalOp](#originalop)): `insert_entity` with `entity_type` and its initial `fields` (written together, one `set_field` each), `remove_entity` (Conflux's `delete_entity`), `set_override` with `environment` (a `set_field` in that environment), `resolve_conflict` with `chosen_value` (Conflux's `resolve`). Every answer carries the original's keys beside Conflux's: `operation_id`, `timestamp`, `conflict` (a `review` field now holds concurrent candidates) and, with a conflict, `conflict_info` (`entity_id`, `field`, `contending_values`) |
+| `POST /v1/ops/batch` | `{"operations": [...]}`, the original's operations or Conflux's; answers `{"results": [...], "total", "conflicts"}`. **Atomic here**: one refused operation refuses the batch and nothing is written (the original applied them one by one) |
+| `GET /v1/state/{entity_path}` | one entity: `entity_id`, `entity_type`, `fields`, `parent_id`, `children`, `tombstoned`; `?env=` |
+| `GET /v1/log`, `GET /v1/log/{entity_path}` | the log, newest first: `entity_id`, `actor_id` (`id` or `class:id`), `limit` (100), `offset`; `{"operations": [...], "total", "has_more"}`, each entry with `id`, `timestamp`, `actor_id`, `actor_class`, `intent`, `type` and the operation's keys in the original's vocabulary (Conflux's own types keep their names), plus Conflux's `seq` and `env`. `total` counts the whole log |
+| `GET /v1/envs` | `{"base", "environments", "inheritance": {overlay: parent}}` |
+| `GET /v1/envs/{env_name}/state` | every entity of the environment with `field_sources`: per field, the overlay that holds the value, `"base"`, or `"default"` (the schema's default, which the original does not have); an unknown environment is 404 |
+| `GET /v1/envs/diff?from=&to=` | `{"from_env", "to_env", "differences": [{"entity_id", "field", "from_value", "to_value"}]}`, field by field where the resolved values differ (defaults included) |
+
+What differs, on purpose: the credentials name the actor (the original's `X-Conflux-Actor`
+headers are not read); an entity exists once one of its fields is written, so `insert_entity`
+needs at least one field; Conflux keeps no entity tree, so `parent_id`, `position` and
+`move_entity` are refused with 422 naming them, `parent_id` is always null and `children`
+empty; a deleted entity is not listed (`tombstoned` is always false). `GET /v1/state` keeps
+Conflux's shape (`{"env", "entities": {id: fields}}`).
+
+Errors keep Conflux's shape (`{"error": {"code", "message", "field"}}`). The original answered
+`{"error": message, "code": code}`; its codes and Conflux's:
+
+| the original's code | status | Conflux's code |
+|---|---|---|
+| `missing_actor` | 401 | `unauthorized` |
+| `invalid_actor_class` | 400 | (the credentials carry the class) |
+| `forbidden` | 403 | `forbidden`, `signature_refused` |
+| `entity_not_found`, `not_found` | 404 | `not_found` |
+| `validation_error`, `operation_error` | 400 | `invalid_value` (422), `bad_request` (400), `precondition_failed`, `op_id_conflict`, `no_conflict` (409) |
+| `store_error` | 500 | `store_unavailable` (503: retry) |
+| `git_error`, `serialization_error`, `internal_error` | 500 | `internal`, `output_failed` (logged; never for a client's input) |
+
 ## Example
 
 ```sh

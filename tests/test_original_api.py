@@ -134,3 +134,90 @@ def test_the_originals_batch_is_atomic(live):
     r = post(live, "/v1/ops/batch", {"operations": ops[:1]}, actor="reader-1")
     assert r.status_code == 403
     assert get(live, "/v1/ops", after=0, limit=10000).json()["next"] == before
+
+
+# -- reads -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def seeded(live):
+    """A few entities and overrides, written the original's way."""
+    ops = [{"type": "insert_entity", "entity_id": "service.r-api", "entity_type": "service",
+            "fields": {"image": "api:1"}, "intent": "create"},
+           {"type": "set_override", "entity_id": "service.r-api", "field": "image",
+            "environment": "staging", "value": "api:2-rc"}]
+    assert post(live, "/v1/ops/batch", {"operations": ops}).status_code == 200
+    assert post(live, "/v1/ops", {"type": "add_elements", "entity_id": "upstream.r-pool",
+                                  "field": "targets", "elements": ["10.0.0.1"]},
+                actor="zara").status_code == 200
+    return live
+
+
+def test_health_as_the_original_answers_it(live):
+    r = requests.get(f"{live}/health", timeout=10)  # no credentials needed
+    assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["version"]
+
+
+def test_an_entitys_state_in_the_originals_shape(seeded):
+    r = get(seeded, "/v1/state/service.r-api")
+    assert r.status_code == 200, r.text
+    assert r.json() == {"entity_id": "service.r-api", "entity_type": "service",
+                        "fields": {"image": "api:1", "replicas": 1}, "parent_id": None,
+                        "children": [], "tombstoned": False, "env": "production"}
+    assert get(seeded, "/v1/state/service.r-api", env="staging").json()["fields"]["image"] == \
+        "api:2-rc"
+    assert get(seeded, "/v1/state/service.nobody").status_code == 404
+    assert get(seeded, "/v1/state/nosuch.x").status_code in (404, 422)
+
+
+def test_the_log_in_the_originals_shape(seeded):
+    r = get(seeded, "/v1/log", entity_id="service.r-api")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    ops = body["operations"]
+    assert [(o["type"], o.get("environment"), o.get("value")) for o in ops] == [
+        ("set_override", "staging", "api:2-rc"), ("set_field", None, "api:1")]
+    assert ops[1]["intent"] == "create" and ops[1]["actor_id"] == "zara"
+    assert ops[1]["id"] and ops[1]["timestamp"].startswith("hlc:") and ops[0]["seq"] > \
+        ops[1]["seq"]
+    assert body["has_more"] is False and body["total"] >= 3
+    assert get(seeded, "/v1/log/service.r-api").json()["operations"] == ops
+    page = get(seeded, "/v1/log", limit=1, offset=1, entity_id="service.r-api").json()
+    assert page["operations"] == ops[1:] and page["has_more"] is False
+    page = get(seeded, "/v1/log", limit=1, entity_id="service.r-api").json()
+    assert page["operations"] == ops[:1] and page["has_more"] is True
+    mine = get(seeded, "/v1/log", actor_id="zara", limit=10000).json()["operations"]
+    assert mine and all(o["actor_id"] == "zara" for o in mine)
+    assert get(seeded, "/v1/log", actor_id="nobody").json()["operations"] == []
+    # the original's vocabulary where it has one; Conflux's own types keep their names
+    kinds = {o["type"] for o in get(seeded, "/v1/log", limit=10000).json()["operations"]}
+    assert {"set_field", "set_override", "add_elements"} <= kinds
+    for params, status in (({"limit": "0"}, 400), ({"offset": "-1"}, 400),
+                           ({"entity_id": "bad id"}, 400), ({"frm": "x"}, 400)):
+        assert get(seeded, "/v1/log", **params).status_code == status, params
+    assert get(seeded, "/v1/log", actor="reader-1").status_code == 200  # the reader reads all
+
+
+def test_environments_their_state_with_sources_and_their_diff(seeded):
+    assert get(seeded, "/v1/envs").json() == {
+        "base": "production", "environments": ["production", "staging", "development"],
+        "inheritance": {"staging": "production", "development": "staging"}}
+    r = get(seeded, "/v1/envs/development/state")
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["environment"] == "development"
+    api = next(e for e in body["entities"] if e["entity_id"] == "service.r-api")
+    assert api["fields"] == {"image": "api:2-rc", "replicas": 1}
+    assert api["field_sources"] == {"image": "staging", "replicas": "default"}
+    assert "service.r-api" in body["root_entities"]
+    prod = get(seeded, "/v1/envs/production/state").json()
+    api = next(e for e in prod["entities"] if e["entity_id"] == "service.r-api")
+    assert api["field_sources"] == {"image": "base", "replicas": "default"}
+    assert get(seeded, "/v1/envs/qa/state").status_code == 404
+    diff = get(seeded, "/v1/envs/diff", **{"from": "production", "to": "staging"}).json()
+    assert diff["from_env"] == "production" and diff["to_env"] == "staging"
+    assert {"entity_id": "service.r-api", "field": "image", "from_value": "api:1",
+            "to_value": "api:2-rc"} in diff["differences"]
+    assert all(d["from_value"] != d["to_value"] for d in diff["differences"])
+    assert get(seeded, "/v1/envs/diff", **{"from": "production", "to": "qa"}
+               ).status_code == 404
+    assert get(seeded, "/v1/envs/diff", to="staging").status_code == 400

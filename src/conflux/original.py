@@ -27,7 +27,8 @@ from __future__ import annotations
 
 from conflux.errors import ValidationError
 
-__all__ = ["ORIGINAL_TYPES", "conflux_ops", "expand", "conflicted", "answers"]
+__all__ = ["ORIGINAL_TYPES", "conflux_ops", "expand", "conflicted", "answers", "entity_state",
+           "log_entry", "environments", "env_diff"]
 
 #: The operation types only the original names (``set_field`` is both's).
 ORIGINAL_TYPES = frozenset({"insert_entity", "remove_entity", "move_entity", "set_override",
@@ -162,3 +163,66 @@ def _conflict_info(engine, op: dict) -> dict:
             return {"entity_id": op["entity_id"], "field": op["field"],
                     "contending_values": [c["value"] for c in conflict["candidates"]]}
     return {"entity_id": op["entity_id"], "field": op["field"], "contending_values": []}
+
+
+# -- reads in the original's shapes -------------------------------------------------------------
+
+def entity_state(entity_id: str, fields: dict, sources: dict | None = None) -> dict:
+    """One entity as the original shows it. Conflux keeps no entity tree (no parent, no
+    children) and lists no deleted entity (``tombstoned`` is always false)."""
+    out = {"entity_id": entity_id, "entity_type": entity_id.partition(".")[0],
+           "fields": fields, "parent_id": None, "children": [], "tombstoned": False}
+    if sources is not None:
+        out["field_sources"] = sources
+    return out
+
+
+def log_entry(op: dict, base_env: str) -> dict:
+    """A logged operation (``Engine.op_dict``) as the original's log shows it, in its
+    vocabulary where it has one (Conflux's own types keep their names), with Conflux's
+    ``seq`` and ``env``."""
+    kind, env = op["type"], op["env"]
+    out = {"id": op["op_id"], "timestamp": op["hlc"], "actor_id": op["actor"],
+           "actor_class": op["actor_class"], "intent": op["intent"] or None,
+           "seq": op["seq"], "env": env, "entity_id": op["entity_id"]}
+    if kind == "set_field" and env == base_env:
+        out.update(type="set_field", field=op["field"], value=op.get("value"))
+    elif kind == "set_field":
+        out.update(type="set_override", field=op["field"], environment=env,
+                   value=op.get("value"))
+    elif kind == "delete_entity":
+        out["type"] = "remove_entity"
+    elif kind == "resolve":
+        out.update(type="resolve_conflict", field=op["field"],
+                   environment=None if env == base_env else env,
+                   chosen_value=op.get("value"))
+    else:
+        out["type"] = kind
+        for key in ("field", "value", "elements", "operations"):
+            if key in op:
+                out[key] = op[key]
+    return out
+
+
+def environments(schema) -> dict:
+    """The environments as the original lists them: the base, all of them, and each
+    overlay's parent."""
+    return {"base": schema.base_env, "environments": list(schema.environments),
+            "inheritance": {env: parent for env, parent in schema.parents.items()
+                            if parent is not None}}
+
+
+def env_diff(engine, source: str, target: str, reader=None) -> dict:
+    """Field by field, where the resolved values of two environments differ (defaults
+    included; a value absent on one side is null)."""
+    one = engine.state(source, reader=reader)
+    two = engine.state(target, reader=reader)
+    differences = []
+    for entity_id in sorted(set(one) | set(two)):
+        a, b = one.get(entity_id, {}), two.get(entity_id, {})
+        for field in [f for f in engine.schema.types[entity_id.partition(".")[0]].fields
+                      if f in a or f in b]:
+            if a.get(field) != b.get(field):
+                differences.append({"entity_id": entity_id, "field": field,
+                                    "from_value": a.get(field), "to_value": b.get(field)})
+    return {"from_env": source, "to_env": target, "differences": differences}

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import falcon
 import falcon.asgi
 
-from conflux.api import audit, entities, milestones, ops, review, service, watch
+from conflux.api import audit, entities, milestones, ops, original, review, service, watch
 from conflux.api.params import Context
 from conflux.api.bodies import check_value
 from conflux.api.media import BodyBudget, write_body
@@ -69,6 +69,14 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/diff": milestones.Diff(ctx),
         "/v1/audit/export": audit.AuditExport(ctx),
         "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),
+        # the original Conflux's routes (conflux.api.original)
+        "/health": original.Health(ctx),
+        "/v1/state/{entity_path}": original.EntityState(ctx),
+        "/v1/log": original.Log(ctx),
+        "/v1/log/{entity_path}": original.Log(ctx),
+        "/v1/envs": original.Envs(ctx),
+        "/v1/envs/diff": original.EnvDiff(ctx),
+        "/v1/envs/{env_name}/state": original.EnvState(ctx),
     }
     for path, resource in routes.items():
         app.add_route(path, resource)

@@ -269,6 +269,7 @@ def openapi_document(schema=None) -> dict:
                                       "type": "array",
                                       "items": {"$ref": "#/components/schemas/WatchEvent"}}}}},
                           **_errors(400, 401, 403, 404, 422)}}},
+        **_original_paths(env_param, entity_schema, env_schema),
     }
     return {
         "openapi": "3.0.3",
@@ -293,4 +294,84 @@ def openapi_document(schema=None) -> dict:
                                              "message": {"type": "string"},
                                              "field": {"type": "string"}}}}}},
         },
+    }
+
+
+def _original_paths(env_param: dict, entity_schema: dict, env_schema: dict) -> dict:
+    """The original Conflux's read routes (``conflux.api.original``), in its shapes."""
+    text, count = {"type": "string"}, {"type": "integer", "minimum": 0}
+    nullable = {"type": "string", "nullable": True}
+    entity = {"type": "object", "required": ["entity_id", "entity_type", "fields", "parent_id",
+                                             "children", "tombstoned"],
+              "properties": {"entity_id": text, "entity_type": text, "env": text,
+                             "fields": {"type": "object"}, "parent_id": nullable,
+                             "children": {"type": "array", "items": text,
+                                          "description": "always empty: Conflux keeps no "
+                                                         "entity tree"},
+                             "tombstoned": {"type": "boolean"},
+                             "field_sources": {"type": "object", "additionalProperties": text,
+                                               "description": "per field, the environment "
+                                                              "its value comes from: an "
+                                                              "overlay's name, 'base', or "
+                                                              "'default'"}}}
+    entry = {"type": "object", "required": ["id", "timestamp", "actor_id", "actor_class",
+                                            "type", "seq"],
+             "properties": {"id": text, "timestamp": text, "actor_id": text,
+                            "actor_class": text, "intent": nullable, "type": text,
+                            "seq": count, "env": text, "entity_id": nullable,
+                            "field": text, "value": {}, "environment": nullable,
+                            "chosen_value": {}, "elements": {"type": "array"},
+                            "operations": {"type": "array"}}}
+    log = {"type": "object", "required": ["operations", "total", "has_more"],
+           "properties": {"operations": {"type": "array", "items": entry}, "total": count,
+                          "has_more": {"type": "boolean"}}}
+    paging = [{"name": "actor_id", "in": "query", "required": False,
+               "schema": {"type": "string", "minLength": 1},
+               "description": "one actor's operations (id, or class:id)"},
+              {"name": "limit", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+              {"name": "offset", "in": "query", "required": False,
+               "schema": {"type": "integer", "minimum": 0, "maximum": 1000000}}]
+    path = {"name": "entity_path", "in": "path", "required": True, "schema": entity_schema,
+            "description": "entity id, e.g. service.api"}
+    return {
+        "/health": {"get": {"summary": "liveness, as the original answers it", "security": [],
+                            "responses": _ok({"type": "object",
+                                              "required": ["status", "version"]})}},
+        "/v1/state/{entity_path}": {"get": {
+            "summary": "an entity's resolved fields, in the original's shape",
+            "parameters": [path, env_param],
+            "responses": {**_ok(entity), **_errors(400, 401, 403, 404, 422)}}},
+        "/v1/log": {"get": {
+            "summary": "the op log, newest first, in the original's shape",
+            "parameters": [{"name": "entity_id", "in": "query", "required": False,
+                            "schema": entity_schema}, *paging],
+            "responses": {**_ok(log), **_errors(400, 401, 403, 404, 422)}}},
+        "/v1/log/{entity_path}": {"get": {
+            "summary": "one entity's operations, newest first, in the original's shape",
+            "parameters": [path, *paging],
+            "responses": {**_ok(log), **_errors(400, 401, 403, 404, 422)}}},
+        "/v1/envs": {"get": {
+            "summary": "the environments: the base, all of them, each overlay's parent",
+            "responses": {**_ok({"type": "object", "required": ["base", "environments",
+                                                                "inheritance"]}),
+                          **_errors(401)}}},
+        "/v1/envs/{env_name}/state": {"get": {
+            "summary": "every entity of an environment, with where each value comes from",
+            "parameters": [{"name": "env_name", "in": "path", "required": True,
+                            "schema": env_schema}],
+            "responses": {**_ok({"type": "object", "required": ["environment", "entities",
+                                                                "root_entities"],
+                                 "properties": {"environment": text,
+                                                "entities": {"type": "array", "items": entity},
+                                                "root_entities": {"type": "array",
+                                                                  "items": text}}}),
+                          **_errors(401, 403, 404)}}},
+        "/v1/envs/diff": {"get": {
+            "summary": "field by field, where two environments' resolved values differ",
+            "parameters": [{"name": n, "in": "query", "required": True, "schema": env_schema}
+                           for n in ("from", "to")],
+            "responses": {**_ok({"type": "object", "required": ["from_env", "to_env",
+                                                                "differences"]}),
+                          **_errors(400, 401, 403, 404)}}},
     }

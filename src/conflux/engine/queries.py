@@ -121,19 +121,16 @@ class Queries:
         return out
 
     def state(self, env: str | None = None, types: list[str] | None = None, *,
-              reader: Actor | None = None) -> dict[str, dict]:
+              reader: Actor | None = None, sources: bool = False) -> dict[str, dict]:
         """The resolved state of an environment: ``{entity id: {field: value}}``, defaults
         included, entities in id order (only those of ``types`` when given; for a
-        ``reader``, only those it may read)."""
-        env = self._env(env)
-        may_read = self.policy.may_read
-        with self.store.read() as txn:
-            ids = self._entity_ids(txn, env, set(types) if types is not None else None)
-            if reader is not None:
-                ids = [e for e in ids if may_read(reader, e, None, env)]
-            return self._resolved(txn, env, ids)
+        ``reader``, only those it may read). With ``sources``, each value comes with the
+        environment that holds it, ``(value, env)`` (``env`` or one it inherits from; None
+        for a schema default)."""
+        return self.snapshot(env, types, reader=reader, sources=sources)[0]
 
-    def snapshot(self, env: str | None = None, *, reader: Actor | None = None
+    def snapshot(self, env: str | None = None, types: list[str] | None = None, *,
+                 reader: Actor | None = None, sources: bool = False
                  ) -> tuple[dict[str, dict], int]:
         """``state`` and the log's sequence number it is at, read in one transaction: a
         watcher sent this snapshot then every op logged after that number misses nothing and
@@ -141,10 +138,11 @@ class Queries:
         env = self._env(env)
         may_read = self.policy.may_read
         with self.store.read() as txn:
-            ids = self._entity_ids(txn, env, None)
+            ids = self._entity_ids(txn, env, set(types) if types is not None else None)
             if reader is not None:
                 ids = [e for e in ids if may_read(reader, e, None, env)]
-            return self._resolved(txn, env, ids), self.store.log_tail(txn)[0]
+            return (self._resolved(txn, env, ids, sources=sources),
+                    self.store.log_tail(txn)[0])
 
     def in_conflict(self, fields) -> list[bool]:
         """For each ``(env, entity id, field)``: whether it is a review field with concurrent
@@ -168,7 +166,7 @@ class Queries:
         with self.store.read() as txn:
             return self._resolved(txn, env, entity_ids)
 
-    def _resolved(self, txn, env, entity_ids) -> dict[str, dict]:
+    def _resolved(self, txn, env, entity_ids, *, sources: bool = False) -> dict[str, dict]:
         out = {}
         read = self.store.entity_reader(txn)
         for entity_id in entity_ids:
@@ -177,10 +175,12 @@ class Queries:
                 continue
             fields = {}
             for spec in self.schema.types[entity_id.partition(".")[0]].fields.values():
-                if spec.name in view:
-                    fields[spec.name] = view[spec.name]["value"]
+                item = view.get(spec.name)
+                if item is not None:
+                    fields[spec.name] = (item["value"], item["env"]) if sources \
+                        else item["value"]
                 elif spec.default is not None:
-                    fields[spec.name] = spec.default
+                    fields[spec.name] = (spec.default, None) if sources else spec.default
             out[entity_id] = fields
         return out
 
