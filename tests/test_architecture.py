@@ -311,7 +311,8 @@ FLOORS = (
     ("engine", ("conflux.engine",)),
     ("library over the engine", ("conflux.milestones", "conflux.webhooks",
                                  "conflux.webhooks_shared", "conflux.audit",
-                                 "conflux.transfer", "conflux.status", "conflux.original")),
+                                 "conflux.transfer", "conflux.status", "conflux.original",
+                                 "conflux.webhook_registry", "conflux.webhook_bodies")),
     ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon", "conflux.rpc",
                               "conflux.__main__")),
 )

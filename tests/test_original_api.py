@@ -3,6 +3,12 @@ case per route and operation type) and its answers' keys, beside Conflux's own."
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import os
+import time
+
 import pytest
 import requests
 
@@ -221,3 +227,125 @@ def test_environments_their_state_with_sources_and_their_diff(seeded):
     assert get(seeded, "/v1/envs/diff", **{"from": "production", "to": "qa"}
                ).status_code == 404
     assert get(seeded, "/v1/envs/diff", to="staging").status_code == 400
+
+
+# -- webhooks managed over REST ----------------------------------------------------------------
+
+def test_webhooks_registered_over_rest_deliver_the_originals_payload(tmp_path):
+    from test_webhooks import Receiver, signature_ok
+
+    project = make_project(tmp_path / "p")
+    receiver, filtered, pushed = Receiver(), Receiver(), Receiver()
+    with open(os.path.join(project, ".conflux", "webhooks.toml"), "w") as fh:
+        fh.write(f'[[webhook]]\nname = "from-file"\nurl = "{receiver.url}"\n'
+                 'secret = "file-secret"\n')
+    try:
+        with daemon(project) as (url, _):
+            r = post(url, "/v1/webhooks", {"url": receiver.url, "secret": "s3cret",
+                                           "entity_filter": "service.hook-"})
+            assert r.status_code == 200, r.text
+            hook = r.json()
+            assert hook["enabled"] is True and hook["url"] == receiver.url
+            r = post(url, "/v1/webhooks", {"url": filtered.url, "field_filter": "image",
+                                           "event_filter": "conflicts"})
+            conflicts_only = r.json()["id"]
+            gitops = post(url, "/v1/webhooks", {"url": pushed.url, "format": "gitops",
+                                                "secret": "g1t"}).json()["id"]
+            listed = get(url, "/v1/webhooks").json()
+            assert listed["total"] == 4
+            assert [(w["source"], w.get("entity_filter")) for w in listed["webhooks"]] == [
+                ("webhooks.toml", None), ("api", "service.hook-"), ("api", None),
+                ("api", None)]
+            assert all("secret" not in w for w in listed["webhooks"])
+            time.sleep(2.5)  # the delivery process starts and picks the registrations up
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-a",
+                                  "field": "replicas", "value": 2, "intent": "scale"})
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.other",
+                                  "field": "replicas", "value": 2})
+            # the original's payload, one change per POST, signed with the secret
+            assert receiver.wait_for(lambda r: any(
+                b'"event_type"' in body for _, body, _ in r.requests))
+            originals = [(h, json.loads(b)) for h, b, _ in receiver.requests
+                         if b'"event_type"' in b]
+            headers, change = originals[0]
+            assert {k: change[k] for k in ("event_type", "entity_id", "field", "value_json",
+                                           "actor_id", "intent", "has_conflict")} == {
+                "event_type": "set_field", "entity_id": "service.hook-a",
+                "field": "replicas", "value_json": "2", "actor_id": "zara",
+                "intent": "scale", "has_conflict": False}
+            assert signature_ok(headers, json.dumps(change, ensure_ascii=False,
+                                                    separators=(",", ":")).encode(),
+                                "s3cret")
+            assert len(originals) == 1  # service.other is not for it
+            # the file's webhook gets Conflux's batches, as before
+            assert receiver.wait_for(lambda r: any(b'"ops"' in body
+                                                   for _, body, _ in r.requests))
+            # conflicts only: a plain write is not sent, a conflicting one is
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-c",
+                                  "field": "tier", "value": "web"})
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-c",
+                                  "field": "image", "value": "x"})
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-c",
+                                  "field": "tier", "value": "batch", "base": []})
+            # (field_filter image: the tier conflict is not its field either)
+            time.sleep(2.0)
+            assert filtered.requests == []
+            r = requests.put(f"{url}/v1/webhooks/{conflicts_only}", headers=key("zara"),
+                             json={"field_filter": "tier"}, timeout=10)
+            assert r.status_code == 200 and r.json()["field_filter"] == "tier"
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-d",
+                                  "field": "tier", "value": "web"})
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.hook-d",
+                                  "field": "tier", "value": "batch", "base": []})
+            assert filtered.wait_for(lambda r: len(r.requests) >= 1)
+            sent = [json.loads(b) for _, b, _ in filtered.requests]
+            assert {(s["entity_id"], s["has_conflict"]) for s in sent} <= {
+                ("service.hook-c", True), ("service.hook-d", True)}
+            assert "x-conflux-signature" not in {k.lower() for k in filtered.requests[0][0]}
+            # gitops: a milestone is a GitHub push event
+            r = post(url, "/v1/milestones", {"message": "release 7", "force": True})
+            assert r.status_code == 201, r.text
+            assert pushed.wait_for(lambda r: len(r.requests) >= 1)
+            headers, body, _ = pushed.requests[0]
+            headers = {k.lower(): v for k, v in headers.items()}
+            event = json.loads(body)
+            assert headers["x-github-event"] == "push"
+            assert headers["x-hub-signature-256"] == "sha256=" + hmac.new(
+                b"g1t", body, hashlib.sha256).hexdigest()
+            assert event["after"] == r.json()["commit"] and event["ref"] == "refs/heads/main"
+            assert event["head_commit"]["message"].startswith("release 7")
+            assert event["repository"]["clone_url"].endswith("milestones.git")
+            # disabled: nothing more; deleted: gone
+            r = requests.put(f"{url}/v1/webhooks/{hook['id']}", headers=key("zara"),
+                             json={"enabled": False}, timeout=10)
+            assert r.status_code == 200 and r.json()["enabled"] is False
+            r = requests.delete(f"{url}/v1/webhooks/{gitops}", headers=key("zara"), timeout=10)
+            assert r.json() == {"deleted": True, "id": gitops}
+            assert get(url, f"/v1/webhooks/{gitops}").status_code == 404
+            assert requests.delete(f"{url}/v1/webhooks/from-file", headers=key("zara"),
+                                   timeout=10).status_code == 409
+    finally:
+        for r in (receiver, filtered, pushed):
+            r.close()
+
+
+def test_webhook_registrations_are_checked_and_need_admin(tmp_path):
+    project = make_project(tmp_path / "p")
+    with daemon(project) as (url, _):
+        for body, words in (({}, "url"), ({"url": "gopher://x/"}, "http"),
+                             ({"url": "http://x/", "event_filter": "some"}, "event_filter"),
+                             ({"url": "http://x/", "format": "xml"}, "format"),
+                             ({"url": "http://x/", "entity_filter": "a b"}, "entity_filter"),
+                             ({"url": "http://x/", "bogus": 1}, "bogus"),
+                             ({"url": "http://x/", "enabled": "yes"}, "enabled")):
+            r = post(url, "/v1/webhooks", body)
+            assert r.status_code == 422 and words in r.json()["error"]["message"], (body, r.text)
+        assert get(url, "/v1/webhooks").json() == {"webhooks": [], "total": 0}
+        r = post(url, "/v1/webhooks", {"url": "http://127.0.0.1:9/"}, actor="reader-1")
+        assert r.status_code == 403
+        assert get(url, "/v1/webhooks", actor="reader-1").status_code == 403
+        assert get(url, "/v1/webhooks/nope").status_code == 404
+        assert not os.path.exists(os.path.join(project, ".conflux", "webhooks.json"))
+        r = post(url, "/v1/webhooks", {"url": "http://127.0.0.1:9/", "secret": "k"})
+        mode = os.stat(os.path.join(project, ".conflux", "webhooks.json")).st_mode & 0o777
+        assert r.status_code == 200 and mode == 0o600

@@ -100,6 +100,7 @@ from typing import Any
 from conflux._tomlfile import TomlFile
 from conflux.actors import ACTOR_CLASSES
 from conflux.kernel import op_parts
+from conflux.webhook_bodies import conflicting, original_payload, push_event
 
 __all__ = ["Webhook", "Deliverer", "load_webhooks", "start_cursors", "webhook_status",
            "describe_status", "sign", "EVENTS", "WEBHOOKS_FILE"]
@@ -144,6 +145,13 @@ class Webhook:
     timeout_s: float = 10.0
     batch_size: int = 100
     line: int | None = None
+    #: Registered over REST (``conflux.webhook_registry``): only changes of these fields;
+    #: ``all`` changes, ``state_changes`` or ``conflicts`` only; the body's ``style``:
+    #: ``conflux`` (a batch of ops, as above), ``original`` (the original Conflux's one
+    #: change per POST) or ``gitops`` (a milestone as a GitHub push event).
+    fields: tuple[str, ...] = ()
+    only: str = "all"
+    style: str = "conflux"
 
     def wants(self, op) -> bool:
         """Whether a logged operation passes this webhook's event kind and filters."""
@@ -152,12 +160,14 @@ class Webhook:
         if self.actors and not any(_actor_matches(p, op.actor_class, op.actor)
                                    for p in self.actors):
             return False
-        if not self.entities and not self.envs:
+        if not self.entities and not self.envs and not self.fields:
             return True
         return any(self._part_matches(part) for part in op_parts(op))
 
     def _part_matches(self, part) -> bool:
         if self.entities and not any(fnmatchcase(part.entity or "", p) for p in self.entities):
+            return False
+        if self.fields and part.field not in self.fields:
             return False
         return not self.envs or any(fnmatchcase(part.env or "", p) for p in self.envs)
 
@@ -576,7 +586,8 @@ class Deliverer:
                 return
             error = None
             if not hook.envs or any(fnmatchcase(env, p) for env in m.envs for p in hook.envs):
-                body = _json_body({"event": "milestone", "webhook": hook.name,
+                body = _json_body(push_event(self.engine, m) if hook.style == "gitops" else
+                                  {"event": "milestone", "webhook": hook.name,
                                    "milestone": m.to_dict(self.engine.core)})
                 error, stopped = self._send(hook, body, "milestone",
                                             f"{hook.name}-milestone-{m.id}",
@@ -620,13 +631,16 @@ class Deliverer:
         picked = []
         scanned_to = ops[-1].seq
         for op in ops:
-            if hook.wants(op):
+            if hook.wants(op) and (hook.only == "all" or
+                                   (hook.only == "conflicts") == conflicting(self.engine, op)):
                 picked.append(op)
                 if len(picked) == hook.batch_size:
                     scanned_to = op.seq
                     break
         batch = _Batch(picked, scanned_to)
-        if picked:
+        if picked and hook.style == "original":
+            batch.body = _json_body(original_payload(self.engine, picked[0]))
+        elif picked:
             batch.body = _json_body({"event": "op", "webhook": hook.name,
                                      "ops": [self.engine.op_dict(op) for op in picked]})
         return batch
@@ -653,13 +667,15 @@ class Deliverer:
         import urllib.error
         import urllib.request
 
-        request = urllib.request.Request(hook.url, data=body, method="POST", headers={
-            "Content-Type": "application/json",
-            "User-Agent": _USER_AGENT,
-            "X-Conflux-Event": event,
-            "X-Conflux-Delivery": delivery,
-            "X-Conflux-Signature": sign(hook.secret, body),
-        })
+        headers = {"Content-Type": "application/json", "User-Agent": _USER_AGENT,
+                   "X-Conflux-Event": event, "X-Conflux-Delivery": delivery}
+        if hook.secret:  # a webhook registered over REST may have none: not signed
+            headers["X-Conflux-Signature"] = sign(hook.secret, body)
+        if hook.style == "gitops":
+            headers.update({"X-GitHub-Event": "push", "X-GitHub-Delivery": delivery})
+            if hook.secret:
+                headers["X-Hub-Signature-256"] = headers["X-Conflux-Signature"]
+        request = urllib.request.Request(hook.url, data=body, method="POST", headers=headers)
         try:
             with _opener().open(request, timeout=hook.timeout_s) as response:
                 response.read(_MAX_RESPONSE)

@@ -10,7 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import falcon
 import falcon.asgi
 
-from conflux.api import audit, entities, milestones, ops, original, review, service, watch
+from conflux.api import (audit, entities, milestones, ops, original, review, service, watch,
+                         webhooks)
 from conflux.api.params import Context
 from conflux.api.bodies import check_value
 from conflux.api.media import BodyBudget, write_body
@@ -77,6 +78,8 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/envs": original.Envs(ctx),
         "/v1/envs/diff": original.EnvDiff(ctx),
         "/v1/envs/{env_name}/state": original.EnvState(ctx),
+        "/v1/webhooks": webhooks.Webhooks(ctx),
+        "/v1/webhooks/{webhook_id}": webhooks.WebhookItem(ctx),
     }
     for path, resource in routes.items():
         app.add_route(path, resource)

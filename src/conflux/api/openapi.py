@@ -334,7 +334,54 @@ def _original_paths(env_param: dict, entity_schema: dict, env_schema: dict) -> d
                "schema": {"type": "integer", "minimum": 0, "maximum": 1000000}}]
     path = {"name": "entity_path", "in": "path", "required": True, "schema": entity_schema,
             "description": "entity id, e.g. service.api"}
+    hook_props = {
+        "url": {"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^\\s]+$",
+                "maxLength": 2000},
+        "entity_filter": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{0,265}$",
+                          "nullable": True, "description": "an entity id prefix"},
+        "field_filter": {"type": "string", "pattern": "^([A-Za-z_][A-Za-z0-9_]{0,63})?$",
+                         "nullable": True, "description": "one field"},
+        "secret": {"type": "string", "minLength": 1, "maxLength": 4096, "nullable": True,
+                   "description": "the HMAC key (without one, deliveries are not signed)"},
+        "event_filter": {"type": "string", "enum": ["all", "state_changes", "conflicts"]},
+        "format": {"type": "string", "enum": ["conflux", "gitops"]},
+        "enabled": {"type": "boolean"}}
+    hook = {"type": "object", "required": ["id", "url", "enabled", "event_filter", "format",
+                                           "failure_count", "source"],
+            "properties": {"id": text, "url": text, "enabled": {"type": "boolean"},
+                           "entity_filter": text, "field_filter": text,
+                           "event_filter": text, "format": text, "failure_count": count,
+                           "last_error": text,
+                           "source": {"type": "string", "enum": ["api", "webhooks.toml"]}}}
+    hook_id = {"name": "webhook_id", "in": "path", "required": True, "schema": text}
     return {
+        "/v1/webhooks": {
+            "get": {"summary": "every webhook: those of webhooks.toml (read-only) and those "
+                               "registered here", "responses": {
+                                   **_ok({"type": "object", "required": ["webhooks", "total"],
+                                          "properties": {"webhooks": {"type": "array",
+                                                                      "items": hook},
+                                                         "total": count}}),
+                                   **_errors(401, 403)}},
+            "post": {"summary": "register a webhook (the original's)",
+                     "requestBody": _body({"type": "object", "required": ["url"],
+                                           "additionalProperties": False,
+                                           "properties": hook_props}),
+                     "responses": {**_ok({"type": "object",
+                                          "required": ["id", "url", "enabled"]}),
+                                   **_errors(400, 401, 403, 408, 413, 415, 422)}}},
+        "/v1/webhooks/{webhook_id}": {
+            "get": {"summary": "one webhook", "parameters": [hook_id],
+                    "responses": {**_ok(hook), **_errors(401, 403, 404)}},
+            "put": {"summary": "change a registered webhook (what the body names)",
+                    "parameters": [hook_id],
+                    "requestBody": _body({"type": "object", "additionalProperties": False,
+                                          "properties": hook_props}),
+                    "responses": {**_ok(hook),
+                                  **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}},
+            "delete": {"summary": "remove a registered webhook", "parameters": [hook_id],
+                       "responses": {**_ok({"type": "object", "required": ["deleted", "id"]}),
+                                     **_errors(400, 401, 403, 404, 409)}}},
         "/health": {"get": {"summary": "liveness, as the original answers it", "security": [],
                             "responses": _ok({"type": "object",
                                               "required": ["status", "version"]})}},

@@ -173,14 +173,14 @@ class Daemon(BaseApplication):
         # stopped when it exits, after the workers have answered their last requests. The
         # workers' SystemExit unwinds through here too, hence the pid check.
         from conflux.daemon.commits import CommitProcess
-        from conflux.daemon.delivery import DeliveryProcess
+        from conflux.daemon.delivery import Delivery
         from conflux.daemon.replicator import replicator_start
         from conflux.daemon.scheduler import scheduler_start
         from conflux.engine import CONFLUX_DIR, Settings
 
         settings = Settings.load(os.path.join(self.directory, CONFLUX_DIR, "config.toml"))
         _open_files_for(self.options["workers"] * WORKER_CONNECTIONS)
-        delivery = DeliveryProcess.start(self.directory)  # None without webhooks.toml
+        delivery = Delivery(self.directory)  # a process once there is a webhook
         self.commits = CommitProcess.start(self.directory)
         scheduler = replicator = grpc = None
         master = os.getpid()
@@ -202,8 +202,7 @@ class Daemon(BaseApplication):
                 if scheduler is not None:
                     scheduler.stop()
                 self.commits.stop()
-                if delivery is not None:
-                    delivery.stop()
+                delivery.stop()
 
     def load(self):
         # Runs in each worker after the fork: LMDB environments must not cross a fork.

@@ -24,7 +24,7 @@ import grpc
 
 from conflux.api.bodies import check_ops
 from conflux.api.media import to_json
-from conflux.errors import AuthError, ConfluxError, InputError
+from conflux.errors import AuthError, ConfluxError, InputError, NotFound
 from conflux.limits import check_parsed
 from conflux.original import conflicted, conflux_ops
 from conflux.rpc import conflux_pb2 as pb
@@ -171,11 +171,13 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
             actor = self._actor(context)
             engine = self.engine
             env = request.environment if request.HasField("environment") else self.base
-            engine.schema.env_chain(env)  # NOT_FOUND for an unknown environment
-            engine.schema.split_entity_id(request.entity_id)
-            engine.policy.require_read(actor, request.entity_id, None, env)
-            found = engine.resolved([request.entity_id], env).get(request.entity_id)
-            return pb.GetEntityResponse(entity_json=to_json(found), exists=found is not None)
+            try:
+                fields = engine.get(request.entity_id, env, reader=actor)
+            except NotFound:
+                engine.schema.env_chain(env)  # an unknown environment stays NOT_FOUND
+                return pb.GetEntityResponse(entity_json="null", exists=False)
+            found = {name: item["value"] for name, item in fields.items()}
+            return pb.GetEntityResponse(entity_json=to_json(found), exists=True)
 
     # -- watching -------------------------------------------------------------------------------
 
@@ -186,10 +188,8 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
             env = request.environment if request.HasField("environment") else None
             entity = request.entity_filter if request.HasField("entity_filter") else None
             field = request.field_filter if request.HasField("field_filter") else None
-            if env is not None:
-                engine.schema.env_chain(env)
-            if entity is None:  # a prefix is filtered op by op, by what the actor may read
-                engine.policy.require_read(actor, "*", None, env or "*")
+            # with no prefix, all of it must be readable; a prefix is filtered op by op
+            engine.feed_filter(env=env, reader=actor if entity is None else None)
             keep = _Filter(engine, actor, entity, field, env)
             follower = self.follower
             follower.watchers += 1
