@@ -394,8 +394,9 @@ serves the original's, with its request bodies and its answers' keys (its gRPC s
 | `GET /v1/webhooks`, `POST /v1/webhooks`, `GET`/`PUT`/`DELETE /v1/webhooks/{webhook_id}` | webhooks managed over REST, as the original's: `url`, `entity_filter` (an entity id prefix), `field_filter`, `secret` (optional: unsigned without), `event_filter` (`all`, `state_changes`, `conflicts`), `format` (`conflux`: the original's payload, one change per POST; `gitops`: each milestone as a GitHub `push` event, which Argo CD's `/api/webhook` and Flux's `github` Receiver accept), `enabled`. Kept in `.conflux/webhooks.json` and followed by the daemon without a restart; the webhooks of `webhooks.toml` are listed too (`"source": "webhooks.toml"`), read-only (409), and win over a registration of the same id ([configuration.md](configuration.md#webhookstoml)). Needs the `admin` permission; secrets are never answered |
 | `GET /v1/envs/diff?from=&to=` | `{"from_env", "to_env", "differences": [{"entity_id", "field", "from_value", "to_value"}]}`, field by field where the resolved values differ (defaults included) |
 
-What differs, on purpose: the credentials name the actor (the original's `X-Conflux-Actor`
-headers are not read); an entity exists once one of its fields is written, so `insert_entity`
+What differs, on purpose: the credentials name the actor; the original's `X-Conflux-Actor`
+and `X-Conflux-Actor-Class` headers are read only with `[daemon] auth = "none"`, which serves
+on loopback only ([configuration.md](configuration.md#configtoml)); an entity exists once one of its fields is written, so `insert_entity`
 needs at least one field; Conflux keeps no entity tree, so `parent_id`, `position` and
 `move_entity` are refused with 422 naming them, `parent_id` is always null and `children`
 empty; a deleted entity is not listed (`tombstoned` is always false). `GET /v1/state` keeps

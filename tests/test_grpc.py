@@ -524,3 +524,23 @@ def test_conflux_watch_over_grpc(live):
                             capture_output=True, text=True, timeout=60)
     assert denied.returncode == 2 and "UNAUTHENTICATED" in denied.stderr
     assert len(denied.stderr.strip().splitlines()) == 1
+
+
+def test_without_auth_the_request_names_its_actor(tmp_path):
+    project = make_project(tmp_path, rbac=False)
+    with open(os.path.join(project, ".conflux", "config.toml"), "a") as fh:
+        fh.write('\n[daemon]\nauth = "none"\n')
+    port = free_port()
+    with daemon(project, "--grpc-port", str(port)):
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+            stub = pb_grpc.ConfluxServiceStub(channel)
+            wrote = stub.SubmitOperation(set_field("service.n", "image", "x",
+                                                   actor_id="ci-bot", actor_class="pipeline"))
+            change = Reader(stub.WatchState(pb.WatchRequest(after_seq=wrote.seq - 1),
+                                            metadata=(("x-conflux-actor", "watcher"),)))
+            got = change.take(1)[0]
+            assert (got.actor_id, got.actor_class) == ("ci-bot", "pipeline")
+            change.cancel()
+            code, details = code_of(lambda: stub.SubmitOperation(set_field("service.n",
+                                                                           "image", "y")))
+            assert code == grpc.StatusCode.UNAUTHENTICATED and "actor" in details

@@ -349,3 +349,78 @@ def test_webhook_registrations_are_checked_and_need_admin(tmp_path):
         r = post(url, "/v1/webhooks", {"url": "http://127.0.0.1:9/", "secret": "k"})
         mode = os.stat(os.path.join(project, ".conflux", "webhooks.json")).st_mode & 0o777
         assert r.status_code == 200 and mode == 0o600
+
+
+# -- callers who name themselves (auth = "none", loopback only) --------------------------------
+
+def test_without_auth_callers_name_themselves_on_loopback_only(tmp_path):
+    import subprocess
+    import sys
+
+    project = make_project(tmp_path / "p", rbac=False)
+    with open(os.path.join(project, ".conflux", "config.toml"), "a") as fh:
+        fh.write('\n[daemon]\nauth = "none"\n')
+    run = subprocess.run([sys.executable, "-m", "conflux", "--dir", project, "daemon",
+                          "--host", "0.0.0.0", "--port", "9"], capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 2 and "loopback" in run.stderr, run.stderr
+    with daemon(project) as (url, _):
+        named = {"X-Conflux-Actor": "test-user", "X-Conflux-Actor-Class": "Pipeline"}
+        r = requests.post(f"{url}/v1/ops", headers=named, timeout=10, json={
+            "type": "insert_entity", "entity_id": "route.api", "entity_type": "route",
+            "fields": {"path": "/api"}})
+        assert r.status_code == 200, r.text
+        log = requests.get(f"{url}/v1/log", headers=named, timeout=10).json()["operations"]
+        assert (log[0]["actor_id"], log[0]["actor_class"]) == ("test-user", "pipeline")
+        r = requests.post(f"{url}/v1/ops", timeout=10, json={
+            "type": "set_field", "entity_id": "route.api", "field": "path", "value": "/x"})
+        assert r.status_code == 401 and "X-Conflux-Actor" in r.json()["error"]["message"]
+        r = requests.post(f"{url}/v1/ops", timeout=10, headers={
+            "X-Conflux-Actor": "test-user", "X-Conflux-Actor-Class": "robot"}, json={
+            "type": "set_field", "entity_id": "route.api", "field": "path", "value": "/x"})
+        assert r.status_code == 400 and "robot" in r.json()["error"]["message"]
+        # a key still names its own actor
+        r = post(url, "/v1/ops", {"type": "set_field", "entity_id": "route.api",
+                                  "field": "path", "value": "/k"})
+        assert r.status_code == 200
+        log = requests.get(f"{url}/v1/log", headers=named, timeout=10).json()["operations"]
+        assert log[0]["actor_id"] == "zara" and len(log) == 2
+
+
+def test_the_audit_export_with_the_originals_filters_and_headers(tmp_path):
+    import subprocess
+    import sys
+
+    project = make_project(tmp_path / "p")
+    with daemon(project) as (url, _):
+        post(url, "/v1/ops", {"type": "set_field", "entity_id": "route.a", "field": "path",
+                              "value": "/a"})
+        post(url, "/v1/ops", {"type": "set_field", "entity_id": "route.a", "field": "weight",
+                              "value": 5}, actor="autoscaler-7")
+        post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.b", "field": "image",
+                              "value": "b"})
+        r = requests.get(f"{url}/v1/audit/export", headers=key("zara"), timeout=30,
+                         params={"actor": "zara", "entity": "route", "verify": "true"})
+        assert r.status_code == 200, r.text
+        assert r.headers["X-Audit-Operations-Exported"] == "1"
+        assert r.headers["X-Audit-Signature-Failures"] == "0"
+        lines = [json.loads(x) for x in r.text.splitlines()]
+        assert [x.get("seq", x.get("elided")) for x in lines[:-1]] == [1, [2, 3]]
+        assert lines[-1]["checkpoint"]["filter"] == {"actor": "zara", "entity": "route"}
+        r = requests.get(f"{url}/v1/audit/export", headers=key("zara"), timeout=30)
+        assert r.headers["X-Audit-Operations-Exported"] == "3"
+        assert "X-Audit-Signature-Failures" not in r.headers
+        assert requests.get(f"{url}/v1/audit/export", headers=key("zara"), timeout=30,
+                            params={"entity": "bad id"}).status_code == 400
+    # the command line: the same filters, and a filtered file verifies
+    out = tmp_path / "audit.jsonl"
+    run = subprocess.run([sys.executable, "-m", "conflux", "--dir", project, "audit",
+                          "export", "--actor", "autoscaler-7", "--verify", "-o", str(out)],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert "1 operation" in run.stderr and "every signature verified" in run.stderr
+    check = subprocess.run([sys.executable, "-m", "conflux", "--dir", project, "audit",
+                            "verify", str(out), "--key-registry",
+                            os.path.join(project, ".conflux", "keys.json")],
+                           capture_output=True, text=True, timeout=60)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -13,7 +13,7 @@ import pytest
 from nacl.signing import SigningKey
 
 from conflux.actors import Actor
-from conflux.audit import export_lines, verify
+from conflux.audit import export_lines, summary, verify
 from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.signing import (Registry, SignatureRefused, canonical, load_private_key, op_content,
@@ -292,6 +292,58 @@ def test_a_changed_byte_fails_at_its_line_and_a_removed_line_is_a_gap(signed, tm
     assert report.sequence == [(2, "gap: seq 2 missing before seq 3")] and not report.ok
     reordered = [text[0], text[2], text[1], text[3]]
     assert any("reordered" in p for _, p in verify(reordered, signed.signatures).sequence)
+
+
+def test_a_filtered_export_elides_runs_and_still_verifies(signed):
+    signed.apply([wire(signed, "route.api", "weight", 1, op_id="z-1")], ZARA)
+    for i in range(3):
+        signed.apply([{"type": "set_field", "entity_id": "route.web", "field": "weight",
+                       "value": 10 + i}], BOT)
+    signed.apply([wire(signed, "route.api", "weight", 2, op_id="z-2")], ZARA)
+    signed.apply([{"type": "set_field", "entity_id": "route.api", "field": "weight",
+                   "value": 3}], BOT)
+    text = list(export_lines(signed, actor="zara"))
+    *lines, checkpoint = [json.loads(x) for x in text]
+    assert [x.get("seq", x.get("elided")) for x in lines] == [1, [2, 4], 5, [6, 6]]
+    cp = checkpoint["checkpoint"]
+    assert (cp["count"], cp["elided"], cp["filter"], cp["first_seq"], cp["last_seq"]) == (
+        2, 4, {"actor": "zara"}, 1, 6)
+    # the chain is the whole log's: the head is the unfiltered export's
+    full = [json.loads(x) for x in export_lines(signed)]
+    assert cp["head_hash"] == full[-1]["checkpoint"]["head_hash"]
+    assert lines[2]["hash"] == full[4]["hash"]
+    report = verify(text, signed.signatures)
+    assert report.ok, report.problems()
+    assert (report.lines, report.elided, report.signed_ok) == (2, 4, 2)
+    # an entity prefix; the class:id form of an actor
+    *lines, _ = [json.loads(x) for x in export_lines(signed, entity="route.w")]
+    assert [x.get("seq", x.get("elided")) for x in lines] == [[1, 1], 2, 3, 4, [5, 6]]
+    *lines, _ = [json.loads(x) for x in export_lines(signed, actor="autoscaler:autoscaler-7",
+                                                     entity="route.api")]
+    assert [x.get("seq", x.get("elided")) for x in lines] == [[1, 5], 6]
+    # tampering still shows: a changed kept line, a changed or dropped elided run
+    changed = list(text)
+    changed[2] = changed[2].replace(b'"new":2', b'"new":7')
+    assert any("hash mismatch" in r for _, _, r in verify(changed, signed.signatures).failures)
+    widened = list(text)
+    widened[1] = widened[1].replace(b"[2,4]", b"[2,5]")
+    assert not verify(widened, signed.signatures).ok
+    dropped = text[:1] + text[2:]
+    report = verify(dropped, signed.signatures)
+    assert not report.ok and report.sequence
+    rehashed = list(text)
+    rehashed[1] = rehashed[1][:-67] + b'"' + b"0" * 64 + b'"}\n'
+    assert any("hash mismatch" in r for _, _, r in verify(rehashed, signed.signatures).failures)
+
+
+def test_the_summary_counts_and_verifies_what_an_export_holds(signed):
+    signed.apply([wire(signed, "route.api", "weight", 1, op_id="z-1")], ZARA)
+    signed.apply([{"type": "set_field", "entity_id": "route.web", "field": "weight",
+                   "value": 10}], BOT)
+    assert summary(signed) == (2, 0)
+    assert summary(signed, actor="zara", registry=signed.signatures) == (1, 0)
+    signed.signatures.revoke("zara-1", now_ms=1)  # as if never valid: its signature fails
+    assert summary(signed, registry=Registry(signed.signatures.path)) == (2, 1)
 
 
 def test_export_since_and_until(signed):

@@ -60,11 +60,11 @@ import threading
 import time
 
 from conflux.codec import Packer
-from conflux.kernel import core
+from conflux.kernel import core, op_parts
 from conflux.errors import ConfluxError, InputError
 from conflux.signing import Registry, canonical, op_content
 
-__all__ = ["export_lines", "verify", "read_checkpoint", "project_key", "line_digest",
+__all__ = ["export_lines", "summary", "verify", "read_checkpoint", "project_key", "line_digest",
            "checkpoint_content", "Report", "AuditKeyError", "GENESIS", "KEY_FILE",
            "AUDIT_ACTOR"]
 
@@ -106,11 +106,25 @@ def _first_at(engine, when) -> int:
     return ops[0].seq if ops else engine.last_seq() + 1
 
 
-def export_lines(engine, since=None, until=None, *, reader=None):
+def export_lines(engine, since=None, until=None, *, reader=None, actor=None, entity=None):
     """The audit trail as an iterator of JSON lines (bytes, each ending with a newline), the
     signed checkpoint last; ``since`` and ``until`` (a sequence number, an hlc:... or an ISO
     date) are checked, and the project's audit key made or read, at once, before the first
-    line. A ``reader`` needs ``admin`` in the base environment."""
+    line. A ``reader`` needs ``admin`` in the base environment.
+
+    ``actor`` (``id`` or ``class:id``) and ``entity`` (an entity id, or a prefix of ids) keep
+    the operations of one actor, or touching those entities: each run of operations left out
+    becomes one line ``{"elided": [first seq, last seq], "hash": ...}`` carrying the chain's
+    hash after it, so the lines kept still verify against the whole log's chain, and the
+    checkpoint records the filter and how many operations were elided."""
+    start, last, log_last = _range(engine, since, until, reader)
+    signing_key, key_id = project_key(engine)
+    keep = _filter(actor, entity)
+    return _lines(engine, start, last, log_last, since, until, signing_key, key_id, keep,
+                  {"actor": actor, "entity": entity} if keep else None)
+
+
+def _range(engine, since, until, reader) -> tuple[int, int, int]:
     if reader is not None:
         engine.policy.require(reader, "admin", None, None, engine.schema.base_env)
     log_last = engine.last_seq()
@@ -120,15 +134,54 @@ def export_lines(engine, since=None, until=None, *, reader=None):
     last = log_last
     if until is not None:
         last = min(last, int(until) if _is_seq(until) else _first_at(engine, until) - 1)
-    signing_key, key_id = project_key(engine)
-    return _lines(engine, start, last, log_last, since, until, signing_key, key_id)
+    return start, last, log_last
 
 
-def _lines(engine, start, last, log_last, since, until, signing_key, key_id):
+def _filter(actor, entity):
+    """``keep(op)`` for an export's filters, or None without any."""
+    if not actor and not entity:
+        return None
+
+    def keep(op) -> bool:
+        if actor and op.actor != actor and f"{op.actor_class}:{op.actor}" != actor:
+            return False
+        return not entity or any((p.entity or "").startswith(entity) for p in op_parts(op))
+    return keep
+
+
+def summary(engine, since=None, until=None, *, reader=None, actor=None, entity=None,
+            registry: Registry | None = None) -> tuple[int, int]:
+    """What ``export_lines`` with the same arguments would export, before it does: the
+    operations it keeps, and (given the project's key ``registry``) how many of their
+    signatures fail to verify. For the answer's headers, sent before its body."""
+    start, last, _ = _range(engine, since, until, reader)
+    keep = _filter(actor, entity)
+    count = failed = 0
+    if registry is not None:
+        registry.refresh()
+    seq = start
+    while seq <= last:
+        ops = engine.log(start=seq, reverse=False, limit=min(_CHUNK, last - seq + 1))
+        if not ops:
+            break
+        for op in ops:
+            if keep is not None and not keep(op):
+                continue
+            count += 1
+            if registry is not None and op.signature is not None and \
+                    _check_line(line_of(engine, op), registry) is not None:
+                failed += 1
+        seq = ops[-1].seq + 1
+    return count, failed
+
+
+def _lines(engine, start, last, log_last, since, until, signing_key, key_id, keep=None,
+           filters=None):
     required = sorted(engine.settings.require_signatures)
     unsigned = {cls: start - 1 for cls in required}  # the last unsigned seq of each class
     prev = head = chain_hash(engine, start - 1)
-    count, marks, seq = 0, [], start
+    count, elided, marks, seq = 0, 0, [], start
+    run = None  # the operations left out since the last line: [first, last]
     try:
         while seq <= last:
             ops = engine.log(start=seq, reverse=False, limit=min(_CHUNK, last - seq + 1))
@@ -136,15 +189,25 @@ def _lines(engine, start, last, log_last, since, until, signing_key, key_id):
                 break
             for op in ops:
                 line = line_of(engine, op)
-                text, head = _chained(line, head)
-                count += 1
+                if keep is not None and not keep(op):
+                    _, head = _chained(line, head)
+                    run = [op.seq, op.seq] if run is None else [run[0], op.seq]
+                    elided += 1
+                else:
+                    if run is not None:
+                        yield _elided(run, head)
+                        run = None
+                    text, head = _chained(line, head)
+                    count += 1
+                    if op.signature is None and op.actor_class in unsigned and \
+                            line["type"] not in _NEVER_SIGNED:
+                        unsigned[op.actor_class] = op.seq
+                    yield text
                 if op.seq % _MARK == 0:
                     marks.append((op.seq, head))
-                if op.signature is None and op.actor_class in unsigned and \
-                        line["type"] not in _NEVER_SIGNED:
-                    unsigned[op.actor_class] = op.seq
-                yield text
             seq = ops[-1].seq + 1
+        if run is not None:
+            yield _elided(run, head)
     finally:
         _remember(engine, marks)
     checkpoint = {
@@ -156,10 +219,19 @@ def _lines(engine, start, last, log_last, since, until, signing_key, key_id):
         "count": count, "head_hash": head.hex(), "log_last_seq": log_last,
         "require": {cls: after + 1 for cls, after in unsigned.items()},
         "time": _wall_time(int(time.time() * 1000)), "key_id": key_id}
+    if filters is not None:  # a filtered export: lines cover first_seq..last_seq with elisions
+        checkpoint.update(filter={k: v for k, v in filters.items() if v}, elided=elided,
+                          first_seq=start if count + elided else None,
+                          last_seq=start + count + elided - 1 if count + elided else None)
     signature = signing_key.sign(checkpoint_content(checkpoint)).signature
     yield (json.dumps({"checkpoint": checkpoint,
                        "signature": base64.b64encode(signature).decode()},
                       separators=(",", ":")) + "\n").encode()
+
+
+def _elided(run: list, head: bytes) -> bytes:
+    return (json.dumps({"elided": run, "hash": head.hex()}, separators=(",", ":")) +
+            "\n").encode()
 
 
 def line_of(engine, op) -> dict:
@@ -370,6 +442,7 @@ def _make_key(path: str, shown: str) -> None:
 class Report:
     def __init__(self):
         self.lines = 0  # operation lines (the checkpoint aside)
+        self.elided = 0  # operations a filtered export left out
         self.signed_ok = 0
         self.failures: list[tuple[int, int | None, str]] = []  # (line number, seq, reason)
         self.unsigned: list[tuple[int, int | None]] = []
@@ -386,7 +459,7 @@ class Report:
                       key=lambda item: item[0])
 
     def to_dict(self) -> dict:
-        return {"lines": self.lines, "signed_ok": self.signed_ok,
+        return {"lines": self.lines, "elided": self.elided, "signed_ok": self.signed_ok,
                 "failures": [{"line": n, "seq": s, "reason": r} for n, s, r in self.failures],
                 "sequence_problems": [{"line": n, "problem": p} for n, p in self.sequence],
                 "unsigned": [{"line": n, "seq": s} for n, s in self.unsigned],
@@ -456,6 +529,23 @@ def verify(stream, registry: Registry, *, extends: dict | None = None) -> Report
             continue
         if "checkpoint" in line:
             checkpoint = (number, line)
+            continue
+        if "elided" in line:  # a filtered export: operations left out, the chain's hash after
+            run, claimed = line.get("elided"), _claimed_hash(line.get("hash"))
+            if not (isinstance(run, list) and len(run) == 2 and all(
+                    type(x) is int for x in run) and 1 <= run[0] <= run[1]) or claimed is None:
+                report.failures.append((number, None, "an elided line needs \"elided\": "
+                                                      "[first seq, last seq] and a hash"))
+                continue
+            if previous is not None and run[0] != previous + 1:
+                report.sequence.append((number, f"elided seq {_span(*run)} after {previous}"))
+            if first is None:
+                first = (number, run[0], None, claimed)
+            previous = last_seq = run[1]
+            report.elided += run[1] - run[0] + 1
+            state = claimed
+            if old is not None and run[0] <= old[0] <= run[1]:
+                at_old_head = (number, claimed if old[0] == run[1] else None)
             continue
         seq = line.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
@@ -621,6 +711,9 @@ def _check_checkpoint(report, number, line, registry, first, state, last_seq, un
     if report.lines != cp["count"]:
         fail((number, None, f"checkpoint: the export has {cp['count']} lines, this file "
                             f"{report.lines}"))
+    if report.elided != cp.get("elided", 0):
+        fail((number, None, f"checkpoint: the export elided {cp.get('elided', 0)} operations, "
+                            f"this file {report.elided}"))
     if first is None:
         if head_hash != prev_hash:
             fail((number, None, "checkpoint: no lines, yet the head hash is not prev_hash"))
@@ -633,7 +726,10 @@ def _check_checkpoint(report, number, line, registry, first, state, last_seq, un
                                    f"at seq {prev_seq + 1}: {what}"))
         follows = True
         with contextlib.suppress(InputError):  # reported with the line already
-            follows = f_claimed is None or line_digest(f_line, prev_hash) == f_claimed
+            # (an elided first run cannot be hashed here: the lines after it are checked
+            # against its hash, and the signed head hash closes the chain)
+            follows = f_claimed is None or f_line is None or \
+                line_digest(f_line, prev_hash) == f_claimed
         if not follows:
             fail((f_number, f_seq, "hash mismatch: the line does not follow the checkpoint's "
                                    "prev_hash: it was changed, or lines before it removed"))
@@ -678,7 +774,11 @@ def _check_extends(report, number, cp, extends, old, at_old_head, registry) -> N
                                 f"at seq {old_seq} is {old_hash.hex()[:16]}...: the log "
                                 "before it was rewritten"))
     elif new_prev < old_seq <= new_head:
-        if at_old_head is None or at_old_head[1] != old_hash:
+        if at_old_head is not None and at_old_head[1] is None:
+            fail((at_old_head[0], old_seq, f"--extends: the earlier checkpoint's head, seq "
+                                           f"{old_seq}, is inside a run this filtered export "
+                                           "elided: check against an unfiltered export"))
+        elif at_old_head is None or at_old_head[1] != old_hash:
             where = at_old_head[0] if at_old_head else number
             fail((where, old_seq, f"--extends: the earlier checkpoint's head is seq {old_seq} "
                                   f"with hash {old_hash.hex()[:16]}..., this export's line for "

@@ -116,21 +116,21 @@ def expand(raw_ops: list, base_env: str) -> tuple[list, list[int] | None]:
     return out, groups
 
 
-def conflicted(engine, ops: list) -> set[int]:
-    """The indexes of the ops (committed) whose ``review`` field now holds concurrent
-    candidates: the original's ``conflict``."""
+def conflicted(engine, ops: list) -> dict[int, list]:
+    """The ops (committed) whose ``review`` field now holds concurrent candidates: the
+    original's ``conflict``, by index, with the candidates' values."""
     review = engine.schema.review_fields
     if not review:
-        return set()
+        return {}
     base = engine.schema.base_env
     found = [(i, (op.get("env") or base, op["entity_id"], op["field"]))
              for i, op in enumerate(ops)
              if op.get("type") in _REVIEW_WRITES and
              (op["entity_id"].partition(".")[0], op.get("field")) in review]
     if not found:
-        return set()
-    hits = engine.in_conflict([item for _, item in found])
-    return {i for (i, _), hit in zip(found, hits) if hit}
+        return {}
+    values = engine.contending([item for _, item in found])
+    return {i: v for (i, _), v in zip(found, values) if v is not None}
 
 
 _REVIEW_WRITES = frozenset({"set_field", "unset_field", "resolve"})
@@ -147,22 +147,14 @@ def answers(engine, ops: list, groups: list[int] | None, acks: list[dict]) -> li
         answer["operation_id"], answer["timestamp"] = answer["op_id"], answer["hlc"]
         answer["conflict"] = any(i in hit for i in range(at, at + size))
         if answer["conflict"]:
-            op = next(ops[i] for i in range(at, at + size) if i in hit)
-            answer["conflict_info"] = _conflict_info(engine, op)
+            i = next(i for i in range(at, at + size) if i in hit)
+            answer["conflict_info"] = {"entity_id": ops[i]["entity_id"],
+                                       "field": ops[i]["field"], "contending_values": hit[i]}
         if size > 1:
             answer["operation_ids"] = [a["op_id"] for a in acks[at:at + size]]
         out.append(answer)
         at += size
     return out
-
-
-def _conflict_info(engine, op: dict) -> dict:
-    env = op.get("env") or engine.schema.base_env
-    for conflict in engine.conflicts(env):
-        if conflict["entity_id"] == op["entity_id"] and conflict["field"] == op["field"]:
-            return {"entity_id": op["entity_id"], "field": op["field"],
-                    "contending_values": [c["value"] for c in conflict["candidates"]]}
-    return {"entity_id": op["entity_id"], "field": op["field"], "contending_values": []}
 
 
 # -- reads in the original's shapes -------------------------------------------------------------

@@ -17,7 +17,7 @@ def conflicting(engine, op) -> bool:
     review = engine.schema.review_fields
     parts = [(p.env, p.entity, p.field) for p in op_parts(op)
              if (p.entity.partition(".")[0], p.field) in review] if review else []
-    return bool(parts) and any(engine.in_conflict(parts))
+    return bool(parts) and any(v is not None for v in engine.contending(parts))
 
 
 def original_payload(engine, op) -> dict:

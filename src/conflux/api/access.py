@@ -22,6 +22,7 @@ import threading
 import time
 
 from conflux._tomlfile import file_stamp
+from conflux.actors import Actor
 from conflux.auth import API_KEYS_FILE, ApiKeys, CertMap, load_credentials
 from conflux.errors import AuthError, ConfluxError
 
@@ -39,11 +40,13 @@ PEERCERT = "conflux.peercert"
 
 class Access:
     def __init__(self, keys: ApiKeys, certs: CertMap, *, root: str | None = None, stamp=None,
-                 also=()):
+                 also=(), anonymous: bool = False):
         """``stamp``: the file's stamp as it was when read (``root``'s is looked at again by
         :meth:`refresh`); ``also``: more refreshers the watcher calls (the engine's access
-        rules)."""
+        rules); ``anonymous``: ``[daemon] auth = "none"``, callers without credentials name
+        themselves (``X-Conflux-Actor``, as the original Conflux's did)."""
         self.keys, self.certs = keys, certs
+        self.anonymous = anonymous
         self.root = root
         self.also = list(also)
         self._stamp = stamp
@@ -51,14 +54,14 @@ class Access:
         self._lock = threading.Lock()
 
     @classmethod
-    def load(cls, root: str, *, also=()) -> "Access":
+    def load(cls, root: str, *, also=(), anonymous: bool = False) -> "Access":
         """The credentials of a project's ``.conflux/`` directory; ``InputError`` naming the
         file and line of anything wrong."""
         path = os.path.join(root, API_KEYS_FILE)
         stamp = file_stamp(path)
         keys, certs = load_credentials(path)
         # stamped before reading: a change while reading is picked up at the next look
-        return cls(keys, certs, root=root, stamp=stamp, also=also)
+        return cls(keys, certs, root=root, stamp=stamp, also=also, anonymous=anonymous)
 
     # -- reloading ------------------------------------------------------------------------------
 
@@ -113,8 +116,19 @@ class Access:
         peercert = req.scope.get(PEERCERT)
         if peercert:
             return self.certs.actor_for(peercert)
+        if self.anonymous:
+            return self.named(req.get_header("X-Conflux-Actor"),
+                              req.get_header("X-Conflux-Actor-Class"))
         raise AuthError("no credentials: send an API key in the X-API-Key header or use a "
                         "client certificate")
+
+    def named(self, ident: str | None, cls: str | None) -> Actor:
+        """With ``[daemon] auth = "none"``: the actor a caller names (class ``human`` by
+        default); 401 without a name, 400 for a bad one."""
+        if not ident:
+            raise AuthError("missing actor identity: send X-Conflux-Actor (and "
+                            "X-Conflux-Actor-Class), or an API key")
+        return Actor(ident, (cls or "human").lower())
 
     def middleware(self):
         return _Authenticate(self)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from conflux.api.params import Resource
+from conflux.api.params import flag_param, Resource
 
 #: Lines read (and chained) per trip to a worker thread.
 _LINES_PER_CHUNK = 512
@@ -12,13 +12,23 @@ class AuditExport(Resource):
     """The op log as JSON Lines, streamed (``conflux.audit``); the ``admin`` action."""
 
     async def on_get(self, req, resp):
-        from conflux.audit import export_lines
+        from conflux.audit import export_lines, summary
 
         ctx = self.ctx
-        # the reader's right, since and until are checked here, before the answer starts
-        lines = await ctx.blocking(export_lines, ctx.engine, since=req.get_param("since"),
-                                   until=req.get_param("until"), reader=req.context.actor)
+        what = {"since": req.get_param("since"), "until": req.get_param("until"),
+                "actor": req.get_param("actor"), "entity": req.get_param("entity"),
+                "reader": req.context.actor}
+        # the reader's right, since and until are checked here, before the answer starts;
+        # the original's headers are counted first (a pass over the range, with the
+        # signatures checked when asked)
+        count, failed = await ctx.blocking(summary, ctx.engine, **what,
+                                           registry=_registry(ctx.engine)
+                                           if flag_param(req, "verify") else None)
+        lines = await ctx.blocking(export_lines, ctx.engine, **what)
         resp.content_type = "application/x-ndjson"
+        resp.set_header("X-Audit-Operations-Exported", str(count))
+        if flag_param(req, "verify"):
+            resp.set_header("X-Audit-Signature-Failures", str(failed))
         resp.stream = self._chunks(iter(lines))
 
     async def _chunks(self, lines):
@@ -34,3 +44,11 @@ def _take(lines, n: int) -> bytes:
         if len(out) == n:
             break
     return b"".join(out)
+
+
+def _registry(engine):
+    import os
+
+    from conflux.signing import REGISTRY_FILE, Registry
+
+    return Registry(os.path.join(engine.root, REGISTRY_FILE))

@@ -245,9 +245,29 @@ def openapi_document(schema=None) -> dict:
                 {"name": "since", "in": "query", "required": False,
                  "schema": _POINT, "description": "a sequence number, hlc:... or "
                                                   "ISO date/time"},
-                {"name": "until", "in": "query", "required": False, "schema": _POINT}],
-            "responses": {"200": {"description": "JSON Lines: one operation a line, then "
-                                                 "the signed checkpoint (docs/security.md)",
+                {"name": "until", "in": "query", "required": False, "schema": _POINT},
+                {"name": "actor", "in": "query", "required": False,
+                 "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                 "description": "only this actor's operations (id, or class:id)"},
+                {"name": "entity", "in": "query", "required": False,
+                 "schema": {"type": "string", "pattern": "^[A-Za-z0-9_.-]{1,265}$"},
+                 "description": "only operations on entities whose id starts with this"},
+                {"name": "verify", "in": "query", "required": False,
+                 "schema": {"type": "boolean"},
+                 "description": "check every exported signature against keys.json: "
+                                "X-Audit-Signature-Failures"}],
+            "responses": {"200": {"description": "JSON Lines: one operation a line (with "
+                                                 "actor or entity, each run of operations "
+                                                 "left out as one elided line), then the "
+                                                 "signed checkpoint (docs/security.md)",
+                                  "headers": {
+                                      "X-Audit-Operations-Exported": {
+                                          "schema": {"type": "integer"},
+                                          "description": "operations in the export"},
+                                      "X-Audit-Signature-Failures": {
+                                          "schema": {"type": "integer"},
+                                          "description": "with verify: signatures that "
+                                                         "do not verify"}},
                                   "content": {"application/x-ndjson": {
                                       "schema": {"type": "string"}}}},
                           **_errors(400, 401, 403, 422, 503)}}},

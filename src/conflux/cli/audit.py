@@ -22,6 +22,14 @@ def add_parser(sub):
                                     "exports with 'audit verify --extends'.")
     e.add_argument("--since", metavar="SEQ|HLC|DATE", help="from this operation on")
     e.add_argument("--until", metavar="SEQ|HLC|DATE", help="up to this operation")
+    e.add_argument("--actor", metavar="ID|CLASS:ID",
+                   help="only this actor's operations (each run left out is one 'elided' "
+                        "line carrying the chain's hash, so the file still verifies)")
+    e.add_argument("--entity", metavar="ID|PREFIX",
+                   help="only operations on entities whose id starts with this")
+    e.add_argument("--verify", action="store_true",
+                   help="also check every exported signature against .conflux/keys.json and "
+                        "say how many fail (on standard error; exit status 1 when any does)")
     e.add_argument("--output", "-o", default="-", metavar="FILE",
                    help="the file to write (default: standard output); a regular file is "
                         "replaced once the export is complete, a FIFO or device written to "
@@ -53,15 +61,30 @@ def export(args):
     from conflux.destination import open_destination
 
     engine = open_engine(args)
-    lines = export_lines(engine, since=args.since, until=args.until)
-    count = -1  # the checkpoint is not an operation
+    what = {"since": args.since, "until": args.until, "actor": args.actor,
+            "entity": args.entity}
+    failed = 0
+    if args.verify:
+        import os
+
+        from conflux.audit import summary
+        from conflux.signing import REGISTRY_FILE, Registry
+
+        _, failed = summary(engine, **what,
+                            registry=Registry(os.path.join(engine.root, REGISTRY_FILE)))
+    lines = export_lines(engine, **what)
+    count = 0
     with open_destination(args.output) as out:
         for line in lines:
             out.write(line)
-            count += 1
+            count += line.startswith(b'{"seq"')  # neither elided runs nor the checkpoint
     if args.output != "-":
         print(f"{plural(count, 'operation')} and a signed checkpoint written to {args.output}",
               file=sys.stderr)
+    if args.verify:
+        print(f"{plural(failed, 'signature')} failed to verify" if failed else
+              "every signature verified", file=sys.stderr)
+        return 1 if failed else 0
     return 0
 
 

@@ -1,8 +1,10 @@
 """conflux daemon: serve the REST API (gunicorn, uvicorn workers, Falcon)."""
 
+import ipaddress
 import os
 
 from conflux.cli._output import open_engine
+from conflux.errors import InputError
 
 
 def add_parser(sub):
@@ -52,6 +54,9 @@ def run(args):
     # a shared hold on the project until the daemon and its workers are gone: 'conflux store
     # migrate' is refused meanwhile
     hold = daemon_lock(engine.root)
+    if engine.settings.auth == "none" and not _loopback(args.host):
+        raise InputError(f'[daemon] auth = "none" lets callers name themselves: it serves '
+                         f"on a loopback address only (127.0.0.1, ::1), not {args.host}")
     access = check_configuration(engine)
     grpc_port = args.grpc_port if args.grpc_port is not None else engine.settings.grpc_port
     grpc = grpc_options(options, grpc_port, host=args.host, port=args.port)
@@ -59,3 +64,12 @@ def run(args):
     args.engine = None
     Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access,
            grpc=grpc).run()
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False

@@ -79,7 +79,7 @@ def check_configuration(engine):
     load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE), schema=engine.schema)
     Registry(os.path.join(engine.root, REGISTRY_FILE)).refresh()
     engine.policy.load()
-    return Access.load(engine.root)
+    return Access.load(engine.root, anonymous=engine.settings.auth == "none")
 
 
 def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 2,
@@ -215,7 +215,8 @@ class Daemon(BaseApplication):
         engine = Engine(self.directory)
         pool = slow_work_pool(self.threads)
         committer = CommitClient(self.commits.path, engine, pool=pool)
-        access = self.access or Access.load(engine.root)
+        access = self.access or Access.load(engine.root,
+                                            anonymous=engine.settings.auth == "none")
         engine.policy.load()
         access.also.append(engine.policy.refresh)  # rbac.toml followed by the same thread
         access.watch()

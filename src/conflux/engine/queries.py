@@ -144,20 +144,28 @@ class Queries:
             return (self._resolved(txn, env, ids, sources=sources),
                     self.store.log_tail(txn)[0])
 
-    def in_conflict(self, fields) -> list[bool]:
-        """For each ``(env, entity id, field)``: whether it is a review field with concurrent
-        candidates waiting to be resolved."""
-        store = self.store
+    def contending(self, fields) -> list:
+        """For each ``(env, entity id, field)`` of a review field: its concurrent candidates'
+        values when it is in conflict (waiting to be resolved), else None. One record read
+        each, whatever the number of conflicts."""
+        store, core = self.store, self.core
         out = []
         with store.read() as txn:
-            keys = set(store.conflict_keys(txn))
+            get = store.state_getter(txn)
             for env, entity_id, field in fields:
                 type_name, _, name = entity_id.partition(".")
                 ids = (store.name_id(txn, "e", env, create=False),
                        store.name_id(txn, "t", type_name, create=False),
                        store.name_id(txn, "f", f"{type_name}.{field}", create=False))
-                out.append(bool(keys) and None not in ids and
-                           state_key(ids[0], ids[1], name, ids[2]) in keys)
+                rec = None if None in ids else get(state_key(ids[0], ids[1], name, ids[2]))
+                if rec is None:
+                    out.append(None)
+                    continue
+                marker = _marker_hlc(get(state_key(ids[0], ids[1], name, 0)))
+                candidates = core.review_candidates(rec, marker)
+                out.append([unpackb(value) if present else None
+                            for _, _, _, present, value in candidates]
+                           if len(candidates) > 1 else None)
         return out
 
     def resolved(self, entity_ids, env: str | None = None) -> dict[str, dict]:

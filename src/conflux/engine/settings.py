@@ -44,6 +44,7 @@ max_value_bytes = {max_value_bytes}
 
 # [daemon]
 # grpc_port = 9401                # also serve the gRPC service (docs/grpc.md)
+# auth = "none"                   # local use only: callers name themselves (loopback only)
 
 # [store]
 # The shared op log of several daemons, on PostgreSQL (docs/architecture.md). The password
@@ -63,17 +64,18 @@ class Settings:
     max_value_bytes: int = DEFAULT_MAX_VALUE_BYTES
     store_url: str | None = None
     grpc_port: int | None = None
+    auth: str = "keys"
 
     def __init__(self, max_clock_offset_ms: int = max_clock_offset_ms,
                  stability_window_s: int = stability_window_s,
                  require_signatures: frozenset = require_signatures,
                  max_value_bytes: int = max_value_bytes, store_url: str | None = store_url,
-                 grpc_port: int | None = grpc_port):
+                 grpc_port: int | None = grpc_port, auth: str = auth):
         self.__dict__.update(max_clock_offset_ms=max_clock_offset_ms,
                              stability_window_s=stability_window_s,
                              require_signatures=require_signatures,
                              max_value_bytes=max_value_bytes, store_url=store_url,
-                             grpc_port=grpc_port)
+                             grpc_port=grpc_port, auth=auth)
 
     def __setattr__(self, name, value):
         raise AttributeError(f"cannot assign to field {name!r}: Settings are immutable")
@@ -140,9 +142,15 @@ class Settings:
             doc.fail(f"[daemon] grpc_port must be a TCP port, 1 to 65535 (got {grpc_port!r})",
                      line=doc.first_line(doc.key("grpc_port", doc.table("daemon")),
                                          doc.top_key("daemon")))
+        auth = data.get("daemon", {}).get("auth", "keys")
+        if auth not in ("keys", "none"):
+            doc.fail(f"[daemon] auth must be \"keys\" (API keys and certificates) or \"none\" "
+                     f"(local use: callers name themselves), not {auth!r}",
+                     line=doc.first_line(doc.key("auth", doc.table("daemon")),
+                                         doc.top_key("daemon")))
         return cls(number("clock", "max_clock_offset_ms", cls.max_clock_offset_ms),
                    number("compaction", "stability_window_s", cls.stability_window_s),
-                   frozenset(required), max_value, store_url, grpc_port)
+                   frozenset(required), max_value, store_url, grpc_port, auth)
 
 
 def _store_url(doc) -> str | None:
@@ -244,7 +252,7 @@ CONFIG_KEYS = {
     "signatures": ("require",),
     "limits": ("max_value_bytes",),
     "store": ("url",),
-    "daemon": ("grpc_port",),
+    "daemon": ("grpc_port", "auth"),
     "milestones": None,
 }
 

@@ -94,7 +94,7 @@ async def _main(directory, commits, host, port, tls, threads, stop) -> None:
     engine = Engine(directory)
     pool = slow_work_pool(threads)
     committer = CommitClient(commits, engine, pool=pool)
-    access = Access.load(engine.root)
+    access = Access.load(engine.root, anonymous=engine.settings.auth == "none")
     engine.policy.load()
     access.also.append(engine.policy.refresh)
     access.watch()

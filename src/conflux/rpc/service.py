@@ -70,13 +70,14 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
 
     async def SubmitOperation(self, request, context):
         async with _answering(context):
-            actor = self._actor(context)
+            actor = self._actor(context, request)
             ops = self._ops(request, "")
             return (await self._submit([ops], actor, context, batch=False))[0]
 
     async def SubmitBatch(self, request, context):
         async with _answering(context):
-            actor = self._actor(context)
+            actor = self._actor(context, request.operations[0] if request.operations
+                                else None)
             if not request.operations:
                 raise InputError("a batch needs at least one operation", field="operations")
             groups = [self._ops(op, f"operation {i}: ")
@@ -240,13 +241,18 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
 
     # -- shared ---------------------------------------------------------------------------------
 
-    def _actor(self, context):
-        for key, value in context.invocation_metadata() or ():
-            if key == "x-api-key":
-                return self.access.keys.authenticate(value)
+    def _actor(self, context, request=None):
+        metadata = dict(context.invocation_metadata() or ())
+        if "x-api-key" in metadata:
+            return self.access.keys.authenticate(metadata["x-api-key"])
         subject = context.auth_context().get("x509_subject")
         if subject:
             return self.access.certs.actor_for_subject(subject[0].decode())
+        if self.access.anonymous:  # [daemon] auth = "none": as the original, the caller's
+            return self.access.named(  # own name (the request's actor_id, or metadata)
+                metadata.get("x-conflux-actor") or getattr(request, "actor_id", None),
+                metadata.get("x-conflux-actor-class") or getattr(request, "actor_class",
+                                                                 None))
         raise AuthError("no credentials: send an API key in the x-api-key metadata or use a "
                         "client certificate")
 
