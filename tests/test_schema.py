@@ -665,3 +665,89 @@ def test_parse_duration_adds_units(counts):
     factors = [86_400_000, 3_600_000, 60_000, 1000, 1]
     text = "".join(f"{count}{unit}" for count, unit in zip(counts, units))
     assert parse_duration(text) == sum(c * f for c, f in zip(counts, factors))
+
+
+# ------------------------------------------------------------------------------------------
+# The original Conflux's spellings
+
+
+ORIGINAL = """\
+[schema]
+name = "sentinel-config"
+version = "1.0"
+
+[entity.route]
+fields = [
+    { name = "path",     type = "string", merge = "lww", conflict = "review" },
+    { name = "host",     type = "string", merge = "lww", conflict = "auto" },
+    { name = "weight",   type = "int",    merge = "max", range = "0,100" },
+    { name = "protocol", type = "string", merge = "lww", values = "http,https" },
+    { name = "port",     type = "int",    merge = "lww", values = "80,443" },
+    { name = "upstream", type = "ref",    target = "upstream", merge = "lww" },
+]
+
+[entity.upstream]
+fields = [
+    { name = "targets", type = "list<string>", merge = "grow-set" },
+    { name = "members", type = "list<string>", merge = "or-set" },
+]
+"""
+
+CONFLUX = """\
+name = "sentinel-config"
+version = "1.0"
+
+[entity.route]
+fields = [
+    { name = "path",     type = "string", merge = "review" },
+    { name = "host",     type = "string", merge = "lww" },
+    { name = "weight",   type = "int",    merge = "max", min = 0, max = 100 },
+    { name = "protocol", type = "string", merge = "lww", one_of = ["http", "https"] },
+    { name = "port",     type = "int",    merge = "lww", one_of = [80, 443] },
+    { name = "upstream", type = "ref<upstream>", merge = "lww" },
+]
+
+[entity.upstream]
+fields = [
+    { name = "targets", type = "list<string>", merge = "grow" },
+    { name = "members", type = "list<string>", merge = "set" },
+]
+"""
+
+
+def _shape(schema):
+    return (schema.name, schema.version, {
+        t: [(f.name, f.type, f.merge, f.min, f.max, f.one_of) for f in et.fields.values()]
+        for t, et in schema.types.items()})
+
+
+def test_the_originals_spellings_mean_conflux_s():
+    assert _shape(parse_schema(ORIGINAL)) == _shape(parse_schema(CONFLUX))
+
+
+@pytest.mark.parametrize("field_line, message", [
+    ('{ name = "w", type = "int", merge = "max", range = "0" }', "'range' must be \"min,max\""),
+    ('{ name = "w", type = "int", merge = "max", range = "0,100", min = 1 }',
+     "give 'range' or 'min'/'max', not both"),
+    ('{ name = "w", type = "int", merge = "max", range = "5,1" }', "greater than max"),
+    ('{ name = "w", type = "int", merge = "max", conflict = "review" }',
+     "merge 'max' resolves them itself"),
+    ('{ name = "w", type = "int", merge = "lww", conflict = "maybe" }',
+     "'conflict' must be \"auto\" or \"review\""),
+    ('{ name = "w", type = "string", merge = "lww", target = "service" }',
+     "'target' goes with type = \"ref\""),
+    ('{ name = "w", type = "ref", merge = "lww", target = "nope" }', "undeclared entity type"),
+    ('{ name = "w", type = "string", merge = "lww", values = "a", one_of = ["a"] }',
+     "give 'values' or 'one_of', not both"),
+    ('{ name = "w", type = "int", merge = "lww", values = "1,x" }', "is not a valid int"),
+    ('{ name = "w", type = "list<int>", merge = "grow-sets" }', "unknown merge strategy"),
+])
+def test_the_originals_spellings_are_checked(field_line, message):
+    error = refused(one_field(field_line))
+    assert error.line == 5 and message in error.message, error.message
+
+
+def test_the_schema_header_is_checked():
+    assert refused('[schema]\nname = "a"\nowner = "b"\n').message.endswith(
+        "[schema] holds the schema's name and version only")
+    assert "given twice" in refused('name = "a"\n[schema]\nname = "b"\n').message

@@ -18,12 +18,16 @@ from conflux.schema.schema import EntityType, Schema
 
 __all__ = ["load_schema", "parse_schema"]
 
-_TOP_KEYS = ("name", "version", "environments", "entity")
+_TOP_KEYS = ("name", "version", "environments", "entity", "schema")
 _ENV_KEYS = ("base", "overlays")
 _OVERLAY_KEYS = ("name", "inherits", "description")
 _ENTITY_KEYS = ("fields", "description")
 _FIELD_KEYS = ("name", "type", "merge", "default", "min", "max", "pattern", "one_of",
-               "required", "description")
+               "required", "description",
+               # the original Conflux's spellings (_original_field)
+               "range", "values", "conflict", "target")
+#: The original Conflux's names of merge strategies.
+_ORIGINAL_MERGES = {"grow-set": "grow", "or-set": "set"}
 
 # PERF: typing is imported for type checkers only (annotations are not evaluated); with
 # tomllib (conflux._tomlcache) it took about 3 ms of every command's start
@@ -200,6 +204,16 @@ class _SchemaParser:
             if key not in _TOP_KEYS:
                 self._fail(f"unknown top-level key {key!r} (allowed: {', '.join(_TOP_KEYS)})",
                            line=self._top_key_line(key))
+        header = document.get("schema")
+        if header is not None:  # the original Conflux's [schema] name = ..., version = ...
+            if not isinstance(header, dict) or set(header) - {"name", "version"}:
+                self._fail("[schema] holds the schema's name and version only",
+                           line=self._top_key_line("schema"))
+            for key in ("name", "version"):
+                if key in header and key in document:
+                    self._fail(f"{key!r} is given twice: at the top and in [schema]",
+                               line=self._top_key_line(key))
+            document = {**document, **header}
         name = self._optional_text(document, "name")
         version = self._optional_text(document, "version")
         base, parents, environments = self._parse_environments(document.get("environments"))
@@ -351,6 +365,7 @@ class _SchemaParser:
         for key in raw:
             if key not in _FIELD_KEYS:
                 fail(f"unknown key {key!r} (allowed: {', '.join(_FIELD_KEYS)})")
+        raw = _original_field(raw, fail)
         for key in ("type", "merge"):
             if key not in raw:
                 fail(f"missing {key!r}")
@@ -430,3 +445,62 @@ class _SchemaParser:
             if broken:
                 fail(f"default breaks its constraints: {'; '.join(broken)}")
             field.default = default
+
+
+def _original_field(raw: dict, fail) -> dict:
+    """A field written in the original Conflux's spellings, in Conflux's: ``range =
+    "min,max"``, ``values = "a,b"``, ``conflict = "auto"|"review"`` (``review`` makes an
+    ``lww`` field a ``review`` one), ``type = "ref"`` with ``target``, and the merge names
+    ``grow-set`` and ``or-set``."""
+    if not any(k in raw for k in ("range", "values", "conflict", "target")) and \
+            raw.get("merge") not in _ORIGINAL_MERGES:
+        return raw
+    out = dict(raw)
+    if out.get("merge") in _ORIGINAL_MERGES:
+        out["merge"] = _ORIGINAL_MERGES[out["merge"]]
+    if "range" in out:
+        text = out.pop("range")
+        if "min" in out or "max" in out:
+            fail("give 'range' or 'min'/'max', not both")
+        parts = text.split(",") if isinstance(text, str) else []
+        if len(parts) != 2 or not all(p.strip() for p in parts):
+            fail(f"'range' must be \"min,max\", e.g. \"0,100\", got {_describe(text)}")
+        for key, part in zip(("min", "max"), parts):
+            out[key] = _number_or_text(part.strip())
+    if "values" in out:
+        text = out.pop("values")
+        if "one_of" in out:
+            fail("give 'values' or 'one_of', not both")
+        if not isinstance(text, str) or not text.strip():
+            fail(f"'values' must be \"a,b,c\", got {_describe(text)}")
+        numeric = str(out.get("type", "")).strip() in ("int", "float", "list<int>",
+                                                       "list<float>")
+        out["one_of"] = [_number_or_text(v.strip()) if numeric else v.strip()
+                         for v in text.split(",")]
+    if "target" in out:
+        target = out.pop("target")
+        if out.get("type", "").strip() not in ("ref", "list<ref>"):
+            fail("'target' goes with type = \"ref\" (or \"list<ref>\")")
+        if not isinstance(target, str):
+            fail(f"'target' must be an entity type, got {_describe(target)}")
+        out["type"] = out["type"].strip().replace("ref", f"ref<{target}>")
+    if "conflict" in out:
+        conflict = out.pop("conflict")
+        if conflict not in ("auto", "review"):
+            fail(f"'conflict' must be \"auto\" or \"review\", got {_describe(conflict)}")
+        if conflict == "review":
+            if out.get("merge") not in ("lww", "review"):
+                fail(f"conflict = \"review\" flags concurrent writes of a last-writer-wins "
+                     f"field; merge {out.get('merge')!r} resolves them itself")
+            out["merge"] = "review"
+    return out
+
+
+def _number_or_text(text: str):
+    """A bound of ``range``: a number when it reads as one (a duration stays text)."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            continue
+    return text
