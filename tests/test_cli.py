@@ -166,7 +166,8 @@ def test_every_command_is_registered():
     assert len(names) == len(COMMANDS)
     assert set(names) == {"init", "import", "export", "set", "delete", "get", "log", "blame",
                           "status", "promote", "conflicts", "resolve", "milestone", "diff",
-                          "watch", "daemon", "store", "auth", "rbac", "keys", "audit"}
+                          "watch", "daemon", "store", "auth", "rbac", "keys", "audit",
+                          "bulk-set", "completion"}
 
 
 @pytest.mark.parametrize("name", command_names())
@@ -954,4 +955,96 @@ def test_man_page_documents_every_command(tmp_path):
     assert ".SH NAME" in page
     for module in COMMANDS:
         name = module.__name__.rsplit(".", 1)[1].rstrip("_")  # import_: 'import' is a keyword
+        name = name.replace("_", "\\-")  # bulk_set: 'conflux bulk-set', '-' escaped
         assert f"conflux\\fR \\fI\\,{name}\\/" in page, name
+
+
+# ------------------------------------------------------------------------------------------
+# the original Conflux's commands and flags
+
+
+@pytest.fixture
+def routes(ok, project):
+    ok("init", "--schema", str(EXAMPLE_SCHEMA))
+    for name, weight in (("api-a", 10), ("api-b", 20), ("web", 30)):
+        ok("set", f"route.{name}", "service", "cart")
+        ok("set", f"route.{name}", "weight", str(weight))
+    ok("set", "service.api-x", "image", "x:1")
+    return ok
+
+
+def test_bulk_set_writes_every_match_in_one_batch(routes, cli, project):
+    res = routes("bulk-set", "route.api-*", "weight", "50", "--intent", "even out",
+                 "--dry-run")
+    assert "would set weight on 2 entities" in res.out and "route.api-a.weight: 10 -> 50" \
+        in res.out
+    assert routes("get", "route.api-a", "weight").out.strip() == "10"
+    res = routes("bulk-set", "*.api-*", "weight", "50", "-t", "route", "--json")
+    ops = res.json()["ops"]
+    assert [o["entity_id"] for o in ops] == ["route.api-a", "route.api-b"]
+    assert ops[1]["seq"] == ops[0]["seq"] + 1  # one batch
+    assert routes("get", "route.api-b", "weight").out.strip() == "50"
+    assert routes("get", "route.web", "weight").out.strip() == "30"
+    # a max field keeps the higher value, and says so
+    res = routes("bulk-set", "route.*", "weight", "25")
+    assert "route.web.weight: 30 -> 25  (the merge keeps 30)" in res.out
+    before = cli("log", "--limit", "0", "-o", "json").json()
+    for args, words in ((("route.nothing-*", "weight", "1"), "no entity"),
+                        (("*", "weight", "1"), "not a field of type service"),
+                        (("route.*", "weight", "500"), "above max 100"),
+                        (("route.*", "weight", "1", "-t", "nope"), "nope")):
+        res = cli("bulk-set", *args)
+        assert res.code == 2 and words in res.err and res.out == "", (args, res.err)
+        assert len(res.err.strip().splitlines()) == 1
+    assert cli("log", "--limit", "0", "-o", "json").json() == before
+
+
+def test_get_everything_and_its_output_forms(routes, cli):
+    res = routes("get")
+    assert res.out.startswith("4 entities in production")
+    assert "route.api-a  path=" not in res.out and "route.api-a  weight=10" in res.out
+    every = cli("get", "-o", "json").json()
+    assert every["entities"]["route.web"] == {"weight": 30, "service": "service.cart"}
+    assert list(cli("get", "-t", "service", "-o", "json").json()["entities"]) == ["service.api-x"]
+    import yaml
+
+    assert yaml.safe_load(cli("get", "-o", "yaml").out)["route.api-b"]["weight"] == 20
+    assert yaml.safe_load(cli("get", "route.web", "-o", "yaml").out) == {
+        "route.web": {"weight": 30, "service": "service.cart"}}
+
+
+def test_log_output_forms_and_verbose(routes, cli):
+    entries = cli("log", "--limit", "2", "-o", "json").json()
+    assert [e["entity_id"] for e in entries] == ["service.api-x", "route.web"]
+    res = routes("log", "--limit", "2", "--verbose")
+    assert f"op_id: {entries[0]['op_id']}" in res.out
+    assert "previous: 30" not in res.out  # a first write has no previous value
+    routes("set", "route.web", "weight", "40")
+    assert "previous: 30" in routes("log", "--limit", "1", "-v").out
+
+
+def test_rbac_show_roles_is_list_roles(routes, cli, project):
+    with open(os.path.join(project, ".conflux", "rbac.toml"), "w") as fh:
+        fh.write('[role.reader]\npermissions = [{ actions = ["read"], resource = "*" }]\n')
+    assert cli("rbac", "show-roles").out == cli("rbac", "list-roles").out
+    assert "role reader" in cli("rbac", "show-roles").out
+
+
+@pytest.mark.parametrize("shell", ["bash", "zsh", "fish"])
+def test_completion_scripts_and_completions(shell, tmp_path):
+    script = subprocess.run([sys.executable, "-c", CLI_CODE, "completion", shell],
+                            capture_output=True, text=True, timeout=60)
+    assert script.returncode == 0 and "conflux" in script.stdout and len(script.stdout) > 200
+    out = tmp_path / "completions"
+
+    def complete(line: str) -> list[str]:
+        env = {**os.environ, "_ARGCOMPLETE": "1", "COMP_LINE": line,
+               "COMP_POINT": str(len(line)), "_ARGCOMPLETE_STDOUT_FILENAME": str(out),
+               "_ARGCOMPLETE_IFS": "\n", "_ARGCOMPLETE_SHELL": shell}
+        subprocess.run([sys.executable, "-c", CLI_CODE], env=env, capture_output=True,
+                       timeout=60)
+        return [w.split(":")[0].strip() for w in out.read_text().split("\n") if w]
+
+    assert "bulk-set" in complete("conflux bul")
+    assert {"list-roles", "show-roles"} <= set(complete("conflux rbac "))
+    assert "--grpc" in complete("conflux watch --gr")

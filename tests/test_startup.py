@@ -157,7 +157,7 @@ def test_every_help_is_the_whole_trees(capsys, monkeypatch, path):
 
 
 @pytest.mark.parametrize("argv", [
-    ["get"], ["get", "--bogus", "route.a"], ["set", "route.a"], ["log", "--limit", "x"],
+    ["set"], ["get", "--bogus", "route.a"], ["set", "route.a"], ["log", "--limit", "x"],
     ["rbac"], ["rbac", "check", "a", "b", "c", "d"], ["milestone", "nope"], ["--dir"], ["gte", "route.a"],
     ["--dir", "p", "diff", "--format", "yaml"], ["-h", "get"], ["--version", "get"],
 ])

@@ -26,7 +26,8 @@ _MODULES = {"init": "init", "import": "import_", "export": "export", "set": "set
             "status": "status", "promote": "promote", "conflicts": "conflicts",
             "resolve": "resolve", "milestone": "milestone", "diff": "diff", "watch": "watch",
             "daemon": "daemon", "store": "store", "auth": "auth", "rbac": "rbac",
-            "keys": "keys", "audit": "audit"}
+            "keys": "keys", "audit": "audit", "bulk-set": "bulk_set",
+            "completion": "completion"}
 
 
 class UsageError(Exception):
@@ -132,6 +133,10 @@ def main(argv: list[str] | None = None) -> int:
     # imported: importing and building all of them was about half of 'conflux get'. The
     # words after a command go to its parser alone, so the result, the errors and every
     # --help are the whole tree's (tests/test_startup.py compares them).
+    if "_ARGCOMPLETE" in os.environ:  # a shell asks for completions (conflux completion)
+        import argcomplete
+
+        argcomplete.autocomplete(get_parser())
     command = _command_in(argv)
     parser = _build([command]) if command else get_parser()
     try:

@@ -6,7 +6,7 @@ from conflux.rbac import ACTIONS
 
 
 def add_parser(sub):
-    p = sub.add_parser("rbac", help="access control: list-roles, check, validate",
+    p = sub.add_parser("rbac", help="access control: list-roles (show-roles), check, validate",
                        description="Role-based access control from .conflux/rbac.toml: roles "
                                    "with permissions on <entity>[/<field>][@<env>] patterns, "
                                    "inheritance, and roles assigned by actor pattern. Once "
@@ -21,6 +21,13 @@ def add_parser(sub):
     _add_file(ls)
     add_json(ls)
     ls.set_defaults(handler=run_list_roles)
+    show = commands.add_parser("show-roles", help="the same as list-roles (the original "
+                                                  "Conflux's name for it)",
+                               description="The same as 'conflux rbac list-roles', under the "
+                                           "original Conflux's name.")
+    _add_file(show)
+    add_json(show)
+    show.set_defaults(handler=run_list_roles)
 
     ck = commands.add_parser("check", help="may ACTOR do ACTION on RESOURCE? (exit 0 allow, "
                                            "1 deny)",

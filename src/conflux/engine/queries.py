@@ -144,6 +144,17 @@ class Queries:
             return (self._resolved(txn, env, ids, sources=sources),
                     self.store.log_tail(txn)[0])
 
+    def matching(self, pattern: str, env: str | None = None, types=None) -> list[str]:
+        """The entities of ``env`` (of ``types`` when given) whose id matches the glob
+        ``pattern`` (``route.*``, ``service.api-*``; case-sensitive), in id order."""
+        from fnmatch import fnmatchcase
+
+        env = self._env(env)
+        with self.store.read() as txn:
+            ids = self._entity_ids(txn, env, set(types) if types else None)
+            return [e for e in ids if fnmatchcase(e, pattern) and
+                    self._view(txn, env, e)]
+
     def contending(self, fields) -> list:
         """For each ``(env, entity id, field)`` of a review field: its concurrent candidates'
         values when it is in conflict (waiting to be resolved), else None. One record read
