@@ -1048,3 +1048,71 @@ def test_completion_scripts_and_completions(shell, tmp_path):
     assert "bulk-set" in complete("conflux bul")
     assert {"list-roles", "show-roles"} <= set(complete("conflux rbac "))
     assert "--grpc" in complete("conflux watch --gr")
+
+
+def test_promote_as_the_original_takes_it(routes, cli):
+    routes("set", "route.api-a", "weight", "70", "--env", "staging")
+    routes("set", "route.api-a", "service", "checkout", "--env", "staging")
+    routes("set", "route.web", "weight", "90", "--env", "staging")
+    # FROM TO positional, one entity, one field
+    res = routes("promote", "staging", "production", "-e", "route.api-a", "-f", "weight",
+                 "-i", "canary done")
+    assert "ok: promoted staging → production (1 field operations" in res.out
+    assert routes("get", "route.api-a", "weight").out.strip() == "70"
+    assert routes("get", "route.api-a", "service").out.strip() == "service.cart"
+    assert routes("get", "route.web", "weight").out.strip() == "30"
+    logged = cli("log", "--limit", "1", "-o", "json").json()[0]
+    assert logged["type"] == "promote" and logged["intent"] == "canary done"
+    assert logged["value"]["fields"] == ["weight"]
+    # and the old way still works
+    routes("promote", "--from", "staging", "--to", "production", "route.web")
+    assert routes("get", "route.web", "weight").out.strip() == "90"
+    for args, words in ((("staging",), "needs FROM and TO"),
+                        (("--from", "staging", "route.web"), "--from and --to go together"),
+                        (("staging", "production", "-f", "nope"), "nope")):
+        res = cli("promote", *args)
+        assert res.code == 2 and words in res.err, (args, res.err)
+
+
+def test_milestone_create_dry_run_commits_nothing(routes, cli, project):
+    # the routes name a service that does not exist: a dry run says so, as create would
+    res = cli("milestone", "create", "-m", "first cut", "--dry-run")
+    assert res.code == 2 and "schema violation" in res.err
+    res = routes("milestone", "create", "-m", "first cut", "--dry-run", "--force")
+    assert res.out.startswith("would make milestone 1 (")
+    assert "nothing was committed" in res.out and "first cut" in res.out
+    assert cli("milestone", "list").out.strip() == "no milestone yet"
+    preview = cli("milestone", "create", "-m", "first cut", "--dry-run", "--force",
+                  "--json").json()
+    assert preview["dry_run"] is True and preview["commit"] == "" and preview["id"] == 1
+    made = cli("milestone", "create", "-m", "first cut", "--force", "--json").json()
+    assert made["id"] == 1 and made["operations"] == preview["operations"] and made["commit"]
+    res = cli("milestone", "create", "-m", "again", "--dry-run", "--force")
+    assert res.code != 0 and "nothing to commit" in res.err
+
+
+def test_init_as_the_original_takes_it(cli, tmp_path):
+    target = tmp_path / "fresh"
+    res = cli("init", str(target), "--name", "payments")
+    assert res.code == 0, res.err
+    assert "wrote a starter schema" in res.out and (target / "schema.toml").exists()
+    ok = cli("set", "route.a", "weight", "5", directory=str(target))
+    assert ok.code == 0, ok.err
+    status = cli("status", "--json", directory=str(target)).json()
+    assert "payments" in json.dumps(status)
+    again = cli("init", str(target), "--schema", str(target / "schema.toml"))
+    assert again.code == 2 and "already holds a Conflux project" in again.err
+    # --force puts another schema in force and keeps the store
+    grown = (target / "schema.toml").read_text().replace(
+        '{ name = "timeout",', '{ name = "retries", type = "int", merge = "max" },\n'
+                               '    { name = "timeout",')
+    (tmp_path / "v2.toml").write_text(grown)
+    res = cli("init", str(target), "--schema", str(tmp_path / "v2.toml"), "--force")
+    assert res.code == 0 and "the store and its log are kept" in res.out, res.err
+    assert cli("set", "route.a", "retries", "3", directory=str(target)).code == 0
+    assert cli("get", "route.a", "weight", directory=str(target)).out.strip() == "5"
+    (tmp_path / "bad.toml").write_text(grown.replace('type = "int"', 'type = "integer"', 1))
+    before = (target / ".conflux" / "schema.toml").read_text()
+    bad = cli("init", str(target), "--schema", str(tmp_path / "bad.toml"), "--force")
+    assert bad.code == 2 and "unknown type 'integer'" in bad.err
+    assert (target / ".conflux" / "schema.toml").read_text() == before  # nothing replaced

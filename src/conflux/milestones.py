@@ -263,9 +263,11 @@ class Milestones:
     # -- creating -----------------------------------------------------------------------------
 
     def create(self, title: str, *, envs: list[str] | None = None, force: bool = False,
-               clock=time.time, actor=None) -> Milestone:
+               clock=time.time, actor=None, dry_run: bool = False) -> Milestone:
         """Commit the resolved state of ``envs`` (default: all) as the next milestone. An
-        ``actor`` needs ``milestone`` on every environment projected."""
+        ``actor`` needs ``milestone`` on every environment projected. ``dry_run``: check
+        everything and return the milestone it would be (no commit, ``commit`` empty),
+        writing nothing, to the repository or the store."""
         if actor is not None:
             schema = self.engine.schema
             for env in envs or ():
@@ -282,9 +284,10 @@ class Milestones:
         for env in envs:
             schema.env_chain(env)  # NotFound for an unknown environment
         with self._locked():
-            return self._create(title, envs, force, clock)
+            return self._create(title, envs, force, clock, dry_run=dry_run)
 
-    def _create(self, title, envs, force, clock, cluster: dict | None = None) -> Milestone:
+    def _create(self, title, envs, force, clock, cluster: dict | None = None, *,
+                dry_run: bool = False) -> Milestone:
         """Make the next milestone. In a cluster (``create_if_due_shared``), ``cluster``
         gives its number, its git parent (or None: this repository's previous milestone),
         the operations it covers (its message's; those since this store's own previous
@@ -315,7 +318,7 @@ class Milestones:
                         f"{shown}{more}; fix them, or pass --force")
             touched = self._touched(ops)
             trees = {}
-            for env in envs:
+            for env in [] if dry_run else envs:
                 base = (previous.trees.get(env) if previous else None)
                 if base is None:
                     ids = engine._entity_ids(txn, env)
@@ -323,11 +326,6 @@ class Milestones:
                     ids = sorted(touched.get(env, ()))
                 docs = engine._resolved(txn, env, ids)
                 trees[env] = self._env_tree(base, {eid: docs.get(eid) for eid in ids})
-        root = repo.TreeBuilder()
-        from pygit2.enums import FileMode
-
-        for env in envs:
-            root.insert(env, trees[env], FileMode.TREE)
         hlcs = [op.hlc for op in listed]
         affected = sorted({p.env for op in listed for p in op_parts(op)},
                           key=engine.schema.environments.index)
@@ -340,7 +338,14 @@ class Milestones:
             hlc_to=max(hlcs), title=title, created_ms=int(clock() * 1000), forced=force,
             trees={env: str(oid) for env, oid in trees.items()})
         milestone.message = self._message(milestone, listed)
+        if dry_run:
+            return milestone
         import pygit2
+        from pygit2.enums import FileMode
+
+        root = repo.TreeBuilder()
+        for env in envs:
+            root.insert(env, trees[env], FileMode.TREE)
 
         when = int(milestone.created_ms // 1000)
         author = pygit2.Signature(*_AUTHOR, when, 0)

@@ -26,6 +26,9 @@ def add_parser(sub):
                    help="project environments with schema violations too")
     c.add_argument("--push", action="store_true",
                    help="push the branch to config.toml's remote afterwards")
+    c.add_argument("--dry-run", action="store_true",
+                   help="check and show the milestone it would be (its number, operations, "
+                        "environments and message), committing nothing")
     add_actor(c)
     add_json(c)
     c.set_defaults(handler=create)
@@ -50,7 +53,16 @@ def _milestones(args):
 def create(args):
     milestones = _milestones(args)
     engine = milestones.engine
-    m = milestones.create(args.message, envs=args.env, force=args.force, actor=actor_of(args))
+    m = milestones.create(args.message, envs=args.env, force=args.force, actor=actor_of(args),
+                          dry_run=args.dry_run)
+    if args.dry_run:
+        if args.json:
+            print_json({**m.to_dict(engine.core), "dry_run": True})
+            return 0
+        print(f"would make milestone {m.id} ({count(m.operations, 'operation')}, "
+              f"{', '.join(m.envs)}); nothing was committed\n")
+        print(m.message)
+        return 0
     pushed = milestones.push() if args.push else None
     if args.json:
         print_json({**m.to_dict(engine.core), "pushed": pushed})

@@ -15,6 +15,7 @@ the store. Its methods are written by job, one module each, and gathered here:
 
 from __future__ import annotations
 
+import json
 import os
 
 from conflux.engine.checks import _plan_id, _plans, _rules, PostMerge
@@ -147,22 +148,22 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
 
     @classmethod
     def init(cls, directory: str, schema_path: str, *, core=None, sync: bool = True,
-             store_url: str | None = None) -> "Engine":
+             store_url: str | None = None, name: str | None = None) -> "Engine":
         """Create ``.conflux/`` in ``directory`` from a schema file (validated first). With
         ``store_url`` the project's op log of record is the shared log there (``[store] url``
         in config.toml): the URL is checked and the log's tables made before anything is
         created, and the new store joins the log empty (``conflux.engine.migration.catch_up``
         brings it level)."""
-        schema = load_schema(schema_path)
+        schema, text = _named_schema(schema_path, name)
         root = os.path.join(directory, CONFLUX_DIR)
         if LmdbStore.exists(os.path.join(root, "store")):
-            raise InputError(f"{root} already holds a Conflux project; nothing was changed")
+            raise InputError(f"{root} already holds a Conflux project; nothing was changed "
+                             "(--force replaces its schema)")
         if store_url is not None:
             check_shared_log(store_url)
         os.makedirs(root, exist_ok=True)
-        import shutil
-
-        shutil.copyfile(schema_path, os.path.join(root, "schema.toml"))
+        with open(os.path.join(root, "schema.toml"), "w", encoding="utf-8") as fh:
+            fh.write(text)
         config = os.path.join(root, "config.toml")
         if not os.path.exists(config):
             defaults = Settings()
@@ -181,6 +182,27 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
         store.close()
         return cls(directory, core=core, sync=sync)
 
+    @staticmethod
+    def exists(directory: str) -> bool:
+        """Whether ``directory`` holds a Conflux project."""
+        return LmdbStore.exists(os.path.join(directory, CONFLUX_DIR, "store"))
+
+    @classmethod
+    def replace_schema(cls, directory: str, schema_path: str, *, name: str | None = None
+                       ) -> "Engine":
+        """Put another schema in force in an existing project (checked first); the store,
+        its log and config.toml stay. Values already stored are held to the new schema as
+        they are written again (docs/configuration.md)."""
+        _, text = _named_schema(schema_path, name)
+        target = os.path.join(directory, CONFLUX_DIR, "schema.toml")
+        partial = target + ".partial"
+        with open(partial, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(partial, target)
+        return cls(directory)
+
     def close(self) -> None:
         self.store.close()
 
@@ -189,3 +211,21 @@ class Engine(Operations, Commits, PostMerge, Queries, Workflows, Replication):
 
     def __exit__(self, *exc):
         self.close()
+
+
+def _named_schema(schema_path: str, name: str | None):
+    """The schema file checked, and its text, its ``name`` replaced by ``name`` when given."""
+    import re
+
+    from conflux.schema import parse_schema
+
+    schema = load_schema(schema_path)
+    with open(schema_path, encoding="utf-8") as fh:
+        text = fh.read()
+    if name is not None:
+        line = f"name = {json.dumps(name)}"
+        text, n = re.subn(r'(?m)^name\s*=.*$', line, text, count=1)
+        if not n:
+            text = line + "\n" + text
+        schema = parse_schema(text, schema_path)  # the name checked like any other
+    return schema, text

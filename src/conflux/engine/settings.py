@@ -273,3 +273,33 @@ def project_root(directory: str) -> str:
 
 def now_ms() -> int:
     return time.time_ns() // 1_000_000
+
+
+def starter_schema(name: str) -> str:
+    """A schema to begin with (``conflux init`` without ``--schema``): two environments and
+    two entity types, each field's merge strategy explained."""
+    import json
+
+    return f"""# Conflux schema: the environments and the entity types (docs/configuration.md).
+name = {json.dumps(name)}
+version = "0.1.0"
+
+[environments]
+base = "production"
+overlays = [{{ name = "staging", inherits = "production" }}]
+
+[entity.service]
+fields = [
+    {{ name = "image",    type = "string",       merge = "lww" }},  # last writer wins
+    {{ name = "replicas", type = "int",          merge = "max", default = 1 }},  # highest wins
+    {{ name = "ports",    type = "list<int>",    merge = "set" }},  # add and remove elements
+]
+
+[entity.route]
+fields = [
+    {{ name = "path",     type = "string",       merge = "lww", pattern = "^/" }},
+    {{ name = "weight",   type = "int",          merge = "max", min = 0, max = 100 }},
+    {{ name = "timeout",  type = "duration",     merge = "min" }},  # the shortest wins
+    {{ name = "service",  type = "ref<service>", merge = "lww" }},
+]
+"""

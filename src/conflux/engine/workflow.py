@@ -26,11 +26,13 @@ class Workflows:
     """Promotion, resolution and compaction (a part of ``Engine``)."""
 
     def promote(self, source: str, target: str, entities: list[str] | None, actor: Actor, *,
-                intent: str = "", dry_run: bool = False) -> Ack:
+                intent: str = "", dry_run: bool = False, fields: list[str] | None = None
+                ) -> Ack:
         """Copy the resolved values of ``source`` into ``target`` as one recorded operation
         whose parts are field operations in ``target`` (override writes, so the target ends
-        with exactly the source's values whatever their strategies). ``actor`` needs
-        ``promote`` on the entities (every entity, when none are named) in ``target``."""
+        with exactly the source's values whatever their strategies); only ``fields`` when
+        given. ``actor`` needs ``promote`` on the entities (every entity, when none are
+        named) in ``target``."""
         core = self.core
         for env in (source, target):
             self._env(env)
@@ -38,6 +40,9 @@ class Workflows:
             raise InputError("promote needs two different environments")
         for entity_id in entities or ():
             self.schema.split_entity_id(entity_id)
+        for name in fields or ():
+            if not any(name in t.fields for t in self.schema.types.values()):
+                raise NotFound(f"no entity type has a field {name!r}", field=name)
         self.policy.require_promote(actor, target, entities or None)
 
         def make_parent():
@@ -45,6 +50,8 @@ class Workflows:
             parent.type, parent.env, parent.entity = core.PROMOTE, target, ""
             parent.actor, parent.actor_class, parent.intent = actor.id, actor.cls, intent
             parent.value = {"from": source, "entities": sorted(entities) if entities else None}
+            if fields:
+                parent.value["fields"] = sorted(set(fields))
             parent.bound = True
             return [parent]
 
@@ -58,6 +65,8 @@ class Workflows:
                                    entity=entity_id)
                 dst = self._view(txn, target, entity_id)
                 for fname, item in src.items():
+                    if fields and fname not in fields:
+                        continue
                     spec = self.schema.field(entity_id.partition(".")[0], fname)
                     have = dst.get(fname, {}).get("value")
                     if spec.is_set:
