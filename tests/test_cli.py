@@ -1116,3 +1116,53 @@ def test_init_as_the_original_takes_it(cli, tmp_path):
     bad = cli("init", str(target), "--schema", str(tmp_path / "bad.toml"), "--force")
     assert bad.code == 2 and "unknown type 'integer'" in bad.err
     assert (target / ".conflux" / "schema.toml").read_text() == before  # nothing replaced
+
+
+def test_diff_between_environments_and_its_summary(routes, cli):
+    routes("set", "route.api-a", "weight", "70", "--env", "staging")
+    routes("set", "service.api-x", "image", "x:2", "--env", "staging")
+    res = routes("diff", "--from-env", "production", "--to-env", "staging")
+    assert "route.api-a.weight: 10 → 70" in res.out and "service.api-x.image" in res.out
+    assert "2 fields differ between production and staging" in res.out
+    res = routes("diff", "--from-env", "production", "--to-env", "staging", "-e", "route.")
+    assert "service.api-x" not in res.out and "1 field differ" in res.out
+    res = routes("diff", "--from-env", "production", "--to-env", "staging", "--summary")
+    assert res.out.strip() == "2 fields differ between production and staging"
+    data = cli("diff", "--from-env", "production", "--to-env", "staging", "--json").json()
+    assert {"entity_id": "route.api-a", "field": "weight", "from_value": 10,
+            "to_value": 70} in data["differences"]
+    # against a milestone: --milestone, --entity and --summary
+    routes("milestone", "create", "-m", "m1", "--force")
+    routes("set", "route.web", "weight", "40")
+    res = routes("diff", "--milestone", "1", "-e", "route.web", "--summary")
+    assert res.out.strip() == "production since milestone 1: 1 field changed in 1 entity"
+    for args, words in ((("--from-env", "production"), "go together"),
+                        (("--from-env", "production", "--to-env", "qa"), "qa"),
+                        (("1", "--milestone", "1"), "once")):
+        res = cli("diff", *args)
+        assert res.code == 2 and words in res.err, (args, res.err)
+
+
+def test_import_chooses_files_and_prefixes_names(ok, cli, project, tmp_path):
+    ok("init", "--schema", str(EXAMPLE_SCHEMA))
+    tree = tmp_path / "tree"
+    (tree / "team-a").mkdir(parents=True)
+    (tree / "team-b").mkdir()
+    (tree / "team-a" / "web.yaml").write_text("name: api\nimage: a:1\n")
+    (tree / "team-b" / "batch.yaml").write_text("name: api\nimage: b:1\n")
+    (tree / "team-b" / "extra.json").write_text('{"name": "x", "image": "x:1"}')
+    (tree / "team-b" / "notes.txt").write_text("not config")
+    res = ok("import", str(tree), "-t", "service", "--extensions", "yaml",
+             "--use-filename-prefix")
+    assert "2 files (2 skipped: not chosen)" in res.out
+    assert ok("get", "service.web.api", "image").out.strip() == "a:1"
+    assert ok("get", "service.batch.api", "image").out.strip() == "b:1"
+    assert cli("get", "service.x").code == 2
+    res = ok("import", str(tree), "-t", "service", "--pattern", "ext*")
+    assert res.out.startswith("1 file") and ok("get", "service.x", "image").out.strip() == \
+        "x:1"
+    # without a prefix the two 'api' documents are the same entity: refused, naming both
+    res = cli("import", str(tree), "-t", "service", "--extensions", "yaml")
+    assert res.code == 2 and "also defined in" in res.err
+    res = cli("import", str(tree), "-t", "service", "--pattern", "*.toml")
+    assert res.code == 2 and "no files to import" in res.err

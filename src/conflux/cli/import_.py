@@ -57,6 +57,13 @@ def add_parser(sub):
                    help="where an entity's name comes from: a key (dotted for nesting, e.g. "
                         "metadata.name) or 'file' (the file name without extension); default "
                         "'name', else 'metadata.name'")
+    p.add_argument("--extensions", metavar="EXT,...",
+                   help="only files with these extensions, comma-separated (e.g. yaml,json)")
+    p.add_argument("--pattern", metavar="GLOB",
+                   help="only files whose name matches this glob (e.g. 'svc-*.yaml')")
+    p.add_argument("--use-filename-prefix", action="store_true",
+                   help="name each entity <file name without extension>.<name>, so that "
+                        "files with the same names inside stay apart")
     p.add_argument("--intent", help="why (default: 'import PATH')")
     p.add_argument("--dry-run", action="store_true",
                    help="show what would change, write nothing")
@@ -74,7 +81,9 @@ def run(args):
     result = import_tree(
         engine, args.path, entity_type=args.entity_type, env=args.env, fmt=args.fmt,
         name_from=args.name_from, intent=args.intent, dry_run=args.dry_run, actor=actor,
-        progress=Progress(quiet=args.quiet or args.json))
+        progress=Progress(quiet=args.quiet or args.json),
+        extensions=[e.strip() for e in args.extensions.split(",") if e.strip()]
+        if args.extensions else None, pattern=args.pattern, prefix=args.use_filename_prefix)
     summary = result.summary()
     if args.json:
         print_json({**summary, "changes": [
@@ -92,7 +101,8 @@ def run(args):
                 print(f"  {entity_id}.{fname}{at}: {_change(engine, entity_id, fname, old, op)}")
     if not args.quiet or args.dry_run:
         verb = "would write" if args.dry_run else "wrote"
-        skipped = f" ({summary['skipped_files']} skipped: unknown extension)" \
+        why = "not chosen" if args.extensions or args.pattern else "unknown extension"
+        skipped = f" ({summary['skipped_files']} skipped: {why})" \
             if summary["skipped_files"] else ""
         envs = f" into {', '.join(result.envs)}" if len(result.envs) > 1 else ""
         print(f"{count(summary['files'], 'file')}{skipped}, "

@@ -70,7 +70,7 @@ def _packed(value) -> bytes:
 
 
 def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
-                name_from: str | None, intent: str) -> ImportResult:
+                name_from: str | None, intent: str, prefix: bool = False) -> ImportResult:
     """The operations that bring ``env`` to what the documents say (nothing for fields that
     already hold it)."""
     schema = engine.schema
@@ -78,7 +78,8 @@ def plan_import(engine, sources: list[Source], *, entity_type: str, env: str,
     result = ImportResult(files=len(sources))
     wanted: dict[str, tuple] = {}  # entity id -> (source, index, fields)
     for entity_id, source, index, doc in _entity_docs(schema, sources, name_from,
-                                                      lambda source: entity_type):
+                                                      lambda source: entity_type,
+                                                      prefix=prefix):
         for key in doc:
             if not isinstance(key, str) or key not in etype.fields:
                 _unknown_field(source, index, entity_id, etype, key)
@@ -325,11 +326,12 @@ def _about(entity_id: str, fname: str, message: str) -> str:
 
 
 def _entity_docs(schema, sources, name_from, type_of,
-                 key_of=lambda source, entity_id: entity_id):
+                 key_of=lambda source, entity_id: entity_id, prefix: bool = False):
     """Each document of ``sources`` as ``(entity id, source, index, document)``: named (by
     ``name_from``) as an entity of ``type_of(source)``, its id checked, and refused when
     another document names the same entity (``key_of`` says what counts as the same: the id,
-    or the environment and the id)."""
+    or the environment and the id). With ``prefix``, each name is ``<file stem>.<name>``
+    (the original Conflux's ``--use-filename-prefix``)."""
     seen: dict = {}
     for source in sources:
         if name_from == "file" and len(source.docs) > 1:
@@ -339,7 +341,10 @@ def _entity_docs(schema, sources, name_from, type_of,
         entity_type = type_of(source)
         for index, doc in enumerate(source.docs):
             doc = dict(doc)
-            entity_id = f"{entity_type}.{_name_of(source, index, doc, name_from)}"
+            name = _name_of(source, index, doc, name_from)
+            if prefix:
+                name = f"{os.path.splitext(os.path.basename(source.path))[0]}.{name}"
+            entity_id = f"{entity_type}.{name}"
             label, line = source.where(index)
             try:
                 schema.split_entity_id(entity_id)
@@ -385,7 +390,8 @@ def _name_of(source: Source, index: int, doc: dict, name_from: str | None) -> st
 def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
                 env: str | None = None, fmt: str | None = None, name_from: str | None = None,
                 intent: str | None = None, dry_run: bool = False, check=None,
-                progress=None) -> ImportResult:
+                progress=None, extensions=None, pattern: str | None = None,
+                prefix: bool = False) -> ImportResult:
     """Import ``path`` (a file or a tree). ``check(ops)`` may refuse the batch (access rules)
     before anything is written; ``progress`` is a ``Progress`` (or None).
 
@@ -393,7 +399,8 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
     imports each environment into that environment and each type as that type (see
     ``plan_export_import``); ``env`` and ``entity_type`` then only restrict which of its
     directories are read. Any other file or tree is of one ``entity_type``, imported into
-    ``env`` (default: the base)."""
+    ``env`` (default: the base). ``extensions`` (without dots) and ``pattern`` (a glob over
+    file names) keep only some files; ``prefix`` names each entity ``<file stem>.<name>``."""
     started = time.perf_counter()
     schema = engine.schema
     if entity_type is not None:
@@ -415,6 +422,9 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
                          path=path)
     else:
         files, skipped = files_of(path, fmt)
+    if extensions or pattern:
+        files, dropped = _chosen(files, extensions, pattern)
+        skipped += dropped
     if not files:
         raise InputError(f"{path}: no files to import (readable formats: "
                          f"{', '.join(formats.registry().names(readable=True))})")
@@ -427,7 +437,8 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
         result = plan_export_import(engine, sources, name_from=name_from, intent=intent)
     else:
         result = plan_import(engine, sources, entity_type=entity_type,
-                             env=env or schema.base_env, name_from=name_from, intent=intent)
+                             env=env or schema.base_env, name_from=name_from, intent=intent,
+                             prefix=prefix)
     result.skipped, result.dry_run = skipped, dry_run
     if result.ops:
         if check is not None:
@@ -442,6 +453,23 @@ def import_tree(engine, path: str, *, actor, entity_type: str | None = None,
         progress.close()
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _chosen(files: list, extensions, pattern: str | None) -> tuple[list, int]:
+    """The files whose extension is one of ``extensions`` and whose name matches ``pattern``
+    (``fnmatch``), and how many others there were."""
+    from fnmatch import fnmatchcase
+
+    wanted = {e.lower().lstrip(".") for e in extensions or ()}
+    kept = [f for f in files
+            if (not wanted or os.path.splitext(_file_path(f))[1].lower().lstrip(".") in wanted)
+            and (pattern is None or fnmatchcase(os.path.basename(_file_path(f)), pattern))]
+    return kept, len(files) - len(kept)
+
+
+def _file_path(entry) -> str:
+    return entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) \
+        else getattr(entry, "path", str(entry))
 
 
 def _located_error(exc: InputError, result: ImportResult) -> InputError:
