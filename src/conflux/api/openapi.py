@@ -351,7 +351,7 @@ def _original_paths(env_param: dict, entity_schema: dict, env_schema: dict) -> d
               {"name": "limit", "in": "query", "required": False,
                "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
               {"name": "offset", "in": "query", "required": False,
-               "schema": {"type": "integer", "minimum": 0, "maximum": 1000000}}]
+               "schema": {"type": "integer", "minimum": 0, "maximum": 100000}}]
     path = {"name": "entity_path", "in": "path", "required": True, "schema": entity_schema,
             "description": "entity id, e.g. service.api"}
     hook_props = {
