@@ -312,7 +312,8 @@ FLOORS = (
     ("library over the engine", ("conflux.milestones", "conflux.webhooks",
                                  "conflux.webhooks_shared", "conflux.audit",
                                  "conflux.transfer", "conflux.status", "conflux.original",
-                                 "conflux.webhook_registry", "conflux.webhook_bodies")),
+                                 "conflux.webhook_registry", "conflux.webhook_bodies",
+                                 "conflux.audit_verify")),
     ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon", "conflux.rpc",
                               "conflux.__main__")),
 )

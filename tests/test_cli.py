@@ -1166,3 +1166,19 @@ def test_import_chooses_files_and_prefixes_names(ok, cli, project, tmp_path):
     assert res.code == 2 and "also defined in" in res.err
     res = cli("import", str(tree), "-t", "service", "--pattern", "*.toml")
     assert res.code == 2 and "no files to import" in res.err
+
+
+@pytest.mark.parametrize("text", [
+    '[schema]\nname = "old"\nversion = "1"\n\n[entity.svc]\nfields = [{ name = "name", '
+    'type = "string", merge = "lww" }]\n',
+    '[entity.svc]\nfields = [{ name = "image", type = "string", merge = "lww" }]\n'
+    '[[entity.svc.x]]\nname = "not the schema\'s"\n',
+])
+def test_init_name_sets_the_schemas_name_only(cli, tmp_path, text):
+    from conflux.engine.engine import _named_schema
+
+    source = tmp_path / "s.toml"
+    source.write_text(text.replace("[[entity.svc.x]]\nname = \"not the schema's\"\n", ""))
+    schema, written = _named_schema(str(source), "payments")
+    assert schema.name == "payments"
+    assert [f for f in schema.types["svc"].fields] in (["name"], ["image"])

@@ -85,6 +85,24 @@ def test_bad_original_operations_are_refused_and_write_nothing(live, body, statu
     assert get(live, "/v1/ops", after=0, limit=10000).json()["next"] == before
 
 
+@pytest.mark.parametrize("body", [{"type": []}, {"type": {"a": 1}},
+                                  {"ops": [{"type": ["x"], "entity_id": "service.a"}]},
+                                  [{"type": "set_field"}], "text"])
+def test_a_malformed_type_is_a_4xx_never_a_500(live, body):
+    for path in ("/v1/ops", "/v1/ops/batch"):
+        r = post(live, path, body if path == "/v1/ops" else {"operations": [body]})
+        assert 400 <= r.status_code < 500, (path, body, r.text)
+
+
+def test_a_gitops_remote_never_carries_its_credentials():
+    from conflux.webhook_bodies import _public
+
+    assert _public("https://bot:s3cret@git.example.com/infra.git") == \
+        "https://git.example.com/infra.git"
+    assert _public("git@github.com:acme/infra.git") == "github.com:acme/infra.git"
+    assert _public("/srv/git/infra.git") == "/srv/git/infra.git"
+
+
 def test_set_override_remove_entity_and_resolve_conflict(live):
     post(live, "/v1/ops", {"type": "set_field", "entity_id": "service.o-env", "field": "replicas",
                            "value": 3})
@@ -314,7 +332,7 @@ def test_webhooks_registered_over_rest_deliver_the_originals_payload(tmp_path):
                 b"g1t", body, hashlib.sha256).hexdigest()
             assert event["after"] == r.json()["commit"] and event["ref"] == "refs/heads/main"
             assert event["head_commit"]["message"].startswith("release 7")
-            assert event["repository"]["clone_url"].endswith("milestones.git")
+            assert event["repository"]["clone_url"] == "milestones.git"  # no server path
             # disabled: nothing more; deleted: gone
             r = requests.put(f"{url}/v1/webhooks/{hook['id']}", headers=key("zara"),
                              json={"enabled": False}, timeout=10)

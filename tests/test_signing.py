@@ -13,7 +13,8 @@ import pytest
 from nacl.signing import SigningKey
 
 from conflux.actors import Actor
-from conflux.audit import export_lines, summary, verify
+from conflux.audit import export_lines, summary
+from conflux.audit_verify import verify
 from conflux.engine import Engine
 from conflux.errors import InputError
 from conflux.signing import (Registry, SignatureRefused, canonical, load_private_key, op_content,
@@ -334,6 +335,20 @@ def test_a_filtered_export_elides_runs_and_still_verifies(signed):
     rehashed = list(text)
     rehashed[1] = rehashed[1][:-67] + b'"' + b"0" * 64 + b'"}\n'
     assert any("hash mismatch" in r for _, _, r in verify(rehashed, signed.signatures).failures)
+    # a kept line before an elided run, edited and its hash recomputed: the chain after it
+    # starts from the run's claimed hash, but the signed lines_hash covers every line
+    from conflux.audit import line_digest
+    first = json.loads(text[0])
+    first["intent"] = "forged"
+    first.pop("hash")
+    first["hash"] = line_digest(dict(first), bytes(32)).hex()
+    forged = [json.dumps(first, separators=(",", ":")).encode() + b"\n"] + text[1:]
+    report = verify(forged, signed.signatures)
+    assert any("lines_hash" in r for _, _, r in report.failures), report.problems()
+    # a kept line swapped with an elided one (counts unchanged): refused
+    swapped = [b'{"elided":[1,1],"hash":"' + json.loads(text[0])["hash"].encode() + b'"}\n',
+               text[1]] + text[2:]
+    assert not verify(swapped, signed.signatures).ok
 
 
 def test_the_summary_counts_and_verifies_what_an_export_holds(signed):

@@ -37,7 +37,7 @@ registry a verifier is given holds it. A checkpoint counts only if signed by a k
 actor, valid at the checkpoint's time. To replace the key, revoke it (``conflux keys revoke``:
 older checkpoints stay valid) and move the file away; the next export makes a new one.
 
-**Verifying** (``verify``) checks, and reports by line number: each line's hash against the
+**Verifying** (``conflux.audit_verify.verify``) checks, and reports by line number: each line's hash against the
 chain, the sequence numbers (gaps, repeats, renumbering), ``time`` against ``hlc``, each
 signature against the registry (``conflux.signing``), the checkpoint (its signature, that the
 first line follows ``prev_seq``/``prev_hash``, the count, the last sequence number and the
@@ -64,8 +64,8 @@ from conflux.kernel import core, op_parts
 from conflux.errors import ConfluxError, InputError
 from conflux.signing import Registry, canonical, op_content
 
-__all__ = ["export_lines", "summary", "verify", "read_checkpoint", "project_key", "line_digest",
-           "checkpoint_content", "Report", "AuditKeyError", "GENESIS", "KEY_FILE",
+__all__ = ["export_lines", "summary", "project_key", "line_digest",
+           "checkpoint_content", "AuditKeyError", "GENESIS", "KEY_FILE",
            "AUDIT_ACTOR"]
 
 FORMAT = "conflux-audit/1"
@@ -182,6 +182,7 @@ def _lines(engine, start, last, log_last, since, until, signing_key, key_id, kee
     prev = head = chain_hash(engine, start - 1)
     count, elided, marks, seq = 0, 0, [], start
     run = None  # the operations left out since the last line: [first, last]
+    lines = hashlib.sha256()  # a filtered export's lines, in order (the checkpoint signs it)
     try:
         while seq <= last:
             ops = engine.log(start=seq, reverse=False, limit=min(_CHUNK, last - seq + 1))
@@ -189,25 +190,26 @@ def _lines(engine, start, last, log_last, since, until, signing_key, key_id, kee
                 break
             for op in ops:
                 line = line_of(engine, op)
+                if op.signature is None and op.actor_class in unsigned and \
+                        line["type"] not in _NEVER_SIGNED:
+                    unsigned[op.actor_class] = op.seq
                 if keep is not None and not keep(op):
                     _, head = _chained(line, head)
                     run = [op.seq, op.seq] if run is None else [run[0], op.seq]
                     elided += 1
                 else:
                     if run is not None:
-                        yield _elided(run, head)
+                        yield _elided(run, head, lines)
                         run = None
                     text, head = _chained(line, head)
+                    lines.update(_KEPT + op.seq.to_bytes(8, "big") + head)
                     count += 1
-                    if op.signature is None and op.actor_class in unsigned and \
-                            line["type"] not in _NEVER_SIGNED:
-                        unsigned[op.actor_class] = op.seq
                     yield text
                 if op.seq % _MARK == 0:
                     marks.append((op.seq, head))
             seq = ops[-1].seq + 1
         if run is not None:
-            yield _elided(run, head)
+            yield _elided(run, head, lines)
     finally:
         _remember(engine, marks)
     checkpoint = {
@@ -220,16 +222,26 @@ def _lines(engine, start, last, log_last, since, until, signing_key, key_id, kee
         "require": {cls: after + 1 for cls, after in unsigned.items()},
         "time": _wall_time(int(time.time() * 1000)), "key_id": key_id}
     if filters is not None:  # a filtered export: lines cover first_seq..last_seq with elisions
+        # lines_hash: every line in order, kept and elided; an elided run's hash cannot be
+        # recomputed from the file, so the signature covers each one, and which lines were
+        # kept, directly
         checkpoint.update(filter={k: v for k, v in filters.items() if v}, elided=elided,
                           first_seq=start if count + elided else None,
-                          last_seq=start + count + elided - 1 if count + elided else None)
+                          last_seq=start + count + elided - 1 if count + elided else None,
+                          lines_hash=lines.hexdigest())
     signature = signing_key.sign(checkpoint_content(checkpoint)).signature
     yield (json.dumps({"checkpoint": checkpoint,
                        "signature": base64.b64encode(signature).decode()},
                       separators=(",", ":")) + "\n").encode()
 
 
-def _elided(run: list, head: bytes) -> bytes:
+#: What ``lines_hash`` takes of each line of a filtered export: a kept line's seq and hash, an
+#: elided run's first and last seq and the hash after it.
+_KEPT, _ELIDED = b"k", b"e"
+
+
+def _elided(run: list, head: bytes, lines) -> bytes:
+    lines.update(_ELIDED + run[0].to_bytes(8, "big") + run[1].to_bytes(8, "big") + head)
     return (json.dumps({"elided": run, "hash": head.hex()}, separators=(",", ":")) +
             "\n").encode()
 
@@ -435,195 +447,6 @@ def _make_key(path: str, shown: str) -> None:
             os.unlink(tmp)
 
 
-# ---------------------------------------------------------------------------------------------
-# verification
-
-
-class Report:
-    def __init__(self):
-        self.lines = 0  # operation lines (the checkpoint aside)
-        self.elided = 0  # operations a filtered export left out
-        self.signed_ok = 0
-        self.failures: list[tuple[int, int | None, str]] = []  # (line number, seq, reason)
-        self.unsigned: list[tuple[int, int | None]] = []
-        self.sequence: list[tuple[int, str]] = []  # (line number, what)
-        self.checkpoint: dict | None = None
-
-    @property
-    def ok(self) -> bool:
-        return not self.failures and not self.sequence and self.checkpoint is not None
-
-    def problems(self) -> list[tuple[int, int | None, str]]:
-        """Every failure, sequence problems included, by line number."""
-        return sorted(self.failures + [(n, None, p) for n, p in self.sequence],
-                      key=lambda item: item[0])
-
-    def to_dict(self) -> dict:
-        return {"lines": self.lines, "elided": self.elided, "signed_ok": self.signed_ok,
-                "failures": [{"line": n, "seq": s, "reason": r} for n, s, r in self.failures],
-                "sequence_problems": [{"line": n, "problem": p} for n, p in self.sequence],
-                "unsigned": [{"line": n, "seq": s} for n, s in self.unsigned],
-                "checkpoint": self.checkpoint, "ok": self.ok}
-
-
-def _object(pairs):
-    seen = {}
-    for key, value in pairs:
-        if key in seen:
-            # two parsers could read two different lines from it
-            raise ValueError(f"member {key!r} appears twice")
-        seen[key] = value
-    return seen
-
-
-def _parse(raw) -> dict:
-    text = raw.decode("utf-8") if isinstance(raw, bytes) else raw
-    line = json.loads(text, object_pairs_hook=_object)
-    if not isinstance(line, dict):
-        raise ValueError("not a JSON object")
-    return line
-
-
-def read_checkpoint(stream) -> dict:
-    """The checkpoint line (``{"checkpoint": ..., "signature": ...}``) ending an audit file,
-    or alone in one: what a consumer keeps to check later exports against (``verify``'s
-    ``extends``). Its signature is checked by ``verify``."""
-    last = None
-    for raw in stream:
-        if raw.strip():
-            last = raw
-    try:
-        line = _parse(last) if last is not None else None
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise InputError(f"its last line is not JSON ({exc})") from None
-    if line is None or not isinstance(line.get("checkpoint"), dict):
-        raise InputError("it does not end with an audit checkpoint line")
-    return line
-
-
-def verify(stream, registry: Registry, *, extends: dict | None = None) -> Report:
-    """Check an audit file (an iterable of lines, bytes or text) against a registry; with
-    ``extends`` (an earlier checkpoint line, ``read_checkpoint``), also that the file extends
-    it. Memory grows with the unsigned lines only."""
-    report = Report()
-    registry.refresh()  # once: the registry is a file given for this check
-    old = _head_of(extends)
-    previous = last_seq = None
-    first = None  # (line number, seq, line, claimed hash) of the first op line
-    state = None  # the chain's hash after the previous line (as it claims, once checked)
-    checkpoint = None
-    at_old_head = None  # (line number, claimed hash) of the line at the earlier head
-    unsigned = []  # (line number, seq, actor class, type)
-    number = 0
-    for number, raw in enumerate(stream, 1):
-        if not raw.strip():
-            continue
-        try:
-            line = _parse(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            report.failures.append((number, None, f"not an audit line: {exc}"))
-            continue
-        if checkpoint is not None:
-            report.failures.append((number, None, "a line after the checkpoint, which ends "
-                                                  "the export"))
-            continue
-        if "checkpoint" in line:
-            checkpoint = (number, line)
-            continue
-        if "elided" in line:  # a filtered export: operations left out, the chain's hash after
-            run, claimed = line.get("elided"), _claimed_hash(line.get("hash"))
-            if not (isinstance(run, list) and len(run) == 2 and all(
-                    type(x) is int for x in run) and 1 <= run[0] <= run[1]) or claimed is None:
-                report.failures.append((number, None, "an elided line needs \"elided\": "
-                                                      "[first seq, last seq] and a hash"))
-                continue
-            if previous is not None and run[0] != previous + 1:
-                report.sequence.append((number, f"elided seq {_span(*run)} after {previous}"))
-            if first is None:
-                first = (number, run[0], None, claimed)
-            previous = last_seq = run[1]
-            report.elided += run[1] - run[0] + 1
-            state = claimed
-            if old is not None and run[0] <= old[0] <= run[1]:
-                at_old_head = (number, claimed if old[0] == run[1] else None)
-            continue
-        seq = line.get("seq")
-        if not isinstance(seq, int) or isinstance(seq, bool):
-            report.failures.append((number, None, "not an audit line: no sequence number"))
-            continue
-        report.lines += 1
-        if previous is not None and seq != previous + 1:
-            if seq <= previous:
-                report.sequence.append((number, f"seq {seq} after {previous}: reordered or "
-                                                f"repeated"))
-            else:
-                report.sequence.append((number, f"gap: seq {_span(previous + 1, seq - 1)} "
-                                                f"missing before seq {seq}"))
-        previous = seq if previous is None or seq > previous else previous
-        last_seq = seq
-        claimed = _claimed_hash(line.pop("hash", None))
-        if claimed is None:
-            report.failures.append((number, seq, "no hash (64 hex digits): not a line of a "
-                                                 "chained audit export"))
-        try:
-            computed = line_digest(line, state) if state is not None else None
-        except InputError as exc:
-            report.failures.append((number, seq, f"cannot be hashed: {exc}"))
-            computed = None
-        if first is None:
-            first = (number, seq, line, claimed)
-        elif claimed is not None and computed is not None and claimed != computed:
-            report.failures.append((number, seq, "hash mismatch: the line was changed, or a "
-                                                 "line before it removed, added or moved"))
-        state = claimed if claimed is not None else computed
-        if old is not None and seq == old[0]:
-            at_old_head = (number, claimed)
-        problem = _time_problem(line)
-        if problem:
-            report.failures.append((number, seq, problem))
-        if line.get("signature") is None:
-            report.unsigned.append((number, seq))
-            unsigned.append((number, seq, line.get("actor_class"), line.get("type")))
-            continue
-        reason = _check_line(line, registry)
-        if reason is None:
-            report.signed_ok += 1
-        else:
-            report.failures.append((number, seq, reason))
-    if checkpoint is None:
-        report.failures.append((number + 1, None, "no checkpoint: the file does not end with "
-                                                  "the export's signed checkpoint line (cut "
-                                                  "short, or lines removed at its end)"))
-        return report
-    _check_checkpoint(report, *checkpoint, registry, first, state, last_seq, unsigned,
-                      extends, old, at_old_head)
-    return report
-
-
-def _span(a: int, b: int) -> str:
-    return f"{a}" if a == b else f"{a}-{b}"
-
-
-def _claimed_hash(value) -> bytes | None:
-    if not isinstance(value, str) or len(value) != 64:
-        return None
-    try:
-        return bytes.fromhex(value)
-    except ValueError:
-        return None
-
-
-def _time_problem(line: dict) -> str | None:
-    try:
-        wall = core.hlc_parse(line["hlc"]) >> 16
-    except (KeyError, TypeError, ValueError, InputError):
-        return None  # the signature check or the hash names what is wrong
-    expected = _wall_time(wall)
-    if line.get("time") != expected:
-        return f"time {line.get('time')!r} is not its hlc's time ({expected}): edited"
-    return None
-
-
 def _check_line(line: dict, registry: Registry) -> str | None:
     try:
         hlc = core.hlc_parse(line["hlc"])
@@ -636,157 +459,3 @@ def _check_line(line: dict, registry: Registry) -> str | None:
         return f"cannot rebuild the signed content: {exc}"
     return registry.check(content, line["signature"], str(line.get("key_id")), line["actor"],
                           line.get("actor_class", ""), hlc >> 16, refresh=False)
-
-
-def _checkpoint_problem(line: dict, registry: Registry) -> str | None:
-    """Why a checkpoint line's signature does not hold, or None."""
-    cp, signature = line.get("checkpoint"), line.get("signature")
-    if not isinstance(signature, str):
-        return "no signature"
-    if not isinstance(cp.get("key_id"), str):
-        return "no key_id"
-    try:
-        from conflux.signing import _ms
-
-        when = _ms(cp.get("time"))
-        content = checkpoint_content(cp)
-    except (TypeError, ValueError, InputError) as exc:
-        return f"cannot rebuild the signed content: {exc}"
-    reason = registry.check(content, signature, cp["key_id"], _ACTOR_ID, _ACTOR_CLASS, when,
-                            refresh=False)
-    return None if reason is None else reason.replace("operation", "checkpoint")
-
-
-_CHECKPOINT_FIELDS = {"prev_seq": int, "prev_hash": str, "count": int, "head_hash": str,
-                      "require": dict}
-
-
-def _fields(cp: dict) -> str | None:
-    for name, kind in _CHECKPOINT_FIELDS.items():
-        value = cp.get(name)
-        if not isinstance(value, kind) or isinstance(value, bool):
-            return name
-    for name in ("prev_hash", "head_hash"):
-        if _claimed_hash(cp[name]) is None:
-            return name
-    for name in ("first_seq", "last_seq"):
-        value = cp.get(name)
-        if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            return name
-    if not all(isinstance(v, int) and not isinstance(v, bool) for v in cp["require"].values()):
-        return "require"
-    return None
-
-
-def _head_of(extends: dict | None):
-    """``(seq, hash)`` of an earlier checkpoint's head, or None."""
-    if extends is None:
-        return None
-    cp = extends["checkpoint"]
-    if _fields(cp):
-        return (-1, b"")
-    head_seq = cp["last_seq"] if cp["count"] and cp.get("last_seq") is not None \
-        else cp["prev_seq"]
-    return head_seq, _claimed_hash(cp["head_hash"])
-
-
-def _check_checkpoint(report, number, line, registry, first, state, last_seq, unsigned,
-                      extends, old, at_old_head) -> None:
-    fail = report.failures.append
-    cp = line.get("checkpoint")
-    if not isinstance(cp, dict):
-        fail((number, None, "checkpoint: not an object"))
-        return
-    report.checkpoint = cp
-    problem = _checkpoint_problem(line, registry)
-    if problem:
-        fail((number, None, f"checkpoint: {problem}: it was edited, or not made by this "
-                            "project"))
-    bad = _fields(cp)
-    if bad:
-        fail((number, None, f"checkpoint: {bad!r} is missing or malformed"))
-        return
-    prev_seq, prev_hash = cp["prev_seq"], bytes.fromhex(cp["prev_hash"])
-    head_hash = bytes.fromhex(cp["head_hash"])
-    if report.lines != cp["count"]:
-        fail((number, None, f"checkpoint: the export has {cp['count']} lines, this file "
-                            f"{report.lines}"))
-    if report.elided != cp.get("elided", 0):
-        fail((number, None, f"checkpoint: the export elided {cp.get('elided', 0)} operations, "
-                            f"this file {report.elided}"))
-    if first is None:
-        if head_hash != prev_hash:
-            fail((number, None, "checkpoint: no lines, yet the head hash is not prev_hash"))
-    else:
-        f_number, f_seq, f_line, f_claimed = first
-        if f_seq != prev_seq + 1:
-            what = f"seq {_span(prev_seq + 1, f_seq - 1)} missing at the start" \
-                if f_seq > prev_seq + 1 else "seq out of order"
-            fail((f_number, f_seq, f"the export follows seq {prev_seq} (checkpoint), so starts "
-                                   f"at seq {prev_seq + 1}: {what}"))
-        follows = True
-        with contextlib.suppress(InputError):  # reported with the line already
-            # (an elided first run cannot be hashed here: the lines after it are checked
-            # against its hash, and the signed head hash closes the chain)
-            follows = f_claimed is None or f_line is None or \
-                line_digest(f_line, prev_hash) == f_claimed
-        if not follows:
-            fail((f_number, f_seq, "hash mismatch: the line does not follow the checkpoint's "
-                                   "prev_hash: it was changed, or lines before it removed"))
-        expected_last = cp.get("last_seq")
-        if last_seq != expected_last:
-            what = f"seq {_span(last_seq + 1, expected_last)} removed at the end" \
-                if isinstance(expected_last, int) and last_seq < expected_last else "mismatch"
-            fail((number, None, f"checkpoint: the export ends at seq {expected_last}, this "
-                                f"file at seq {last_seq}: {what}"))
-        if state != head_hash:
-            fail((number, None, "checkpoint: the head hash is not the last line's: lines "
-                                "removed or added at the end, or the chain recomputed"))
-    for n, seq, cls, kind in unsigned:
-        since = cp["require"].get(cls)
-        if since is not None and seq >= since and kind not in _NEVER_SIGNED:
-            fail((n, seq, f"unsigned, but [signatures] require covers {cls} actors: the "
-                          f"checkpoint says every {cls} operation from seq {since} on is "
-                          "signed (its signature was removed)"))
-    if old is not None:
-        _check_extends(report, number, cp, extends, old, at_old_head, registry)
-
-
-def _check_extends(report, number, cp, extends, old, at_old_head, registry) -> None:
-    fail = report.failures.append
-    old_seq, old_hash = old
-    if old_seq < 0:
-        fail((number, None, "--extends: the earlier checkpoint is malformed"))
-        return
-    problem = _checkpoint_problem(extends, registry)
-    if problem:
-        fail((number, None, f"--extends: the earlier checkpoint: {problem}"))
-    if extends["checkpoint"].get("node") != cp.get("node"):
-        fail((number, None, f"--extends: the earlier checkpoint is of another log (node "
-                            f"{extends['checkpoint'].get('node')}, this one "
-                            f"{cp.get('node')})"))
-    new_prev, new_prev_hash = cp["prev_seq"], bytes.fromhex(cp["prev_hash"])
-    new_head = cp["last_seq"] if cp["count"] and cp.get("last_seq") is not None else new_prev
-    if old_seq == new_prev:
-        if new_prev_hash != old_hash:
-            fail((number, None, f"--extends: this export follows seq {new_prev} with hash "
-                                f"{new_prev_hash.hex()[:16]}..., the earlier checkpoint's head "
-                                f"at seq {old_seq} is {old_hash.hex()[:16]}...: the log "
-                                "before it was rewritten"))
-    elif new_prev < old_seq <= new_head:
-        if at_old_head is not None and at_old_head[1] is None:
-            fail((at_old_head[0], old_seq, f"--extends: the earlier checkpoint's head, seq "
-                                           f"{old_seq}, is inside a run this filtered export "
-                                           "elided: check against an unfiltered export"))
-        elif at_old_head is None or at_old_head[1] != old_hash:
-            where = at_old_head[0] if at_old_head else number
-            fail((where, old_seq, f"--extends: the earlier checkpoint's head is seq {old_seq} "
-                                  f"with hash {old_hash.hex()[:16]}..., this export's line for "
-                                  "it has another: the log up to there was rewritten"))
-    elif old_seq > new_head:
-        fail((number, None, f"--extends: the earlier checkpoint covers up to seq {old_seq}, "
-                            f"this export only up to seq {new_head}: it does not extend it"))
-    else:
-        fail((number, None, f"--extends: this export starts at seq {new_prev + 1}, after the "
-                            f"earlier checkpoint's head (seq {old_seq}): export with --since "
-                            f"{old_seq + 1} or earlier to check it"))

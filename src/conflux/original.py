@@ -43,8 +43,8 @@ def conflux_ops(raw: dict, base_env: str, *, where: str = "") -> list[dict]:
     its translation (``ValidationError`` naming what cannot be translated). ``where``
     prefixes messages (``"op 3: "``)."""
     kind = raw.get("type") if isinstance(raw, dict) else None
-    if kind not in ORIGINAL_TYPES:
-        return [raw]
+    if not isinstance(kind, str) or kind not in ORIGINAL_TYPES:
+        return [raw]  # Conflux's own (or not an op: the engine's check says what is wrong)
     common = {k: raw[k] for k in _COMMON if k in raw}
     if kind == "set_override":
         _need(raw, ("entity_id", "field", "environment", "value"), kind, where)
@@ -106,7 +106,8 @@ def _need(raw: dict, keys: tuple, kind: str, where: str) -> None:
 def expand(raw_ops: list, base_env: str) -> tuple[list, list[int] | None]:
     """A request's ops as Conflux's, and how many Conflux ops each became (None when every
     op was Conflux's own: one each)."""
-    if not any(type(op) is dict and op.get("type") in ORIGINAL_TYPES for op in raw_ops):
+    if not any(type(op) is dict and isinstance(op.get("type"), str) and
+               op["type"] in ORIGINAL_TYPES for op in raw_ops):
         return raw_ops, None
     out, groups = [], []
     for index, op in enumerate(raw_ops):
@@ -116,7 +117,7 @@ def expand(raw_ops: list, base_env: str) -> tuple[list, list[int] | None]:
     return out, groups
 
 
-def conflicted(engine, ops: list) -> dict[int, list]:
+def conflicted(engine, ops: list, reader=None) -> dict[int, list | None]:
     """The ops (committed) whose ``review`` field now holds concurrent candidates: the
     original's ``conflict``, by index, with the candidates' values."""
     review = engine.schema.review_fields
@@ -130,17 +131,22 @@ def conflicted(engine, ops: list) -> dict[int, list]:
     if not found:
         return {}
     values = engine.contending([item for _, item in found])
-    return {i: v for (i, _), v in zip(found, values) if v is not None}
+    may_read = engine.policy.may_read
+    # the competing values are other actors' writes: shown to a ``reader`` who may read them
+    return {i: v if reader is None or may_read(reader, item[1], item[2], item[0]) else None
+            for (i, item), v in zip(found, values) if v is not None}
 
 
 _REVIEW_WRITES = frozenset({"set_field", "unset_field", "resolve"})
 
 
-def answers(engine, ops: list, groups: list[int] | None, acks: list[dict]) -> list[dict]:
+def answers(engine, ops: list, groups: list[int] | None, acks: list[dict], reader=None
+            ) -> list[dict]:
     """One answer per op of the request: the answer of the first Conflux op it became, with
     the original's keys added (``operation_id``, ``timestamp``, ``conflict``, and
-    ``conflict_info`` when there is one) and ``operation_ids`` when it became several."""
-    hit = conflicted(engine, ops)
+    ``conflict_info`` when there is one: its contending values only when ``reader`` may read
+    the field) and ``operation_ids`` when it became several."""
+    hit = conflicted(engine, ops, reader)
     out, at = [], 0
     for size in groups or [1] * len(acks):
         answer = acks[at]
@@ -149,7 +155,9 @@ def answers(engine, ops: list, groups: list[int] | None, acks: list[dict]) -> li
         if answer["conflict"]:
             i = next(i for i in range(at, at + size) if i in hit)
             answer["conflict_info"] = {"entity_id": ops[i]["entity_id"],
-                                       "field": ops[i]["field"], "contending_values": hit[i]}
+                                       "field": ops[i]["field"]}
+            if hit[i] is not None:
+                answer["conflict_info"]["contending_values"] = hit[i]
         if size > 1:
             answer["operation_ids"] = [a["op_id"] for a in acks[at:at + size]]
         out.append(answer)

@@ -47,7 +47,10 @@ def push_event(engine, m) -> dict:
     from conflux.milestones import MilestoneSettings, read_milestones
 
     settings = MilestoneSettings.load(engine.root)
-    url = settings.remote or os.path.join(engine.root, settings.repository)
+    # the remote the reconciler pulls, without any credentials in it; without a remote, the
+    # repository's name only (a path of this machine is not the receiver's business)
+    url = _public(settings.remote) if settings.remote else \
+        os.path.basename(settings.repository.rstrip("/"))
     branch = (settings.remote_branch or settings.branch) if settings.remote \
         else settings.branch
     store = engine.store
@@ -68,3 +71,16 @@ def push_event(engine, m) -> dict:
             "pusher": {"name": "conflux"}, "sender": {"login": "conflux"},
             "head_commit": commit, "commits": [commit],
             "conflux": {"milestone": m.to_dict(engine.core)}}
+
+
+def _public(url: str) -> str:
+    """A git remote without the user and password it may carry."""
+    import urllib.parse
+
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme and "@" in parts.netloc:
+        host = parts.netloc.rpartition("@")[2]
+        return urllib.parse.urlunsplit(parts._replace(netloc=host))
+    if not parts.scheme and "@" in url.split(":", 1)[0]:  # scp-like user@host:path
+        return url.split("@", 1)[1]
+    return url

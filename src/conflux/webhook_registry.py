@@ -216,6 +216,9 @@ def registered_hooks(records: list[dict], declared: set[str]):
 
     out = []
     for record in records:
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str) or \
+                not isinstance(record.get("url"), str):
+            continue  # not one this module wrote: left alone rather than stop the others
         if not record.get("enabled", True) or record["id"] in declared:
             continue
         prefix = record.get("entity_filter")
@@ -261,8 +264,12 @@ class Webhooks:
         raise NotFound(f"webhook {hook_id} is not registered")
 
     def add(self, body) -> dict:
+        from conflux.webhooks import start_cursors
+
         self._writable()
         record = self.registry.add(body)
+        # its place in the log is taken now: every op committed after this answer is its
+        start_cursors(self.engine, registered_hooks([record], set()))
         return {"id": record["id"], "url": record["url"], "enabled": record["enabled"]}
 
     def update(self, hook_id: str, body) -> dict:

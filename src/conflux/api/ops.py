@@ -48,7 +48,7 @@ class Ops(Resource):
         return single, raw_ops, groups
 
     def _answer(self, req, resp, acks, single: bool, dry_run: bool, ops, groups) -> None:
-        answers = _answers(self.ctx.engine, acks, dry_run, ops, groups)
+        answers = _answers(self.ctx.engine, acks, dry_run, ops, groups, req.context.actor)
         write_body(req, resp, answers[0] if single else {"ops": answers})
 
     async def on_get(self, req, resp):  # the log by sequence
@@ -89,7 +89,7 @@ class OriginalBatch(Resource):
         return raw_ops, groups or [1] * len(raw_ops)
 
     def _answer(self, req, resp, acks, ops, groups) -> None:
-        results = _answers(self.ctx.engine, acks, False, ops, groups)
+        results = _answers(self.ctx.engine, acks, False, ops, groups, req.context.actor)
         write_body(req, resp, {"results": results, "total": len(results),
                                "conflicts": sum(r["conflict"] for r in results)})
 
@@ -109,12 +109,12 @@ async def _commit(ctx, raw_ops: list, actor, here: bool, dry_run: bool):
     return await ctx.committer.apply(raw_ops, actor, admitted=True)
 
 
-def _answers(engine, acks, dry_run: bool, ops, groups) -> list[dict]:
+def _answers(engine, acks, dry_run: bool, ops, groups, reader) -> list[dict]:
     """Each op's answer: Conflux's acknowledgement with the original's keys
     (``conflux.original.answers``)."""
     core = engine.core
-    out = answers(engine, ops, groups, [ack.to_dict(core) for ack in acks]) if not dry_run \
-        else [ack.to_dict(core) for ack in acks]
+    out = answers(engine, ops, groups, [ack.to_dict(core) for ack in acks], reader) \
+        if not dry_run else [ack.to_dict(core) for ack in acks]
     if dry_run:
         for answer in out:
             answer["dry_run"] = True

@@ -100,7 +100,7 @@ def _open(path: str, what: str):
 def verify(args):
     import os
 
-    from conflux.audit import read_checkpoint, verify as check
+    from conflux.audit_verify import read_checkpoint, verify as check
     from conflux.errors import InputError
     from conflux.signing import Registry
 

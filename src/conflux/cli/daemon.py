@@ -59,7 +59,8 @@ def run(args):
                          f"on a loopback address only (127.0.0.1, ::1), not {args.host}")
     access = check_configuration(engine)
     grpc_port = args.grpc_port if args.grpc_port is not None else engine.settings.grpc_port
-    grpc = grpc_options(options, grpc_port, host=args.host, port=args.port)
+    grpc = grpc_options(options, grpc_port, host=args.host, port=args.port,
+                        anonymous=engine.settings.auth == "none")
     args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
     Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access,

@@ -145,7 +145,10 @@ def _grpc(args, deadline):
         channel = grpc.insecure_channel(args.grpc)
     stub = pb_grpc.ConfluxServiceStub(channel)
     metadata = (("x-api-key", args.api_key),) if args.api_key else ()
+    # the last seq received whole: an op of several changes (a promotion) is resumed from
+    # its start if the stream ends inside it (its first changes then come again)
     last = args.after
+    current = None
     backoff = 0.5
     with channel:
         while deadline is None or time.monotonic() < deadline:
@@ -162,7 +165,8 @@ def _grpc(args, deadline):
             try:
                 for change in stub.WatchState(request, metadata=metadata, timeout=left):
                     backoff = 0.5
-                    last = change.seq
+                    if change.seq != current:
+                        last, current = current if current is not None else last, change.seq
                     if args.entity and change.entity_id != args.entity:
                         continue  # the filter is a prefix
                     yield _change_entry(change)

@@ -61,13 +61,14 @@ class Delivery:
         self.directory = directory
         self._lock = threading.Lock()
         self._stopping = threading.Event()
+        path = Registry(os.path.join(directory, CONFLUX_DIR)).path
+        stamp = file_stamp(path)  # before the look: a registration meanwhile is seen
         self.process = DeliveryProcess.start(directory)  # a bad webhooks.toml: InputError
         if self.process is None:
-            threading.Thread(target=self._await, daemon=True, name="webhooks-await").start()
+            threading.Thread(target=self._await, args=(path, stamp), daemon=True,
+                             name="webhooks-await").start()
 
-    def _await(self) -> None:
-        path = Registry(os.path.join(self.directory, CONFLUX_DIR)).path
-        stamp = file_stamp(path)
+    def _await(self, path: str, stamp) -> None:
         while not self._stopping.wait(1.0):
             if file_stamp(path) == stamp:
                 continue
@@ -133,8 +134,9 @@ def _deliver(engine: Engine, stop) -> None:
             hooks = []
             log.error("%s; delivering nothing until the daemon is restarted", exc)
         except ConfluxError as exc:  # the registry: delivering what the file declares
-            hooks = []
-            log.error("%s", exc)
+            log.error("%s; delivering the webhooks of %s only", exc, WEBHOOKS_FILE)
+            hooks = load_webhooks(os.path.join(engine.root, WEBHOOKS_FILE),
+                                  schema=engine.schema)
         changed = threading.Event()
 
         def watch():

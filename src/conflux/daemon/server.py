@@ -119,9 +119,11 @@ def daemon_options(*, host: str = "127.0.0.1", port: int = 9400, workers: int = 
     return options
 
 
-def grpc_options(options: dict, grpc_port: int | None, *, host: str, port: int) -> dict | None:
+def grpc_options(options: dict, grpc_port: int | None, *, host: str, port: int,
+                 anonymous: bool = False) -> dict | None:
     """Where and how the gRPC server listens (``daemon_options``' address and TLS), or None
-    without a gRPC port."""
+    without a gRPC port; ``anonymous``: ``[daemon] auth = "none"`` as checked at the start
+    (a restarted server does not read it again)."""
     if grpc_port is None:
         return None
     if not 1 <= grpc_port <= 65535:
@@ -131,7 +133,7 @@ def grpc_options(options: dict, grpc_port: int | None, *, host: str, port: int) 
     tls = None
     if options.get("certfile") is not None:
         tls = (options["certfile"], options["keyfile"], options.get("ca_certs"))
-    return {"host": host, "port": grpc_port, "tls": tls}
+    return {"host": host, "port": grpc_port, "tls": tls, "anonymous": anonymous}
 
 
 #: Open connections a worker serves at once (watch streams included); past it, 503.

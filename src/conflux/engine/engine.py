@@ -223,9 +223,18 @@ def _named_schema(schema_path: str, name: str | None):
     with open(schema_path, encoding="utf-8") as fh:
         text = fh.read()
     if name is not None:
+        # the top-level name (before the first table), or [schema]'s; else one at the top
         line = f"name = {json.dumps(name)}"
-        text, n = re.subn(r'(?m)^name\s*=.*$', line, text, count=1)
-        if not n:
+        header = re.search(r"(?m)^\s*\[", text)
+        top = text[:header.start()] if header else text
+        found = re.search(r"(?m)^name\s*=.*$", top)
+        table = re.search(r"(?ms)^\[schema\]\s*$(.*?)(?=^\s*\[|\Z)", text)
+        if found:
+            text = text[:found.start()] + line + text[found.end():]
+        elif table and re.search(r"(?m)^name\s*=.*$", table[1]):
+            inner = re.sub(r"(?m)^name\s*=.*$", line, table[1], count=1)
+            text = text[:table.start(1)] + inner + text[table.end(1):]
+        else:
             text = line + "\n" + text
         schema = parse_schema(text, schema_path)  # the name checked like any other
     return schema, text

@@ -29,12 +29,13 @@ class GrpcProcess(HelperProcess):
 
     @classmethod
     def start(cls, directory: str, commits: str, *, host: str, port: int,
-              tls: tuple | None = None, threads: int = 8) -> GrpcProcess:
+              tls: tuple | None = None, threads: int = 8, anonymous: bool = False
+              ) -> GrpcProcess:
         """Start the server and wait until it listens; ``InputError`` when it cannot (the
         port is taken): the daemon then does not start."""
         _bindable(host, port)
         self = cls(_serve, (os.path.abspath(directory), commits, host, port, tls, threads,
-                            os.getpid()))
+                            anonymous, os.getpid()))
         self.launch()
         deadline = time.monotonic() + self.START_S
         while not _listening(host, port):
@@ -73,14 +74,14 @@ def _listening(host: str, port: int) -> bool:
 
 
 def _serve(directory: str, commits: str, host: str, port: int, tls, threads: int,
-           parent: int) -> None:
+           anonymous: bool, parent: int) -> None:
     logging.basicConfig(level=logging.INFO, format="[conflux-grpc %(process)d] "
                                                    "%(levelname)s %(message)s")
     stop = helper_stop_event(parent, log.name)
-    asyncio.run(_main(directory, commits, host, port, tls, threads, stop))
+    asyncio.run(_main(directory, commits, host, port, tls, threads, anonymous, stop))
 
 
-async def _main(directory, commits, host, port, tls, threads, stop) -> None:
+async def _main(directory, commits, host, port, tls, threads, anonymous, stop) -> None:
     import grpc
 
     from conflux.api.access import Access
@@ -94,7 +95,7 @@ async def _main(directory, commits, host, port, tls, threads, stop) -> None:
     engine = Engine(directory)
     pool = slow_work_pool(threads)
     committer = CommitClient(commits, engine, pool=pool)
-    access = Access.load(engine.root, anonymous=engine.settings.auth == "none")
+    access = Access.load(engine.root, anonymous=anonymous)
     engine.policy.load()
     access.also.append(engine.policy.refresh)
     access.watch()

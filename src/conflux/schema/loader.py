@@ -479,7 +479,8 @@ def _original_field(raw: dict, fail) -> dict:
                          for v in text.split(",")]
     if "target" in out:
         target = out.pop("target")
-        if out.get("type", "").strip() not in ("ref", "list<ref>"):
+        if not isinstance(out.get("type"), str) or out["type"].strip() not in ("ref",
+                                                                               "list<ref>"):
             fail("'target' goes with type = \"ref\" (or \"list<ref>\")")
         if not isinstance(target, str):
             fail(f"'target' must be an entity type, got {_describe(target)}")
