@@ -442,3 +442,55 @@ def test_the_audit_export_with_the_originals_filters_and_headers(tmp_path):
                             os.path.join(project, ".conflux", "keys.json")],
                            capture_output=True, text=True, timeout=60)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_contending_values_are_shown_only_to_who_may_read_them(tmp_path):
+    from conflux.auth import hash_key
+
+    project = make_project(tmp_path / "p")
+    with open(os.path.join(project, ".conflux", "rbac.toml"), "a") as fh:
+        fh.write('\n[role.blind]\npermissions = [{ actions = ["write"], '
+                 'resource = "service.*" }]\n\n[[assign]]\nactor = "pipeline:ci"\n'
+                 'roles = ["blind"]\n')
+    with open(os.path.join(project, ".conflux", "api-keys.toml"), "a") as fh:
+        fh.write(f'\n[[key]]\nhash = "{hash_key("ci-key-0123456789abcdef")}"\n'
+                 'actor = "ci"\nclass = "pipeline"\n')
+    ci = {"X-API-Key": "ci-key-0123456789abcdef"}
+    with daemon(project) as (url, _):
+        post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.c", "field": "tier",
+                              "value": "web"})
+        r = requests.post(f"{url}/v1/ops", headers=ci, timeout=10, json={
+            "type": "set_field", "entity_id": "service.c", "field": "tier", "value": "batch",
+            "base": []})
+        body = r.json()
+        assert r.status_code == 200 and body["conflict"] is True, r.text
+        assert body["conflict_info"] == {"entity_id": "service.c", "field": "tier"}
+        r = post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.c",
+                                  "field": "tier", "value": "web", "base": []})
+        assert sorted(r.json()["conflict_info"]["contending_values"]) == ["batch", "web",
+                                                                           "web"]
+
+
+def test_a_bad_webhooks_json_leaves_the_files_webhooks_delivering(tmp_path):
+    from test_webhooks import Receiver
+
+    project = make_project(tmp_path / "p")
+    receiver = Receiver()
+    root = os.path.join(project, ".conflux")
+    with open(os.path.join(root, "webhooks.toml"), "w") as fh:
+        fh.write(f'[[webhook]]\nname = "file"\nurl = "{receiver.url}"\nsecret = "k"\n')
+    with open(os.path.join(root, "webhooks.json"), "w") as fh:
+        fh.write('{"webhooks": [{"no": "id"}, 7]}')
+    try:
+        with daemon(project) as (url, _):
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.w",
+                                  "field": "image", "value": "x"})
+            assert receiver.wait_for(lambda r: len(r.delivered) >= 1)
+            with open(os.path.join(root, "webhooks.json"), "w") as fh:
+                fh.write("{not json")
+            time.sleep(2.5)  # the delivery process sees the change and carries on
+            post(url, "/v1/ops", {"type": "set_field", "entity_id": "service.w",
+                                  "field": "image", "value": "y"})
+            assert receiver.wait_for(lambda r: len(r.ops()) >= 2)
+    finally:
+        receiver.close()
