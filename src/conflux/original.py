@@ -27,8 +27,8 @@ from __future__ import annotations
 
 from conflux.errors import ValidationError
 
-__all__ = ["ORIGINAL_TYPES", "conflux_ops", "expand", "conflicted", "answers", "entity_state",
-           "log_entry", "environments", "env_diff"]
+__all__ = ["ORIGINAL_TYPES", "conflux_ops", "expand", "answers", "entity_state",
+           "log_entry", "original_type", "environments", "env_diff"]
 
 #: The operation types only the original names (``set_field`` is both's).
 ORIGINAL_TYPES = frozenset({"insert_entity", "remove_entity", "move_entity", "set_override",
@@ -117,19 +117,14 @@ def expand(raw_ops: list, base_env: str) -> tuple[list, list[int] | None]:
     return out, groups
 
 
-def conflicted(engine, ops: list, reader=None) -> dict[int, list | None]:
+def _conflicted(engine, ops: list, reader=None) -> dict[int, list | None]:
     """The ops (committed) whose ``review`` field now holds concurrent candidates: the
     original's ``conflict``, by index, with the candidates' values."""
-    review = engine.schema.review_fields
-    if not review:
+    if not engine.schema.review_fields:  # PERF: the one-op write path, most schemas
         return {}
     base = engine.schema.base_env
     found = [(i, (op.get("env") or base, op["entity_id"], op["field"]))
-             for i, op in enumerate(ops)
-             if op.get("type") in _REVIEW_WRITES and
-             (op["entity_id"].partition(".")[0], op.get("field")) in review]
-    if not found:
-        return {}
+             for i, op in enumerate(ops) if op.get("type") in _REVIEW_WRITES]
     values = engine.contending([item for _, item in found])
     may_read = engine.policy.may_read
     # the competing values are other actors' writes: shown to a ``reader`` who may read them
@@ -146,12 +141,14 @@ def answers(engine, ops: list, groups: list[int] | None, acks: list[dict], reade
     the original's keys added (``operation_id``, ``timestamp``, ``conflict``, and
     ``conflict_info`` when there is one: its contending values only when ``reader`` may read
     the field) and ``operation_ids`` when it became several."""
-    hit = conflicted(engine, ops, reader)
+    hit = _conflicted(engine, ops, reader)
     out, at = [], 0
     for size in groups or [1] * len(acks):
         answer = acks[at]
         answer["operation_id"], answer["timestamp"] = answer["op_id"], answer["hlc"]
         answer["conflict"] = any(i in hit for i in range(at, at + size))
+        if size > 1 and not all(a.get("duplicate") for a in acks[at:at + size]):
+            answer.pop("duplicate", None)  # a retry is one only if all of it was
         if answer["conflict"]:
             i = next(i for i in range(at, at + size) if i in hit)
             answer["conflict_info"] = {"entity_id": ops[i]["entity_id"],
@@ -184,24 +181,31 @@ def log_entry(op: dict, base_env: str) -> dict:
     kind, env = op["type"], op["env"]
     out = {"id": op["op_id"], "timestamp": op["hlc"], "actor_id": op["actor"],
            "actor_class": op["actor_class"], "intent": op["intent"] or None,
-           "seq": op["seq"], "env": env, "entity_id": op["entity_id"]}
-    if kind == "set_field" and env == base_env:
-        out.update(type="set_field", field=op["field"], value=op.get("value"))
-    elif kind == "set_field":
-        out.update(type="set_override", field=op["field"], environment=env,
-                   value=op.get("value"))
-    elif kind == "delete_entity":
-        out["type"] = "remove_entity"
-    elif kind == "resolve":
-        out.update(type="resolve_conflict", field=op["field"],
-                   environment=None if env == base_env else env,
+           "seq": op["seq"], "env": env, "entity_id": op["entity_id"],
+           "type": original_type(kind, env, base_env)}
+    if out["type"] == "set_field":
+        out.update(field=op["field"], value=op.get("value"))
+    elif out["type"] == "set_override":
+        out.update(field=op["field"], environment=env, value=op.get("value"))
+    elif out["type"] == "resolve_conflict":
+        out.update(field=op["field"], environment=None if env == base_env else env,
                    chosen_value=op.get("value"))
-    else:
-        out["type"] = kind
+    elif out["type"] != "remove_entity":
         for key in ("field", "value", "elements", "operations"):
             if key in op:
                 out[key] = op[key]
     return out
+
+
+def original_type(kind: str, env: str, base_env: str) -> str:
+    """The original's name of a Conflux operation type in ``env`` (a write to another
+    environment than the base is its ``set_override``); Conflux's own types keep theirs."""
+    if kind == "set_field":
+        return "set_field" if env == base_env else "set_override"
+    return _ORIGINAL_NAMES.get(kind, kind)
+
+
+_ORIGINAL_NAMES = {"delete_entity": "remove_entity", "resolve": "resolve_conflict"}
 
 
 def environments(schema) -> dict:

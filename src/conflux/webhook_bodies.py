@@ -14,10 +14,8 @@ __all__ = ["conflicting", "original_payload", "push_event"]
 
 def conflicting(engine, op) -> bool:
     """Whether an op wrote a ``review`` field that holds concurrent candidates now."""
-    review = engine.schema.review_fields
-    parts = [(p.env, p.entity, p.field) for p in op_parts(op)
-             if (p.entity.partition(".")[0], p.field) in review] if review else []
-    return bool(parts) and any(v is not None for v in engine.contending(parts))
+    return any(v is not None for v in engine.contending(
+        [(p.env, p.entity, p.field) for p in op_parts(op) if p.field]))
 
 
 def original_payload(engine, op) -> dict:

@@ -31,6 +31,7 @@ came meanwhile. With a shared op log (several daemons) webhooks are declared in
 from __future__ import annotations
 
 import fcntl
+import functools
 import json
 import os
 import re
@@ -78,12 +79,6 @@ class Registry:
         if not isinstance(hooks, list):
             raise ConfluxError(f"{REGISTRY_FILE} holds no list of webhooks")
         return hooks
-
-    def get(self, hook_id: str) -> dict:
-        for record in self.records():
-            if record["id"] == hook_id:
-                return record
-        raise NotFound(f"webhook {hook_id} is not registered")
 
     def add(self, body) -> dict:
         record = {"id": str(uuid.uuid4()), **check(body, partial=False)}
@@ -248,7 +243,7 @@ class Webhooks:
         from conflux.webhooks import webhook_status
 
         engine = self.engine
-        declared = self._declared()
+        declared = self._declared
         with engine.store.read() as txn:
             status = webhook_status(engine.store, txn)
         out = [_shown({"id": h.name, "url": h.url}, status.get(h.name), "webhooks.toml")
@@ -282,7 +277,9 @@ class Webhooks:
         self.registry.delete(hook_id)
         return {"deleted": True, "id": hook_id}
 
+    @functools.cached_property
     def _declared(self) -> list:
+        """The webhooks of ``webhooks.toml`` (read once per call of the API)."""
         from conflux.webhooks import WEBHOOKS_FILE, load_webhooks
 
         return load_webhooks(os.path.join(self.engine.root, WEBHOOKS_FILE))
@@ -291,7 +288,7 @@ class Webhooks:
         if self.engine.store.shares_log:
             raise InputError("with a shared op log, webhooks are declared in webhooks.toml on "
                              "every daemon: nothing was changed")
-        if hook_id is not None and any(h.name == hook_id for h in self._declared()):
+        if hook_id is not None and any(h.name == hook_id for h in self._declared):
             raise ReadOnly(f"webhook {hook_id} is declared in webhooks.toml: change it there "
                            "(and restart the daemon)")
 

@@ -44,7 +44,7 @@ class Ops(Resource):
                 raise ValidationError('a batch is {"ops": [op, ...]} with at least one op',
                                       field="ops")
             raw_ops = body["ops"]
-        raw_ops, groups = _admitted(engine, raw_ops, actor, batch=not single, dry_run=dry_run)
+        raw_ops, groups = admitted(engine, raw_ops, actor, batch=not single, dry_run=dry_run)
         return single, raw_ops, groups
 
     def _answer(self, req, resp, acks, single: bool, dry_run: bool, ops, groups) -> None:
@@ -83,10 +83,8 @@ class OriginalBatch(Resource):
                 isinstance(body["operations"], list) and body["operations"]):
             raise ValidationError('a batch is {"operations": [op, ...]} with at least one op',
                                   field="operations")
-        raw_ops = body["operations"]
-        raw_ops, groups = _admitted(self.ctx.engine, raw_ops, req.context.actor, batch=True,
-                                    dry_run=False)
-        return raw_ops, groups or [1] * len(raw_ops)
+        return admitted(self.ctx.engine, body["operations"], req.context.actor, batch=True,
+                        dry_run=False)
 
     def _answer(self, req, resp, acks, ops, groups) -> None:
         results = _answers(self.ctx.engine, acks, False, ops, groups, req.context.actor)
@@ -94,8 +92,10 @@ class OriginalBatch(Resource):
                                "conflicts": sum(r["conflict"] for r in results)})
 
 
-def _admitted(engine, raw_ops: list, actor, *, batch: bool, dry_run: bool):
-    """``raw_ops`` in Conflux's terms (``conflux.original.expand``), checked and admitted."""
+def admitted(engine, raw_ops: list, actor, *, batch: bool, dry_run: bool):
+    """``raw_ops`` in Conflux's terms (``conflux.original.expand``), their shapes checked and
+    (but for a dry run) the actor's right to each and their signatures verified; and how
+    many Conflux ops each became (None: one each). The gRPC service admits its ops here too."""
     raw_ops, groups = expand(raw_ops, engine.schema.base_env)
     check_ops(engine, raw_ops, actor, batch=batch)
     if not dry_run:
@@ -112,10 +112,9 @@ async def _commit(ctx, raw_ops: list, actor, here: bool, dry_run: bool):
 def _answers(engine, acks, dry_run: bool, ops, groups, reader) -> list[dict]:
     """Each op's answer: Conflux's acknowledgement with the original's keys
     (``conflux.original.answers``)."""
-    core = engine.core
-    out = answers(engine, ops, groups, [ack.to_dict(core) for ack in acks], reader) \
-        if not dry_run else [ack.to_dict(core) for ack in acks]
-    if dry_run:
-        for answer in out:
-            answer["dry_run"] = True
+    out = [ack.to_dict(engine.core) for ack in acks]
+    if not dry_run:
+        return answers(engine, ops, groups, out, reader)
+    for answer in out:
+        answer["dry_run"] = True
     return out

@@ -7,7 +7,7 @@ from __future__ import annotations
 from conflux import __version__
 from conflux.api.media import write_body
 from conflux.api.params import env_param, int_param, Resource
-from conflux.errors import InputError, NotFound
+from conflux.errors import InputError
 from conflux.original import entity_state, env_diff, environments, log_entry
 
 
@@ -64,10 +64,7 @@ class EnvState(Resource):
     ``"base"`` for the base environment, ``"default"`` for the schema's default."""
 
     async def on_get(self, req, resp, env_name):
-        engine = self.ctx.engine
-        if env_name not in engine.schema.parents:
-            raise NotFound(f"unknown environment {env_name!r} (known: "
-                           f"{', '.join(engine.schema.environments)})")
+        self.ctx.engine.schema.env_chain(env_name)  # 404 for an unknown environment
         await self.ctx.blocking(self._state, req, resp, env_name)
 
     def _state(self, req, resp, env):
@@ -84,15 +81,13 @@ class EnvState(Resource):
 
 class EnvDiff(Resource):
     async def on_get(self, req, resp):
-        engine = self.ctx.engine
         ends = []
         for name in ("from", "to"):
             value = req.get_param(name)
             if value is None:
                 raise InputError(f"{name} is required: the two environments to compare",
                                  field=name)
-            engine.schema.env_chain(value)  # 404 for an unknown environment
-            ends.append(value)
+            ends.append(value)  # an unknown environment: the engine's 404
         await self.ctx.blocking(self._diff, req, resp, *ends)
 
     def _diff(self, req, resp, source, target):

@@ -65,13 +65,9 @@ def export(args):
             "entity": args.entity}
     failed = 0
     if args.verify:
-        import os
-
         from conflux.audit import summary
-        from conflux.signing import REGISTRY_FILE, Registry
 
-        _, failed = summary(engine, **what,
-                            registry=Registry(os.path.join(engine.root, REGISTRY_FILE)))
+        _, failed = summary(engine, **what, registry=engine.signatures)
     lines = export_lines(engine, **what)
     count = 0
     with open_destination(args.output) as out:

@@ -156,27 +156,32 @@ class Queries:
                     self._view(txn, env, e)]
 
     def contending(self, fields) -> list:
-        """For each ``(env, entity id, field)`` of a review field: its concurrent candidates'
-        values when it is in conflict (waiting to be resolved), else None. One record read
-        each, whatever the number of conflicts."""
+        """For each ``(env, entity id, field)``: its concurrent candidates' values when it is
+        a review field in conflict (waiting to be resolved), else None. One record read per
+        review field, whatever the number of conflicts; none when the schema has no review
+        field."""
+        review = self.schema.review_fields
+        out = [None] * len(fields)
+        wanted = [(i, item) for i, item in enumerate(fields)
+                  if (item[1].partition(".")[0], item[2]) in review] if review else ()
+        if not wanted:
+            return out
         store, core = self.store, self.core
-        out = []
         with store.read() as txn:
             get = store.state_getter(txn)
-            for env, entity_id, field in fields:
+            for i, (env, entity_id, field) in wanted:
                 type_name, _, name = entity_id.partition(".")
                 ids = (store.name_id(txn, "e", env, create=False),
                        store.name_id(txn, "t", type_name, create=False),
                        store.name_id(txn, "f", f"{type_name}.{field}", create=False))
                 rec = None if None in ids else get(state_key(ids[0], ids[1], name, ids[2]))
                 if rec is None:
-                    out.append(None)
                     continue
                 marker = _marker_hlc(get(state_key(ids[0], ids[1], name, 0)))
                 candidates = core.review_candidates(rec, marker)
-                out.append([unpackb(value) if present else None
-                            for _, _, _, present, value in candidates]
-                           if len(candidates) > 1 else None)
+                if len(candidates) > 1:
+                    out[i] = [unpackb(value) if present else None
+                              for _, _, _, present, value in candidates]
         return out
 
     def resolved(self, entity_ids, env: str | None = None) -> dict[str, dict]:

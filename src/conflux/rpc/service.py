@@ -16,17 +16,17 @@ reading holds nothing of the others'.
 from __future__ import annotations
 
 import asyncio
-import functools
 import json
 import logging
 
 import grpc
 
-from conflux.api.bodies import check_ops
+from conflux.api.ops import admitted
 from conflux.api.media import to_json
+from conflux.daemon.commits import _in_pool
 from conflux.errors import AuthError, ConfluxError, InputError, NotFound
 from conflux.limits import check_parsed
-from conflux.original import conflicted, conflux_ops
+from conflux.original import answers, conflux_ops, original_type
 from conflux.rpc import conflux_pb2 as pb
 from conflux.rpc import conflux_pb2_grpc as pb_grpc
 
@@ -48,12 +48,13 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
           415: grpc.StatusCode.INVALID_ARGUMENT, 422: grpc.StatusCode.INVALID_ARGUMENT,
           429: grpc.StatusCode.RESOURCE_EXHAUSTED, 503: grpc.StatusCode.UNAVAILABLE}
 
-# Conflux's operation types as the original's change types (a base-environment write is a
-# set_field, one in another environment the original's set_override).
-_CHANGE = {"unset_field": pb.CHANGE_TYPE_SET_FIELD, "add_elements": pb.CHANGE_TYPE_SET_FIELD,
-           "remove_elements": pb.CHANGE_TYPE_SET_FIELD,
-           "delete_entity": pb.CHANGE_TYPE_REMOVE_ENTITY,
-           "resolve": pb.CHANGE_TYPE_RESOLVE_CONFLICT}
+# The original's change types, by the original's operation name (``original_type``);
+# Conflux's own field operations are its set_field changes.
+_CHANGE = {"set_field": pb.CHANGE_TYPE_SET_FIELD, "set_override": pb.CHANGE_TYPE_SET_OVERRIDE,
+           "remove_entity": pb.CHANGE_TYPE_REMOVE_ENTITY,
+           "resolve_conflict": pb.CHANGE_TYPE_RESOLVE_CONFLICT,
+           "unset_field": pb.CHANGE_TYPE_SET_FIELD, "add_elements": pb.CHANGE_TYPE_SET_FIELD,
+           "remove_elements": pb.CHANGE_TYPE_SET_FIELD}
 
 
 class ConfluxService(pb_grpc.ConfluxServiceServicer):
@@ -127,32 +128,19 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
         return conflux_ops(raw, self.base, where=where)
 
     async def _submit(self, groups: list[list[dict]], actor, context, *, batch: bool):
-        """Commit every group's ops in one atomic batch; one ``SubmitResponse`` per group."""
+        """Commit every group's ops in one atomic batch; one ``SubmitResponse`` per group,
+        answered as REST answers the original's ops (``conflux.original.answers``)."""
         engine = self.engine
         ops = [op for group in groups for op in group]
-        if len(ops) > _INLINE_OPS:
-            await asyncio.get_running_loop().run_in_executor(
-                self.pool, self._admit, ops, actor, batch)
-        else:
-            self._admit(ops, actor, batch)
+        await self._blocking(admitted, engine, ops, actor, batch=batch, dry_run=False,
+                             here=len(ops) <= _INLINE_OPS)
         acks = await self.committer.apply(ops, actor, admitted=True)
-        hit = conflicted(engine, ops)
-        out, at = [], 0
-        hlc_format = engine.core.hlc_format
-        for group in groups:
-            mine = acks[at:at + len(group)]
-            first = mine[0]
-            out.append(pb.SubmitResponse(
-                operation_id=first.op_id, timestamp=hlc_format(first.hlc), seq=first.seq,
-                has_conflict=any(i in hit for i in range(at, at + len(group))),
-                duplicate=all(a.duplicate for a in mine),
-                operation_ids=[a.op_id for a in mine]))
-            at += len(group)
-        return out
-
-    def _admit(self, ops: list[dict], actor, batch: bool) -> None:
-        check_ops(self.engine, ops, actor, batch=batch)
-        self.engine.admit(ops, actor)
+        done = answers(engine, ops, [len(g) for g in groups],
+                       [ack.to_dict(engine.core) for ack in acks])
+        return [pb.SubmitResponse(
+            operation_id=a["op_id"], timestamp=a["hlc"], seq=a["seq"],
+            has_conflict=a["conflict"], duplicate=a.get("duplicate", False),
+            operation_ids=a.get("operation_ids", [a["op_id"]])) for a in done]
 
     # -- reads ----------------------------------------------------------------------------------
 
@@ -256,9 +244,11 @@ class ConfluxService(pb_grpc.ConfluxServiceServicer):
         raise AuthError("no credentials: send an API key in the x-api-key metadata or use a "
                         "client certificate")
 
-    async def _blocking(self, fn, *args, **kwargs):
-        return await asyncio.get_running_loop().run_in_executor(
-            self.pool, functools.partial(fn, *args, **kwargs))
+    async def _blocking(self, fn, *args, here: bool = False, **kwargs):
+        """``fn(*args, **kwargs)``, on the event loop when ``here``, else in a thread."""
+        if here:
+            return fn(*args, **kwargs)
+        return await _in_pool(self.pool, fn, *args, **kwargs)
 
 
 class _Stalled(Exception):
@@ -312,9 +302,8 @@ class _Filter:
 
 
 def _change_type(kind: str, env: str, base: str) -> int:
-    if kind == "set_field":
-        return pb.CHANGE_TYPE_SET_FIELD if env == base else pb.CHANGE_TYPE_SET_OVERRIDE
-    return _CHANGE.get(kind, pb.CHANGE_TYPE_UNSPECIFIED)
+    """The original's change type of a Conflux operation type in ``env``."""
+    return _CHANGE.get(original_type(kind, env, base), pb.CHANGE_TYPE_UNSPECIFIED)
 
 
 def _json(text: str, what: str):

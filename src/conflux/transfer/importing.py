@@ -468,8 +468,8 @@ def _chosen(files: list, extensions, pattern: str | None) -> tuple[list, int]:
 
 
 def _file_path(entry) -> str:
-    return entry if isinstance(entry, str) else entry[0] if isinstance(entry, tuple) \
-        else getattr(entry, "path", str(entry))
+    """A file to import: ``(path, serializer)`` from a tree, a ``Source`` from an export."""
+    return entry[0] if isinstance(entry, tuple) else entry.path
 
 
 def _located_error(exc: InputError, result: ImportResult) -> InputError:
