@@ -385,9 +385,9 @@ serves the original's, with its request bodies and its answers' keys (its gRPC s
 | route | what it takes and answers |
 |---|---|
 | `GET /health` | `{"status": "ok", "version": ...}`, without credentials |
-| `POST /v1/ops` | also the original's operations ([OriginalOp](#originalop)): `insert_entity` with `entity_type` and its initial `fields` (written together, one `set_field` each), `remove_entity` (Conflux's `delete_entity`), `set_override` with `environment` (a `set_field` in that environment), `resolve_conflict` with `chosen_value` (Conflux's `resolve`). Every answer carries the original's keys beside Conflux's: `operation_id`, `timestamp`, `conflict` (a `review` field now holds concurrent candidates) and, with a conflict, `conflict_info` (`entity_id`, `field`, `contending_values`) |
+| `POST /v1/ops` | also the original's operations ([OriginalOp](#originalop)): `insert_entity` with `entity_type`, its initial `fields` and optionally `parent_id` and `position` (written together: a `move_entity` placing it, then one `set_field` per field), `move_entity` with `new_parent_id` and `new_position` (Conflux's `move_entity`), `remove_entity` (Conflux's `delete_entity`), `set_override` with `environment` (a `set_field` in that environment), `resolve_conflict` with `chosen_value` (Conflux's `resolve`). Every answer carries the original's keys beside Conflux's: `operation_id`, `timestamp`, `conflict` (a `review` field now holds concurrent candidates) and, with a conflict, `conflict_info` (`entity_id`, `field`, `contending_values`) |
 | `POST /v1/ops/batch` | `{"operations": [...]}`, the original's operations or Conflux's; answers `{"results": [...], "total", "conflicts"}`. **Atomic here**: one refused operation refuses the batch and nothing is written (the original applied them one by one) |
-| `GET /v1/state/{entity_path}` | one entity: `entity_id`, `entity_type`, `fields`, `parent_id`, `children`, `tombstoned`; `?env=` |
+| `GET /v1/state/{entity_path}` | one entity: `entity_id`, `entity_type`, `fields`, `parent_id`, `children` (in sibling order), `position` (when it has one), `tombstoned`; `?env=` |
 | `GET /v1/log`, `GET /v1/log/{entity_path}` | the log, newest first: `entity_id`, `actor_id` (`id` or `class:id`), `limit` (100), `offset`; `{"operations": [...], "total", "has_more"}`, each entry with `id`, `timestamp`, `actor_id`, `actor_class`, `intent`, `type` and the operation's keys in the original's vocabulary (Conflux's own types keep their names), plus Conflux's `seq` and `env`. `total` counts the whole log |
 | `GET /v1/envs` | `{"base", "environments", "inheritance": {overlay: parent}}` |
 | `GET /v1/envs/{env_name}/state` | every entity of the environment with `field_sources`: per field, the overlay that holds the value, `"base"`, or `"default"` (the schema's default, which the original does not have); an unknown environment is 404 |
@@ -396,10 +396,12 @@ serves the original's, with its request bodies and its answers' keys (its gRPC s
 
 What differs, on purpose: the credentials name the actor; the original's `X-Conflux-Actor`
 and `X-Conflux-Actor-Class` headers are read only with `[daemon] auth = "none"`, which serves
-on loopback only ([configuration.md](configuration.md#configtoml)); an entity exists once one of its fields is written, so `insert_entity`
-needs at least one field; Conflux keeps no entity tree, so `parent_id`, `position` and
-`move_entity` are refused with 422 naming them, `parent_id` is always null and `children`
-empty; a deleted entity is not listed (`tombstoned` is always false). `GET /v1/state` keeps
+on loopback only ([configuration.md](configuration.md#configtoml)); the entity tree follows
+Conflux's rules ([concepts.md](concepts.md#the-entity-tree)): the parent's type must declare
+children of the entity's type (`[entity.TYPE.children]`), concurrent moves converge and a
+move that would make a cycle is refused (422) where the store can see it, a removed parent's
+children are shown under the nearest ancestor left, and one tree is kept for every
+environment; a deleted entity is not listed (`tombstoned` is always false). `GET /v1/state` keeps
 Conflux's shape (`{"env", "entities": {id: fields}}`).
 
 Errors keep Conflux's shape (`{"error": {"code", "message", "field"}}`). The original answered

@@ -36,6 +36,9 @@ run conflux set route.api-v1 service checkout
 run conflux set route.api-v1 path /api/v1
 run conflux set route.api-v1 timeout 30s
 run conflux set upstream.backend targets 10.0.1.3 10.0.1.4 --add
+echo "The route sits under its service in the entity tree (the schema's [entity.service.children]):"
+run conflux move route.api-v1 service.checkout --position a0
+run conflux tree
 unset CONFLUX_ACTOR
 
 step "Three actors write at the same time"

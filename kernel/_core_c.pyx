@@ -41,8 +41,8 @@ from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
 # The same constants under their Python names, exported as the pure-Python twin exports them.
 from conflux.kernel._layout import (
     ADD_ELEMENTS, DELETE_ENTITY, ENTITY, F_ABSENT, F_CUTOFF, F_OVERRIDE, FORMAT_VERSION, GROW,
-    LWW, MAX, MIN, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PROMOTE,
-    REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
+    LWW, MAX, MIN, MOVE_ENTITY, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PLACE,
+    PROMOTE, REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
     VALUE_DURATION, VALUE_ELEMENTS, VALUE_FLOAT, VALUE_INT, VALUE_KINDS, VALUE_MAP,
     VALUE_OTHER, VALUE_STRING)
 
@@ -77,11 +77,11 @@ cdef extern from "Python.h":
 
 __all__ = [
     "IMPLEMENTATION", "FORMAT_VERSION",
-    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "STRATEGY_KINDS",
+    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "PLACE", "STRATEGY_KINDS",
     "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS", "REMOVE_ELEMENTS", "DELETE_ENTITY", "RESOLVE",
-    "PROMOTE", "OP_TYPES", "OP_NAMES",
+    "PROMOTE", "MOVE_ENTITY", "OP_TYPES", "OP_NAMES",
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
-    "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
+    "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates", "tree_replay",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
     "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
     "value_extent",
@@ -1980,6 +1980,124 @@ cdef object merge_grow(object rec, Op op):
 
 
 # --------------------------------------------------------------------------------------------
+# Place: an entity's moves in the entity tree, every one kept, by op id. Moves are rare
+# (structure, not traffic): the record is read into a dict of Python objects.
+
+cdef dict place_load(object rec):
+    """``{op id: (hlc, actor, value)}`` as bytes (a repeated op id keeps the last one read)."""
+    cdef dict moves = {}
+    cdef const uchar* p
+    cdef Py_ssize_t n, pos, i, count, alen, olen, vlen
+    cdef const uchar* a
+    cdef const uchar* o
+    cdef const uchar* v
+    cdef Py_ssize_t an, on, vn
+    cdef uint64_t hlc
+    if rec is None:
+        return moves
+    buf = _buffer(rec)
+    p = bptr(buf)
+    n = PyBytes_GET_SIZE(buf)
+    need(0, PLACE_SIZE, n)
+    count = ld32(p + PLACE_COUNT)
+    pos = PLACE_SIZE
+    for i in range(count):
+        need(pos, MOVE_SIZE, n)
+        hlc = ld64(p + pos + MOVE_HLC)
+        alen = p[pos + MOVE_ALEN]
+        olen = p[pos + MOVE_OLEN]
+        vlen = ld32(p + pos + MOVE_VLEN)
+        pos += MOVE_SIZE
+        take(p, n, pos, alen, &a, &an)
+        take(p, n, pos + alen, olen, &o, &on)
+        pos += alen + olen
+        take(p, n, pos, vlen, &v, &vn)
+        pos += vlen
+        moves[new_bytes(o, on)] = (hlc, new_bytes(a, an), new_bytes(v, vn))
+    return moves
+
+
+cdef int place_keep(dict moves, object op_id, tuple move) except -1:
+    """Two moves of one op id keep the greater (hlc, actor, value)."""
+    held = moves.get(op_id)
+    if held is None or held < move:
+        moves[op_id] = move
+    return 0
+
+
+def _place_order(item):
+    return (item[1][0], item[1][1], item[0])
+
+
+cdef object place_encode(dict moves):
+    cdef list items = sorted(moves.items(), key=_place_order)
+    cdef Py_ssize_t size = PLACE_SIZE, i, n = len(items)
+    cdef uchar* w
+    cdef bytes op_id, actor, value
+    if n > U32_MAX:
+        _uint_error()
+    for op_id, (_, actor, value) in items:
+        if PyBytes_GET_SIZE(actor) > U8_MAX or PyBytes_GET_SIZE(op_id) > U8_MAX:
+            _ubyte_error()
+        if PyBytes_GET_SIZE(value) > U32_MAX:
+            _uint_error()
+        size += MOVE_SIZE + PyBytes_GET_SIZE(actor) + PyBytes_GET_SIZE(op_id) \
+            + PyBytes_GET_SIZE(value)
+    out = PyBytes_FromStringAndSize(NULL, size)
+    w = <uchar*>PyBytes_AS_STRING(out)
+    w[PLACE_VERSION] = VERSION
+    w[PLACE_KIND] = K_PLACE
+    st16(w + PLACE_RESERVED, 0)
+    st32(w + PLACE_COUNT, <uint32_t>n)
+    w += PLACE_SIZE
+    for op_id, (hlc, actor, value) in items:
+        st64(w + MOVE_HLC, <uint64_t>hlc)
+        w[MOVE_ALEN] = <uchar>PyBytes_GET_SIZE(actor)
+        w[MOVE_OLEN] = <uchar>PyBytes_GET_SIZE(op_id)
+        st32(w + MOVE_VLEN, <uint32_t>PyBytes_GET_SIZE(value))
+        w += MOVE_SIZE
+        for part in (actor, op_id, value):
+            memcpy(w, bptr(part), PyBytes_GET_SIZE(part))
+            w += PyBytes_GET_SIZE(part)
+    return out
+
+
+cdef object merge_place(object rec, Op op):
+    cdef dict moves = place_load(rec)
+    op.epoch = 0
+    op.bound = True
+    op.prev = max(moves.items(), key=_place_order)[1][2] if moves else None
+    place_keep(moves, op.op_id.encode(), (op.hlc, op.actor.encode(), b"" + op.vbytes))
+    return place_encode(moves)
+
+
+def tree_replay(places):
+    """The entity tree a set of place records make (Kleppmann et al. 2021): every move in
+    (hlc, actor, op id) order, a move under the entity itself or a descendant skipped;
+    ``(placed, skipped)`` as in ``_core_py.tree_replay``."""
+    cdef list moves = []
+    cdef dict placed = {}
+    cdef set skipped = set()
+    cdef dict held
+    for entity, rec in places:
+        held = place_load(rec)
+        for op_id, (hlc, actor, value) in held.items():
+            moves.append((hlc, actor, op_id, entity, value))
+    moves.sort()
+    for hlc, actor, op_id, child, value in moves:
+        parent, position = _unpackb(value, raw=False)
+        up = parent
+        while up is not None and up != child:
+            found = placed.get(up)
+            up = None if found is None else (<tuple>found)[0]
+        if up is not None:
+            skipped.add(op_id.decode())
+            continue
+        placed[child] = (parent, position, hlc, op_id.decode())
+    return placed, skipped
+
+
+# --------------------------------------------------------------------------------------------
 # The kernel entry points.
 
 def record_kind(rec):
@@ -1998,6 +2116,8 @@ cdef object merge_one(object rec, Op op):
         return merge_grow(rec, op)
     if kind == K_ENTITY:
         return merge_entity(rec, op)
+    if kind == K_PLACE:
+        return merge_place(rec, op)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -2096,6 +2216,11 @@ def join(a, b):
             PyMem_Free(out)
             PyMem_Free(ga.elems)
             PyMem_Free(gb.elems)
+    if kind == K_PLACE:
+        moves = place_load(ba)
+        for op_id, move in place_load(bb).items():
+            place_keep(moves, op_id, move)
+        return place_encode(moves)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -2180,6 +2305,12 @@ def resolve_record(rec, uint64_t d):
             return True, out, (gl.hlc, None, utf8_str(gl.oid, gl.olen), False)
         finally:
             PyMem_Free(g.elems)
+    if kind == K_PLACE:
+        seen = [item for item in place_load(buf).items() if item[1][0] > d]
+        if not seen:
+            return False, None, None
+        op_id, (hlc, actor, value) = max(seen, key=_place_order)
+        return True, value, (hlc, actor.decode(), op_id.decode(), False)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -2239,8 +2370,8 @@ def compact_record(rec, uint64_t horizon, uint64_t d):
             r.cutoff = 0
             return reg_pack(&r)
         return rec
-    if kind == K_ENTITY:
-        return rec  # the engine drops markers once nothing behind them is left
+    if kind == K_ENTITY or kind == K_PLACE:
+        return rec  # markers go with what is behind them; every move stays
     if kind == K_REVIEW:
         memset(&v, 0, sizeof(Review))
         try:

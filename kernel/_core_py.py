@@ -58,18 +58,18 @@ from conflux.errors import ClockSkewError, PreconditionFailed, ValidationError
 from conflux.kernel import _layout
 from conflux.kernel._layout import (
     ADD_ELEMENTS, DELETE_ENTITY, ENTITY, F_ABSENT, F_CUTOFF, F_OVERRIDE, FORMAT_VERSION, GROW,
-    LWW, MAX, MIN, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PROMOTE,
-    REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
+    LWW, MAX, MIN, MOVE_ENTITY, NUM_FLOAT, NUM_INT, NUM_NONE, OP_NAMES, OP_TYPES, ORSET, PLACE,
+    PROMOTE, REMOVE_ELEMENTS, RESOLVE, REVIEW, SET_FIELD, STRATEGY_KINDS, UNSET_FIELD, VALUE_BOOL,
     VALUE_DURATION, VALUE_ELEMENTS, VALUE_FLOAT, VALUE_INT, VALUE_KINDS, VALUE_MAP,
     VALUE_OTHER, VALUE_STRING)
 
 __all__ = [
     "IMPLEMENTATION", "FORMAT_VERSION",
-    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "STRATEGY_KINDS",
+    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "PLACE", "STRATEGY_KINDS",
     "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS", "REMOVE_ELEMENTS", "DELETE_ENTITY", "RESOLVE",
-    "PROMOTE", "OP_TYPES", "OP_NAMES",
+    "PROMOTE", "MOVE_ENTITY", "OP_TYPES", "OP_NAMES",
     "hlc_pack", "hlc_unpack", "hlc_format", "hlc_parse", "hlc_tick", "hlc_receive",
-    "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates",
+    "Op", "merge_op", "merge_ops", "join", "resolve_record", "review_candidates", "tree_replay",
     "compact_record", "record_kind", "encode_entry", "decode_entry",
     "prepare_ops", "stamp_ops", "apply_batch", "encode_chunks", "entity_blobs",
     "value_extent",
@@ -95,6 +95,8 @@ _TAG = _layout.LIVE_TAG
 _TOMB = _layout.TOMBSTONE
 _WATERMARK = _layout.WATERMARK
 _GROW_ELEM = _layout.GROW_ELEM
+_PLACE_HEAD = _layout.PLACE_HEAD
+_MOVE = _layout.MOVE
 _ENTRY_VERSION = _layout.ENTRY_VERSION
 # Derived once, for the hot paths.
 _REG_END = _REG.size                    # where a register's variable parts start
@@ -687,6 +689,97 @@ def _merge_grow(rec, op):
 
 
 # --------------------------------------------------------------------------------------------
+# Place: an entity's moves in the entity tree, every one kept (a grow-only set of moves by op
+# id). Where an entity is is not a register of its own: it is decided by every move of the
+# tree together (``tree_replay``), so a record keeps what the replay needs.
+
+
+def _decode_place(rec):
+    """``{op id: (hlc, actor, value)}`` (a repeated op id keeps the last one read)."""
+    moves = {}
+    if rec is None:
+        return moves
+    _, _, _, n = _PLACE_HEAD.unpack_from(rec)
+    pos = _PLACE_HEAD.size
+    for _ in range(n):
+        hlc, alen, olen, vlen = _MOVE.unpack_from(rec, pos)
+        pos += _MOVE.size
+        actor = rec[pos:pos + alen]
+        op_id = rec[pos + alen:pos + alen + olen]
+        pos += alen + olen
+        moves[op_id] = (hlc, actor, rec[pos:pos + vlen])
+        pos += vlen
+    return moves
+
+
+def _keep_move(moves, op_id, move):
+    """Add a move; two moves of one op id (only a damaged or forged record has them) keep
+    the greater ``(hlc, actor, value)``, so that the join stays one."""
+    held = moves.get(op_id)
+    if held is None or held < move:
+        moves[op_id] = move
+
+
+def _move_order(item):
+    op_id, (hlc, actor, _) = item
+    return (hlc, actor, op_id)
+
+
+def _encode_place(moves):
+    parts = [_PLACE_HEAD.pack(FORMAT_VERSION, PLACE, 0, len(moves))]
+    for op_id, (hlc, actor, value) in sorted(moves.items(), key=_move_order):
+        parts.append(_MOVE.pack(hlc, len(actor), len(op_id), len(value)))
+        parts += (actor, op_id, value)
+    return b"".join(parts)
+
+
+def _merge_place(rec, op):
+    """A move joins the entity's moves. Nothing is bound: a move's effect is decided by its
+    hlc among every move of the tree (``tree_replay``), wherever it arrives. ``prev``: the
+    place the entity's latest move asked for before this one."""
+    moves = _decode_place(rec)
+    op.epoch = 0
+    op.bound = True
+    op.prev = max(moves.items(), key=_move_order)[1][2] if moves else None
+    _keep_move(moves, op.op_id.encode(), (op.hlc, op.actor.encode(), op.vbytes))
+    return _encode_place(moves)
+
+
+def tree_replay(places):
+    """The entity tree that a set of place records make, by the move operation of Kleppmann
+    et al., "A highly-available move operation for replicated trees" (2021).
+
+    ``places``: ``(entity id, place record)`` pairs. Every move of every record is applied
+    in hlc order (ties by actor, then op id): a move puts its entity under its parent (None:
+    a root) at its position, unless the parent is the entity itself or one of its
+    descendants at that point, in which case the move is skipped (it would make a cycle) and
+    the entity stays where it was. The paper applies moves as they arrive by undoing the
+    later ones, doing the new one and redoing them; the tree it reaches is the tree of this
+    replay in timestamp order, which this function computes from the records alone, so it
+    is a function of the set of moves, in any order, with duplicates.
+
+    Returns ``(placed, skipped)``: ``placed[entity] = (parent, position, hlc, op id)`` of
+    the move in force for each entity some move placed, and the op ids of skipped moves.
+    """
+    moves = []
+    for entity, rec in places:
+        for op_id, (hlc, actor, value) in _decode_place(rec).items():
+            moves.append((hlc, actor, op_id, entity, value))
+    moves.sort()
+    placed, skipped = {}, set()
+    for hlc, actor, op_id, child, value in moves:
+        parent, position = msgpack.unpackb(value, raw=False)
+        up = parent
+        while up is not None and up != child:
+            up = placed[up][0] if up in placed else None
+        if up is not None:  # the parent is the entity or below it
+            skipped.add(op_id.decode())
+            continue
+        placed[child] = (parent, position, hlc, op_id.decode())
+    return placed, skipped
+
+
+# --------------------------------------------------------------------------------------------
 # The kernel entry points.
 
 
@@ -708,6 +801,8 @@ def merge_op(rec, op):
         return _merge_grow(rec, op)
     if kind == ENTITY:
         return _merge_entity(rec, op)
+    if kind == PLACE:
+        return _merge_place(rec, op)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -759,6 +854,11 @@ def join(a, b):
             if elem not in ea or ea[elem] < mark:
                 ea[elem] = mark
         return _encode_grow(ea)
+    if kind == PLACE:
+        moves = _decode_place(a)
+        for op_id, move in _decode_place(b).items():
+            _keep_move(moves, op_id, move)
+        return _encode_place(moves)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -808,6 +908,14 @@ def resolve_record(rec, d):
         if not out:
             return False, None, None
         return True, out, (latest[0], None, latest[1].decode(), False)
+    if kind == PLACE:
+        # the latest move stamped after the marker: the entity exists by it (where it is,
+        # is the tree's business: tree_replay)
+        seen = [item for item in _decode_place(rec).items() if item[1][0] > d]
+        if not seen:
+            return False, None, None
+        op_id, (hlc, actor, value) = max(seen, key=_move_order)
+        return True, value, (hlc, actor.decode(), op_id.decode(), False)
     raise ValueError(f"unknown record kind {kind}")
 
 
@@ -850,6 +958,8 @@ def compact_record(rec, horizon, d):
         return rec
     if kind == ENTITY:
         return rec  # the engine drops markers once nothing behind them is left
+    if kind == PLACE:
+        return rec  # every move stays: an older one decides where a skipped one leaves it
     if kind == REVIEW:
         cands, tombs = _decode_review(rec)
         cands = {i: c for i, c in cands.items() if c[1] > hidden_below}

@@ -17,30 +17,33 @@ import struct
 
 __all__ = [
     "FORMAT_VERSION", "ENTRY_VERSION",
-    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "STRATEGY_KINDS",
+    "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "PLACE", "STRATEGY_KINDS",
     "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS", "REMOVE_ELEMENTS", "DELETE_ENTITY", "RESOLVE",
-    "PROMOTE", "OP_TYPES", "OP_NAMES",
+    "PROMOTE", "MOVE_ENTITY", "OP_TYPES", "OP_NAMES",
     "F_ABSENT", "F_OVERRIDE", "F_CUTOFF", "NUM_NONE", "NUM_INT", "NUM_FLOAT",
     "VALUE_OTHER", "VALUE_INT", "VALUE_FLOAT", "VALUE_STRING", "VALUE_BOOL", "VALUE_DURATION",
     "VALUE_MAP", "VALUE_ELEMENTS", "VALUE_KINDS",
     "RECORD_HEAD", "REGISTER", "CUTOFF", "NUMBER_INT", "NUMBER_FLOAT", "REVIEW_HEAD", "REVIEW_CAND",
-    "SET_HEAD", "ORSET_ELEM", "LIVE_TAG", "TOMBSTONE", "WATERMARK", "GROW_ELEM", "CHUNK_HEAD",
+    "SET_HEAD", "ORSET_ELEM", "LIVE_TAG", "TOMBSTONE", "WATERMARK", "GROW_ELEM", "PLACE_HEAD",
+    "MOVE", "CHUNK_HEAD",
     "CHUNK_OFFSET", "pack_chunks", "ENTRY", "ENTRY_FIELDS", "LAYOUTS", "c_constants",
 ]
 
 # The version byte of every record (byte 0).
 FORMAT_VERSION = 1
 
-# Record kinds (byte 1 of every record), and the kind of each merge strategy.
-LWW, MAX, MIN, REVIEW, ORSET, GROW, ENTITY = 1, 2, 3, 4, 5, 6, 7
+# Record kinds (byte 1 of every record), and the kind of each merge strategy. PLACE is an
+# entity's moves in the entity tree (no field's strategy).
+LWW, MAX, MIN, REVIEW, ORSET, GROW, ENTITY, PLACE = 1, 2, 3, 4, 5, 6, 7, 8
 STRATEGY_KINDS = {"lww": LWW, "max": MAX, "min": MIN, "review": REVIEW, "set": ORSET,
                   "grow": GROW}
 
 # Operation types (item 2 of an op-log entry).
-SET_FIELD, UNSET_FIELD, ADD_ELEMENTS, REMOVE_ELEMENTS, DELETE_ENTITY, RESOLVE, PROMOTE = range(1, 8)
+(SET_FIELD, UNSET_FIELD, ADD_ELEMENTS, REMOVE_ELEMENTS, DELETE_ENTITY, RESOLVE, PROMOTE,
+ MOVE_ENTITY) = range(1, 9)
 OP_TYPES = {"set_field": SET_FIELD, "unset_field": UNSET_FIELD, "add_elements": ADD_ELEMENTS,
             "remove_elements": REMOVE_ELEMENTS, "delete_entity": DELETE_ENTITY,
-            "resolve": RESOLVE, "promote": PROMOTE}
+            "resolve": RESOLVE, "promote": PROMOTE, "move_entity": MOVE_ENTITY}
 OP_NAMES = {v: k for k, v in OP_TYPES.items()}
 
 # Register flags (byte 2 of a register; a review candidate's byte 0 uses the first two).
@@ -94,6 +97,11 @@ WATERMARK = struct.Struct("<8sQQ")
 # Grow-set element header, 21 bytes (FORMAT.md, "Grow-set"): element length, epoch, hlc, op id
 # length; then the op id and the element.
 GROW_ELEM = struct.Struct("<IQQB")
+# Place header, 8 bytes (FORMAT.md, "Place"): version, kind, reserved u16, move count.
+PLACE_HEAD = struct.Struct("<BBHI")
+# A move in a place record, 14 bytes: hlc, actor length, op id length, value length; then
+# the actor, the op id and the value (msgpack ``[parent, position]``).
+MOVE = struct.Struct("<QBBI")
 # Log chunk header, 12 bytes (FORMAT.md, "Log chunk"): entry count, the store's HLC after the
 # commit; then one CHUNK_OFFSET per entry, then the entries.
 CHUNK_HEAD = struct.Struct("<IQ")
@@ -139,6 +147,8 @@ LAYOUTS = {
     "TOMB": (TOMBSTONE, ("hlc", "olen")),
     "WM": (WATERMARK, ("node", "seq", "hlc")),
     "GROW": (GROW_ELEM, ("elen", "epoch", "hlc", "olen")),
+    "PLACE": (PLACE_HEAD, ("version", "kind", "reserved", "count")),
+    "MOVE": (MOVE, ("hlc", "alen", "olen", "vlen")),
     "CHUNK_HEAD": (CHUNK_HEAD, ("count", "clock")),
     "CHUNK_OFFSET": (CHUNK_OFFSET, ("offset",)),
 }
@@ -180,7 +190,7 @@ def c_constants() -> dict:
     """
     out = _Once(VERSION=FORMAT_VERSION, ENTRY_VERSION=ENTRY_VERSION, ENTRY_FIELDS=ENTRY_FIELDS)
     g = globals()
-    for name in ("LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY"):
+    for name in ("LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY", "PLACE"):
         out["K_" + name] = g[name]
     for name, value in OP_TYPES.items():
         out["T_" + name.upper()] = value

@@ -148,3 +148,53 @@ def _b(value):
 
 def _sorted(values):
     return sorted(values, key=lambda v: (type(v).__name__, v))
+
+
+class MoveTree:
+    """The move operation of Kleppmann et al., "A highly-available move operation for
+    replicated trees" (2021), as the paper gives it: a replica applies each move as it
+    arrives, keeping a log of the moves it applied in timestamp order, each with the parent
+    the entity had before it; a move older than the newest logged one undoes the newer ones
+    (newest first), is done, and they are redone. ``do``: a move whose parent is the entity
+    or one of its descendants leaves the tree as it is. Nothing here is shared with the core,
+    which replays every move of its records in timestamp order instead."""
+
+    def __init__(self):
+        self.parent = {}   # entity -> (parent, position): where it is now
+        self.log = []      # [(timestamp, move, where the entity was before)], oldest first
+
+    def apply(self, timestamp, child, parent, position):
+        if any(entry[0] == timestamp for entry in self.log):
+            return  # a duplicate
+        undone = []
+        while self.log and self.log[-1][0] > timestamp:
+            entry = self.log.pop()
+            self._undo(entry)
+            undone.append(entry)
+        self.log.append(self._do(timestamp, (child, parent, position)))
+        for old_ts, move, _ in reversed(undone):
+            self.log.append(self._do(old_ts, move))
+
+    def _ancestor(self, a, b):
+        """Whether ``a`` is ``b``'s ancestor."""
+        up = self.parent.get(b, (None,))[0]
+        while up is not None:
+            if up == a:
+                return True
+            up = self.parent.get(up, (None,))[0]
+        return False
+
+    def _do(self, timestamp, move):
+        child, parent, position = move
+        before = self.parent.get(child)
+        if parent is not None and (parent == child or self._ancestor(child, parent)):
+            return (timestamp, move, before)  # skipped: the tree stays as it is
+        self.parent[child] = (parent, position)
+        return (timestamp, move, before)
+
+    def _undo(self, entry):
+        _, (child, _, _), before = entry
+        if before is None:
+            self.parent.pop(child, None)
+        else:
+            self.parent[child] = before

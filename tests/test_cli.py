@@ -164,7 +164,8 @@ def command_names() -> list[str]:
 def test_every_command_is_registered():
     names = command_names()
     assert len(names) == len(COMMANDS)
-    assert set(names) == {"init", "import", "export", "set", "delete", "get", "log", "blame",
+    assert set(names) == {"init", "import", "export", "set", "delete", "move", "tree", "get",
+                          "log", "blame",
                           "status", "promote", "conflicts", "resolve", "milestone", "diff",
                           "watch", "daemon", "store", "auth", "rbac", "keys", "audit",
                           "bulk-set", "completion"}

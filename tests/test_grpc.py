@@ -150,8 +150,18 @@ def test_the_originals_operations(live):
     inserted = stub.SubmitOperation(pb.SubmitRequest(insert_entity=pb.InsertEntityOp(
         entity_id="service.grpc-b", entity_type="service",
         initial_fields_json={"image": '"api:2"', "replicas": "3"})), metadata=zara)
-    assert len(inserted.operation_ids) == 2 and inserted.operation_id == \
+    # its place in the tree (a root), then one write per field
+    assert len(inserted.operation_ids) == 3 and inserted.operation_id == \
         inserted.operation_ids[0]
+    # under a parent, at an int64 position; with no fields, an entity exists by its place
+    under = stub.SubmitOperation(pb.SubmitRequest(insert_entity=pb.InsertEntityOp(
+        entity_id="route.grpc-r", entity_type="route", parent_id="service.grpc-b",
+        position=3)), metadata=zara)
+    assert under.operation_id and not under.has_conflict
+    place = requests.get(f"{live.url}/v1/tree", params={"entity": "route.grpc-r"},
+                         headers=key("zara"), timeout=10).json()
+    assert (place["parent"], place["position"]) == ("service.grpc-b", 3)
+    assert stub.GetEntity(pb.GetEntityRequest(entity_id="route.grpc-r"), metadata=zara).exists
     stub.SubmitOperation(pb.SubmitRequest(set_override=pb.SetOverrideOp(
         entity_id="service.grpc-b", field="replicas", environment="staging",
         value_json="7")), metadata=zara)
@@ -225,12 +235,12 @@ def test_a_batch_is_atomic_and_a_retry_is_not_applied_twice(live):
                                                       entity_type="route",
                                                       initial_fields_json={"path": '"/"'})),
      "entity_type"),
-    (pb.SubmitRequest(insert_entity=pb.InsertEntityOp(entity_id="service.x",
-                                                      entity_type="service")),
-     "initial fields"),
     (pb.SubmitRequest(insert_entity=pb.InsertEntityOp(
         entity_id="service.x", entity_type="service", parent_id="service.y",
-        initial_fields_json={"image": '"a"'})), "parent_id"),
+        initial_fields_json={"image": '"a"'})), "declares no children"),
+    (pb.SubmitRequest(insert_entity=pb.InsertEntityOp(
+        entity_id="route.x", entity_type="route", parent_id="service.nowhere",
+        initial_fields_json={"path": '"/x"'})), "does not exist"),
 ])
 def test_bad_operations_are_invalid_argument_and_write_nothing(live, request_, words):
     stub, zara = live.stub, creds("zara")
@@ -339,6 +349,16 @@ def test_watch_filters_snapshot_and_resume(live):
     assert [(m.environment, m.change_type, m.value_json) for m in staging.take(1)] == [
         ("staging", pb.CHANGE_TYPE_SET_OVERRIDE, "2")]
     staging.cancel()
+    # a move is the original's move change, its value the place it asked for
+    moves = Reader(stub.WatchState(pb.WatchRequest(entity_filter="route.w-"), metadata=zara))
+    time.sleep(0.3)
+    stub.SubmitOperation(pb.SubmitRequest(op_json=json.dumps(
+        {"type": "move_entity", "entity_id": "route.w-1", "parent": "service.w-2",
+         "position": "a"})), metadata=zara)
+    change = moves.take(1)[0]
+    assert (change.change_type, change.operation_type, json.loads(change.value_json)) == (
+        pb.CHANGE_TYPE_MOVE_ENTITY, "move_entity", {"parent": "service.w-2", "position": "a"})
+    moves.cancel()
 
 
 def test_a_watcher_sees_only_what_its_actor_may_read(tmp_path):

@@ -29,8 +29,8 @@ C = L.c_constants()
 
 # The layout's names each twin exports (the engine reads them off ``engine.core``).
 EXPORTED = ["FORMAT_VERSION", "LWW", "MAX", "MIN", "REVIEW", "ORSET", "GROW", "ENTITY",
-            "STRATEGY_KINDS", "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS", "REMOVE_ELEMENTS",
-            "DELETE_ENTITY", "RESOLVE", "PROMOTE", "OP_TYPES", "OP_NAMES", "F_ABSENT",
+            "PLACE", "STRATEGY_KINDS", "SET_FIELD", "UNSET_FIELD", "ADD_ELEMENTS",
+            "REMOVE_ELEMENTS", "DELETE_ENTITY", "RESOLVE", "PROMOTE", "MOVE_ENTITY", "OP_TYPES", "OP_NAMES", "F_ABSENT",
             "F_OVERRIDE", "F_CUTOFF", "NUM_NONE", "NUM_INT", "NUM_FLOAT", "VALUE_OTHER",
             "VALUE_INT", "VALUE_FLOAT", "VALUE_STRING", "VALUE_BOOL", "VALUE_DURATION",
             "VALUE_MAP", "VALUE_ELEMENTS", "VALUE_KINDS"]
@@ -49,7 +49,8 @@ def test_the_pure_twin_packs_with_the_layout_modules_structs():
                             ("_REV_CAND", L.REVIEW_CAND), ("_SET_HEAD", L.SET_HEAD),
                             ("_SET_ELEM", L.ORSET_ELEM), ("_TAG", L.LIVE_TAG),
                             ("_TOMB", L.TOMBSTONE), ("_WATERMARK", L.WATERMARK),
-                            ("_GROW_ELEM", L.GROW_ELEM)]:
+                            ("_GROW_ELEM", L.GROW_ELEM), ("_PLACE_HEAD", L.PLACE_HEAD),
+                            ("_MOVE", L.MOVE)]:
         assert getattr(_core_py, private) is shared, private
     assert _core_py._ENTRY_VERSION == L.ENTRY_VERSION
     # log chunks are cut by the layout module itself, for the twin and for entries kept
@@ -59,7 +60,8 @@ def test_the_pure_twin_packs_with_the_layout_modules_structs():
 
 def test_the_layouts_have_the_sizes_format_md_gives():
     sizes = {"REC": 2, "REG": 32, "CUTOFF": 8, "REV": 8, "CAND": 24, "SET": 8, "ELEM": 10,
-             "LIVE": 17, "TOMB": 9, "WM": 24, "GROW": 21, "CHUNK_HEAD": 12, "CHUNK_OFFSET": 4}
+             "LIVE": 17, "TOMB": 9, "WM": 24, "GROW": 21, "PLACE": 8, "MOVE": 14,
+             "CHUNK_HEAD": 12, "CHUNK_OFFSET": 4}
     assert {prefix: C[prefix + "_SIZE"] for prefix in L.LAYOUTS} == sizes
     assert (C["REG_EPOCH"], C["REG_HLC"], C["REG_NUMBER"]) == (8, 16, 24)
     assert (C["GROW_EPOCH"], C["GROW_HLC"], C["GROW_OLEN"]) == (4, 12, 20)

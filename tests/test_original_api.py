@@ -55,19 +55,78 @@ def test_insert_entity_writes_its_fields_together(live):
                                "fields": {"image": "api:1", "replicas": 2}})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["operation_ids"]) == 2 and body["operation_id"] == body["operation_ids"][0]
+    # its place in the tree (a root), then one write per field
+    assert len(body["operation_ids"]) == 3 and body["operation_id"] == body["operation_ids"][0]
     assert entity(live, "service.o-ins") == {"image": "api:1", "replicas": 2}
+    log = get(live, "/v1/log/service.o-ins").json()["operations"]
+    assert sorted(o["type"] for o in log) == ["move_entity", "set_field", "set_field"]
+
+
+def test_entities_have_a_parent_a_position_and_children(live):
+    ops = [{"type": "insert_entity", "entity_id": "service.t-shop", "entity_type": "service"},
+           {"type": "insert_entity", "entity_id": "route.t-b", "entity_type": "route",
+            "parent_id": "service.t-shop", "position": "b",
+            "fields": {"path": "/b", "service": "t-shop"}},
+           {"type": "insert_entity", "entity_id": "route.t-a", "entity_type": "route",
+            "parent_id": "service.t-shop", "position": "a",
+            "fields": {"path": "/a", "service": "t-shop"}}]
+    r = post(live, "/v1/ops/batch", {"operations": ops})
+    assert r.status_code == 200, r.text
+    shop = get(live, "/v1/state/service.t-shop").json()
+    # an entity inserted with no fields exists: its defaults, its place, its children
+    assert shop["fields"] == {"replicas": 1} and shop["parent_id"] is None
+    assert shop["children"] == ["route.t-a", "route.t-b"]
+    a = get(live, "/v1/state/route.t-a").json()
+    assert a["parent_id"] == "service.t-shop" and a["position"] == "a"
+    # the original's move: a new position among its siblings
+    r = post(live, "/v1/ops", {"type": "move_entity", "entity_id": "route.t-a",
+                               "new_parent_id": "service.t-shop", "new_position": "c"})
+    assert r.status_code == 200 and r.json()["applied"] is True, r.text
+    assert get(live, "/v1/state/service.t-shop").json()["children"] == ["route.t-b",
+                                                                        "route.t-a"]
+    log = get(live, "/v1/log/route.t-a").json()["operations"]
+    assert (log[0]["type"], log[0]["new_parent_id"], log[0]["new_position"]) == (
+        "move_entity", "service.t-shop", "c")
+    # Conflux's own move and its tree route
+    r = post(live, "/v1/ops", {"type": "move_entity", "entity_id": "route.t-b",
+                               "parent": "service.t-shop", "position": "d"})
+    assert r.status_code == 200, r.text
+    tree = get(live, "/v1/tree").json()
+    assert tree["entities"]["service.t-shop"]["children"] == ["route.t-a", "route.t-b"]
+    assert "service.t-shop" in tree["roots"]
+    one = get(live, "/v1/tree", entity="route.t-b", env="staging").json()
+    assert (one["parent"], one["position"], one["env"]) == ("service.t-shop", "d", "staging")
+    assert get(live, "/v1/tree", entity="route.t-none").status_code == 404
+    r = post(live, "/v1/ops", {"type": "move_entity", "entity_id": "route.t-b",
+                               "parent": "service.t-shop", "position": {"x": 1}})
+    assert r.status_code in (400, 422) and "position" in r.text
+    # every environment shows the tree; the roots are the entities with no parent
+    staging = get(live, "/v1/envs/staging/state").json()
+    shown = {e["entity_id"]: e for e in staging["entities"]}
+    assert shown["route.t-b"]["parent_id"] == "service.t-shop"
+    assert "service.t-shop" in staging["root_entities"]
+    assert "route.t-b" not in staging["root_entities"]
+    # a removed parent leaves its children under the nearest ancestor left: here, roots
+    assert post(live, "/v1/ops", {"type": "remove_entity",
+                                  "entity_id": "service.t-shop"}).status_code == 200
+    assert get(live, "/v1/state/route.t-b").json()["parent_id"] is None
+    assert get(live, "/v1/state/service.t-shop").status_code == 404
 
 
 @pytest.mark.parametrize("body, status, words", [
-    ({"type": "insert_entity", "entity_id": "service.o-x", "entity_type": "service"}, 422,
-     "initial fields"),
+    ({"type": "insert_entity", "entity_id": "service.o-x", "entity_type": "service",
+      "fields": []}, 422, "fields"),
     ({"type": "insert_entity", "entity_id": "service.o-x", "entity_type": "route",
       "fields": {"path": "/"}}, 422, "entity_type"),
     ({"type": "insert_entity", "entity_id": "service.o-x", "entity_type": "service",
-      "parent_id": "service.o-api", "fields": {"image": "x"}}, 422, "parent_id"),
-    ({"type": "move_entity", "entity_id": "service.o-x", "new_parent_id": "service.o-api",
-      "new_position": "a"}, 422, "entity tree"),
+      "parent_id": "service.o-api", "fields": {"image": "x"}}, 422, "declares no children"),
+    ({"type": "insert_entity", "entity_id": "route.o-x", "entity_type": "route",
+      "parent_id": "service.o-nowhere", "fields": {"path": "/x", "service": "o-api"}}, 422,
+     "does not exist"),
+    ({"type": "move_entity", "entity_id": "route.o-x", "new_parent_id": "route.o-y",
+      "new_position": "a"}, 422, "declares no children"),
+    ({"type": "move_entity", "entity_id": "route.o-x", "new_parent_id": "service.o-api",
+      "new_position": ["a"]}, 422, "position"),
     ({"type": "set_override", "entity_id": "service.o-x", "field": "replicas", "value": 2},
      422, "environment"),
     ({"type": "set_override", "entity_id": "service.o-x", "field": "replicas",
@@ -199,14 +258,16 @@ def test_the_log_in_the_originals_shape(seeded):
     body = r.json()
     ops = body["operations"]
     assert [(o["type"], o.get("environment"), o.get("value")) for o in ops] == [
-        ("set_override", "staging", "api:2-rc"), ("set_field", None, "api:1")]
+        ("set_override", "staging", "api:2-rc"), ("set_field", None, "api:1"),
+        ("move_entity", None, None)]
+    assert ops[2]["new_parent_id"] is None  # the insert placed it as a root
     assert ops[1]["intent"] == "create" and ops[1]["actor_id"] == "zara"
     assert ops[1]["id"] and ops[1]["timestamp"].startswith("hlc:") and ops[0]["seq"] > \
         ops[1]["seq"]
     assert body["has_more"] is False and body["total"] >= 3
     assert get(seeded, "/v1/log/service.r-api").json()["operations"] == ops
-    page = get(seeded, "/v1/log", limit=1, offset=1, entity_id="service.r-api").json()
-    assert page["operations"] == ops[1:] and page["has_more"] is False
+    page = get(seeded, "/v1/log", limit=1, offset=2, entity_id="service.r-api").json()
+    assert page["operations"] == ops[2:] and page["has_more"] is False
     page = get(seeded, "/v1/log", limit=1, entity_id="service.r-api").json()
     assert page["operations"] == ops[:1] and page["has_more"] is True
     mine = get(seeded, "/v1/log", actor_id="zara", limit=10000).json()["operations"]
@@ -402,7 +463,7 @@ def test_without_auth_callers_name_themselves_on_loopback_only(tmp_path):
                                   "field": "path", "value": "/k"})
         assert r.status_code == 200
         log = requests.get(f"{url}/v1/log", headers=named, timeout=10).json()["operations"]
-        assert log[0]["actor_id"] == "zara" and len(log) == 2
+        assert log[0]["actor_id"] == "zara" and len(log) == 3
 
 
 def test_the_audit_export_with_the_originals_filters_and_headers(tmp_path):

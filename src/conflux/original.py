@@ -11,14 +11,17 @@ the original                       Conflux
 ``remove_entity``                  ``delete_entity``
 ``resolve_conflict`` +             ``resolve`` (in ``environment``, else the base)
 ``chosen_value``
-``insert_entity`` + initial fields one ``set_field`` per field, applied together
+``insert_entity`` + initial fields one ``move_entity`` (to ``parent_id`` at ``position``,
+                                   else as a root) and one ``set_field`` per field,
+                                   applied together
+``move_entity`` + ``new_parent_id`` ``move_entity`` with ``parent`` and ``position``
+and ``new_position``
 =================================  ================================================
 
-Conflux's own types (``unset_field``, ``add_elements``, ``remove_elements``, and the others)
-pass through as they are. An entity exists in Conflux once one of its fields is written, so
-an ``insert_entity`` needs at least one initial field, and its ``entity_type`` must be the
-type its id names (``service`` for ``service.api``). Entity trees (``parent_id``,
-``position``, ``move_entity``) are refused with a clear error: Conflux does not keep them.
+Conflux's own types (``unset_field``, ``add_elements``, ``remove_elements``, its own
+``move_entity`` with ``parent``, and the others) pass through as they are. An
+``insert_entity``'s ``entity_type`` must be the type its id names (``service`` for
+``service.api``); with no initial fields, the entity exists by its place in the tree.
 
 Everything here is translation: the engine checks the ops it returns like any other.
 """
@@ -60,8 +63,12 @@ def conflux_ops(raw: dict, base_env: str, *, where: str = "") -> list[dict]:
                  "value": raw["chosen_value"], "env": raw.get("environment") or base_env,
                  **common}]
     if kind == "move_entity":
-        raise ValidationError(f"{where}move_entity: Conflux keeps no entity tree (parents and "
-                              "positions); nothing was written", field="type")
+        if "new_parent_id" not in raw and "new_position" not in raw:
+            return [raw]  # Conflux's own: parent and position
+        _need(raw, ("entity_id",), kind, where)
+        return [{"type": "move_entity", "entity_id": raw["entity_id"],
+                 "parent": raw.get("new_parent_id") or None,
+                 "position": raw.get("new_position"), **common}]
     return _insert(raw, base_env, common, where)
 
 
@@ -73,27 +80,26 @@ def _insert(raw: dict, base_env: str, common: dict, where: str) -> list[dict]:
         raise ValidationError(f"{where}insert_entity: entity_type {entity_type!r} is not the "
                               f"type entity_id {entity_id!r} names (ids are <type>.<name>)",
                               field="entity_type")
-    for key in ("parent_id", "position"):
-        if raw.get(key) is not None:
-            raise ValidationError(f"{where}insert_entity: {key}: Conflux keeps no entity tree "
-                                  "(parents and positions); nothing was written", field=key)
     fields = raw.get("fields")
     if fields is None:
         fields = raw.get("initial_fields")
-    if not isinstance(fields, dict) or not fields:
-        raise ValidationError(f"{where}insert_entity: give the entity's initial fields "
-                              "(\"fields\": {name: value, ...}): an entity exists in Conflux "
-                              "once a field of it is written; nothing was written",
-                              field="fields")
+    if fields is None:
+        fields = {}
+    if not isinstance(fields, dict):
+        raise ValidationError(f"{where}insert_entity: fields must be an object {{name: value, "
+                              "...}}; nothing was written", field="fields")
     env = raw.get("environment") or base_env
     op_id = common.pop("op_id", None)
-    out = []
+    # the entity's place in the tree (kept in the base environment), then its fields
+    out = [{"type": "move_entity", "entity_id": entity_id, "parent": raw.get("parent_id"),
+            "position": raw.get("position"), **common}]
     for name in sorted(fields):
-        op = {"type": "set_field", "entity_id": entity_id, "field": name,
-              "value": fields[name], "env": env, **common}
-        if op_id is not None:  # one id per field, derived: a retry repeats them all
-            op["op_id"] = op_id if len(fields) == 1 else f"{op_id}/{name}"
-        out.append(op)
+        out.append({"type": "set_field", "entity_id": entity_id, "field": name,
+                    "value": fields[name], "env": env, **common})
+    if op_id is not None:  # one id per op, derived: a retry repeats them all
+        for op in out:
+            op["op_id"] = op_id if len(out) == 1 else \
+                f"{op_id}/{op.get('field') or 'place'}"
     return out
 
 
@@ -164,11 +170,16 @@ def answers(engine, ops: list, groups: list[int] | None, acks: list[dict], reade
 
 # -- reads in the original's shapes -------------------------------------------------------------
 
-def entity_state(entity_id: str, fields: dict, sources: dict | None = None) -> dict:
-    """One entity as the original shows it. Conflux keeps no entity tree (no parent, no
-    children) and lists no deleted entity (``tombstoned`` is always false)."""
+def entity_state(entity_id: str, fields: dict, sources: dict | None = None,
+                 place: dict | None = None) -> dict:
+    """One entity as the original shows it, with its ``place`` in the tree
+    (``Engine.place``). Conflux lists no deleted entity (``tombstoned`` is always false)."""
+    place = place or {}
     out = {"entity_id": entity_id, "entity_type": entity_id.partition(".")[0],
-           "fields": fields, "parent_id": None, "children": [], "tombstoned": False}
+           "fields": fields, "parent_id": place.get("parent"),
+           "children": place.get("children", []), "tombstoned": False}
+    if place.get("position") is not None:
+        out["position"] = place["position"]
     if sources is not None:
         out["field_sources"] = sources
     return out
@@ -190,6 +201,8 @@ def log_entry(op: dict, base_env: str) -> dict:
     elif out["type"] == "resolve_conflict":
         out.update(field=op["field"], environment=None if env == base_env else env,
                    chosen_value=op.get("value"))
+    elif out["type"] == "move_entity":
+        out.update(new_parent_id=op["parent"], new_position=op["position"])
     elif out["type"] != "remove_entity":
         for key in ("field", "value", "elements", "operations"):
             if key in op:

@@ -434,6 +434,8 @@ def sign_op(op: dict, signing_key, key_id: str, actor_id: str) -> dict:
     (packed int) and normal-form value; returns the op."""
     kind = op["type"]
     value = op.get("elements") if kind in ("add_elements", "remove_elements") else op.get("value")
+    if kind == "move_entity":  # the place asked for, as the store logs it
+        value = [op.get("parent"), op.get("position")]
     content = op_content(op_id=op["op_id"], type=kind, env=op["env"],
                          entity_id=op["entity_id"], field=op.get("field"), value=value,
                          actor=actor_id, intent=op.get("intent") or "", hlc=op["hlc"],

@@ -61,6 +61,7 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/state": entities.State(ctx),
         "/v1/entities/{entity_id}": entities.Entity(ctx),
         "/v1/blame/{entity_id}": entities.Blame(ctx),
+        "/v1/tree": entities.Tree(ctx),
         "/v1/status": service.Status(ctx),
         "/v1/promote": review.Promote(ctx),
         "/v1/conflicts": review.Conflicts(ctx),

@@ -125,9 +125,17 @@ def _variant(op_type: str, entity_id: dict, field: dict | None, value: dict | No
         # the op's outcome the same on every store, whatever it holds when it arrives
         props["observed"] = {"type": "array", "items": _OP_IDS,
                              "description": "per element, the add tags the writer saw"}
-    if op_type != "delete_entity":
+    if op_type == "move_entity":
+        props["parent"] = {"oneOf": [_text(None, ENTITY_ID, maxLength=265), {"type": "null"}],
+                           "description": "the new parent's id (its type declares children "
+                                          "of this type); null or absent: a root"}
+        props["position"] = _POSITION
+        props["env"] = {**env, "description": "the base environment (the tree is kept "
+                                              "there; every environment shows it)"}
+    elif op_type != "delete_entity":
         props["override"] = {"type": "boolean"}
-    props.update(_common(env))
+    for key, value in _common(env).items():
+        props.setdefault(key, value)
     out = {"type": "object", "required": required, "additionalProperties": False,
            "properties": props, "allOf": [_SIGNED_PAIR]}
     if title:
@@ -136,6 +144,12 @@ def _variant(op_type: str, entity_id: dict, field: dict | None, value: dict | No
 
 
 _ANY_VALUE = {"not": {"type": "null"}, "description": "a value of the field's type"}
+_POSITION = {"oneOf": [{"type": "string", "maxLength": 256},
+                       {"type": "integer", "minimum": INT64_MIN, "maximum": INT64_MAX},
+                       {"type": "null"}],
+             "description": "where among its siblings: text (a fractional index such as "
+                            "'a0', compared byte by byte) or an integer; integers come first, "
+                            "then text, then those with none"}
 
 
 def _original_ops(env: dict) -> dict:
@@ -151,14 +165,19 @@ def _original_ops(env: dict) -> dict:
                 "required": ["type", *required],
                 "properties": {"type": {"type": "string", "enum": [kind]}, **props, **common}}
     return {
-        "InsertEntityOp": op("insert_entity", ["entity_id", "entity_type", "fields"], {
+        "InsertEntityOp": op("insert_entity", ["entity_id", "entity_type"], {
             "entity_id": entity, "entity_type": _text(None, f"^{_TYPE_NAME_RE.pattern}$"),
-            "fields": {"type": "object", "minProperties": 1,
-                       "additionalProperties": _ANY_VALUE,
+            "fields": {"type": "object", "additionalProperties": _ANY_VALUE,
                        "description": "the initial fields: one set_field each"},
+            "parent_id": {"oneOf": [entity, {"type": "null"}]}, "position": _POSITION,
             "environment": env},
-            "the original's insert: its fields written together (entity_type is the id's "
-            "type; no parent_id or position: Conflux keeps no entity tree)"),
+            "the original's insert: a move_entity to parent_id (else a root) and its fields, "
+            "written together (entity_type is the id's type)"),
+        "OriginalMoveEntityOp": op("move_entity", ["entity_id", "new_parent_id",
+                                                   "new_position"], {
+            "entity_id": entity, "new_parent_id": {"oneOf": [entity, {"type": "null"}]},
+            "new_position": _POSITION},
+            "the original's move: Conflux's move_entity with parent and position"),
         "RemoveEntityOp": op("remove_entity", ["entity_id"], {"entity_id": entity},
                              "the original's remove: Conflux's delete_entity"),
         "SetOverrideOp": op("set_override", ["entity_id", "field", "environment", "value"], {
@@ -176,9 +195,13 @@ def _generic_ops(env: dict) -> dict:
     out = {}
     for op_type in OP_TYPES:
         out[_name(op_type)] = _variant(op_type, entity,
-                                       None if op_type == "delete_entity" else field,
+                                       None if op_type in _ENTITY_OPS else field,
                                        _ANY_VALUE, env)
     return out
+
+
+#: The operation types of a whole entity (no field).
+_ENTITY_OPS = ("delete_entity", "move_entity")
 
 
 def _name(op_type: str) -> str:
@@ -236,7 +259,7 @@ def _project_ops(schema, env: dict) -> dict:
         for type_name, etype in schema.types.items():
             entity = _text(None, f"^{re.escape(type_name)}\\.{_ENTITY_NAME}$",
                            maxLength=len(type_name) + 201)
-            if op_type == "delete_entity":
+            if op_type in _ENTITY_OPS:
                 alternatives.append(_variant(op_type, entity, None, None, env,
                                              title=f"{op_type} {type_name}"))
                 continue

@@ -17,6 +17,23 @@ class State(Resource):
             env, reader=req.context.actor)})
 
 
+class Tree(Resource):
+    """``GET /v1/tree``: the entity tree as an environment shows it (``Engine.tree``);
+    ``entity``: one entity's place (``Engine.place``)."""
+
+    async def on_get(self, req, resp):
+        env = env_param(req, self.ctx.engine)
+        await self.ctx.blocking(self._tree, req, resp, env)  # every place of the tree
+
+    def _tree(self, req, resp, env):
+        engine, entity = self.ctx.engine, req.get_param("entity")
+        if entity is not None:
+            write_body(req, resp, {"env": env, "entity_id": entity,
+                                   **engine.place(entity, env, reader=req.context.actor)})
+            return
+        write_body(req, resp, engine.tree(env, reader=req.context.actor))
+
+
 def _fields(engine, fields) -> dict:
     core = engine.core
     return {name: {**item, "hlc": core.hlc_format(item["hlc"]) if item.get("hlc") else None}

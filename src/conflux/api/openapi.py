@@ -198,6 +198,23 @@ def openapi_document(schema=None) -> dict:
             "requestBody": _body({"$ref": "#/components/schemas/Promote"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
                           **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
+        "/v1/tree": {"get": {
+            "summary": "the entity tree as an environment shows it (docs/concepts.md, the "
+                       "entity tree); with entity, that entity's place",
+            "parameters": [env_param, {"name": "entity", "in": "query",
+                                       "schema": entity_schema,
+                                       "description": "one entity: its parent, position "
+                                                      "and children"}],
+            "responses": {**_ok({"type": "object", "required": ["env"], "properties": {
+                "env": {"type": "string"}, "roots": {"type": "array",
+                                                     "items": {"type": "string"}},
+                "entities": {"type": "object", "description": "{entity id: {parent, "
+                                                              "position, children}}"},
+                "entity_id": {"type": "string"}, "parent": {"type": "string",
+                                                            "nullable": True},
+                "position": {"nullable": True}, "children": {
+                    "type": "array", "items": {"type": "string"}}}}),
+                **_errors(400, 401, 403, 404, 422)}}},
         "/v1/conflicts": {"get": {"summary": "review-field conflicts", "parameters": [env_param],
                                   "responses": {**_ok({"type": "object",
                                                        "required": ["conflicts"]}),
@@ -326,8 +343,10 @@ def _original_paths(env_param: dict, entity_schema: dict, env_schema: dict) -> d
               "properties": {"entity_id": text, "entity_type": text, "env": text,
                              "fields": {"type": "object"}, "parent_id": nullable,
                              "children": {"type": "array", "items": text,
-                                          "description": "always empty: Conflux keeps no "
-                                                         "entity tree"},
+                                          "description": "in the entity tree, in sibling "
+                                                         "order"},
+                             "position": {"nullable": True, "description": "among its "
+                                          "siblings, when it has one"},
                              "tombstoned": {"type": "boolean"},
                              "field_sources": {"type": "object", "additionalProperties": text,
                                                "description": "per field, the environment "

@@ -22,9 +22,11 @@ class EntityState(Resource):
     async def on_get(self, req, resp, entity_path):
         engine = self.ctx.engine
         env = env_param(req, engine)
+        reader = req.context.actor
         fields = {name: item["value"] for name, item in
-                  engine.get(entity_path, env, reader=req.context.actor).items()}
-        write_body(req, resp, {**entity_state(entity_path, fields), "env": env})
+                  engine.get(entity_path, env, reader=reader).items()}
+        place = engine.place(entity_path, env, reader=reader)
+        write_body(req, resp, {**entity_state(entity_path, fields, place=place), "env": env})
 
 
 class Log(Resource):
@@ -71,12 +73,19 @@ class EnvState(Resource):
         engine = self.ctx.engine
         base = engine.schema.base_env
         state = engine.state(env, reader=req.context.actor, sources=True)
+        tree = engine.tree(env, reader=req.context.actor)
+        places = tree["entities"]
         entities = [entity_state(
             entity_id, {f: value for f, (value, _) in fields.items()},
             {f: "default" if source is None else "base" if source == base else source
-             for f, (_, source) in fields.items()}) for entity_id, fields in state.items()]
+             for f, (_, source) in fields.items()}, places.get(entity_id))
+            for entity_id, fields in state.items()]
+        # the roots: every entity with no parent, the tree's in sibling order first
+        placed_roots = [e for e in tree["roots"] if e in state]
+        roots = placed_roots + [e for e in state if e not in places and e not in
+                                set(placed_roots)]
         write_body(req, resp, {"environment": env, "entities": entities,
-                               "root_entities": list(state)})
+                               "root_entities": roots})
 
 
 class EnvDiff(Resource):

@@ -22,7 +22,7 @@ __all__ = ["get_parser", "main", "run", "COMMANDS"]
 
 #: Every command, in the order ``--help`` lists them, and its module in ``conflux.cli``.
 _MODULES = {"init": "init", "import": "import_", "export": "export", "set": "set",
-            "delete": "delete", "get": "get", "log": "log", "blame": "blame",
+            "delete": "delete", "move": "move", "tree": "tree", "get": "get", "log": "log", "blame": "blame",
             "status": "status", "promote": "promote", "conflicts": "conflicts",
             "resolve": "resolve", "milestone": "milestone", "diff": "diff", "watch": "watch",
             "daemon": "daemon", "store": "store", "auth": "auth", "rbac": "rbac",

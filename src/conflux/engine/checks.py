@@ -6,7 +6,7 @@ from __future__ import annotations
 import struct
 
 from conflux.codec import unpackb
-from conflux.store import split_state_key
+from conflux.store import PLACE_KEY, split_state_key
 
 
 _HLC_AT = struct.Struct("<Q")
@@ -240,6 +240,8 @@ class PostMerge:
                     self._mark_conflict(txn, self._key(op.env, op.entity, fname),
                                         markers[key])
                 continue
+            if key.endswith(PLACE_KEY):  # a move: the tree has no constraints to check
+                continue
             plan = plans[_plan_id(key)]
             if plan is None:
                 continue
@@ -275,6 +277,8 @@ class PostMerge:
         elif op.type == core.UNSET_FIELD:
             out["before"] = None if op.prev is None else unpackb(op.prev)
             out["after"] = None
+        elif op.type == core.MOVE_ENTITY:
+            out.update(self._describe_move(op))
         elif op.elements is not None:
             out["elements"] = op.elements
         return out

@@ -130,6 +130,12 @@ class Commits:
             op.kind = core.ENTITY
             op.key = self._key(op.env, op.entity, None)
             return
+        if op.type == core.MOVE_ENTITY:
+            parent, position = op.value
+            if parent is not None:
+                self.schema.split_entity_id(parent)
+            self._place(op, [parent, position])
+            return
         type_name = op.entity.partition(".")[0]
         spec = self.schema.field(type_name, op.field)
         op.key = self._key(op.env, op.entity, op.field)
@@ -212,7 +218,16 @@ class Commits:
                 leaves.extend(op.children)
             else:
                 leaves.append(op)
+        moves = [op for op in leaves if op.type == core.MOVE_ENTITY]
+        # a client's moves are checked; those read from another store's log come bound
+        asked = [op for op in moves if not op.bound]
         merged = store.merge_batch(txn, leaves, core.apply_batch)
+        placed = None
+        if moves:
+            if asked:
+                placed = self._check_moves(txn, asked)
+            # tree reads of every process see that the tree changed (Tree._placed)
+            store.meta_put_int(txn, "tree", moves[-1].seq)
         changes = self._post_merge(txn, merged, dry_run)
         outcomes = {}
         get = store.state_getter(txn) if small else None
@@ -222,7 +237,13 @@ class Commits:
                     ack = acks[i]  # a retry: the hlc is the logged op's
                     hlc = (ops[i].hlc if ack is None else ops[ack].hlc if isinstance(ack, int)
                            else ack.hlc)
-                    outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
+                    if ops[i].type == core.MOVE_ENTITY:  # in force: the move placing it
+                        if placed is None:
+                            placed = self._placed(txn, cached=False)[0]
+                        held = placed.get(ops[i].entity)
+                        outcomes[i] = (held is not None and held[3] == ops[i].op_id, None)
+                    else:
+                        outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:
             if logged:
                 # the fresh ops are those not acknowledged as retries, in order

@@ -16,10 +16,15 @@ from conflux.engine.settings import now_ms
 from conflux.errors import InputError, ValidationError
 from conflux.limits import value_problem
 from conflux.schema import _clip, is_utf8
+from conflux.store import PLACE_KEY
 
 
 _OP_KEYS = frozenset({"type", "entity_id", "field", "value", "elements", "env", "intent",
-                      "op_id", "hlc", "base", "observed", "override", "signature", "key_id"})
+                      "op_id", "hlc", "base", "observed", "override", "signature", "key_id",
+                      "parent", "position"})
+
+#: The longest position text of a move (a fractional index is a few characters).
+_MAX_POSITION = 256
 
 
 _MAX_OP_ID = 128
@@ -162,7 +167,13 @@ class Operations:
             raise ValidationError(f"{where}entity_id must be a string like 'service.checkout'",
                                   field="entity_id")
         self.schema.split_entity_id(entity_id)
-        op = self._field_op(op_type, env, entity_id, raw.get("field"), raw, where)
+        if op_type == core.MOVE_ENTITY:
+            op = self._move_op(env, entity_id, raw, where)
+        else:
+            for key in ("parent", "position"):
+                if raw.get(key) is not None:
+                    raise ValidationError(f"{where}{key} goes with move_entity", field=key)
+            op = self._field_op(op_type, env, entity_id, raw.get("field"), raw, where)
         op.actor, op.actor_class = actor.id, actor.cls
         intent = raw.get("intent", "")
         if intent is None:
@@ -205,6 +216,59 @@ class Operations:
                                       field="signature")
             op.signature, op.key_id = sig, key_id
         return op
+
+    def _move_op(self, env, entity_id, raw, where=""):
+        """A ``move_entity``: the entity goes under ``parent`` (None: it is a root) at
+        ``position`` (text, a fractional index such as ``"a0"``, or an integer; None: after
+        its siblings that have one). The parent's type must declare children of the entity's
+        type (``[entity.<type>.children]``). What the store must be asked (the parent exists,
+        the move makes no cycle) is checked when it commits (``Commits._check_moves``)."""
+        core, schema = self.core, self.schema
+        if env != schema.base_env:
+            raise ValidationError(f"{where}move_entity: the entity tree is kept once, in the "
+                                  f"base environment {schema.base_env!r}, and every "
+                                  "environment shows it: leave env out", field="env")
+        for key in ("field", "value", "elements", "observed"):
+            if raw.get(key) is not None:
+                raise ValidationError(f"{where}move_entity takes no {key}", field=key)
+        if raw.get("override"):
+            raise ValidationError(f"{where}move_entity takes no override", field="override")
+        type_name = entity_id.partition(".")[0]
+        parent = raw.get("parent")
+        if parent is not None:
+            if not isinstance(parent, str):
+                raise ValidationError(f"{where}parent must be an entity id like 'route.api', "
+                                      "or null for a root", field="parent")
+            parent_type, _ = schema.split_entity_id(parent)
+            if parent == entity_id:
+                raise ValidationError(f"{where}{entity_id} cannot be its own parent",
+                                      field="parent")
+            if schema.collection(parent_type, type_name) is None:
+                allowed = schema.parent_types(type_name)
+                raise ValidationError(
+                    f"{where}{entity_id} cannot go under {parent}: entity type "
+                    f"{parent_type!r} declares no children of type {type_name!r} (schema: "
+                    f"[entity.{parent_type}.children]; {type_name} entities may go under "
+                    f"{', '.join(allowed) if allowed else 'no type'})", field="parent")
+        position = raw.get("position")
+        if position is not None and not (
+                (isinstance(position, str) and len(position) <= _MAX_POSITION
+                 and is_utf8(position))
+                or (type(position) is int and -(1 << 63) <= position < (1 << 63))):
+            raise ValidationError(f"{where}position must be text of at most {_MAX_POSITION} "
+                                  "characters (a fractional index such as 'a0') or a 64-bit "
+                                  "integer", field="position")
+        op = core.Op()
+        op.type, op.env, op.entity = core.MOVE_ENTITY, env, entity_id
+        self._place(op, [parent, position])
+        return op
+
+    def _place(self, op, value) -> None:
+        """A move's kind, key and packed value."""
+        op.kind = self.core.PLACE
+        op.key = self._key(op.env, op.entity, None)[:-2] + PLACE_KEY
+        op.value = value
+        op.vbytes = packb(value, use_bin_type=True)
 
     def _field_op(self, op_type, env, entity_id, field_name, raw, where="", *,
                   constrained=True):
@@ -408,8 +472,9 @@ class Operations:
         if logged is not None and logged.actor != actor.id:
             logged = None  # not a retry: the engine refuses the op id
         op["hlc"] = logged.hlc if logged is not None else self.next_hlc()
-        spec = self.schema.field(op["entity_id"].partition(".")[0], op["field"])
-        if spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
+        spec = (self.schema.field(op["entity_id"].partition(".")[0], op["field"])
+                if op.get("field") is not None else None)
+        if spec is not None and spec.merge == "review" and op["type"] in ("set_field", "unset_field") and \
                 op.get("base") is None:
             op["base"] = (list(logged.base or []) if logged is not None else
                           self.review_base(op["entity_id"], op["field"], op["env"]))

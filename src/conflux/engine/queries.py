@@ -12,7 +12,7 @@ from conflux.engine.ops import _natural
 from conflux.engine.settings import now_ms
 from conflux.errors import InputError, NotFound
 from conflux.kernel import op_parts
-from conflux.store import entity_prefix, split_state_key, state_key
+from conflux.store import entity_prefix, PLACE_FIELD, split_state_key, state_key
 
 
 def _since(core, since) -> tuple[int, int]:
@@ -103,8 +103,10 @@ class Queries:
             self.schema.field(type_name, field)
         with self.store.read() as txn:
             view = self._view(txn, env, entity_id)
-        if not view:
-            raise NotFound(f"entity {entity_id} does not exist in {env}", entity=entity_id)
+            if not view and not self._alive(txn, env, entity_id,
+                                            self.store.entity_reader(txn)):
+                raise NotFound(f"entity {entity_id} does not exist in {env}",
+                               entity=entity_id)
         out = {}
         for spec in self.schema.types[type_name].fields.values():
             item = view.get(spec.name)
@@ -195,8 +197,8 @@ class Queries:
         read = self.store.entity_reader(txn)
         for entity_id in entity_ids:
             view = self._view(txn, env, entity_id, read=read)
-            if not view:
-                continue
+            if not view and not self._alive(txn, env, entity_id, read):
+                continue  # (an entity inserted with no fields is alive by its place)
             fields = {}
             for spec in self.schema.types[entity_id.partition(".")[0]].fields.values():
                 item = view.get(spec.name)
@@ -252,13 +254,14 @@ class Queries:
                       for fid, name in self.store.names(txn, "f").items()}
             for key, rec in self.store.state_items(txn):
                 env_id, type_id, name, fid = split_state_key(key)
-                out[(envs[env_id], f"{types[type_id]}.{name}", fields.get(fid, ""))] = rec
+                fname = "(place)" if fid == PLACE_FIELD else fields.get(fid, "")
+                out[(envs[env_id], f"{types[type_id]}.{name}", fname)] = rec
         return out
 
     def state_hash(self) -> str:
         """A digest of the resolved state, ``sha256:<hex>``: in every environment, every
         visible field's value and the op that won it (its HLC, actor, op id and override
-        flag), then the review conflicts with their candidates and the violations. Two
+        flag), then where each entity is in the entity tree, then the review conflicts with their candidates and the violations. Two
         stores holding the same ops have the same digest whatever order they applied them
         in, and compaction does not change it (it drops only what no longer shows); it is
         what ``conflux store migrate`` compares, and what nodes of a cluster can compare."""
@@ -281,6 +284,9 @@ class Queries:
                         item = view[name]
                         feed(["field", env, entity_id, name, item["env"], item["value"],
                               list(item["winner"])])
+        for env in self.schema.environments:
+            for entity_id, item in sorted(self.tree(env)["entities"].items()):
+                feed(["tree", env, entity_id, item["parent"], item["position"]])
         for conflict in self.conflicts():
             feed(["conflict", conflict])
         for violation in self.violations():
@@ -413,11 +419,15 @@ class Queries:
                "env": op.env, "entity_id": op.entity or None, "field": op.field or None,
                "actor": op.actor, "actor_class": op.actor_class, "intent": op.intent,
                "hlc": core.hlc_format(op.hlc), "override": op.override}
-        if op.value is not None:
+        if op.type == core.MOVE_ENTITY:  # the keys a move is sent with
+            out["parent"], out["position"] = op.value
+            if op.prev is not None:
+                out["previous"] = dict(zip(("parent", "position"), unpackb(op.prev)))
+        elif op.value is not None:
             out["value"] = op.value
         if op.elements is not None:
             out["elements"] = op.elements
-        if op.prev is not None:
+        if op.prev is not None and "previous" not in out:
             out["previous"] = unpackb(op.prev)
         if op.base:
             out["base"] = list(op.base)
@@ -463,6 +473,11 @@ class Queries:
             text = f"{target}: " + " ".join(sign + spec.format_element(e) for e in op.elements)
         elif kind == "delete_entity":
             text = f"{op.entity} deleted"
+        elif kind == "move_entity":
+            parent, position = op.value
+            text = f"{op.entity} moved under {parent}" if parent else f"{op.entity} placed as a root"
+            if position is not None:
+                text += f" at {position!r}"
         else:  # promote
             text = (f"promote {op.value['from']} → {op.env} ({len(op.children or [])} field "
                     "operations)")
@@ -571,7 +586,8 @@ class Queries:
             read = self.store.entity_reader(txn)
             for env in self.schema.environments:
                 ids = [e for e in self._entity_ids(txn, env)]
-                live = [e for e in ids if self._view(txn, env, e, read=read)]
+                live = [e for e in ids if self._view(txn, env, e, read=read)
+                        or self._alive(txn, env, e, read)]
                 envs[env] = {"entities": len(live),
                              "inherits": self.schema.parents.get(env)}
             figures = self.store.figures(txn)

@@ -22,6 +22,7 @@ OP_ACTIONS = {
     "add_elements": ("write",),
     "remove_elements": ("write",),
     "delete_entity": ("write",),
+    "move_entity": ("write",),
     "resolve": ("write", "resolve"),
     "promote": ("promote",),
 }
@@ -186,7 +187,8 @@ class Rbac:
     def require_ops(self, actor: Actor, ops: list, *, base_env: str) -> None:
         """Check a whole batch of operations (dicts as sent on the wire) before any is
         applied: each needs ``write`` on its entity, field and environment (the entity as a
-        whole for ``delete_entity``), plus ``override`` when it sets ``override``, and
+        whole for ``delete_entity`` and ``move_entity``, whose new parent needs ``write`` as a
+        whole too: its children change), plus ``override`` when it sets ``override``, and
         ``resolve`` for a ``resolve``. One denied op refuses the batch, naming its index.
         An op without ``env`` is in ``base_env``. Ops of unknown types need ``write`` (the
         engine refuses them after); a malformed op is a ``ValidationError``."""
@@ -210,15 +212,18 @@ class Rbac:
                 raise ValidationError(f"{where}env must be the name of an environment",
                                       field="env")
             op_type = op.get("type")
-            field = None if op_type == "delete_entity" else op.get("field")
+            field = None if op_type in ("delete_entity", "move_entity") else op.get("field")
             if field is not None and not isinstance(field, str):
                 raise ValidationError(f"{where}field must be a field name", field="field")
             actions = list(OP_ACTIONS.get(op_type, ("write",)) if isinstance(op_type, str)
                            else ("write",))
             if op.get("override") is True:
                 actions.append("override")
-            for action in actions:
-                question = (action, entity_id, field, env)
+            questions = [(action, entity_id, field, env) for action in actions]
+            if op_type == "move_entity" and isinstance(op.get("parent"), str):
+                questions.append(("write", op["parent"], None, env))
+            for question in questions:
+                action, entity_id, field, env = question
                 if question in allowed:
                     continue
                 if not any(perm.allows(action, entity_id, field, env)

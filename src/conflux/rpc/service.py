@@ -52,6 +52,7 @@ _CODES = {400: grpc.StatusCode.INVALID_ARGUMENT, 401: grpc.StatusCode.UNAUTHENTI
 # Conflux's own field operations are its set_field changes.
 _CHANGE = {"set_field": pb.CHANGE_TYPE_SET_FIELD, "set_override": pb.CHANGE_TYPE_SET_OVERRIDE,
            "remove_entity": pb.CHANGE_TYPE_REMOVE_ENTITY,
+           "move_entity": pb.CHANGE_TYPE_MOVE_ENTITY,
            "resolve_conflict": pb.CHANGE_TYPE_RESOLVE_CONFLICT,
            "unset_field": pb.CHANGE_TYPE_SET_FIELD, "add_elements": pb.CHANGE_TYPE_SET_FIELD,
            "remove_elements": pb.CHANGE_TYPE_SET_FIELD}
@@ -285,6 +286,8 @@ class _Filter:
                 continue
             kind = engine.core.OP_NAMES[part.type]
             value = part.value if part.value is not None else part.elements
+            if kind == "move_entity":
+                value = {"parent": part.value[0], "position": part.value[1]}
             change = pb.StateChange(
                 change_type=_change_type(kind, part.env, self.base), entity_id=entity,
                 actor_id=op.actor, actor_class=op.actor_class,

@@ -21,7 +21,8 @@ __all__ = ["load_schema", "parse_schema"]
 _TOP_KEYS = ("name", "version", "environments", "entity", "schema")
 _ENV_KEYS = ("base", "overlays")
 _OVERLAY_KEYS = ("name", "inherits", "description")
-_ENTITY_KEYS = ("fields", "description")
+_ENTITY_KEYS = ("fields", "description", "children")
+_CHILDREN_KEYS = ("type", "merge", "description")
 _FIELD_KEYS = ("name", "type", "merge", "default", "min", "max", "pattern", "one_of",
                "required", "description",
                # the original Conflux's spellings (_original_field)
@@ -343,8 +344,49 @@ class _SchemaParser:
                                field=name)
                 field = self._parse_field(raw, type_name, declared, field_line)
                 fields[field.name] = field
-            types[type_name] = EntityType(type_name, fields, description)
+            children = self._parse_children(table.get("children", {}), type_name, line)
+            types[type_name] = EntityType(type_name, fields, description, children)
+        for type_name, etype in types.items():
+            for collection, child_type in etype.children.items():
+                if child_type not in types:
+                    self._fail(f"children {collection!r}: type {child_type!r} is not declared "
+                               f"(declared: {', '.join(declared)})",
+                               line=functools.partial(self._entity_line, type_name),
+                               entity=type_name)
         return types
+
+    def _parse_children(self, raw: Any, type_name: str, line: Line) -> dict[str, str]:
+        """``[entity.X.children]``: ``name = { type = "T", merge = "set" }`` per collection of
+        children; returns ``{collection: child type}``. Membership follows the entity tree's
+        move rules whatever ``merge`` says; only the set spellings are taken."""
+        if not isinstance(raw, dict):
+            self._fail("'children' must be a table of name = { type = ..., merge = \"set\" }",
+                       line=line, entity=type_name)
+        out: dict[str, str] = {}
+        for collection, spec in raw.items():
+            def fail(message: str) -> NoReturn:
+                self._fail(f"children {_clip(repr(collection))}: {message}", line=line,
+                           entity=type_name)
+            if not _FIELD_NAME_RE.fullmatch(collection):
+                fail("invalid name (letters, digits and '_', not starting with a digit)")
+            if not isinstance(spec, dict):
+                fail(f"must be a table {{ type = ..., merge = \"set\" }}, got {_describe(spec)}")
+            for key in spec:
+                if key not in _CHILDREN_KEYS:
+                    fail(f"unknown key {key!r} (allowed: {', '.join(_CHILDREN_KEYS)})")
+            child_type = spec.get("type")
+            if not isinstance(child_type, str):
+                fail("needs type = \"<entity type>\"")
+            if spec.get("merge", "set") not in ("set", "or-set"):
+                fail(f"merge {_clip(repr(spec.get('merge')))}: children are a set (merge = "
+                     "\"set\" or \"or-set\"); where each child is follows the entity tree's "
+                     "move rules")
+            if child_type in out.values():
+                other = next(c for c, t in out.items() if t == child_type)
+                fail(f"type {child_type!r} is already the type of children {other!r} (one "
+                     "collection per child type)")
+            out[collection] = child_type
+        return out
 
     def _parse_field(self, raw: Any, entity: str, declared: tuple[str, ...],
                      line: Line) -> Field:

@@ -14,14 +14,18 @@ if TYPE_CHECKING:
 
 
 class EntityType:
-    """A declared entity type: its fields in file order and which of them are required."""
+    """A declared entity type: its fields in file order and which of them are required, and
+    the collections of children its entities may have in the entity tree
+    (``{collection: child type}``)."""
 
-    __slots__ = ("name", "fields", "description")
+    __slots__ = ("name", "fields", "description", "children")
 
-    def __init__(self, name: str, fields: dict[str, Field], description: str = ""):
+    def __init__(self, name: str, fields: dict[str, Field], description: str = "",
+                 children: dict[str, str] | None = None):
         self.name = name
         self.fields = fields
         self.description = description
+        self.children = children or {}
 
     @property
     def required(self) -> list[str]:
@@ -49,6 +53,18 @@ class Schema:
         self.review_fields = frozenset(
             (type_name, spec.name) for type_name, etype in types.items()
             for spec in etype.fields.values() if spec.merge == "review")
+
+    def parent_types(self, type_name: str) -> list[str]:
+        """The entity types whose entities may be parents of a ``type_name`` entity."""
+        return [name for name, etype in self.types.items()
+                if type_name in etype.children.values()]
+
+    def collection(self, parent_type: str, child_type: str) -> str | None:
+        """The name of ``parent_type``'s children of ``child_type`` (None: it has none)."""
+        for collection, declared in self.types[parent_type].children.items():
+            if declared == child_type:
+                return collection
+        return None
 
     def __repr__(self) -> str:
         return (f"Schema({self.name!r}, version={self.version!r}, "

@@ -2,8 +2,9 @@
 backend shares (``layout``), and its LMDB implementation (``LmdbStore``)."""
 
 from conflux.store.base import Store
-from conflux.store.layout import entity_prefix, LogChunk, SEQ, split_state_key, state_key
+from conflux.store.layout import (entity_prefix, LogChunk, PLACE_FIELD, PLACE_KEY, SEQ,
+                                  split_state_key, state_key)
 from conflux.store.lmdb_store import LmdbStore, open_env
 
 __all__ = ["Store", "LmdbStore", "LogChunk", "SEQ", "state_key", "entity_prefix",
-           "split_state_key", "open_env"]
+           "split_state_key", "open_env", "PLACE_FIELD", "PLACE_KEY"]

@@ -152,6 +152,11 @@ class Store(abc.ABC):
         """``(type id, name)`` of every entity with a record in the environment."""
 
     @abc.abstractmethod
+    def place_records(self, txn, env_id: int) -> list[tuple[int, str, bytes]]:
+        """``(type id, name, record)`` of every place record (field id ``PLACE_FIELD``: an
+        entity's moves in the entity tree) in an environment."""
+
+    @abc.abstractmethod
     def state_items(self, txn) -> Iterator[tuple[bytes, bytes]]:
         """Every state record, ``(key, record)`` in key order."""
 

@@ -2,7 +2,8 @@
 
 State keys are ``env id (u16 BE) · type id (u16 BE) · name · 0x00 · field id (u16 BE)``, so
 the fields of an entity are adjacent (one range per ``get``) and one environment is one
-sequential scan. Field id 0 holds the entity's delete marker. The records themselves are the
+sequential scan. Field id 0 holds the entity's delete marker, field id 0xFFFF its place
+in the entity tree. The records themselves are the
 kernel's (``kernel/FORMAT.md``).
 
 The op log is kept in chunks (``LogChunk``), each under the sequence number of its first
@@ -15,11 +16,18 @@ import struct
 
 from conflux.kernel._layout import CHUNK_HEAD, CHUNK_OFFSET, pack_chunks
 
-__all__ = ["SEQ", "LogChunk", "state_key", "entity_prefix", "split_state_key"]
+__all__ = ["SEQ", "LogChunk", "state_key", "entity_prefix", "split_state_key", "PLACE_FIELD",
+           "PLACE_KEY"]
 
 #: A sequence number as stored: u64 big-endian (keys sort in log order).
 SEQ = struct.Struct(">Q")
 _U16 = struct.Struct(">H")
+
+
+#: The field id of an entity's place record (its moves in the entity tree: the kernel's
+#: PLACE), kept in the base environment; field ids are interned from 1 up and never reach it.
+PLACE_FIELD = 0xFFFF
+PLACE_KEY = _U16.pack(PLACE_FIELD)
 
 
 def entity_prefix(env_id: int, type_id: int, name: str) -> bytes:

@@ -48,7 +48,7 @@ from conflux.codec import packb, unpackb
 from conflux.errors import StoreError
 from conflux.store.base import Store
 from conflux.store.journal import boot_id, Journal, mark_clean, open_store_env
-from conflux.store.layout import LogChunk, SEQ, split_state_key
+from conflux.store.layout import LogChunk, PLACE_KEY, SEQ, split_state_key
 
 __all__ = ["LmdbStore", "open_env"]
 
@@ -491,6 +491,19 @@ class LmdbStore(Store):
                     _, type_id, name, _ = split_state_key(key)
                     found.add((type_id, name))
         return found
+
+    def place_records(self, txn, env_id: int) -> list[tuple[int, str, bytes]]:
+        prefix = _U16.pack(env_id)
+        out = []
+        with txn.cursor(db=self.dbs["state"]) as cur:
+            if cur.set_range(prefix):
+                for key in cur.iternext(values=False):
+                    if not key.startswith(prefix):
+                        break
+                    if key.endswith(PLACE_KEY):
+                        _, type_id, name, _ = split_state_key(key)
+                        out.append((type_id, name, cur.value()))
+        return out
 
     def state_items(self, txn):
         with txn.cursor(db=self.dbs["state"]) as cur:

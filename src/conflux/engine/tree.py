@@ -1,0 +1,183 @@
+"""The entity tree: where entities are (a parent and a position), checked when moves commit
+and read through the environments (docs/concepts.md, "The entity tree").
+
+Where an entity is, is decided by every move of the tree together, in hlc order, a move that
+would make a cycle skipped (the kernel's ``tree_replay``, after Kleppmann et al. 2021). The
+moves are kept in the base environment, so every environment shows one tree; what an
+environment changes is which entities exist in it. An entity whose parent does not exist
+(removed, in this environment or everywhere) is read under its nearest ancestor that does,
+or as a root: removing a parent never removes its children, and they come back under it if
+it is written again.
+"""
+
+from __future__ import annotations
+
+from conflux.actors import Actor
+from conflux.codec import unpackb
+from conflux.engine.checks import _marker_hlc
+from conflux.errors import NotFound, ValidationError
+from conflux.store import entity_prefix, PLACE_FIELD
+
+
+def position_order(position) -> tuple:
+    """Siblings are ordered by position: integers first (by value), then text (by its bytes,
+    as fractional indexes sort), then those with none; then by entity id."""
+    if position is None:
+        return (2, 0, "")
+    if isinstance(position, int):
+        return (0, position, "")
+    return (1, 0, position)
+
+
+class Tree:
+    """The entity tree (a part of ``Engine``)."""
+
+    def _placed(self, txn, *, cached: bool = True) -> tuple[dict, set]:
+        """``tree_replay`` of every place record (``placed``, ``skipped``). Kept between
+        reads until a commit with a move changes the store's ``tree`` mark; a commit's own
+        check reads its transaction afresh (``cached=False``)."""
+        mark = self.store.meta_int(txn, "tree")
+        held = self._tree_cache
+        if cached and held is not None and held[0] == mark:
+            return held[1]
+        types = self.store.names(txn, "t")
+        base = self._env_ids[self.schema.base_env]
+        places = [(f"{types[type_id]}.{name}", rec)
+                  for type_id, name, rec in self.store.place_records(txn, base)
+                  if types.get(type_id) in self.schema.types]
+        result = self.core.tree_replay(places)
+        if cached:
+            self._tree_cache = (mark, result)
+        return result
+
+    _tree_cache = None
+
+    def _alive(self, txn, env, entity_id, read) -> bool:
+        """Whether an entity exists in ``env``: a field read there (its own or inherited),
+        or, in the base environment, a move stamped after its delete (an entity inserted
+        with no fields)."""
+        type_name, _, name = entity_id.partition(".")
+        if type_name not in self.schema.types:
+            return False
+        core = self.core
+        fields = self._field_names[type_name]
+        for level, env_id in self._env_levels(txn, env):
+            records = read(entity_prefix(env_id, self._type_ids[type_name], name))
+            d = _marker_hlc(records.pop(0, None))
+            for fid, rec in records.items():
+                if (fid in fields or fid == PLACE_FIELD) and core.resolve_record(rec, d)[0]:
+                    return True
+            if d:
+                return False
+        return False
+
+    def _check_moves(self, txn, moves) -> dict:
+        """Refuse a batch whose moves the store cannot take: a parent that does not exist in
+        the base environment, or a move the tree would skip at its hlc (it makes a cycle).
+        Returns ``placed``, for the answers."""
+        placed, skipped = self._placed(txn, cached=False)
+        read = self.store.entity_reader(txn)
+        base = self.schema.base_env
+        for op in moves:
+            parent = op.value[0]
+            if op.op_id in skipped:
+                raise ValidationError(
+                    f"{op.entity} cannot go under {parent}: {parent} is {op.entity} itself or "
+                    f"below it, so the move would make a cycle; nothing was written",
+                    field="parent", entity=op.entity)
+            if parent is not None and not self._alive(txn, base, parent, read):
+                raise ValidationError(f"{op.entity} cannot go under {parent}: {parent} does "
+                                      f"not exist in {base}; nothing was written",
+                                      field="parent", entity=op.entity)
+        return placed
+
+    def _tree_view(self, txn, env, read) -> tuple:
+        """``(placed, up, exists)``: the replayed tree; ``up(entity)``, the nearest ancestor
+        of an entity that exists in ``env`` (None: a root); ``exists(entity)``, remembered
+        for the read."""
+        placed, _ = self._placed(txn)
+        alive: dict[str, bool] = {}
+
+        def exists(entity_id):
+            found = alive.get(entity_id)
+            if found is None:
+                found = alive[entity_id] = self._alive(txn, env, entity_id, read)
+            return found
+
+        def up(entity_id):
+            parent = placed[entity_id][0] if entity_id in placed else None
+            while parent is not None and not exists(parent):
+                parent = placed[parent][0] if parent in placed else None
+            return parent
+        return placed, up, exists
+
+    def tree(self, env: str | None = None, *, reader: Actor | None = None) -> dict:
+        """The entity tree as ``env`` shows it: ``{"entities": {id: {"parent", "position",
+        "children"}}, "roots": [...]}`` for every existing entity that was placed (moved or
+        inserted) or has children; children and roots in sibling order. A ``reader`` sees
+        the entities it may read (``read``), and their places."""
+        env = self._env(env)
+        may_read = self.policy.may_read
+        with self.store.read() as txn:
+            read = self.store.entity_reader(txn)
+            placed, up, exists = self._tree_view(txn, env, read)
+            entities = {}
+            for entity_id in placed:
+                if exists(entity_id) and may_read(reader, entity_id, None, env):
+                    entities[entity_id] = up(entity_id)
+        out, roots = {}, []
+        for entity_id in sorted(entities):
+            parent = entities[entity_id]
+            position = placed[entity_id][1] if entity_id in placed else None
+            out[entity_id] = {"parent": parent, "position": position, "children": []}
+        for entity_id, parent in entities.items():
+            if parent is None:
+                roots.append(entity_id)
+            elif parent in out or may_read(reader, parent, None, env):
+                out.setdefault(parent, {"parent": None, "position": None, "children": []})
+                out[parent]["children"].append(entity_id)
+                if parent not in entities:
+                    roots.append(parent)  # a parent never placed is a root
+        order = lambda e: (position_order(out[e]["position"]), e)  # noqa: E731
+        for item in out.values():
+            item["children"].sort(key=order)
+        return {"env": env, "entities": out, "roots": sorted(set(roots), key=order)}
+
+    def place(self, entity_id: str, env: str | None = None, *,
+              reader: Actor | None = None) -> dict:
+        """Where one entity is in ``env``: ``{"parent", "position", "children"}`` (children
+        in sibling order, those a ``reader`` may read); ``NotFound`` if it does not exist
+        there."""
+        env = self._env(env)
+        self.policy.require_read(reader, entity_id, None, env)
+        self.schema.split_entity_id(entity_id)
+        with self.store.read() as txn:
+            read = self.store.entity_reader(txn)
+            if not self._alive(txn, env, entity_id, read):
+                raise NotFound(f"entity {entity_id} does not exist in {env}",
+                               entity=entity_id)
+            placed, up, exists = self._tree_view(txn, env, read)
+            below: dict[str, list] = {}
+            for child, (parent, *_rest) in placed.items():
+                below.setdefault(parent, []).append(child)
+            children, stack = [], list(below.get(entity_id, ()))
+            while stack:  # a child that does not exist here hands its own children up
+                child = stack.pop()
+                if exists(child):
+                    children.append(child)
+                else:
+                    stack.extend(below.get(child, ()))
+            parent = up(entity_id)
+        may_read = self.policy.may_read
+        children = [c for c in children if may_read(reader, c, None, env)]
+        children.sort(key=lambda c: (position_order(placed[c][1]), c))
+        return {"parent": parent,
+                "position": placed[entity_id][1] if entity_id in placed else None,
+                "children": children}
+
+    def _describe_move(self, op) -> dict:
+        """A move's before and after, for dry runs and the log."""
+        before = None if op.prev is None else unpackb(op.prev)
+        return {"before": None if before is None else {"parent": before[0],
+                                                       "position": before[1]},
+                "after": {"parent": op.value[0], "position": op.value[1]}}
