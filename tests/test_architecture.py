@@ -313,7 +313,7 @@ FLOORS = (
                                  "conflux.webhooks_shared", "conflux.audit",
                                  "conflux.transfer", "conflux.status", "conflux.original",
                                  "conflux.webhook_registry", "conflux.webhook_bodies",
-                                 "conflux.audit_verify")),
+                                 "conflux.audit_verify", "conflux.rollback")),
     ("shells and processes", ("conflux.api", "conflux.cli", "conflux.daemon", "conflux.rpc",
                               "conflux.__main__")),
 )

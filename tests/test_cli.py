@@ -166,7 +166,8 @@ def test_every_command_is_registered():
     assert len(names) == len(COMMANDS)
     assert set(names) == {"init", "import", "export", "set", "delete", "move", "tree", "get",
                           "log", "blame",
-                          "status", "promote", "conflicts", "resolve", "milestone", "diff",
+                          "status", "promote", "conflicts", "resolve", "milestone",
+                          "rollback", "diff",
                           "watch", "daemon", "store", "auth", "rbac", "keys", "audit",
                           "bulk-set", "completion"}
 

@@ -331,9 +331,14 @@ def test_readme_tour_runs_as_written(tmp_path):
     assert res.returncode == 0, res.stderr
     assert "route.api.weight: unset → 80 (shifting traffic for canary)" in res.stdout
     assert "milestone 1:" in res.stdout
+    assert "route.api.weight: 100 → 80  (set_field [override])" in res.stdout
+    assert "nothing was written" in res.stdout
     tour = Engine(str(tmp_path / "tour"))
     try:
-        assert tour.get("route.api", "production")["weight"]["value"] == 80
+        # rolled back: the milestone's 80, by an override written after the 100
+        weight = tour.get("route.api", "production")["weight"]
+        assert weight["value"] == 80 and weight["override"] is True
+        assert tour.log(limit=1)[0].intent == "rollback to milestone 1"
         assert tour.status()["violations"] == 0
     finally:
         tour.close()

@@ -751,3 +751,39 @@ def test_the_schema_header_is_checked():
     assert refused('[schema]\nname = "a"\nowner = "b"\n').message.endswith(
         "[schema] holds the schema's name and version only")
     assert "given twice" in refused('name = "a"\n[schema]\nname = "b"\n').message
+
+
+_TREE = '''name = "t"
+version = "1"
+[environments]
+base = "prod"
+[entity.route]
+fields = [{ name = "path", type = "string", merge = "lww" }]
+[entity.filter]
+fields = [{ name = "kind", type = "string", merge = "lww" }]
+'''
+
+
+def test_children_say_which_types_an_entity_may_hold():
+    schema = parse_schema(_TREE + '[entity.route.children]\nfilters = { type = "filter", '
+                          'merge = "or-set" }\n[entity.filter.children]\nsubs = { type = '
+                          '"filter" }\n')
+    assert schema.types["route"].children == {"filters": "filter"}
+    assert schema.parent_types("filter") == ["route", "filter"]
+    assert schema.parent_types("route") == []
+    assert schema.collection("route", "filter") == "filters"
+    assert schema.collection("filter", "route") is None
+
+
+@pytest.mark.parametrize("children, message", [
+    ('filters = { type = "nope" }', "type 'nope' is not declared"),
+    ('filters = { type = "filter", merge = "lww" }', "children are a set"),
+    ('filters = { type = "filter", order = 1 }', "unknown key 'order'"),
+    ('filters = "filter"', "must be a table"),
+    ('filters = { merge = "set" }', "needs type"),
+    ('"9x" = { type = "filter" }', "invalid name"),
+    ('a = { type = "filter" }\nb = { type = "filter" }', "one collection per child type"),
+])
+def test_children_are_checked(children, message):
+    error = refused(_TREE + "[entity.route.children]\n" + children + "\n")
+    assert message in error.message and "entity 'route'" in error.message, error.message

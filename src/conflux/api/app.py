@@ -68,6 +68,7 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/conflicts/resolve": review.Resolve(ctx),
         "/v1/milestones": milestones.MilestoneList(ctx),
         "/v1/milestones/{milestone_id}": milestones.MilestoneItem(ctx),
+        "/v1/milestones/{milestone_id}/rollback": milestones.Rollback(ctx),
         "/v1/diff": milestones.Diff(ctx),
         "/v1/audit/export": audit.AuditExport(ctx),
         "/v1/watch": watch.Watch(ctx, poll_s=watch_poll_s),

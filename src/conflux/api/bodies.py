@@ -346,6 +346,13 @@ def body_schemas(schema=None) -> dict:
                      "description": "the older name of environments"},
             "force": {"type": "boolean"}, "push": {"type": "boolean"}},
         "not": {"required": ["environments", "envs"]}}
+    components["Rollback"] = {
+        "type": "object", "additionalProperties": False,
+        "description": "return an environment (default: the base), or some entities, to a "
+                       "milestone's values by forward operations",
+        "properties": {"env": env, "entities": {"type": "array", "items": entity,
+                                                "maxItems": 10000},
+                       "dry_run": {"type": "boolean"}}}
     return components
 
 

@@ -1,5 +1,6 @@
-"""Milestones: ``GET``/``POST /v1/milestones``, ``GET /v1/milestones/{id}`` and ``GET
-/v1/diff`` (the state against a milestone)."""
+"""Milestones: ``GET``/``POST /v1/milestones``, ``GET /v1/milestones/{id}``, ``POST
+/v1/milestones/{id}/rollback`` (``conflux.rollback``) and ``GET /v1/diff`` (the state
+against a milestone)."""
 
 from __future__ import annotations
 
@@ -66,3 +67,28 @@ class Diff(Resource):
                            env=env)
         write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
                                "changes": milestones.diff(m.id, env)})
+
+
+class Rollback(Resource):
+    """``POST /v1/milestones/{id}/rollback``: ``{"env", "entities", "dry_run"}``; answers the
+    plan (``changes``, ``skipped``) and, unless a dry run, what was written."""
+
+    async def on_post(self, req, resp, milestone_id):
+        body = await read_body(req, self.ctx.bodies, self.ctx.body_limit)
+        await self.ctx.blocking(self._rollback, req, resp, milestone_id, body)
+
+    def _rollback(self, req, resp, milestone_id, body):
+        from conflux import rollback
+
+        ctx = self.ctx
+        check("Rollback", body)
+        dry_run = body.get("dry_run", False)
+        done = rollback.run(ctx.engine, _milestones(ctx), milestone_id, req.context.actor,
+                            env=body.get("env"), entities=body.get("entities"),
+                            dry_run=dry_run)
+        core = ctx.engine.core
+        write_body(req, resp, {
+            "milestone": done["milestone"], "env": done["env"], "changes": done["changes"],
+            "skipped": done["skipped"], "dry_run": dry_run,
+            "written": 0 if dry_run else len(done["ops"]),
+            "acks": [] if dry_run else [a.to_dict(core) for a in done["acks"]]})

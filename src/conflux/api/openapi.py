@@ -242,6 +242,22 @@ def openapi_document(schema=None) -> dict:
             "parameters": [{"name": "milestone_id", "in": "path", "required": True,
                             "schema": _MILESTONE_REF}],
             "responses": {**_ok(milestone), **_errors(400, 401, 403, 404)}}},
+        "/v1/milestones/{milestone_id}/rollback": {"post": {
+            "summary": "return an environment (or some entities) to a milestone's values, "
+                       "by forward operations (intent 'rollback to milestone N'); dry_run "
+                       "previews",
+            "parameters": [{"name": "milestone_id", "in": "path", "required": True,
+                            "schema": _MILESTONE_REF}],
+            "requestBody": _body({"$ref": "#/components/schemas/Rollback"}),
+            "responses": {**_ok({"type": "object", "required": [
+                "milestone", "env", "changes", "skipped", "dry_run", "written"],
+                "properties": {"milestone": {"type": "integer"}, "env": {"type": "string"},
+                               "changes": {"type": "array", "items": {"type": "object"}},
+                               "skipped": {"type": "array", "items": {"type": "object"}},
+                               "dry_run": {"type": "boolean"},
+                               "written": {"type": "integer"},
+                               "acks": {"type": "array", "items": {"type": "object"}}}}),
+                **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
         "/v1/diff": {"get": {
             "summary": "per entity and field: the value at a milestone and now, with the "
                        "operations in between",

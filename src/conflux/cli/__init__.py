@@ -24,7 +24,7 @@ __all__ = ["get_parser", "main", "run", "COMMANDS"]
 _MODULES = {"init": "init", "import": "import_", "export": "export", "set": "set",
             "delete": "delete", "move": "move", "tree": "tree", "get": "get", "log": "log", "blame": "blame",
             "status": "status", "promote": "promote", "conflicts": "conflicts",
-            "resolve": "resolve", "milestone": "milestone", "diff": "diff", "watch": "watch",
+            "resolve": "resolve", "milestone": "milestone", "rollback": "rollback", "diff": "diff", "watch": "watch",
             "daemon": "daemon", "store": "store", "auth": "auth", "rbac": "rbac",
             "keys": "keys", "audit": "audit", "bulk-set": "bulk_set",
             "completion": "completion"}
