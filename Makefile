@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 export CONFLUX_REQUIRE_EXTENSIONS ?= 1
 
-.PHONY: demo test install postgresql bench man docs proto clean
+.PHONY: demo test install postgresql browser bench man docs proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,7 @@ install: $(BIN)/python
 demo: install
 	PATH="$(CURDIR)/$(BIN):$$PATH" bash examples/demo.sh
 
-test: install postgresql
+test: install postgresql browser
 	cd tests && ../$(BIN)/python -m pytest -q -p no:cacheprovider
 
 # The tests start a throwaway PostgreSQL cluster from the server binaries (tests/pgcluster.py);
@@ -36,6 +36,14 @@ postgresql:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; \
 	  else echo "make test needs PostgreSQL's server binaries (initdb, pg_ctl): apt-get install postgresql" >&2; exit 2; fi; }
+
+# The web console's tests drive a real headless Chromium (tests/test_console.py); Debian's
+# chromium and chromium-driver are installed when they are missing (as root).
+browser:
+	@command -v chromedriver >/dev/null && { command -v chromium >/dev/null || command -v chromium-browser >/dev/null; } || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; \
+	  else echo "make test needs Chromium and its driver: apt-get install chromium chromium-driver" >&2; exit 2; fi; }
 
 bench: install
 	$(BIN)/python bench/kernel.py

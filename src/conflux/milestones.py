@@ -482,9 +482,10 @@ class Milestones:
                 out[f"{type_entry.name}.{name}"] = docs[0] if docs else {}
         return out
 
-    def diff(self, ref=None, env: str | None = None, *, reader=None) -> list[dict]:
-        """Per entity and field of ``env``: the value at the milestone and now, with the
-        operations in between (oldest first); a ``reader`` needs ``read`` in ``env``."""
+    def diff(self, ref=None, env: str | None = None, *, reader=None, to=None) -> list[dict]:
+        """Per entity and field of ``env``: the value at the milestone and now (or at the
+        later milestone ``to``), with the operations in between (oldest first); a
+        ``reader`` needs ``read`` in ``env``."""
         self._require_read(reader, env)
         from conflux.transfer import documents_of
 
@@ -493,10 +494,20 @@ class Milestones:
         env = env or engine.schema.base_env
         chain = set(engine.schema.env_chain(env))  # NotFound for an unknown environment
         then = self.documents(milestone, env)
-        now = dict(documents_of(engine, env))
+        end = None
+        if to is None:
+            now = dict(documents_of(engine, env))
+        else:
+            later = self.get(to)
+            if later.id < milestone.id:
+                raise InputError(f"milestone {later.id} is older than {milestone.id}: compare "
+                                 "the older with the newer", field="to")
+            now, end = self.documents(later, env), later.seq
         ops = engine.log(start=milestone.seq + 1, reverse=False)
         between: dict[tuple, list] = {}
         for op in ops:
+            if end is not None and op.seq > end:
+                break
             for part in op_parts(op):
                 if part.env in chain and part.entity:
                     between.setdefault((part.entity, part.field), []).append(

@@ -1,5 +1,5 @@
-"""The project's status: the engine's figures, the last milestone and the webhooks' delivery
-figures, for ``conflux status`` and ``GET /v1/status``.
+"""The project's status: the engine's figures, the last milestone, the webhooks' delivery
+figures and the open watch streams, for ``conflux status`` and ``GET /v1/status``.
 
 Gathered here, above the engine, the milestones and the webhooks, so that none of them reaches
 for another's figures.
@@ -7,12 +7,63 @@ for another's figures.
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 from conflux.errors import first_line
 from conflux.milestones import last_milestone
 from conflux.webhooks import webhook_status
 from conflux.webhooks_shared import cluster_webhook_status
 
-__all__ = ["project_status"]
+__all__ = ["project_status", "publish_watchers", "watcher_counts"]
+
+
+#: Where each daemon process keeps its count of open watch streams (``.conflux/watchers/PID``).
+WATCHERS_DIR = "watchers"
+
+
+def publish_watchers(root: str, count: int) -> None:
+    """Write this process's count of open watch streams (SSE and gRPC) where
+    ``watcher_counts`` reads it; best effort: the count is for people, never a reason to
+    refuse a watcher."""
+    folder = os.path.join(root, WATCHERS_DIR)
+    try:
+        os.makedirs(folder, mode=0o700, exist_ok=True)
+        path = os.path.join(folder, str(os.getpid()))
+        with open(path + ".tmp", "w") as handle:
+            handle.write(str(count))
+        os.replace(path + ".tmp", path)
+    except OSError:
+        pass
+
+
+def watcher_counts(root: str) -> dict:
+    """``{"open", "processes"}``: the watch streams open in the running daemon processes
+    of this project (a count left by a process that is gone is removed)."""
+    folder = os.path.join(root, WATCHERS_DIR)
+    total = processes = 0
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        names = []
+    for name in names:
+        if not name.isdigit():
+            continue
+        try:
+            os.kill(int(name), 0)
+        except ProcessLookupError:
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, name))
+            continue
+        except PermissionError:
+            pass
+        try:
+            with open(os.path.join(folder, name)) as handle:
+                total += int(handle.read().strip() or 0)
+            processes += 1
+        except (OSError, ValueError):
+            continue
+    return {"open": total, "processes": processes}
 
 
 def project_status(engine, *, reader=None) -> dict:
@@ -34,6 +85,7 @@ def project_status(engine, *, reader=None) -> dict:
             "id": m.id, "commit": m.commit, "title": m.title, "seq": m.seq,
             "pending_operations": seq - m.seq}
         status["webhooks"] = webhook_status(store, txn)
+    status["watchers"] = watcher_counts(engine.root)
     status["shared_log"] = shared = engine.replication_status()
     if shared is not None and shared.get("reachable"):
         _cluster_status(engine, status, shared)

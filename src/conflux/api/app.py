@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import falcon
 import falcon.asgi
 
-from conflux.api import (audit, entities, milestones, ops, original, review, service, watch,
-                         webhooks)
+from conflux.api import (audit, browse, console, entities, milestones, ops, original, review,
+                         service, watch, webhooks)
 from conflux.api.params import Context
 from conflux.api.bodies import check_value
 from conflux.api.media import BodyBudget, write_body
@@ -31,7 +31,8 @@ def slow_work_pool(threads: int) -> ThreadPoolExecutor:
 
 
 def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | None = None,
-               body_limit: int = DEFAULT_BODY_LIMIT, watch_poll_s: float = 0.05
+               body_limit: int = DEFAULT_BODY_LIMIT, watch_poll_s: float = 0.05,
+               ui: bool = True
                ) -> falcon.asgi.App:
     """The REST API over one opened ``Engine``, as an ASGI application.
 
@@ -62,6 +63,10 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/entities/{entity_id}": entities.Entity(ctx),
         "/v1/blame/{entity_id}": entities.Blame(ctx),
         "/v1/tree": entities.Tree(ctx),
+        "/v1/entities": browse.EntityList(ctx),
+        "/v1/schema": browse.Schema(ctx),
+        "/v1/violations": browse.Violations(ctx),
+        "/v1/history/{entity_id}": browse.History(ctx),
         "/v1/status": service.Status(ctx),
         "/v1/promote": review.Promote(ctx),
         "/v1/conflicts": review.Conflicts(ctx),
@@ -83,6 +88,8 @@ def create_app(engine, access, *, committer=None, pool: ThreadPoolExecutor | Non
         "/v1/webhooks": webhooks.Webhooks(ctx),
         "/v1/webhooks/{webhook_id}": webhooks.WebhookItem(ctx),
     }
+    if ui:  # the web console: static files, reading and writing through the routes above
+        routes["/ui"] = routes["/ui/{name}"] = console.Console()
     for path, resource in routes.items():
         app.add_route(path, resource)
     app.add_error_handler(Exception, _unexpected)

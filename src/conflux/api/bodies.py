@@ -329,6 +329,8 @@ def body_schemas(schema=None) -> dict:
         "type": "object", "required": ["from", "to"], "additionalProperties": False,
         "properties": {"from": env, "to": env,
                        "entities": {"type": "array", "items": entity},
+                       "fields": {"type": "array", "items": _text(64, FIELD_NAME),
+                                  "description": "only these fields (default: all)"},
                        "intent": _text(_MAX_INTENT), "dry_run": {"type": "boolean"}}}
     if schema is not None:  # from and to differ
         components["Promote"]["not"] = {"anyOf": [

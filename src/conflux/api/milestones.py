@@ -65,8 +65,10 @@ class Diff(Resource):
         milestones = _milestones(ctx)
         m = milestones.get(or_default(req.get_param("milestone"), "latest"), reader=req.context.actor,
                            env=env)
+        to = req.get_param("to")
         write_body(req, resp, {"milestone": m.id, "commit": m.commit, "env": env,
-                               "changes": milestones.diff(m.id, env)})
+                               "to": to or "now",
+                               "changes": milestones.diff(m.id, env, to=to)})
 
 
 class Rollback(Resource):

@@ -9,6 +9,8 @@ types, fields and value types, so that a client generated from it sends what the
 
 from __future__ import annotations
 
+import re
+
 from conflux import __version__
 from conflux.api.bodies import ENTITY_ID, ENV_NAME, OP_TYPES, body_schemas
 
@@ -62,9 +64,13 @@ def openapi_document(schema=None) -> dict:
     if schema is None:
         env_schema = {"type": "string", "pattern": ENV_NAME}
         entity_schema = {"type": "string", "pattern": ENTITY_ID, "maxLength": 265}
+        one_type = "[A-Za-z][A-Za-z0-9_-]*"
     else:
         env_schema = {"type": "string", "enum": list(schema.environments)}
         entity_schema = bodies["Promote"]["properties"]["entities"]["items"]
+        one_type = "(" + "|".join(re.escape(t) for t in schema.types) + ")"
+    types_schema = {"type": "string", "maxLength": 300,
+                    "pattern": f"^{one_type}(,{one_type})*$"}
     env_param = {"name": "env", "in": "query", "required": False, "schema": env_schema,
                  "description": "environment (default: the base)"}
     entity_param = {"name": "entity_id", "in": "path", "required": True,
@@ -198,6 +204,71 @@ def openapi_document(schema=None) -> dict:
             "requestBody": _body({"$ref": "#/components/schemas/Promote"}),
             "responses": {**_ok({"$ref": "#/components/schemas/Ack"}),
                           **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
+        "/ui": {"get": {
+            "summary": "the web console (docs/console.md): its page; no credentials needed "
+                       "for its files, every piece of data is a call that needs them",
+            "security": [],
+            "responses": {"200": {"description": "the console's page", "content": {
+                "text/html": {"schema": {"type": "string"}}}}}}},
+        "/ui/{name}": {"get": {
+            "summary": "the web console's files",
+            "security": [],
+            "parameters": [{"name": "name", "in": "path", "required": True,
+                            "schema": {"type": "string", "maxLength": 100}}],
+            "responses": {"200": {"description": "a file of the console", "content": {
+                "text/html": {"schema": {"type": "string"}},
+                "text/javascript": {"schema": {"type": "string"}},
+                "text/css": {"schema": {"type": "string"}}}},
+                **_errors(404)}}},
+        "/v1/entities": {"get": {
+            "summary": "a page of an environment's entity ids, in order (server-side filter "
+                       "and paging)",
+            "parameters": [env_param,
+                           {"name": "type", "in": "query", "schema": types_schema,
+                            "description": "entity types, comma-separated"},
+                           {"name": "q", "in": "query", "schema": {"type": "string",
+                                                                   "maxLength": 200},
+                            "description": "ids containing this text (any case)"},
+                           {"name": "offset", "in": "query", "schema": {
+                               "type": "integer", "minimum": 0, "maximum": 10_000_000}},
+                           {"name": "limit", "in": "query", "schema": {
+                               "type": "integer", "minimum": 1, "maximum": 1000}}],
+            "responses": {**_ok({"type": "object", "required": ["env", "entities", "matched"],
+                                 "properties": {
+                                     "env": {"type": "string"},
+                                     "entities": {"type": "array", "items": {"type": "string"}},
+                                     "offset": {"type": "integer"}, "limit": {"type": "integer"},
+                                     "matched": {"type": "integer", "description": "ids that "
+                                                 "match, deleted entities included"},
+                                     "next": {"type": "integer", "nullable": True,
+                                              "description": "the offset of the next page"}}}),
+                          **_errors(400, 401, 403, 404, 422)}}},
+        "/v1/schema": {"get": {
+            "summary": "the schema: environments, entity types, fields and their strategies",
+            "responses": {**_ok({"type": "object", "required": ["name", "base", "types"]}),
+                          **_errors(401)}}},
+        "/v1/violations": {"get": {
+            "summary": "what breaks the schema, per environment and field",
+            "parameters": [{**env_param, "description": "one environment (default: all)"},
+                           {"name": "entity", "in": "query", "schema": entity_schema}],
+            "responses": {**_ok({"type": "object", "required": ["violations"]}),
+                          **_errors(400, 401, 404)}}},
+        "/v1/history/{entity_id}": {"get": {
+            "summary": "an entity's operations, newest first: actor, intent, hlc, "
+                       "signature, the value before and after",
+            "parameters": [entity_param, {**env_param, "description": "one environment"},
+                           {"name": "field", "in": "query",
+                            "schema": {"type": "string", "maxLength": 64}},
+                           {"name": "actor", "in": "query",
+                            "schema": {"type": "string", "maxLength": 300},
+                            "description": "id or class:id"},
+                           {"name": "since", "in": "query",
+                            "schema": {"type": "string", "maxLength": 64},
+                            "description": "a sequence number, an hlc or an ISO date"},
+                           {"name": "limit", "in": "query", "schema": {
+                               "type": "integer", "minimum": 1, "maximum": 10_000}}],
+            "responses": {**_ok({"type": "object", "required": ["entity_id", "operations"]}),
+                          **_errors(400, 401, 403, 404, 422)}}},
         "/v1/tree": {"get": {
             "summary": "the entity tree as an environment shows it (docs/concepts.md, the "
                        "entity tree); with entity, that entity's place",
@@ -263,7 +334,11 @@ def openapi_document(schema=None) -> dict:
                        "operations in between",
             "parameters": [{"name": "milestone", "in": "query", "required": False,
                             "schema": _MILESTONE_REF,
-                            "description": "number or commit id (default: the latest)"}, env_param],
+                            "description": "number or commit id (default: the latest)"},
+                           {"name": "to", "in": "query", "required": False,
+                            "schema": _MILESTONE_REF,
+                            "description": "a later milestone to compare with (default: "
+                                           "now)"}, env_param],
             "responses": {**_ok({"type": "object", "required": ["milestone", "env", "changes"],
                                  "properties": {"milestone": {"type": "integer"},
                                                 "commit": {"type": "string"},

@@ -49,5 +49,6 @@ class Promote(Resource):
         entities = body.get("entities")
         ack = ctx.engine.promote(body["from"], body["to"], entities or None, req.context.actor,
                                  intent=body.get("intent") or "",
-                                 dry_run=bool(body.get("dry_run")))
+                                 dry_run=bool(body.get("dry_run")),
+                                 fields=body.get("fields") or None)
         write_body(req, resp, ack.to_dict(ctx.engine.core))

@@ -22,6 +22,7 @@ from falcon.asgi import SSEvent
 from conflux.api.media import to_json
 from conflux.api.params import int_param
 from conflux.errors import InputError
+from conflux.status import publish_watchers
 
 _KEEPALIVE_S = 15.0
 _MAX_SEQ = 2 ** 63
@@ -42,10 +43,21 @@ class LogFollower:
         self.engine = engine
         self.poll_s = poll_s
         self.closing = False
-        self.watchers = 0
+        self._watchers = 0
         self._loop = self._task = self._moved = None
         self._pages: dict[int, tuple[list, int, int]] = {}
         self._kept = 0
+
+    @property
+    def watchers(self) -> int:
+        """The process's open watch streams; kept in ``.conflux/watchers/<pid>`` as they
+        change, so that the project's status counts every process's (``watcher_count``)."""
+        return self._watchers
+
+    @watchers.setter
+    def watchers(self, count: int) -> None:
+        self._watchers = count
+        publish_watchers(self.engine.root, count)
 
     def page(self, after: int) -> tuple[list, int]:
         """The ops logged after sequence ``after`` (at most ``PAGE``) as ``(op, event

@@ -36,6 +36,8 @@ def add_parser(sub):
                    help="require client certificates signed by this CA (mutual TLS)")
     p.add_argument("--timeout", type=int, default=30,
                    help="seconds a request may take, and SIGTERM's grace (default 30)")
+    p.add_argument("--no-ui", action="store_true",
+                   help="do not serve the web console at /ui/ (docs/console.md)")
     p.add_argument("--access-log", metavar="FILE", help="write an access log ('-': stdout)")
     p.set_defaults(handler=run)
 
@@ -64,7 +66,7 @@ def run(args):
     args.engine.close()  # LMDB environments must not cross the workers' fork
     args.engine = None
     Daemon(os.path.abspath(args.dir), options, threads=args.threads, access=access,
-           grpc=grpc).run()
+           grpc=grpc, ui=not args.no_ui).run()
 
 
 def _loopback(host: str) -> bool:

@@ -61,3 +61,7 @@ def run(args):
         from conflux.webhooks import describe_status
 
         print(f"webhooks     {describe_status(st['webhooks'])}")
+    watchers = st.get("watchers") or {}
+    if watchers.get("processes"):
+        print(f"watchers     {watchers['open']} open watch stream(s) in "
+              f"{watchers['processes']} daemon process(es)")

@@ -144,8 +144,9 @@ class Daemon(BaseApplication):
     """Gunicorn application serving one Conflux project."""
 
     def __init__(self, directory: str, options: dict, *, threads: int = 8, on_ready=None,
-                 access=None, grpc: dict | None = None):
+                 access=None, grpc: dict | None = None, ui: bool = True):
         self.directory = directory
+        self.ui = ui  # the web console at /ui/
         self.grpc = grpc  # grpc_options(): the gRPC server's address and TLS, or None
         self.options = options
         self.threads = threads
@@ -222,7 +223,7 @@ class Daemon(BaseApplication):
         engine.policy.load()
         access.also.append(engine.policy.refresh)  # rbac.toml followed by the same thread
         access.watch()
-        return create_app(engine, access, committer=committer, pool=pool)
+        return create_app(engine, access, committer=committer, pool=pool, ui=self.ui)
 
 
 def _open_files_for(connections: int) -> None:

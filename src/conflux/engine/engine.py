@@ -24,6 +24,7 @@ from conflux.engine.ops import Operations
 from conflux.engine.policy import Policy
 from conflux.engine.queries import Queries
 from conflux.engine.replication import check_shared_log, Replication
+from conflux.engine.catalog import Catalog
 from conflux.engine.tree import Tree
 from conflux.engine.settings import (_DEFAULT_CONFIG, CONFLUX_DIR, project_root, Settings,
                                      write_store_url)
@@ -61,7 +62,7 @@ def _pick_core(core):
     return core
 
 
-class Engine(Operations, Commits, PostMerge, Queries, Tree, Workflows, Replication):
+class Engine(Operations, Commits, PostMerge, Queries, Tree, Catalog, Workflows, Replication):
     """One Conflux project: schema, settings and store."""
 
     def __init__(self, directory: str = ".", *, core=None, sync: bool = True,

@@ -561,7 +561,11 @@ class Queries:
                             "effective": cands[-1]["value"] if cands else None})
         return out
 
-    def violations(self, env: str | None = None) -> list[dict]:
+    def violations(self, env: str | None = None, *, entity: str | None = None,
+                   reader: Actor | None = None) -> list[dict]:
+        """What breaks the schema: ``{env, entity_id, field, message}`` per field (of ``env``
+        and ``entity`` when given; for a ``reader``, the fields it may read)."""
+        may_read = self.policy.may_read
         out = []
         with self.store.read() as txn:
             envs, types = self.store.names(txn, "e"), self.store.names(txn, "t")
@@ -570,8 +574,12 @@ class Queries:
                 env_id, type_id, name, fid = split_state_key(key)
                 if env is not None and envs[env_id] != env:
                     continue
-                out.append({"env": envs[env_id], "entity_id": f"{types[type_id]}.{name}",
-                            "field": fields[fid].partition(".")[2], "message": message})
+                entity_id = f"{types[type_id]}.{name}"
+                fname = fields[fid].partition(".")[2]
+                if (entity is None or entity_id == entity) and \
+                        may_read(reader, entity_id, fname, envs[env_id]):
+                    out.append({"env": envs[env_id], "entity_id": entity_id, "field": fname,
+                                "message": message})
         return out
 
     def status(self, *, reader: Actor | None = None) -> dict:
