@@ -699,6 +699,7 @@ def _decode_place(rec):
     moves = {}
     if rec is None:
         return moves
+    rec = bytes(rec)  # op ids are dict keys: bytes, whatever bytes-like object was given
     _, _, _, n = _PLACE_HEAD.unpack_from(rec)
     pos = _PLACE_HEAD.size
     for _ in range(n):

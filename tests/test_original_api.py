@@ -55,11 +55,22 @@ def test_insert_entity_writes_its_fields_together(live):
                                "fields": {"image": "api:1", "replicas": 2}})
     assert r.status_code == 200, r.text
     body = r.json()
-    # its place in the tree (a root), then one write per field
-    assert len(body["operation_ids"]) == 3 and body["operation_id"] == body["operation_ids"][0]
+    # one write per field; no parent_id: no place in the tree
+    assert len(body["operation_ids"]) == 2 and body["operation_id"] == body["operation_ids"][0]
     assert entity(live, "service.o-ins") == {"image": "api:1", "replicas": 2}
     log = get(live, "/v1/log/service.o-ins").json()["operations"]
-    assert sorted(o["type"] for o in log) == ["move_entity", "set_field", "set_field"]
+    assert sorted(o["type"] for o in log) == ["set_field", "set_field"]
+    # with a parent, the move comes last: the answer is the first field's
+    r = post(live, "/v1/ops", {"type": "insert_entity", "entity_id": "route.o-ins",
+                               "entity_type": "route", "parent_id": "service.o-ins",
+                               "op_id": "ins-7", "fields": {"path": "/o", "place": "x"}})
+    assert r.status_code == 422 and "place" in r.text  # (no such field: nothing written)
+    r = post(live, "/v1/ops", {"type": "insert_entity", "entity_id": "route.o-ins",
+                               "entity_type": "route", "parent_id": "service.o-ins",
+                               "op_id": "ins-7", "fields": {"path": "/o"}})
+    assert r.status_code == 200 and r.json()["operation_ids"] == ["ins-7/path",
+                                                                  "ins-7/~place"], r.text
+    assert r.json()["value"] == "/o"
 
 
 def test_entities_have_a_parent_a_position_and_children(live):
@@ -127,6 +138,12 @@ def test_entities_have_a_parent_a_position_and_children(live):
       "new_position": "a"}, 422, "declares no children"),
     ({"type": "move_entity", "entity_id": "route.o-x", "new_parent_id": "service.o-api",
       "new_position": ["a"]}, 422, "position"),
+    ({"type": "move_entity", "entity_id": "route.o-x", "new_position": "a"}, 422,
+     "new_parent_id"),
+    ({"type": "move_entity", "entity_id": "route.o-x", "new_parent_id": 0,
+      "new_position": "a"}, 422, "parent"),
+    ({"type": "move_entity", "entity_id": "route.o-x", "new_parent_id": "service.o-api",
+      "new_position": "a", "parent": None}, 422, "parent"),
     ({"type": "set_override", "entity_id": "service.o-x", "field": "replicas", "value": 2},
      422, "environment"),
     ({"type": "set_override", "entity_id": "service.o-x", "field": "replicas",
@@ -258,16 +275,14 @@ def test_the_log_in_the_originals_shape(seeded):
     body = r.json()
     ops = body["operations"]
     assert [(o["type"], o.get("environment"), o.get("value")) for o in ops] == [
-        ("set_override", "staging", "api:2-rc"), ("set_field", None, "api:1"),
-        ("move_entity", None, None)]
-    assert ops[2]["new_parent_id"] is None  # the insert placed it as a root
+        ("set_override", "staging", "api:2-rc"), ("set_field", None, "api:1")]
     assert ops[1]["intent"] == "create" and ops[1]["actor_id"] == "zara"
     assert ops[1]["id"] and ops[1]["timestamp"].startswith("hlc:") and ops[0]["seq"] > \
         ops[1]["seq"]
     assert body["has_more"] is False and body["total"] >= 3
     assert get(seeded, "/v1/log/service.r-api").json()["operations"] == ops
-    page = get(seeded, "/v1/log", limit=1, offset=2, entity_id="service.r-api").json()
-    assert page["operations"] == ops[2:] and page["has_more"] is False
+    page = get(seeded, "/v1/log", limit=1, offset=1, entity_id="service.r-api").json()
+    assert page["operations"] == ops[1:] and page["has_more"] is False
     page = get(seeded, "/v1/log", limit=1, entity_id="service.r-api").json()
     assert page["operations"] == ops[:1] and page["has_more"] is True
     mine = get(seeded, "/v1/log", actor_id="zara", limit=10000).json()["operations"]
@@ -463,7 +478,7 @@ def test_without_auth_callers_name_themselves_on_loopback_only(tmp_path):
                                   "field": "path", "value": "/k"})
         assert r.status_code == 200
         log = requests.get(f"{url}/v1/log", headers=named, timeout=10).json()["operations"]
-        assert log[0]["actor_id"] == "zara" and len(log) == 3
+        assert log[0]["actor_id"] == "zara" and len(log) == 2
 
 
 def test_the_audit_export_with_the_originals_filters_and_headers(tmp_path):

@@ -171,3 +171,20 @@ def test_rollback_over_rest(tmp_path):
             assert r.status_code in (status, 422), (body, r.text)
         assert requests.post(f"{url}/v1/milestones/9/rollback", json={},
                              headers=key("zara"), timeout=30).status_code == 404
+
+
+def test_the_diff_between_two_milestones(engine):
+    seed(engine)
+    milestones = Milestones(engine)
+    first = milestones.create("first")
+    drift(engine)
+    second = milestones.create("second")
+    engine.apply([set_op("service.api", "image", "api:3")], ZARA)  # after both
+    changes = {(c["entity_id"], c["field"]): c for c in
+               milestones.diff(first.id, "production", to=second.id)}
+    image = changes[("service.api", "image")]
+    assert (image["at_milestone"], image["now"]) == ("api:1", "api:2")  # not api:3
+    assert [op["seq"] for op in image["operations"]] and all(
+        op["seq"] <= second.seq for op in image["operations"])
+    with pytest.raises(Exception, match="older"):
+        milestones.diff(second.id, "production", to=first.id)

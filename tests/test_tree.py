@@ -11,6 +11,7 @@ import msgpack
 import pytest
 from hypothesis import given, HealthCheck, settings, strategies as st
 
+from conflux.actors import Actor
 from conflux.engine import Engine
 from conflux.errors import NotFound, PermissionDenied, ValidationError
 from conftest import EXAMPLE_SCHEMA, load_twin, run_cli, set_op, ZARA
@@ -129,6 +130,15 @@ def test_damaged_place_records_fail_alike_on_both_twins():
 
 
 # -- through the engine -------------------------------------------------------------------------
+def _dir_schema(tmp_path):
+    schema = tmp_path / "dirs.toml"
+    schema.write_text('name = "t"\nversion = "1"\n[environments]\nbase = "prod"\n'
+                      '[entity.dir]\nfields = [{ name = "mode", type = "int", merge = "lww", '
+                      'required = true }]\n[entity.dir.children]\nsubdirs = { type = "dir" }\n'
+                      '[entity.link]\nfields = [{ name = "to", type = "ref<dir>", '
+                      'merge = "lww" }]\n')
+    return str(schema)
+
 
 def move(entity, parent=None, position=None, **extra):
     return {"type": "move_entity", "entity_id": entity, "parent": parent,
@@ -158,11 +168,8 @@ def test_a_move_places_an_entity_and_what_it_needs_is_checked(engine):
 
 
 def test_a_move_that_would_make_a_cycle_is_refused_where_it_is_accepted(tmp_path, core):
-    schema = tmp_path / "schema.toml"
-    schema.write_text('name = "t"\nversion = "1"\n[environments]\nbase = "prod"\n'
-                      '[entity.dir]\nfields = [{ name = "mode", type = "int", merge = "lww" }]\n'
-                      '[entity.dir.children]\nsubdirs = { type = "dir" }\n')
-    eng = Engine.init(str(tmp_path / "p"), str(schema), core=core)
+    schema = _dir_schema(tmp_path)
+    eng = Engine.init(str(tmp_path / "p"), schema, core=core)
     try:
         eng.apply([move("dir.a"), move("dir.b", "dir.a"), move("dir.c", "dir.b")], ZARA)
         last = eng.last_seq()
@@ -219,11 +226,8 @@ def test_moves_are_logged_and_shown_in_dry_runs_and_the_state_hash(engine):
 def test_replicas_fed_the_same_moves_in_any_order_hold_the_same_tree(tmp_path, core):
     """Client-stamped moves, concurrent and conflicting, applied to three stores in three
     orders (and once more, duplicated): the same records, the same tree, no cycle."""
-    schema = tmp_path / "schema.toml"
-    schema.write_text('name = "t"\nversion = "1"\n[environments]\nbase = "prod"\n'
-                      '[entity.dir]\nfields = [{ name = "mode", type = "int", merge = "lww" }]\n'
-                      '[entity.dir.children]\nsubdirs = { type = "dir" }\n')
-    origin = Engine.init(str(tmp_path / "origin"), str(schema), core=core)
+    schema = _dir_schema(tmp_path)
+    origin = Engine.init(str(tmp_path / "origin"), schema, core=core)
     from conflux.engine.settings import now_ms
 
     base = (now_ms() - 60_000) << 16
@@ -235,7 +239,7 @@ def test_replicas_fed_the_same_moves_in_any_order_hold_the_same_tree(tmp_path, c
     b_under_a = move("dir.b", "dir.a", hlc=base + 11, op_id="w2-1")
     entries = []
     for i, op in enumerate([a_under_b, b_under_a]):
-        writer = Engine.init(str(tmp_path / f"w{i}"), str(schema), core=core)
+        writer = Engine.init(str(tmp_path / f"w{i}"), schema, core=core)
         writer.apply_entries([e for _, e in origin.entries()])
         writer.apply([op], ZARA)
         entries += [e for seq, e in writer.entries() if seq > 3]
@@ -246,7 +250,7 @@ def test_replicas_fed_the_same_moves_in_any_order_hold_the_same_tree(tmp_path, c
         rng = random.Random(i)
         order = everything[:] + ([everything[-1]] if i == 2 else [])
         rng.shuffle(order)
-        replica = Engine.init(str(tmp_path / f"r{i}"), str(schema), core=core)
+        replica = Engine.init(str(tmp_path / f"r{i}"), schema, core=core)
         replica.apply_entries(order)
         stores.append(replica)
     try:
@@ -284,11 +288,17 @@ def test_moving_needs_write_on_the_entity_and_on_its_new_parent(tmp_path, core):
         eng.close()
 
 
-def test_the_cli_moves_and_shows_the_tree(tmp_path, capsys, monkeypatch):
+@pytest.fixture
+def shop(tmp_path, capsys, monkeypatch):
+    """A project with service.shop, the command line run from it."""
     project = tmp_path / "p"
     Engine.init(str(project), str(EXAMPLE_SCHEMA)).close()
     monkeypatch.chdir(project)
     assert run_cli(capsys, "set", "service.shop", "image", "x")[0] == 0
+    return project
+
+
+def test_the_cli_moves_and_shows_the_tree(shop, capsys):
     code, out, err = run_cli(capsys, "move", "route.b", "service.shop", "--position", "b")
     assert code == 0 and "route.b under service.shop at 'b'" in out, err
     assert run_cli(capsys, "move", "route.a", "service.shop", "--position", "7")[0] == 0
@@ -304,3 +314,78 @@ def test_the_cli_moves_and_shows_the_tree(tmp_path, capsys, monkeypatch):
         assert code == 2 and words in err and len(err.strip().splitlines()) == 1, err
     assert run_cli(capsys, "move", "route.a", "--root")[0] == 0
     assert run_cli(capsys, "tree")[1].splitlines()[0] == "route.a"  # a root, no position
+
+
+def test_what_a_reader_may_not_read_is_never_named(tmp_path, core):
+    root = tmp_path / "p"
+    eng = Engine.init(str(root), _dir_schema(tmp_path), core=core)
+    eng.apply([move("dir.secret"), move("dir.mid", "dir.secret"), move("dir.a", "dir.mid")],
+              ZARA)
+    eng.close()
+    (root / ".conflux" / "rbac.toml").write_text(
+        '[role.some]\npermissions = [{ actions = ["read", "write"], resource = "dir.a" },\n'
+        '  { actions = ["read"], resource = "dir.mid" }]\n'
+        '[role.admin]\npermissions = [{ actions = ["admin"], resource = "*" }]\n'
+        '[[assign]]\nactor = "pipeline:m"\nroles = ["some"]\n'
+        '[[assign]]\nactor = "human:*"\nroles = ["admin"]\n')
+    eng = Engine(str(root), core=core)
+    m = Actor("m", "pipeline")
+    try:
+        # dir.mid is readable: a's parent; dir.secret is not: mid shows as a root
+        assert eng.place("dir.a", reader=m)["parent"] == "dir.mid"
+        assert eng.place("dir.mid", reader=m)["parent"] is None
+        tree = eng.tree(reader=m)
+        assert "dir.secret" not in str(tree) and tree["roots"] == ["dir.mid"]
+        # a move naming an unreadable parent is not in the reader's watch feed
+        eng.apply([move("dir.a", "dir.secret")], ZARA)
+        keep = eng.feed_filter(entity="dir.a", reader=m)
+        assert not keep(eng.log(limit=1)[0])
+        assert eng.place("dir.a", reader=m)["parent"] is None
+        assert eng.tree()["entities"]["dir.a"]["parent"] == "dir.secret"
+        # moving it away from dir.secret needs write there too: its children change
+        with pytest.raises(PermissionDenied, match="dir.secret"):
+            eng.apply([move("dir.a")], m)
+    finally:
+        eng.close()
+
+
+def test_a_move_logs_the_place_in_force_and_answers_what_it_did(tmp_path, core):
+    from conflux.engine.settings import now_ms
+
+    eng = Engine.init(str(tmp_path / "p"), _dir_schema(tmp_path), core=core)
+    try:
+        eng.apply([move("dir.a"), move("dir.b", "dir.a", "x")], ZARA)
+        # a backdated move of a under b is skipped by the tree (b is under a)...
+        base = (now_ms() - 60_000) << 16
+        eng.apply([move("dir.x", hlc=base)], ZARA)
+        # ...and what a move replaces is the place in force, not the latest move asked
+        acks = eng.apply([move("dir.b", None, "y")], ZARA, dry_run=True)
+        assert acks[0].change["before"] == {"parent": "dir.a", "position": "x"}
+        # a move stamped before the entity's delete is hidden: answered not applied
+        eng.apply([{"type": "delete_entity", "entity_id": "dir.x"}], ZARA)
+        acks = eng.apply([move("dir.x", None, "z", hlc=base + 5)], ZARA)
+        assert acks[0].applied is False
+        with pytest.raises(NotFound):
+            eng.place("dir.x")
+        # an entity made by a move alone: its required field is a violation, a ref to it
+        # is not dangling, and its blame is empty, not missing
+        eng.apply([{"type": "set_field", "entity_id": "link.l", "field": "to",
+                    "value": "dir.bare"}], ZARA)
+        assert any(v["entity_id"] == "link.l" for v in eng.violations())
+        eng.apply([move("dir.bare")], ZARA)
+        found = {(v["entity_id"], v["field"]) for v in eng.violations()}
+        assert ("dir.bare", "mode") in found and ("link.l", "to") not in found
+        assert eng.blame("dir.bare") == {}
+        assert eng.matching("dir.*") == sorted(["dir.a", "dir.b", "dir.bare"])
+    finally:
+        eng.close()
+
+
+def test_the_cli_keeps_text_positions_as_text(shop, capsys):
+    for text, kept in (("007", "007"), ("²", "²"), ("--5", "--5"), ("-5", -5), ("0", 0)):
+        code, out, err = run_cli(capsys, "move", "route.a", "service.shop",
+                                 f"--position={text}")
+        assert code == 0, err
+        eng = Engine(str(shop))
+        assert eng.place("route.a")["position"] == kept
+        eng.close()

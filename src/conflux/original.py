@@ -11,9 +11,9 @@ the original                       Conflux
 ``remove_entity``                  ``delete_entity``
 ``resolve_conflict`` +             ``resolve`` (in ``environment``, else the base)
 ``chosen_value``
-``insert_entity`` + initial fields one ``move_entity`` (to ``parent_id`` at ``position``,
-                                   else as a root) and one ``set_field`` per field,
-                                   applied together
+``insert_entity`` + initial fields one ``set_field`` per field and, with ``parent_id`` or
+                                   ``position`` (or no field), a ``move_entity`` placing
+                                   it (a root without ``parent_id``), applied together
 ``move_entity`` + ``new_parent_id`` ``move_entity`` with ``parent`` and ``position``
 and ``new_position``
 =================================  ================================================
@@ -66,9 +66,17 @@ def conflux_ops(raw: dict, base_env: str, *, where: str = "") -> list[dict]:
         if "new_parent_id" not in raw and "new_position" not in raw:
             return [raw]  # Conflux's own: parent and position
         _need(raw, ("entity_id",), kind, where)
+        for key in ("parent", "position"):
+            if key in raw:
+                raise ValidationError(f"{where}move_entity: {key} is Conflux's spelling of "
+                                      f"new_{'parent_id' if key == 'parent' else key}: give "
+                                      "one of them", field=key)
+        if "new_parent_id" not in raw:
+            raise ValidationError(f"{where}move_entity needs 'new_parent_id' (null: a root)",
+                                  field="new_parent_id")
         return [{"type": "move_entity", "entity_id": raw["entity_id"],
-                 "parent": raw.get("new_parent_id") or None,
-                 "position": raw.get("new_position"), **common}]
+                 "parent": raw["new_parent_id"], "position": raw.get("new_position"),
+                 **common}]
     return _insert(raw, base_env, common, where)
 
 
@@ -90,16 +98,19 @@ def _insert(raw: dict, base_env: str, common: dict, where: str) -> list[dict]:
                               "...}}; nothing was written", field="fields")
     env = raw.get("environment") or base_env
     op_id = common.pop("op_id", None)
-    # the entity's place in the tree (kept in the base environment), then its fields
-    out = [{"type": "move_entity", "entity_id": entity_id, "parent": raw.get("parent_id"),
-            "position": raw.get("position"), **common}]
-    for name in sorted(fields):
-        out.append({"type": "set_field", "entity_id": entity_id, "field": name,
-                    "value": fields[name], "env": env, **common})
+    out = [{"type": "set_field", "entity_id": entity_id, "field": name,
+            "value": fields[name], "env": env, **common} for name in sorted(fields)]
+    if raw.get("parent_id") is not None or raw.get("position") is not None or not fields:
+        # its place in the tree (kept in the base environment): under parent_id, else a
+        # root; an entity inserted with no fields exists by it. Last, so that the answer
+        # (the first op's) is a field's when there is one.
+        out.append({"type": "move_entity", "entity_id": entity_id,
+                    "parent": raw.get("parent_id"), "position": raw.get("position"),
+                    **common})
     if op_id is not None:  # one id per op, derived: a retry repeats them all
-        for op in out:
+        for op in out:  # ('~' is in no field name)
             op["op_id"] = op_id if len(out) == 1 else \
-                f"{op_id}/{op.get('field') or 'place'}"
+                f"{op_id}/{op.get('field') or '~place'}"
     return out
 
 

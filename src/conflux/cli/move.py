@@ -17,9 +17,9 @@ def add_parser(sub):
     p.add_argument("parent", metavar="PARENT", nargs="?", help="the new parent's id")
     p.add_argument("--root", action="store_true", help="make the entity a root (no parent)")
     p.add_argument("--position", metavar="POS",
-                   help="where among its siblings: an integer, or text compared byte by byte "
-                        "(a fractional index such as a0); integers come first, then text, "
-                        "then entities with none")
+                   help="where among its siblings: an integer (as written: 7, -2), or text "
+                        "compared byte by byte (a fractional index such as a0; 007 is text); "
+                        "integers come first, then text, then entities with none")
     p.add_argument("--intent", default="", help="why")
     add_actor(p)
     add_json(p)
@@ -31,9 +31,11 @@ def run(args):
 
     if (args.parent is None) == (not args.root):
         raise InputError("give PARENT, or --root to make the entity a root (not both)")
+    import re
+
     position = args.position
-    if position is not None and position.lstrip("-").isdigit():
-        position = int(position)
+    if position is not None and re.fullmatch(r"-?(0|[1-9][0-9]{0,17})", position):
+        position = int(position)  # an integer as written: '007' or 'a0' stay text
     engine = open_engine(args)
     op = {"type": "move_entity", "entity_id": args.entity, "parent": args.parent,
           "position": position, "intent": args.intent}

@@ -162,7 +162,9 @@ class _Validation:
             if self._read is None:
                 self._read = self.store.entity_reader(self.txn)
             self.views[key] = self.engine._view(self.txn, env, entity_id, read=self._read)
-        return bool(self.views[key])
+        # an entity inserted with no fields exists by its place in the tree
+        return bool(self.views[key]) or self.engine._alive(self.txn, env, entity_id,
+                                                           self._read)
 
     # -- checking -----------------------------------------------------------------------------
 
@@ -240,7 +242,9 @@ class PostMerge:
                     self._mark_conflict(txn, self._key(op.env, op.entity, fname),
                                         markers[key])
                 continue
-            if key.endswith(PLACE_KEY):  # a move: the tree has no constraints to check
+            if key.endswith(PLACE_KEY):  # a move may make the entity exist: check it whole
+                op = groups[key][0]
+                touched.setdefault((op.env, op.entity), set()).add(None)
                 continue
             plan = plans[_plan_id(key)]
             if plan is None:

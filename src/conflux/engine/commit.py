@@ -33,6 +33,7 @@ class Commits:
         (``validated(..., admitted=True)`` there): the access rules, and the signatures.
         PERF: Ed25519 in the workers, in parallel, not in the one commit process."""
         self.policy.require_ops(actor, raw_ops)
+        self._require_moves(raw_ops, actor)
         if self.signatures_to_check(raw_ops, actor):
             self.check_signatures(raw_ops, actor)
 
@@ -43,6 +44,7 @@ class Commits:
             raise ValidationError("a batch must be a list of operations")
         if not admitted:
             self.policy.require_ops(actor, raw_ops)
+            self._require_moves(raw_ops, actor)
         single = len(raw_ops) == 1
 
         def slow(raw, i):
@@ -221,11 +223,12 @@ class Commits:
         moves = [op for op in leaves if op.type == core.MOVE_ENTITY]
         # a client's moves are checked; those read from another store's log come bound
         asked = [op for op in moves if not op.bound]
+        before = self._before_moves(txn, asked) if asked else None
         merged = store.merge_batch(txn, leaves, core.apply_batch)
         placed = None
         if moves:
             if asked:
-                placed = self._check_moves(txn, asked)
+                placed = self._check_moves(txn, asked, before)
             # tree reads of every process see that the tree changed (Tree._placed)
             store.meta_put_int(txn, "tree", moves[-1].seq)
         changes = self._post_merge(txn, merged, dry_run)
@@ -241,7 +244,12 @@ class Commits:
                         if placed is None:
                             placed = self._placed(txn, cached=False)[0]
                         held = placed.get(ops[i].entity)
-                        outcomes[i] = (held is not None and held[3] == ops[i].op_id, None)
+                        d = merged[3].get(ops[i].key[:-2] + b"\x00\x00")
+                        if d is None:  # a retry: its entity was not touched
+                            d = _marker_hlc(get(ops[i].key[:-2] + b"\x00\x00"))
+                        # in force, and stamped after the entity's delete (else hidden)
+                        outcomes[i] = (held is not None and held[3] == ops[i].op_id
+                                       and held[2] > d, None)
                     else:
                         outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
         if fresh:

@@ -154,8 +154,9 @@ class Queries:
         env = self._env(env)
         with self.store.read() as txn:
             ids = self._entity_ids(txn, env, set(types) if types else None)
+            read = self.store.entity_reader(txn)
             return [e for e in ids if fnmatchcase(e, pattern) and
-                    self._view(txn, env, e)]
+                    (self._view(txn, env, e, read=read) or self._alive(txn, env, e, read))]
 
     def contending(self, fields) -> list:
         """For each ``(env, entity id, field)``: its concurrent candidates' values when it is
@@ -409,8 +410,18 @@ class Queries:
 
         def keep(op) -> bool:
             return touching(op) and all(may_read(reader, p.entity or "*", p.field or None,
-                                                 p.env) for p in op_parts(op))
+                                                 p.env) and self._move_readable(p, reader)
+                                        for p in op_parts(op))
         return keep
+
+    def _move_readable(self, op, reader) -> bool:
+        """A move names its new and previous parents: shown to who may read them too."""
+        if op.type != self.core.MOVE_ENTITY:
+            return True
+        parents = [op.value[0]]
+        if op.prev is not None:
+            parents.append(unpackb(op.prev)[0])
+        return all(p is None or self.policy.may_read(reader, p, None, op.env) for p in parents)
 
     def op_dict(self, op) -> dict:
         """A logged operation as the CLI, the API, watch streams and webhooks show it."""
@@ -515,7 +526,7 @@ class Queries:
         self.schema.split_entity_id(entity_id)
         with self.store.read() as txn:
             view = self._view(txn, env, entity_id)
-            if not view:
+            if not view and not self._alive(txn, env, entity_id, self.store.entity_reader(txn)):
                 raise NotFound(f"entity {entity_id} does not exist in {env}", entity=entity_id)
             out = {}
             for fname, item in view.items():
