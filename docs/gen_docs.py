@@ -336,7 +336,9 @@ one named in the body. What each actor may do is decided by `.conflux/rbac.toml`
 it may not do is refused with 403 and nothing is written.
 
 **Bodies.** Requests are JSON (`Content-Type: application/json`) or msgpack
-(`Content-Type: application/msgpack`); answers are JSON unless the request's `Accept` header
+(`Content-Type: application/msgpack`), and must say which: a body without a content type is
+refused (415), as a page on another origin could send one from a signed-in browser without
+asking first; answers are JSON unless the request's `Accept` header
 names `application/msgpack`. msgpack is the faster form for large batches. A body is sent
 with a `Content-Length` or `Transfer-Encoding: chunked`, and is at most @BODY@ (413 beyond, as
 soon as a chunked body passes it); it nests at most 100 levels of lists and maps (400 beyond),
@@ -369,7 +371,7 @@ write to a `max` field) and `value`, the field's resolved value after the commit
 | 409 | the state, not the request, is in the way: a `base` precondition failed (`precondition_failed`), an `op_id` already names another operation, another actor's or with other content (`op_id_conflict`; the message names its seq and actor), nothing to promote (`nothing_to_promote`), no conflict to resolve (`no_conflict`); for milestones, nothing to commit (`nothing_to_commit`) or schema violations (`violations`) |
 | 408 | the body did not arrive within 30 s of the request's head (`request_timeout`) |
 | 413 | the body is over @BODY@ (`body_too_large`) |
-| 415 | a content type other than JSON or msgpack (`unsupported_media_type`) |
+| 415 | no content type, or one other than JSON or msgpack (`unsupported_media_type`) |
 | 422 | the body's shape or a value is refused (`invalid_value`): an unknown key, a wrong type, an unknown entity type, field or environment, a name or value over its limit, a value breaking its field's `min`, `max`, `pattern` or `one_of`; or an `hlc` too far ahead of the daemon's clock (`clock_skew`) |
 | 503 | busy with other large bodies (`busy`), or the store unavailable (`store_unavailable`): retry |
 

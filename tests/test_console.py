@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import time
 
 import pytest
@@ -353,3 +354,44 @@ def test_entity_pages_filter_and_page_on_the_server(engine):
     assert engine.entity_page(match="zz")["entities"] == ["service.zz"]
     with pytest.raises(Exception, match="unknown entity type"):
         engine.entity_page(types=["nope"])
+
+
+def test_a_write_without_a_content_type_is_refused(site):
+    """What a page on another origin can send without a preflight, a signed-in browser's
+    client certificate with it: refused, nothing written."""
+    url, _ = site
+    before = requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10).json()[
+        "operations"]
+    body = b'{"type": "set_field", "entity_id": "service.csrf", "field": "image", "value": "x"}'
+    for content_type in (None, "text/plain", "application/x-www-form-urlencoded"):
+        headers = {**key("zara"), **({"Content-Type": content_type} if content_type else {})}
+        r = requests.post(f"{url}/v1/ops", data=body, headers=headers, timeout=10)
+        assert r.status_code == 415, (content_type, r.text)
+    assert requests.get(f"{url}/v1/status", headers=key("zara"), timeout=10).json()[
+        "operations"] == before
+
+
+def test_watcher_counts_survive_what_is_left_in_their_folder(tmp_path):
+    from conflux.status import publish_watchers, watcher_counts, WATCHERS_DIR
+
+    publish_watchers(str(tmp_path), 3)
+    folder = tmp_path / WATCHERS_DIR
+    assert watcher_counts(str(tmp_path)) == {"open": 3, "processes": 1}
+    dead = _a_dead_pid()
+    for name, text in (("²", "5"), ("99999999999999999999", "5"), (str(dead), "7 1"),
+                       (f"{dead}.tmp", "7"), ("1", "-1000"), ("notes", "1"),
+                       (str(os.getpid()) + ".tmp", "9")):
+        (folder / name).write_text(text)
+    assert watcher_counts(str(tmp_path)) == {"open": 3, "processes": 1}
+    assert not (folder / str(dead)).exists() and not (folder / f"{dead}.tmp").exists()
+    # a pid now held by another process than the one that wrote it: stale, removed
+    (folder / "1").write_text("4 1\n")
+    assert watcher_counts(str(tmp_path)) == {"open": 3, "processes": 1}
+    publish_watchers(str(tmp_path), 0)  # its streams closed: no longer counted
+    assert watcher_counts(str(tmp_path))["processes"] == 0
+
+
+def _a_dead_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid

@@ -188,3 +188,21 @@ def test_the_diff_between_two_milestones(engine):
         op["seq"] <= second.seq for op in image["operations"])
     with pytest.raises(Exception, match="older"):
         milestones.diff(second.id, "production", to=first.id)
+
+
+def test_what_a_rollback_cannot_restore_is_said(engine):
+    milestones = Milestones(engine)
+    engine.apply([add_op("service.p", "ports", 80), set_op("service.p", "image", "p:1"),
+                  {"type": "move_entity", "entity_id": "route.bare"}], ZARA)
+    m = milestones.create("m", force=True)  # (route.bare lacks its required service)
+    # staging inherits ports: a rollback there gives staging its own [80]
+    engine.apply([add_op("service.p", "ports", 443),
+                  {"type": "delete_entity", "entity_id": "route.bare"}], ZARA)
+    done = rollback.run(engine, milestones, m.id, ZARA, env="staging",
+                        entities=["service.p", "route.bare"])
+    assert engine.get("service.p", "staging")["ports"]["value"] == [80]
+    assert engine.get("service.p")["ports"]["value"] == [80, 443]  # production untouched
+    assert done["remaining"] == []
+    # an entity that existed by its place alone: milestones do not hold the tree
+    assert [s["entity_id"] for s in done["skipped"]] == ["route.bare"]
+    assert "entity tree" in done["skipped"][0]["reason"]

@@ -16,8 +16,9 @@ undoes it, written in that environment with the intent ``rollback to milestone N
 
 What cannot be undone in the environment itself is listed in ``skipped`` with the reason
 (a value an overlay inherits from its parent, which only rolling the parent back changes).
-``run`` applies the plan as one atomic batch, as the actor, under the access rules; a dry run
-answers the plan and writes nothing.
+``run`` applies the plan as one atomic batch, as the actor, under the access rules, then
+plans again: what still differs (``remaining``: a write that came in between) is answered,
+never passed over. A dry run answers the plan and writes nothing.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def plan(engine, milestones, ref, *, env: str | None = None,
     then = milestones.documents(milestone, env)
     for entity_id in entities or ():
         schema.split_entity_id(entity_id)
-    now = engine.state(env)
+    now = engine.state(env, sources=True)  # each value with the environment holding it
     parent = schema.parents[env]
     above = engine.state(parent) if parent is not None else {}
     scope = sorted(set(entities) if entities else set(then) | set(now))
@@ -80,17 +81,30 @@ def plan(engine, milestones, ref, *, env: str | None = None,
             change["override"] = True
         changes.append(change)
 
+    def keep(entity_id, fname, held, wanted, reason):
+        skipped.append({"entity_id": entity_id, "field": fname, "now": held,
+                        "at_milestone": wanted, "reason": reason})
+
     for entity_id in scope:
         type_name = entity_id.partition(".")[0]
         doc, current = then.get(entity_id), now.get(entity_id)
         if doc is None and current is None:
             continue
+        if type_name not in schema.types:
+            keep(entity_id, None, None, "exists", f"entity type {type_name!r} is no longer in "
+                                                  "the schema")
+            continue
         if doc is None:
             emit(entity_id, None, "exists", None, {"type": "delete_entity"})
             continue
+        if current is None and not set(doc) - {"name"}:
+            keep(entity_id, None, None, "exists", "it existed by its place in the entity "
+                 "tree alone, which milestones do not hold: move it back (conflux move)")
+            continue
         current = current or {}
         for fname, spec in schema.types[type_name].fields.items():
-            wanted, held = _normal(spec, doc.get(fname)), current.get(fname)
+            wanted = _normal(spec, doc.get(fname))
+            held, source = current.get(fname, (None, None))
             if spec.is_set and held is not None:
                 held = sorted(held, key=_order)
             if wanted == held:
@@ -98,16 +112,22 @@ def plan(engine, milestones, ref, *, env: str | None = None,
             if wanted is None:
                 inherited = above.get(entity_id, {}).get(fname)
                 if spec.merge == "grow":
-                    skipped.append({"entity_id": entity_id, "field": fname, "now": held,
-                                    "at_milestone": None,
-                                    "reason": "a grow field keeps every element"})
+                    keep(entity_id, fname, held, None, "a grow field keeps every element")
                 elif inherited is not None:
-                    skipped.append({"entity_id": entity_id, "field": fname, "now": held,
-                                    "at_milestone": None,
-                                    "reason": f"{env} would inherit {inherited!r} from "
-                                              f"{parent}: roll {parent} back too"})
+                    keep(entity_id, fname, held, None, f"{env} would inherit {inherited!r} "
+                                                       f"from {parent}: roll {parent} back too")
                 else:
                     emit(entity_id, fname, held, None, {"type": "unset_field", "field": fname})
+                continue
+            if spec.is_set and source not in (None, env):
+                # inherited: the environment's own elements, then, are the milestone's (its
+                # own record reads instead of the parent's), unless it had none
+                if wanted:
+                    emit(entity_id, fname, held, wanted, {"type": "add_elements",
+                                                          "field": fname, "elements": wanted})
+                else:
+                    keep(entity_id, fname, held, wanted, f"{env} inherits it from {source}: "
+                                                         f"roll {source} back too")
                 continue
             if spec.is_set:
                 have = held or []
@@ -117,9 +137,7 @@ def plan(engine, milestones, ref, *, env: str | None = None,
                     emit(entity_id, fname, held, wanted, {"type": "add_elements",
                                                           "field": fname, "elements": add})
                 if extra and spec.merge == "grow":
-                    skipped.append({"entity_id": entity_id, "field": fname, "now": held,
-                                    "at_milestone": wanted,
-                                    "reason": "a grow field keeps every element"})
+                    keep(entity_id, fname, held, wanted, "a grow field keeps every element")
                 elif extra:
                     emit(entity_id, fname, held, wanted, {"type": "remove_elements",
                                                           "field": fname, "elements": extra})
@@ -138,4 +156,10 @@ def run(engine, milestones, ref, actor, *, env: str | None = None,
     ``dry_run``, the plan with nothing written. Adds ``acks`` (each op's ``Ack``)."""
     out = plan(engine, milestones, ref, env=env, entities=entities, reader=actor)
     out["acks"] = engine.apply(out["ops"], actor, dry_run=dry_run) if out["ops"] else []
+    out["remaining"] = []
+    if out["ops"] and not dry_run:
+        # what still differs once written (a write in between, a rule the plan missed):
+        # said, never passed over as done
+        out["remaining"] = plan(engine, milestones, ref, env=env, entities=entities,
+                                reader=actor)["changes"]
     return out

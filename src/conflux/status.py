@@ -22,47 +22,71 @@ __all__ = ["project_status", "publish_watchers", "watcher_counts"]
 WATCHERS_DIR = "watchers"
 
 
+def _started(pid: int) -> str | None:
+    """The start time of process ``pid`` (``/proc``), which a reused pid does not share;
+    None if there is no such process (or no ``/proc``: then every count is kept)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return ""
+    # the fields after the command name (which may hold spaces and parentheses)
+    fields = stat[stat.rfind(b")") + 2:].split()
+    return fields[19].decode() if len(fields) > 19 else ""
+
+
 def publish_watchers(root: str, count: int) -> None:
-    """Write this process's count of open watch streams (SSE and gRPC) where
-    ``watcher_counts`` reads it; best effort: the count is for people, never a reason to
-    refuse a watcher."""
+    """Write this process's count of open watch streams (SSE and gRPC), with the process's
+    start time, where ``watcher_counts`` reads it. Best effort: the count is for people,
+    never a reason to refuse a watcher. No link is followed, and the file is replaced whole."""
     folder = os.path.join(root, WATCHERS_DIR)
+    pid = os.getpid()
+    path = os.path.join(folder, str(pid))
     try:
         os.makedirs(folder, mode=0o700, exist_ok=True)
-        path = os.path.join(folder, str(os.getpid()))
-        with open(path + ".tmp", "w") as handle:
-            handle.write(str(count))
-        os.replace(path + ".tmp", path)
+        temp = f"{path}.tmp"
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"{max(0, int(count))} {_started(pid) or ''}\n")
+        os.replace(temp, path)
     except OSError:
         pass
 
 
 def watcher_counts(root: str) -> dict:
-    """``{"open", "processes"}``: the watch streams open in the running daemon processes
-    of this project (a count left by a process that is gone is removed)."""
+    """``{"open", "processes"}``: the watch streams open in the running daemon processes of
+    this project, and how many processes hold some. A count left by a process that is gone
+    (or whose pid another process now has) is removed, and anything that is not a count
+    written by ``publish_watchers`` is passed over."""
     folder = os.path.join(root, WATCHERS_DIR)
     total = processes = 0
     try:
         names = os.listdir(folder)
     except OSError:
-        names = []
+        return {"open": 0, "processes": 0}
     for name in names:
-        if not name.isdigit():
+        base = name[:-4] if name.endswith(".tmp") else name
+        if not (base.isascii() and base.isdigit() and 0 < len(base) <= 10):
             continue
+        pid = int(base)
         try:
-            os.kill(int(name), 0)
-        except ProcessLookupError:
+            with open(os.path.join(folder, name), "rb") as handle:
+                text = handle.read(100).decode("ascii", "replace").split()
+        except OSError:
+            continue
+        started = _started(pid)
+        if started is None or (len(text) > 1 and started and text[1] != started):
             with contextlib.suppress(OSError):
-                os.unlink(os.path.join(folder, name))
+                os.unlink(os.path.join(folder, name))  # its process is gone
             continue
-        except PermissionError:
-            pass
-        try:
-            with open(os.path.join(folder, name)) as handle:
-                total += int(handle.read().strip() or 0)
+        if name != base or not text or not (text[0].isascii() and text[0].isdigit()):
+            continue
+        count = int(text[0][:9])
+        if count:
+            total += count
             processes += 1
-        except (OSError, ValueError):
-            continue
     return {"open": total, "processes": processes}
 
 

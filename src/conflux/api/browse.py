@@ -86,7 +86,9 @@ class History(Resource):
         field, actor = req.get_param("field"), req.get_param("actor")
         if field is not None:
             engine.schema.field(entity_id.partition(".")[0], field)
-        ops = engine.log(limit=None if field else limit, entity=entity_id, actor=actor or None,
+        # (filtered here, so the limit counts what is kept)
+        ops = engine.log(limit=None if field or env else limit, entity=entity_id,
+                         actor=actor or None,
                          since=req.get_param("since"), reader=req.context.actor)
         out = []
         for op in ops:

@@ -106,9 +106,13 @@ async def read_bytes(req, limit: int) -> bytes:
 
 
 def parse_body(req, data: bytes):
-    """``data`` parsed by the request's content type (JSON unless it says msgpack), nested at
-    most ``MAX_NESTING`` levels (400 past that)."""
-    kind = (req.content_type or JSON).split(";")[0].strip().lower()
+    """``data`` parsed by the request's content type (JSON or msgpack, named: 415 without
+    one), nested at most ``MAX_NESTING`` levels (400 past that)."""
+    if not req.content_type:
+        # a browser sends a body without a content type cross-site with no preflight, and
+        # would present a signed-in user's client certificate: a write must say what it is
+        raise UnsupportedMedia(f"the request has no Content-Type: send {JSON} or {MSGPACK}")
+    kind = req.content_type.split(";")[0].strip().lower()
     if kind in (MSGPACK, "application/x-msgpack"):
         def parse(data):
             return unpackb(data, raw=False, strict_map_key=True)

@@ -92,5 +92,5 @@ class Rollback(Resource):
         write_body(req, resp, {
             "milestone": done["milestone"], "env": done["env"], "changes": done["changes"],
             "skipped": done["skipped"], "dry_run": dry_run,
-            "written": 0 if dry_run else len(done["ops"]),
+            "written": 0 if dry_run else len(done["ops"]), "remaining": done["remaining"],
             "acks": [] if dry_run else [a.to_dict(core) for a in done["acks"]]})

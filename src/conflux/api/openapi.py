@@ -327,6 +327,10 @@ def openapi_document(schema=None) -> dict:
                                "skipped": {"type": "array", "items": {"type": "object"}},
                                "dry_run": {"type": "boolean"},
                                "written": {"type": "integer"},
+                               "remaining": {"type": "array", "items": {"type": "object"},
+                                             "description": "what still differs from the "
+                                                            "milestone once written (a "
+                                                            "write that came in between)"},
                                "acks": {"type": "array", "items": {"type": "object"}}}}),
                 **_errors(400, 401, 403, 404, 408, 409, 413, 415, 422)}}},
         "/v1/diff": {"get": {

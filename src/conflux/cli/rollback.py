@@ -61,6 +61,12 @@ def run(args):
         last = done["acks"][-1].seq if done["acks"] else None
         print(f"{head}: wrote {len(done['ops'])} operation(s)"
               + (f" (up to seq {last})" if last else ""))
+        for c in done["remaining"]:
+            target = f"{c['entity_id']}.{c['field']}" if c["field"] else c["entity_id"]
+            print(f"  still differs: {target}: {_text(engine, c, 'now')} (the milestone: "
+                  f"{_text(engine, c, 'at_milestone')}); run the rollback again")
+        if done["remaining"]:
+            return 1
     return 0
 
 

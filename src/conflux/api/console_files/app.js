@@ -237,7 +237,7 @@ async function state(params) {
 
 async function entity(id) {
   const type = id.split(".")[0];
-  const spec = schema.types[type];
+  const spec = Object.hasOwn(schema.types, type) ? schema.types[type] : null;
   if (!spec) { page("Unknown entity type"); return say(`no entity type ${type}`, "error"); }
   const head = h("tr", {}, h("th", {}, "field"), h("th", {}, "strategy"),
                  schema.environments.map(e => h("th", {}, e)));
@@ -287,7 +287,8 @@ async function entity(id) {
 
 async function history(id, params) {
   const field = h("select", { id: "history-field" }, h("option", { value: "" }, "every field"),
-    Object.keys((schema.types[id.split(".")[0]] || { fields: {} }).fields).map(f =>
+    Object.keys((Object.hasOwn(schema.types, id.split(".")[0]) ? schema.types[id.split(".")[0]]
+                 : { fields: {} }).fields).map(f =>
       h("option", { value: f, selected: f === params.get("field") }, f)));
   const actor = h("input", { id: "history-actor", placeholder: "actor (id or class:id)",
                              value: params.get("actor") || "" });
@@ -454,22 +455,26 @@ async function envs() {
     } catch (error) { fail(error); }
   };
   const preview = async () => {
+    // the request previewed is the one confirmed, whatever the inputs say by then
+    const request = { from: from.value, to: to.value, entities: list(entities),
+                      fields: list(fields), intent: "promoted from the console" };
     try {
-      const chosen = new Set(list(entities)), only = new Set(list(fields));
-      const changes = (await diff()).filter(d => (!chosen.size || chosen.has(d.entity_id)) &&
-                                                 (!only.size || only.has(d.field)));
+      const chosen = new Set(request.entities), only = new Set(request.fields);
+      const found = await api(`/v1/envs/diff${q({ from: request.from, to: request.to })}`);
+      // a promotion copies the first's values: a field the first has no value for is left
+      // as it is, and a grow field only gains elements
+      const changes = found.differences.filter(d => (!chosen.size || chosen.has(d.entity_id)) &&
+        (!only.size || only.has(d.field)) && d.from_value !== null && d.from_value !== undefined);
       const confirm = h("button", { id: "promote-confirm", class: "primary", type: "button",
         onclick: async () => {
           try {
-            const ack = await api("/v1/promote", { method: "POST", body: {
-              from: from.value, to: to.value, entities: list(entities),
-              fields: list(fields), intent: "promoted from the console" } });
-            say(`Promoted ${from.value} → ${to.value} (op ${ack.op_id})`);
+            const ack = await api("/v1/promote", { method: "POST", body: request });
+            say(`Promoted ${request.from} → ${request.to} (op ${ack.op_id})`);
             plan.replaceChildren();
             compare();
           } catch (error) { fail(error); }
         } }, `Promote ${changes.length} change(s)`);
-      plan.replaceChildren(h("h2", {}, `What promoting ${from.value} → ${to.value} changes`),
+      plan.replaceChildren(h("h2", {}, `What promoting ${request.from} → ${request.to} changes`),
         h("ul", { class: "plain", id: "promote-changes" }, ...changes.map(d => h("li", {},
           `${d.entity_id}.${d.field}: ${show(d.to_value)} → ${show(d.from_value)}`))),
         changes.length ? confirm : h("p", { class: "muted" }, "nothing to promote"));
@@ -533,21 +538,30 @@ async function milestones(params) {
       "values, by new operations written as you; history is never rewritten."),
     h("div", { class: "row" }, "to milestone", rbFrom, "in", rbEnv, rbEntities,
       h("button", { type: "button", id: "rb-preview", onclick: async () => {
+        // the request previewed is the one confirmed, whatever the inputs say by then
+        const milestone = rbFrom.value;
         const body = { env: rbEnv.value, dry_run: true };
         const chosen = rbEntities.value.split(",").map(s => s.trim()).filter(Boolean);
         if (chosen.length) body.entities = chosen;
         try {
-          const p = await api(`/v1/milestones/${rbFrom.value}/rollback`, { method: "POST", body });
+          const p = await api(`/v1/milestones/${encodeURIComponent(milestone)}/rollback`,
+                              { method: "POST", body });
           const confirm = h("button", { id: "rb-confirm", class: "primary", type: "button",
             onclick: async () => {
               try {
-                const done = await api(`/v1/milestones/${rbFrom.value}/rollback`,
+                const done = await api(`/v1/milestones/${encodeURIComponent(milestone)}/rollback`,
                                        { method: "POST", body: { ...body, dry_run: false } });
-                say(`Rolled ${done.env} back to milestone ${done.milestone}: ` +
-                    `${done.written} operation(s) written`);
+                if (done.remaining && done.remaining.length) {
+                  say(`Rolled ${done.env} back to milestone ${done.milestone}, but ` +
+                      `${done.remaining.length} value(s) still differ (a write came in ` +
+                      "between): preview again", "error");
+                } else {
+                  say(`Rolled ${done.env} back to milestone ${done.milestone}: ` +
+                      `${done.written} operation(s) written`);
+                }
                 rbPlan.replaceChildren();
               } catch (error) { fail(error); }
-            } }, `Write ${p.changes.length} change(s)`);
+            } }, `Write ${p.changes.length} change(s) to milestone #${milestone} in ${body.env}`);
           rbPlan.replaceChildren(
             h("ul", { class: "plain", id: "rb-changes" }, ...p.changes.map(c => h("li", {},
               `${c.entity_id}${c.field ? "." + c.field : ""}: ${show(c.now)} → ` +
