@@ -389,3 +389,43 @@ def test_the_cli_keeps_text_positions_as_text(shop, capsys):
         eng = Engine(str(shop))
         assert eng.place("route.a")["position"] == kept
         eng.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(steps=st.lists(st.tuples(st.sampled_from(["dir.a", "dir.b", "dir.c", "dir.d"]),
+                                st.one_of(st.none(), st.sampled_from(["dir.a", "dir.b",
+                                                                      "dir.c", "dir.d"])),
+                                st.booleans(), st.integers(1, 50)), min_size=1, max_size=12))
+def test_the_kept_tree_brought_up_to_date_is_the_replayed_tree(tmp_path_factory, steps):
+    """Moves applied after the kept tree (newer than all of its moves) and moves that make
+    the tree be replayed (backdated): an engine that keeps its tree and one that always
+    replays it take and refuse the same moves and show the same tree, which is the tree a
+    fresh engine replays from the records."""
+    from conflux.engine.settings import now_ms
+
+    root = tmp_path_factory.mktemp("kept")
+    schema = _dir_schema(root)
+    kept = Engine.init(str(root / "kept"), schema, core=TWINS["c"])
+    slow = Engine.init(str(root / "slow"), schema, core=TWINS["c"])
+    slow._after = lambda *args: None  # always the whole replay
+    base = (now_ms() - 120_000) << 16
+    try:
+        for eng in (kept, slow):
+            eng.apply([move(d) for d in ("dir.a", "dir.b", "dir.c", "dir.d")], ZARA)
+        for child, parent, backdated, offset in steps:
+            outcomes = []
+            for eng in (kept, slow):
+                op = move(child, parent, hlc=base + offset) if backdated else \
+                    move(child, parent)
+                try:
+                    outcomes.append(eng.apply([op], ZARA)[0].applied)
+                except ValidationError as exc:
+                    outcomes.append(str(exc))
+            assert outcomes[0] == outcomes[1]
+            assert kept.tree() == slow.tree()
+        # what was kept and brought up to date is what the records replay to
+        with kept.store.read() as txn:
+            assert kept._placed(txn) == kept._replay(txn)[0]
+    finally:
+        kept.close()
+        slow.close()

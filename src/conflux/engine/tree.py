@@ -18,6 +18,10 @@ from conflux.engine.checks import _marker_hlc
 from conflux.errors import NotFound, ValidationError
 from conflux.store import entity_prefix, PLACE_FIELD
 
+#: Beyond this many ops logged since the kept tree, it is replayed rather than brought up to
+#: date from the log.
+_CATCH_UP = 50_000
+
 
 def position_order(position) -> tuple:
     """Siblings are ordered by position: integers first (by value), then text (by its bytes,
@@ -34,21 +38,64 @@ class Tree:
 
     def _placed(self, txn, *, cached: bool = True) -> tuple[dict, set]:
         """``tree_replay`` of every place record (``placed``, ``skipped``). Kept between
-        reads until a commit with a move changes the store's ``tree`` mark; a commit's own
-        check reads its transaction afresh (``cached=False``)."""
+        reads until a commit with a move changes the store's ``tree`` mark (the sequence
+        number of the last move logged); a commit's own check reads its transaction afresh
+        (``cached=False``).
+
+        PERF: replaying every move costs O(moves x depth). When every move logged since the
+        kept tree is newer than all the moves it was made of (the usual case: moves stamped
+        by this store's clock), the tree is the kept one with those moves applied after it,
+        in the same order and by the same rule as ``tree_replay``; else it is replayed."""
         mark = self.store.meta_int(txn, "tree")
         held = self._tree_cache
         if cached and held is not None and held[0] == mark:
             return held[1]
+        result = None
+        if cached and held is not None and 0 < mark - held[0] <= _CATCH_UP:
+            moves = []
+            for seq, entry in self.store.log_entries(txn, held[0] + 1):
+                if seq > mark:
+                    break
+                op = self.core.decode_entry(entry)
+                if op.type == self.core.MOVE_ENTITY:
+                    moves.append(op)
+            result = self._after(held[1], held[2], moves)
+        if result is None:
+            result, top = self._replay(txn)
+        else:
+            result, top = result
+        if cached:
+            self._tree_cache = (mark, result, top)
+        return result
+
+    def _replay(self, txn) -> tuple[tuple[dict, set], int]:
+        """Every move replayed (``tree_replay``), and the greatest hlc among them."""
         types = self.store.names(txn, "t")
         base = self._env_ids[self.schema.base_env]
         places = [(f"{types[type_id]}.{name}", rec)
                   for type_id, name, rec in self.store.place_records(txn, base)
                   if types.get(type_id) in self.schema.types]
-        result = self.core.tree_replay(places)
-        if cached:
-            self._tree_cache = (mark, result)
-        return result
+        top = max((self.core.resolve_record(rec, 0)[2][0] for _, rec in places), default=0)
+        return self.core.tree_replay(places), top
+
+    def _after(self, result, top: int, moves) -> tuple[tuple[dict, set], int] | None:
+        """The tree ``result`` (of moves whose greatest hlc is ``top``) with ``moves``
+        applied after it, or None when one of them is not newer than ``top`` (then only a
+        replay puts it in its place)."""
+        moves = [op for op in moves if op.entity.partition(".")[0] in self.schema.types]
+        if any(op.hlc <= top for op in moves):
+            return None
+        placed, skipped = dict(result[0]), set(result[1])
+        for op in sorted(moves, key=lambda o: (o.hlc, o.actor.encode(), o.op_id.encode())):
+            parent, position = op.value
+            up = parent
+            while up is not None and up != op.entity:
+                up = placed[up][0] if up in placed else None
+            if up is not None:  # under itself: skipped, as tree_replay skips it
+                skipped.add(op.op_id)
+                continue
+            placed[op.entity] = (parent, position, op.hlc, op.op_id)
+        return (placed, skipped), max([top] + [op.hlc for op in moves])
 
     _tree_cache = None
 
@@ -91,20 +138,25 @@ class Tree:
 
     def _before_moves(self, txn, moves) -> dict:
         """Before a batch's moves merge: the place in force for each one's entity, which the
-        move logs as what it replaced (``prev``), rather than the entity's latest move."""
+        move logs as what it replaced (``prev``), rather than the entity's latest move; and,
+        under ``None``, the tree they join (for ``_check_moves``)."""
         placed, _ = self._placed(txn)
-        return {id(op): None if op.entity not in placed else list(placed[op.entity][:2])
-                for op in moves}
+        out = {id(op): None if op.entity not in placed else list(placed[op.entity][:2])
+               for op in moves}
+        out[None] = self._tree_cache
+        return out
 
     def _check_moves(self, txn, moves, before: dict) -> dict:
         """Refuse a batch whose moves the store cannot take: a parent that does not exist in
         the base environment, or a move the tree would skip at its hlc (it makes a cycle).
         Returns ``placed``, for the answers.
 
-        PERF: the tree is replayed from every move (``tree_replay``), once per commit with
-        moves and once per read after one: O(moves x depth). Trees of configuration are
-        shallow and their moves few; a chain 5,000 deep costs 0.3 s per move."""
-        placed, skipped = self._placed(txn, cached=False)
+        PERF: moves newer than every move of the tree before them are applied after it
+        (``_after``: O(depth) each); others make the whole tree be replayed, O(moves x
+        depth)."""
+        held = before[None]
+        found = None if held is None else self._after(held[1], held[2], moves)
+        placed, skipped = found[0] if found is not None else self._placed(txn, cached=False)
         read = self.store.entity_reader(txn)
         base = self.schema.base_env
         for op in moves:
