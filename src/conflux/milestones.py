@@ -503,7 +503,10 @@ class Milestones:
                 raise InputError(f"milestone {later.id} is older than {milestone.id}: compare "
                                  "the older with the newer", field="to")
             now, end = self.documents(later, env), later.seq
-        ops = engine.log(start=milestone.seq + 1, reverse=False)
+        # (to a later milestone: its operations only, the log read no further)
+        ops = [] if end is not None and end <= milestone.seq else engine.log(
+            start=milestone.seq + 1, reverse=False,
+            limit=None if end is None else end - milestone.seq)
         between: dict[tuple, list] = {}
         for op in ops:
             if end is not None and op.seq > end:
