@@ -23,6 +23,8 @@ never passed over. A dry run answers the plan and writes nothing.
 
 from __future__ import annotations
 
+from conflux.engine.ops import _natural
+
 __all__ = ["plan", "run"]
 
 
@@ -31,13 +33,9 @@ def _normal(spec, value):
     if value is None:
         return None
     if spec.is_set:
-        items = [spec.coerce_element(v) for v in value]
-        return sorted(items, key=_order)
+        # (in the order the engine reads a set's elements in: the two compare as lists)
+        return sorted((spec.coerce_element(v) for v in value), key=_natural)
     return spec.coerce(value)
-
-
-def _order(value):
-    return (type(value).__name__, repr(value) if isinstance(value, (dict, list)) else value)
 
 
 def _keeps(spec, current, wanted) -> bool:
@@ -67,7 +65,6 @@ def plan(engine, milestones, ref, *, env: str | None = None,
         schema.split_entity_id(entity_id)
     now = engine.state(env, sources=True)  # each value with the environment holding it
     parent = schema.parents[env]
-    above = engine.state(parent) if parent is not None else {}
     scope = sorted(set(entities) if entities else set(then) | set(now))
     intent = f"rollback to milestone {milestone.id}"
     ops, changes, skipped = [], [], []
@@ -105,12 +102,12 @@ def plan(engine, milestones, ref, *, env: str | None = None,
         for fname, spec in schema.types[type_name].fields.items():
             wanted = _normal(spec, doc.get(fname))
             held, source = current.get(fname, (None, None))
-            if spec.is_set and held is not None:
-                held = sorted(held, key=_order)
             if wanted == held:
                 continue
             if wanted is None:
-                inherited = above.get(entity_id, {}).get(fname)
+                # what the environment reads once its own value is unset
+                inherited = None if parent is None else engine.resolved(
+                    [entity_id], parent).get(entity_id, {}).get(fname)
                 if spec.merge == "grow":
                     keep(entity_id, fname, held, None, "a grow field keeps every element")
                 elif inherited is not None:

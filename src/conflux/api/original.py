@@ -80,10 +80,9 @@ class EnvState(Resource):
             {f: "default" if source is None else "base" if source == base else source
              for f, (_, source) in fields.items()}, places.get(entity_id))
             for entity_id, fields in state.items()]
-        # the roots: every entity with no parent, the tree's in sibling order first
-        placed_roots = [e for e in tree["roots"] if e in state]
-        roots = placed_roots + [e for e in state if e not in places and e not in
-                                set(placed_roots)]
+        # the roots: every entity with no parent, the tree's (in sibling order) first
+        roots = [e for e in tree["roots"] if e in state] + [e for e in state
+                                                           if e not in places]
         write_body(req, resp, {"environment": env, "entities": entities,
                                "root_entities": roots})
 

@@ -103,8 +103,7 @@ class Catalog:
             # the page's entities that exist; past deleted ones
             while at < len(ids) and len(page) < limit:
                 entity_id = ids[at]
-                if self._view(txn, env, entity_id, read=read) or \
-                        self._alive(txn, env, entity_id, read):
+                if self._exists(txn, env, entity_id, read):
                     page.append(entity_id)
                 at += 1
         return {"env": env, "entities": page, "offset": offset, "limit": limit,

@@ -76,7 +76,7 @@ class _Validation:
         self.store, self.schema, self.core = engine.store, engine.schema, engine.core
         self.changed, self.markers = changed, markers
         self.records: dict[tuple[str, str], dict | None] = {}
-        self.views: dict[tuple[str, str], dict] = {}
+        self.views: dict[tuple[str, str], bool] = {}  # whether each entity exists
         # PERF: with no violations on record there are none to look up and clear
         self.any_recorded = self.store.violation_count(txn) > 0
         self._record_key = self.store.violation_recorder(txn, self.any_recorded)
@@ -161,10 +161,8 @@ class _Validation:
         if key not in self.views:
             if self._read is None:
                 self._read = self.store.entity_reader(self.txn)
-            self.views[key] = self.engine._view(self.txn, env, entity_id, read=self._read)
-        # an entity inserted with no fields exists by its place in the tree
-        return bool(self.views[key]) or self.engine._alive(self.txn, env, entity_id,
-                                                           self._read)
+            self.views[key] = self.engine._exists(self.txn, env, entity_id, self._read)
+        return self.views[key]
 
     # -- checking -----------------------------------------------------------------------------
 

@@ -223,7 +223,7 @@ class Commits:
         moves = [op for op in leaves if op.type == core.MOVE_ENTITY]
         # a client's moves are checked; those read from another store's log come bound
         asked = [op for op in moves if not op.bound]
-        before = self._before_moves(txn, asked) if asked else None
+        before = self._before_moves(txn, asked) if asked else None  # (places, tree)
         merged = store.merge_batch(txn, leaves, core.apply_batch)
         placed = None
         if moves:
@@ -240,18 +240,9 @@ class Commits:
                     ack = acks[i]  # a retry: the hlc is the logged op's
                     hlc = (ops[i].hlc if ack is None else ops[ack].hlc if isinstance(ack, int)
                            else ack.hlc)
-                    if ops[i].type == core.MOVE_ENTITY:  # in force: the move placing it
-                        if placed is None:
-                            placed = self._placed(txn, cached=False)[0]
-                        held = placed.get(ops[i].entity)
-                        d = merged[3].get(ops[i].key[:-2] + b"\x00\x00")
-                        if d is None:  # a retry: its entity was not touched
-                            d = _marker_hlc(get(ops[i].key[:-2] + b"\x00\x00"))
-                        # in force, and stamped after the entity's delete (else hidden)
-                        outcomes[i] = (held is not None and held[3] == ops[i].op_id
-                                       and held[2] > d, None)
-                    else:
-                        outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get)
+                    if ops[i].type == core.MOVE_ENTITY and placed is None:
+                        placed = self._placed(txn, cached=False)[0]
+                    outcomes[i] = self._outcome(txn, ops[i], hlc, merged, get, placed)
         if fresh:
             if logged:
                 # the fresh ops are those not acknowledged as retries, in order
@@ -347,7 +338,7 @@ class Commits:
         finally:
             op.hlc, op.base = hlc, base
 
-    def _outcome(self, txn, op, hlc: int, merged, get) -> tuple[bool, object]:
+    def _outcome(self, txn, op, hlc: int, merged, get, placed=None) -> tuple[bool, object]:
         """``(applied, value)`` of an op merged in ``txn`` (``merged``: what ``apply_batch``
         returned): whether its write is what the field shows in the op's environment (for a
         delete, whether it is the entity's latest delete), and the field's resolved value
@@ -361,6 +352,9 @@ class Commits:
             d = _marker_hlc(get(ekey))
         if op.type == core.DELETE_ENTITY:
             return d == hlc, None
+        if op.type == core.MOVE_ENTITY:  # the move in force for its entity (``placed``: the
+            held = placed.get(op.entity)  # tree), stamped after the entity's delete
+            return held is not None and held[3] == op.op_id and held[2] > d, None
         rec = changed.get(op.key) or get(op.key)
         present, held, winner = (
             (False, None, None) if rec is None else core.resolve_record(rec, d))

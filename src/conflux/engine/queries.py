@@ -74,6 +74,25 @@ class Queries:
                 break
         return view
 
+    def _exists(self, txn, env, entity_id, read) -> bool:
+        """Whether an entity exists in ``env``: a field read there (what makes ``_view``
+        non-empty, without decoding a value), or, in the base environment, a move stamped
+        after its delete (an entity inserted with no fields exists by its place)."""
+        type_name, _, name = entity_id.partition(".")
+        if type_name not in self.schema.types:
+            return False
+        core = self.core
+        fields = self._field_names[type_name]
+        for level, env_id in self._env_levels(txn, env):
+            records = read(entity_prefix(env_id, self._type_ids[type_name], name))
+            d = _marker_hlc(records.pop(0, None))
+            for fid, rec in records.items():
+                if (fid in fields or fid == PLACE_FIELD) and core.resolve_record(rec, d)[0]:
+                    return True
+            if d:
+                return False
+        return False
+
     def _decode_value(self, type_name, fname, value):
         if isinstance(value, list):  # set elements
             items = [unpackb(e) for e in value]
@@ -103,8 +122,8 @@ class Queries:
             self.schema.field(type_name, field)
         with self.store.read() as txn:
             view = self._view(txn, env, entity_id)
-            if not view and not self._alive(txn, env, entity_id,
-                                            self.store.entity_reader(txn)):
+            if not view and not self._exists(txn, env, entity_id,
+                                             self.store.entity_reader(txn)):
                 raise NotFound(f"entity {entity_id} does not exist in {env}",
                                entity=entity_id)
         out = {}
@@ -156,7 +175,7 @@ class Queries:
             ids = self._entity_ids(txn, env, set(types) if types else None)
             read = self.store.entity_reader(txn)
             return [e for e in ids if fnmatchcase(e, pattern) and
-                    (self._view(txn, env, e, read=read) or self._alive(txn, env, e, read))]
+                    self._exists(txn, env, e, read)]
 
     def contending(self, fields) -> list:
         """For each ``(env, entity id, field)``: its concurrent candidates' values when it is
@@ -198,8 +217,8 @@ class Queries:
         read = self.store.entity_reader(txn)
         for entity_id in entity_ids:
             view = self._view(txn, env, entity_id, read=read)
-            if not view and not self._alive(txn, env, entity_id, read):
-                continue  # (an entity inserted with no fields is alive by its place)
+            if not view and not self._exists(txn, env, entity_id, read):
+                continue  # (an entity inserted with no fields exists by its place)
             fields = {}
             for spec in self.schema.types[entity_id.partition(".")[0]].fields.values():
                 item = view.get(spec.name)
@@ -408,16 +427,17 @@ class Queries:
             return touching
         may_read = self.policy.may_read
 
-        def keep(op) -> bool:
+        move = self.core.MOVE_ENTITY
+
+        def keep(op) -> bool:  # PERF: run for every op and watcher: a move's check inline
             return touching(op) and all(may_read(reader, p.entity or "*", p.field or None,
-                                                 p.env) and self._move_readable(p, reader)
+                                                 p.env) and
+                                        (p.type != move or self._move_readable(p, reader))
                                         for p in op_parts(op))
         return keep
 
     def _move_readable(self, op, reader) -> bool:
         """A move names its new and previous parents: shown to who may read them too."""
-        if op.type != self.core.MOVE_ENTITY:
-            return True
         parents = [op.value[0]]
         if op.prev is not None:
             parents.append(unpackb(op.prev)[0])
@@ -526,7 +546,8 @@ class Queries:
         self.schema.split_entity_id(entity_id)
         with self.store.read() as txn:
             view = self._view(txn, env, entity_id)
-            if not view and not self._alive(txn, env, entity_id, self.store.entity_reader(txn)):
+            if not view and not self._exists(txn, env, entity_id,
+                                             self.store.entity_reader(txn)):
                 raise NotFound(f"entity {entity_id} does not exist in {env}", entity=entity_id)
             out = {}
             for fname, item in view.items():
@@ -605,8 +626,7 @@ class Queries:
             read = self.store.entity_reader(txn)
             for env in self.schema.environments:
                 ids = [e for e in self._entity_ids(txn, env)]
-                live = [e for e in ids if self._view(txn, env, e, read=read)
-                        or self._alive(txn, env, e, read)]
+                live = [e for e in ids if self._exists(txn, env, e, read)]
                 envs[env] = {"entities": len(live),
                              "inherits": self.schema.parents.get(env)}
             figures = self.store.figures(txn)

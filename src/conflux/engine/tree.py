@@ -14,9 +14,7 @@ from __future__ import annotations
 
 from conflux.actors import Actor
 from conflux.codec import packb, unpackb
-from conflux.engine.checks import _marker_hlc
 from conflux.errors import NotFound, ValidationError
-from conflux.store import entity_prefix, PLACE_FIELD
 
 #: Beyond this many ops logged since the kept tree, it is replayed rather than brought up to
 #: date from the log.
@@ -99,25 +97,6 @@ class Tree:
 
     _tree_cache = None
 
-    def _alive(self, txn, env, entity_id, read) -> bool:
-        """Whether an entity exists in ``env``: a field read there (its own or inherited),
-        or, in the base environment, a move stamped after its delete (an entity inserted
-        with no fields)."""
-        type_name, _, name = entity_id.partition(".")
-        if type_name not in self.schema.types:
-            return False
-        core = self.core
-        fields = self._field_names[type_name]
-        for level, env_id in self._env_levels(txn, env):
-            records = read(entity_prefix(env_id, self._type_ids[type_name], name))
-            d = _marker_hlc(records.pop(0, None))
-            for fid, rec in records.items():
-                if (fid in fields or fid == PLACE_FIELD) and core.resolve_record(rec, d)[0]:
-                    return True
-            if d:
-                return False
-        return False
-
     def _require_moves(self, raw_ops, actor: Actor) -> None:
         """A move needs ``write`` on the parent its entity leaves (the parent's children
         change), as it does on the parent it joins (``Policy.require_ops``); checked with
@@ -136,17 +115,15 @@ class Tree:
             if held is not None and held[0] is not None and held[0] != op.get("parent"):
                 self.policy.require(actor, "write", held[0], None, base)
 
-    def _before_moves(self, txn, moves) -> dict:
+    def _before_moves(self, txn, moves) -> tuple[dict, tuple]:
         """Before a batch's moves merge: the place in force for each one's entity, which the
-        move logs as what it replaced (``prev``), rather than the entity's latest move; and,
-        under ``None``, the tree they join (for ``_check_moves``)."""
+        move logs as what it replaced (``prev``), rather than the entity's latest move; and
+        the tree they join, as kept (``_placed``), for ``_check_moves``."""
         placed, _ = self._placed(txn)
-        out = {id(op): None if op.entity not in placed else list(placed[op.entity][:2])
-               for op in moves}
-        out[None] = self._tree_cache
-        return out
+        return ({id(op): None if op.entity not in placed else list(placed[op.entity][:2])
+                 for op in moves}, self._tree_cache)
 
-    def _check_moves(self, txn, moves, before: dict) -> dict:
+    def _check_moves(self, txn, moves, before: tuple[dict, tuple]) -> dict:
         """Refuse a batch whose moves the store cannot take: a parent that does not exist in
         the base environment, or a move the tree would skip at its hlc (it makes a cycle).
         Returns ``placed``, for the answers.
@@ -154,8 +131,8 @@ class Tree:
         PERF: moves newer than every move of the tree before them are applied after it
         (``_after``: O(depth) each); others make the whole tree be replayed, O(moves x
         depth)."""
-        held = before[None]
-        found = None if held is None else self._after(held[1], held[2], moves)
+        places, (_, result, top) = before
+        found = self._after(result, top, moves)
         placed, skipped = found[0] if found is not None else self._placed(txn, cached=False)
         read = self.store.entity_reader(txn)
         base = self.schema.base_env
@@ -166,11 +143,11 @@ class Tree:
                     f"{op.entity} cannot go under {parent}: {parent} is {op.entity} itself or "
                     f"below it, so the move would make a cycle; nothing was written",
                     field="parent", entity=op.entity)
-            if parent is not None and not self._alive(txn, base, parent, read):
+            if parent is not None and not self._exists(txn, base, parent, read):
                 raise ValidationError(f"{op.entity} cannot go under {parent}: {parent} does "
                                       f"not exist in {base}; nothing was written",
                                       field="parent", entity=op.entity)
-            held = before[id(op)]
+            held = places[id(op)]
             op.prev = None if held is None else packb(held, use_bin_type=True)
         return placed
 
@@ -187,7 +164,7 @@ class Tree:
             found = alive.get(entity_id)
             if found is None:
                 found = alive[entity_id] = (may_read(reader, entity_id, None, env) and
-                                            self._alive(txn, env, entity_id, read))
+                                            self._exists(txn, env, entity_id, read))
             return found
 
         def up(entity_id):
@@ -212,9 +189,8 @@ class Tree:
                     entities[entity_id] = up(entity_id)
         out, roots = {}, []
         for entity_id in sorted(entities):
-            parent = entities[entity_id]
-            position = placed[entity_id][1] if entity_id in placed else None
-            out[entity_id] = {"parent": parent, "position": position, "children": []}
+            out[entity_id] = {"parent": entities[entity_id],
+                              "position": placed[entity_id][1], "children": []}
         for entity_id, parent in entities.items():
             if parent is None:
                 roots.append(entity_id)
@@ -238,7 +214,7 @@ class Tree:
         self.schema.split_entity_id(entity_id)
         with self.store.read() as txn:
             read = self.store.entity_reader(txn)
-            if not self._alive(txn, env, entity_id, read):
+            if not self._exists(txn, env, entity_id, read):
                 raise NotFound(f"entity {entity_id} does not exist in {env}",
                                entity=entity_id)
             placed, up, exists = self._tree_view(txn, env, read, reader)

@@ -75,6 +75,17 @@ def _dangling_key(env_id: bytes, target: str, referrer_key: bytes) -> bytes:
     return env_id + target.encode() + b"\x00" + referrer_key
 
 
+def _under(cur, prefix: bytes, *, values: bool = False):
+    """The keys (with ``values``, the items) of a cursor's table that start with ``prefix``,
+    in order; the cursor stands on each as it is given (``cur.value()`` reads its value)."""
+    if not cur.set_range(prefix):
+        return
+    for item in (cur if values else cur.iternext(values=False)):
+        if not (item[0] if values else item).startswith(prefix):
+            return
+        yield item
+
+
 class _MapGate:
     """LMDB may resize its map (``set_mapsize``) only while no transaction of this process is
     open, and does not check: py-lmdb then fails the other threads' transactions. Every
@@ -425,11 +436,8 @@ class LmdbStore(Store):
         out = {}
         prefix = f"{kind}:".encode()
         with txn.cursor(db=self.dbs["names"]) as cur:
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    out[_U16.unpack(value)[0]] = key[len(prefix):].decode()
+            for key, value in _under(cur, prefix, values=True):
+                out[_U16.unpack(value)[0]] = key[len(prefix):].decode()
         return out
 
     _pending: dict | None = None
@@ -484,25 +492,19 @@ class LmdbStore(Store):
         prefix = _U16.pack(env_id)
         found = set()
         with txn.cursor(db=self.dbs["state"]) as cur:
-            if cur.set_range(prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    _, type_id, name, _ = split_state_key(key)
-                    found.add((type_id, name))
+            for key in _under(cur, prefix):
+                _, type_id, name, _ = split_state_key(key)
+                found.add((type_id, name))
         return found
 
     def place_records(self, txn, env_id: int) -> list[tuple[int, str, bytes]]:
         prefix = _U16.pack(env_id)
         out = []
         with txn.cursor(db=self.dbs["state"]) as cur:
-            if cur.set_range(prefix):
-                for key in cur.iternext(values=False):
-                    if not key.startswith(prefix):
-                        break
-                    if key.endswith(PLACE_KEY):
-                        _, type_id, name, _ = split_state_key(key)
-                        out.append((type_id, name, cur.value()))
+            for key in _under(cur, prefix):
+                if key.endswith(PLACE_KEY):
+                    _, type_id, name, _ = split_state_key(key)
+                    out.append((type_id, name, cur.value()))
         return out
 
     def state_items(self, txn):
@@ -666,11 +668,8 @@ class LmdbStore(Store):
         prefix = _dangling_key(_U16.pack(env_id), target, b"")
         out = []
         with txn.cursor(db=self.dbs["dangling"]) as cur:
-            if cur.set_range(prefix):
-                for k in cur.iternext(values=False):
-                    if not k.startswith(prefix):
-                        break
-                    out.append(k[len(prefix):])
+            for k in _under(cur, prefix):
+                out.append(k[len(prefix):])
         return out
 
     # -- milestones -----------------------------------------------------------------------------
@@ -713,16 +712,13 @@ class LmdbStore(Store):
         prefix = _WEBHOOK.encode()
         found: dict[str, list] = {}
         with txn.cursor(db=self.dbs["meta"]) as cur:
-            if cur.set_range(prefix):
-                for key, value in cur:
-                    if not key.startswith(prefix):
-                        break
-                    name, _, kind = key[len(prefix):].decode().partition(":")
-                    item = found.setdefault(name, [None, None])
-                    if kind == "stats":
-                        item[1] = value
-                    elif not kind:
-                        item[0] = SEQ.unpack(value)[0] if value else 0
+            for key, value in _under(cur, prefix, values=True):
+                name, _, kind = key[len(prefix):].decode().partition(":")
+                item = found.setdefault(name, [None, None])
+                if kind == "stats":
+                    item[1] = value
+                elif not kind:
+                    item[0] = SEQ.unpack(value)[0] if value else 0
         return {name: (cursor, stats) for name, (cursor, stats) in found.items()}
 
     # -- figures --------------------------------------------------------------------------------
